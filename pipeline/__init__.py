@@ -1,0 +1,1 @@
+"""newsbeam's composition layer: CLI, options, config loading, pipeline building, runner choice."""

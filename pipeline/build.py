@@ -1,0 +1,63 @@
+"""Compose the stages: read, normalize, detect, enrich, dedupe, write, commit.
+
+`build_batch` reads as the pipeline does. It knows nothing of runners or config files: it takes
+validated `Settings` and the run's `RunInfo`, and the stages take plain settings objects.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.pvalue import PCollection
+
+from pipeline.config import Settings
+from transforms.accounting import CountPerSource
+from transforms.dedupe import DeduplicateArticles
+from transforms.enrich import EnrichArticles
+from transforms.language import DetectLanguage
+from transforms.normalize import NormalizeArticles
+from transforms.read import ReadSettings, ReadSources
+from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, RunInfo
+from transforms.write import CommitRun, WritePartitionedParquet
+
+ARTICLES = "articles"
+DEAD_LETTERS = "dead_letters"
+FEED_FETCHES = "feed_fetches"
+DATASETS = (ARTICLES, DEAD_LETTERS, FEED_FETCHES)
+
+
+def build_batch(p: beam.Pipeline, settings: Settings, run: RunInfo) -> PCollection:
+    """The batch pipeline; returns the one-element PCollection of the committed run manifest."""
+    parquet = settings.parquet.settings()
+    read_settings = ReadSettings(fetch=settings.fetch.settings())
+
+    patterns = p | "Inputs" >> beam.Create(settings.inputs)
+    entries, fetches, read_failures = patterns | "ReadSources" >> ReadSources(read_settings)
+    normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(run.started_at)
+    detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
+    enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)
+    unique, duplicates = enriched | "DeduplicateArticles" >> DeduplicateArticles()
+    article_files = unique | "WriteArticles" >> WritePartitionedParquet(
+        settings.output, ARTICLES, ARTICLE_SCHEMA, settings.article_partition_keys, run.run_id, parquet
+    )
+
+    dead_letters = (
+        (read_failures, normalize_failures, detect_failures, enrich_failures)
+        | "AllDeadLetters" >> beam.Flatten()
+        | "StampDeadLetters" >> beam.Map(run.stamp)
+    )
+    fetch_rows = (
+        (fetches, article_files, duplicates, dead_letters)
+        | "CountPerSource" >> CountPerSource()
+        | "StampFetchRows" >> beam.Map(run.stamp)
+    )
+    dead_letter_files = dead_letters | "WriteDeadLetters" >> WritePartitionedParquet(
+        settings.output, DEAD_LETTERS, DEAD_LETTER_SCHEMA, ("ingest_date",), run.run_id, parquet
+    )
+    fetch_files = fetch_rows | "WriteFeedFetches" >> WritePartitionedParquet(
+        settings.output, FEED_FETCHES, FEED_FETCH_SCHEMA, ("ingest_date",), run.run_id, parquet
+    )
+    return (
+        (article_files, dead_letter_files, fetch_files)
+        | "AllStagedFiles" >> beam.Flatten()
+        | "CommitRun" >> CommitRun(settings.output, run.run_id, run.started_at, settings.inputs)
+    )

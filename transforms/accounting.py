@@ -1,0 +1,80 @@
+"""CountPerSource: complete each input's `feed_fetches` row with what became of its entries.
+
+For every input: entries found = articles written + duplicates dropped + dead letters. The counts
+come from the written files, the duplicates and the record-level dead letters of every stage,
+keyed by source and joined with the fetch rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.pvalue import PCollection
+
+from transforms.schema import Record
+from transforms.write import StagedFile
+
+COUNT_FIELDS = ("articles_written", "duplicates", "dead_letters")
+
+
+def written_per_source(staged: StagedFile) -> Iterator[tuple[str, tuple[str, int]]]:
+    for source, rows in staged.rows_per_source.items():
+        yield source, ("articles_written", rows)
+
+
+def complete_rows(source: str, grouped: dict[str, Iterable[Any]]) -> Iterator[Record]:
+    totals = dict.fromkeys(COUNT_FIELDS, 0)
+    for field, amount in grouped["counts"]:
+        totals[field] += amount
+    rows = list(grouped["fetches"])
+    for index, row in enumerate(rows):
+        # The same input listed twice is read once; its counts belong to the first row.
+        yield {**row, **(totals if index == 0 else dict.fromkeys(COUNT_FIELDS, 0))}
+
+
+class CountPerSource(beam.PTransform):
+    """(fetch rows, staged article files, duplicates, dead letters) -> completed fetch rows."""
+
+    def expand(self, inputs: tuple[PCollection, ...]) -> PCollection:
+        fetches, staged_articles, duplicates, dead_letters = inputs
+        written = staged_articles | "WrittenPerSource" >> beam.FlatMap(written_per_source)
+        dropped = duplicates | "DuplicatesPerSource" >> beam.Map(lambda d: (d["source"], ("duplicates", 1)))
+        failed = (
+            dead_letters
+            | "EntryDeadLetters" >> beam.Filter(lambda d: d.get("entry_ref") is not None)
+            | "DeadLettersPerSource" >> beam.Map(lambda d: (d["source"], ("dead_letters", 1)))
+        )
+        counts = (
+            (written, dropped, failed)
+            | "AllCounts" >> beam.Flatten()
+            | "SumPerSourceAndField" >> beam.CombinePerKey(_SumFields())
+            | "FieldsOfSource" >> beam.FlatMap(lambda kv: ((kv[0], item) for item in kv[1].items()))
+        )
+        keyed_fetches = fetches | "KeyBySource" >> beam.Map(lambda row: (row["source"], row))
+        return (
+            {"fetches": keyed_fetches, "counts": counts}
+            | "JoinCounts" >> beam.CoGroupByKey()
+            | "CompleteRows" >> beam.FlatMapTuple(complete_rows)
+        )
+
+
+class _SumFields(beam.CombineFn):
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
+
+    def add_input(self, accumulator: dict[str, int], element: tuple[str, int]) -> dict[str, int]:
+        field, amount = element
+        accumulator[field] = accumulator.get(field, 0) + amount
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for accumulator in accumulators:
+            for field, amount in accumulator.items():
+                merged[field] = merged.get(field, 0) + amount
+        return merged
+
+    def extract_output(self, accumulator: dict[str, int]) -> dict[str, int]:
+        return accumulator

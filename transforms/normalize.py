@@ -1,0 +1,301 @@
+"""NormalizeArticles: raw entries to clean articles.
+
+HTML becomes plain text (block elements give paragraph breaks; scripts and styles are dropped;
+entities decoded), text is Unicode NFC without control characters and with collapsed whitespace,
+URLs are canonicalized, authors and tags become clean lists, and timestamps become UTC with the
+offset they were stated in and the field they came from. A date the input does not give stays null.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import apache_beam as beam
+import html_text
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import PCollection
+from dateutil import parser as date_parser
+from w3lib.url import canonicalize_url
+
+from transforms.parse import RawEntry, is_http_url
+from transforms.schema import Record, Stage, dead_letter
+
+DEAD_LETTERS = "dead_letters"
+
+# --- text ---------------------------------------------------------------------------------------
+
+_LOOKS_LIKE_HTML = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*[\s/>]|/[a-zA-Z]|!--)")
+# C0/C1 controls other than tab and newline, plus zero-width and bidi marks that break matching.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff\u202a-\u202e]")
+_INLINE_SPACE = re.compile(r"[^\S\n]+")
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n\s*")
+
+
+def html_to_text(value: str | None) -> str:
+    """Plain text of an HTML fragment or document, paragraphs separated by one blank line."""
+    if not value:
+        return ""
+    if _LOOKS_LIKE_HTML.search(value):
+        try:
+            value = html_text.extract_text(value, guess_layout=True)
+        except Exception:  # lxml rejects a few pathological inputs; treat them as text
+            value = html.unescape(re.sub(r"<[^>]*>", " ", value))
+    elif "&" in value:
+        value = html.unescape(value)
+    return clean_text(value)
+
+
+def clean_text(value: str) -> str:
+    """NFC, no control characters, single spaces, paragraphs kept as blank-line breaks."""
+    value = unicodedata.normalize("NFC", value.replace("\r\n", "\n").replace("\r", "\n"))
+    value = _CONTROL.sub("", value.replace("\u00a0", " "))
+    paragraphs = (_INLINE_SPACE.sub(" ", p).strip() for p in _PARAGRAPH_BREAK.split(value))
+    # Single newlines inside a paragraph are line wraps of the source, not structure.
+    return "\n\n".join(
+        " ".join(line.strip() for line in p.split("\n") if line.strip()) for p in paragraphs if p
+    )
+
+
+def one_line(value: str | None) -> str:
+    return html_to_text(value).replace("\n\n", " ").strip()
+
+
+def clean_list(values: Iterable[str | None]) -> list[str]:
+    """Cleaned, non-empty, de-duplicated (case-insensitively) values in their first order."""
+    seen: set[str] = set()
+    result: list[str] = []
+    for value in values:
+        text = one_line(value)
+        if text and text.casefold() not in seen:
+            seen.add(text.casefold())
+            result.append(text)
+    return result
+
+
+# --- URLs ---------------------------------------------------------------------------------------
+
+TRACKING_PARAMETERS = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "twclid",
+        "igshid",
+        "mc_cid",
+        "mc_eid",
+        "_hsenc",
+        "_hsmi",
+        "mkt_tok",
+        "oly_anon_id",
+        "oly_enc_id",
+        "vero_id",
+        "rb_clickid",
+        "s_cid",
+        "cmpid",
+        "ncid",
+        "ocid",
+        "wt_mc",
+        "wt.mc_id",
+        "ref_src",
+        "spm",
+    }
+)
+TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "at_", "_ga", "_gl", "hsa_")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def is_tracking_parameter(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in TRACKING_PARAMETERS or lowered.startswith(TRACKING_PREFIXES)
+
+
+def canonical_url(url: str | None) -> str | None:
+    """Canonical form of an absolute http(s) URL, or None for anything else.
+
+    w3lib's canonicalize_url lower-cases the host, sorts the query, normalizes percent-encoding
+    and drops the fragment; here we also drop default ports and tracking parameters.
+    """
+    if not is_http_url(url):
+        return None
+    try:
+        parts = urlsplit((url or "").strip())
+        netloc = (parts.hostname or "").lower().rstrip(".")
+        if not netloc:
+            return None
+        if ":" in netloc:  # IPv6 literal
+            netloc = f"[{netloc}]"
+        if parts.port and parts.port != _DEFAULT_PORTS.get(parts.scheme.lower()):
+            netloc = f"{netloc}:{parts.port}"
+        query = "&".join(
+            pair
+            for pair in parts.query.split("&")
+            if pair and not is_tracking_parameter(pair.split("=", 1)[0])
+        )
+        cleaned = urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", query, ""))
+        return str(canonicalize_url(cleaned, keep_fragments=False))
+    except ValueError:  # a malformed port or host
+        return None
+
+
+# --- time ---------------------------------------------------------------------------------------
+
+# Dates before the web or more than a day ahead are parse errors or placeholders, not news.
+EARLIEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=UTC)
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
+def parse_timestamp(
+    raw: str | None, parsed_epoch: int | None, now: datetime
+) -> tuple[datetime | None, int | None]:
+    """(UTC time, offset in minutes it was stated in) from a raw date string.
+
+    Tries RFC 822 (RSS), then ISO 8601 (Atom, JSON Feed), then a general parser; falls back to
+    the feed parser's own UTC reading (offset unknown). Implausible dates give (None, None).
+    """
+    moment: datetime | None = None
+    if raw and raw.strip():
+        moment = _parse_date_string(raw.strip())
+    if moment is None and parsed_epoch is not None:
+        try:
+            moment = datetime.fromtimestamp(parsed_epoch, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            moment = None
+    if moment is None:
+        return None, None
+    offset: int | None = None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # a date without zone: read as UTC, offset unknown
+    else:
+        delta = moment.utcoffset()
+        offset = int(delta.total_seconds() // 60) if delta is not None else None
+    utc = moment.astimezone(UTC)
+    if not EARLIEST_PLAUSIBLE <= utc <= now + FUTURE_TOLERANCE:
+        return None, None
+    if offset is not None and not -1080 <= offset <= 1080:
+        offset = None
+    return utc, offset
+
+
+def _parse_date_string(raw: str) -> datetime | None:
+    try:
+        moment = email.utils.parsedate_to_datetime(raw)
+        # "-0000" means "zone unknown" in RFC 2822; parsedate_to_datetime then returns naive.
+        return moment
+    except (TypeError, ValueError, IndexError):
+        pass
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        pass
+    try:
+        return date_parser.parse(raw)
+    except (ValueError, OverflowError, TypeError, date_parser.ParserError):
+        return None
+
+
+# --- one entry ----------------------------------------------------------------------------------
+
+
+class EmptyEntryError(ValueError):
+    """An entry with neither a title nor any text: nothing to keep."""
+
+
+def normalize_entry(entry: RawEntry, now: datetime) -> Record:
+    """The normalized article fields of one raw entry (language and ids come in later stages)."""
+    title = one_line(entry.get("title"))
+    summary = html_to_text(entry.get("summary"))
+    text = html_to_text(entry.get("content"))
+    if not text:
+        text = summary
+    if summary == text and entry.get("content"):
+        summary = ""
+    if not title and not text:
+        raise EmptyEntryError("the entry has neither a title nor any text")
+
+    url = entry.get("link")
+    published_at, published_offset = parse_timestamp(
+        entry.get("published"), entry.get("published_epoch"), now
+    )
+    updated_at, updated_offset = parse_timestamp(entry.get("updated"), entry.get("updated_epoch"), now)
+    return {
+        "source": entry["source"],
+        "source_type": entry["source_type"],
+        "ordinal": entry.get("ordinal", 0),
+        "feed_title": one_line(entry.get("feed_title")) or None,
+        "feed_url": entry.get("feed_link"),
+        "entry_id": (entry.get("entry_id") or "").strip() or None,
+        "url": url,
+        "canonical_url": canonical_url(url),
+        "title": title or None,
+        "summary": summary or None,
+        "text": text or None,
+        "authors": clean_list(entry.get("authors") or []),
+        "tags": clean_list(entry.get("tags") or []),
+        "published_at": published_at,
+        "published_offset_minutes": published_offset,
+        "published_at_source": f"feed:{entry.get('published_field')}" if published_at else "none",
+        "updated_at": updated_at,
+        "updated_offset_minutes": updated_offset,
+        "updated_at_source": f"feed:{entry.get('updated_field')}" if updated_at else "none",
+        "language_declared_raw": entry.get("entry_language") or entry.get("feed_language"),
+    }
+
+
+def entry_ref(entry: RawEntry | Record) -> str:
+    return str(
+        entry.get("entry_id") or entry.get("link") or entry.get("url") or f"#{entry.get('ordinal', 0)}"
+    )
+
+
+class _NormalizeFn(beam.DoFn):
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        self._normalized = Metrics.counter("normalize", "articles")
+        self._failed = Metrics.counter("normalize", "dead_letters")
+
+    def process(self, entry: RawEntry) -> Iterator[Any]:
+        try:
+            article = normalize_entry(entry, self._now)
+        except Exception as error:
+            self._failed.inc()
+            error_type = "no_content" if isinstance(error, EmptyEntryError) else type(error).__name__
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTERS,
+                dead_letter(
+                    Stage.NORMALIZE,
+                    error_type,
+                    str(error),
+                    entry["source"],
+                    entry["source_type"],
+                    entry_ref=entry_ref(entry),
+                    data=repr({k: entry.get(k) for k in ("title", "link", "summary")}),
+                ),
+            )
+            return
+        self._normalized.inc()
+        yield article
+
+
+class NormalizeArticles(beam.PTransform):
+    """Raw entries -> (normalized articles, dead letters)."""
+
+    def __init__(self, now: datetime) -> None:
+        super().__init__()
+        self._now = now
+
+    def expand(self, entries: PCollection) -> tuple[PCollection, PCollection]:
+        results = entries | "Normalize" >> beam.ParDo(_NormalizeFn(self._now)).with_outputs(
+            DEAD_LETTERS, main="articles"
+        )
+        return results.articles, results[DEAD_LETTERS]

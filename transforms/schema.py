@@ -1,0 +1,267 @@
+"""The records newsbeam writes: articles, dead letters and feed fetches.
+
+This module is the single source of truth for every dataset's columns. Each dataset is a tuple of
+`Column`s (name, Arrow type, meaning); the Arrow schemas, the README's column tables and the
+partition keys are all derived from them, and a test holds them together. Records travel through
+the pipeline as plain dicts keyed by these column names (cheap to pickle, direct to Arrow).
+
+It imports nothing else of newsbeam's, so every stage can import it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# Spark cannot read nanosecond timestamps; microseconds in UTC are read by every engine.
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    meaning: str
+
+
+class Outcome(enum.StrEnum):
+    """What happened to one input (a feed URL or file), one value per `feed_fetches` row."""
+
+    OK = "ok"
+    OK_WITH_WARNINGS = "ok_with_warnings"  # ill-formed (bozo) feed that still gave entries
+    EMPTY = "empty"  # a valid feed with no entries
+    NOT_A_FEED = "not_a_feed"  # HTML, plain text, JSON that is no JSON Feed, ...
+    ERROR = "error"  # unreadable, undecodable, HTTP or network failure
+    NOT_MODIFIED = "not_modified"  # HTTP 304 to a conditional GET
+
+
+class SourceType(enum.StrEnum):
+    FEED = "feed"  # RSS, Atom, RDF, CDF or JSON Feed, from a file or a URL
+    SEED_FILE = "seed_file"  # a text file: title line, blank line, body
+
+
+class Stage(enum.StrEnum):
+    """Where a dead letter was made."""
+
+    READ = "read"
+    PARSE = "parse"
+    NORMALIZE = "normalize"
+    DETECT_LANGUAGE = "detect_language"
+    ENRICH = "enrich"
+    WRITE = "write"
+
+
+ARTICLE_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "article_id",
+        pa.string(),
+        "Stable id: hash of the canonical URL, else of feed and entry id, else of the content",
+    ),
+    Column("article_id_source", pa.string(), "What the id was made from: `url`, `entry_id` or `content`"),
+    Column("source", pa.string(), "The feed URL or file path the article came from"),
+    Column("source_type", pa.string(), "`feed` or `seed_file`"),
+    Column(
+        "source_domain", pa.string(), "Registered host of the article URL (else of the feed), without `www.`"
+    ),
+    Column("feed_title", pa.string(), "Title of the feed the entry came from"),
+    Column("feed_url", pa.string(), "The feed's own link (its home page) as the feed states it"),
+    Column("entry_id", pa.string(), "The entry's own id (`guid`, Atom `id`, JSON Feed `id`)"),
+    Column("url", pa.string(), "The article link as given, made absolute against the feed's URL"),
+    Column(
+        "canonical_url",
+        pa.string(),
+        "Canonical form of `url`: lower-case host, no default port, fragment or tracking parameters, sorted query",
+    ),
+    Column("title", pa.string(), "Title as plain text"),
+    Column("summary", pa.string(), "Summary as plain text (paragraphs separated by a blank line)"),
+    Column("text", pa.string(), "Full text as plain text (the body of a seed file, a feed entry's content)"),
+    Column("authors", pa.list_(pa.string()), "Author names, cleaned, in feed order, no duplicates"),
+    Column("tags", pa.list_(pa.string()), "Categories and tags, cleaned, in feed order, no duplicates"),
+    Column("published_at", TIMESTAMP, "Publication time in UTC; null when the input gives none"),
+    Column(
+        "published_offset_minutes",
+        pa.int16(),
+        "UTC offset the publication time was stated in; null when unknown",
+    ),
+    Column(
+        "published_at_source",
+        pa.string(),
+        "Which field gave `published_at` (e.g. `feed:published`), or `none`",
+    ),
+    Column("updated_at", TIMESTAMP, "Last update time in UTC; null when the input gives none"),
+    Column(
+        "updated_offset_minutes", pa.int16(), "UTC offset the update time was stated in; null when unknown"
+    ),
+    Column("updated_at_source", pa.string(), "Which field gave `updated_at`, or `none`"),
+    Column("ingested_at", TIMESTAMP, "Start time of the run that wrote the article (UTC)"),
+    Column("language", pa.string(), "Chosen language, ISO 639-1 (`und` when undetermined)"),
+    Column(
+        "language_script",
+        pa.string(),
+        "Script subtag where the language has several (`Hans`/`Hant` for `zh`)",
+    ),
+    Column(
+        "language_confidence",
+        pa.float32(),
+        "Detector probability of the chosen language (0 when undetermined)",
+    ),
+    Column("language_detected", pa.string(), "What the detector said on its own (`und` when it could not)"),
+    Column(
+        "language_declared",
+        pa.string(),
+        "Language the input declared (feed `<language>`, `xml:lang`, JSON Feed `language`), ISO 639-1",
+    ),
+    Column(
+        "language_source",
+        pa.string(),
+        "Which was chosen: `detected`, `declared`, `agreed` (both the same) or `none`",
+    ),
+    Column("word_count", pa.int32(), "Words in title and text (CJK and Thai characters count as words)"),
+    Column("char_count", pa.int32(), "Characters in title and text"),
+    Column("reading_time_seconds", pa.int32(), "Estimated reading time at 230 words per minute"),
+    Column("content_hash", pa.string(), "sha256 of the normalized title and text"),
+    Column("ingest_date", pa.string(), "Partition key: UTC date of `ingested_at` (YYYY-MM-DD)"),
+    Column("run_id", pa.string(), "Id of the run that wrote the article"),
+    Column("pipeline_version", pa.string(), "newsbeam version that wrote the article"),
+    Column("schema_version", pa.int16(), "Version of this schema"),
+)
+
+DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
+    Column("stage", pa.string(), "Stage that failed: read, parse, normalize, detect_language, enrich, write"),
+    Column(
+        "error_type",
+        pa.string(),
+        "Short machine-readable reason, e.g. `http_500`, `undecodable`, `no_content`",
+    ),
+    Column("message", pa.string(), "Human-readable explanation"),
+    Column("source", pa.string(), "The feed URL or file path the input came from"),
+    Column("source_type", pa.string(), "`feed` or `seed_file`"),
+    Column(
+        "entry_ref", pa.string(), "Which entry of the source failed (its id or link), null for a whole input"
+    ),
+    Column(
+        "excerpt",
+        pa.string(),
+        "The start of the failing input, enough to see and replay it (at most 2,000 characters)",
+    ),
+    Column("failed_at", TIMESTAMP, "When the failure was recorded (UTC)"),
+    Column("ingest_date", pa.string(), "Partition key: UTC date of the run's start"),
+    Column("run_id", pa.string(), "Id of the run"),
+    Column("pipeline_version", pa.string(), "newsbeam version"),
+)
+
+FEED_FETCH_COLUMNS: tuple[Column, ...] = (
+    Column("source", pa.string(), "The feed URL or file path, as in `articles.source`"),
+    Column("source_type", pa.string(), "`feed` or `seed_file`"),
+    Column("outcome", pa.string(), "ok, ok_with_warnings, empty, not_a_feed, error, not_modified"),
+    Column(
+        "feed_format",
+        pa.string(),
+        "rss20, atom10, rss10, json11, ... as the parser names it; `text` for seed files",
+    ),
+    Column("feed_title", pa.string(), "Title of the feed"),
+    Column("error_type", pa.string(), "Reason when the outcome is not ok"),
+    Column("message", pa.string(), "Parser warning or error message"),
+    Column("url", pa.string(), "URL requested (HTTP sources)"),
+    Column("final_url", pa.string(), "URL after redirects (HTTP sources)"),
+    Column("http_status", pa.int16(), "Final HTTP status (HTTP sources)"),
+    Column("bytes", pa.int64(), "Size of the body read"),
+    Column("entries", pa.int32(), "Entries found in the input"),
+    Column("articles_written", pa.int32(), "Entries written as articles in this run"),
+    Column("duplicates", pa.int32(), "Entries dropped as duplicates of another entry in this run"),
+    Column("dead_letters", pa.int32(), "Entries that failed a later stage (each has a dead letter)"),
+    Column("started_at", TIMESTAMP, "When reading the input started (UTC)"),
+    Column("elapsed_ms", pa.int32(), "Time spent reading and parsing the input"),
+    Column("ingest_date", pa.string(), "Partition key: UTC date of the run's start"),
+    Column("run_id", pa.string(), "Id of the run"),
+    Column("pipeline_version", pa.string(), "newsbeam version"),
+)
+
+# `ingest_date` always comes first; the keys after it are configurable among these.
+PARTITIONABLE_ARTICLE_KEYS: tuple[str, ...] = ("language", "source_domain", "source_type")
+DEFAULT_ARTICLE_PARTITION_KEYS: tuple[str, ...] = ("ingest_date", "language")
+
+
+def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
+    return pa.schema(
+        [pa.field(c.name, c.type, metadata={"meaning": c.meaning}) for c in columns],
+        metadata={"newsbeam.schema_version": str(SCHEMA_VERSION)},
+    )
+
+
+ARTICLE_SCHEMA = arrow_schema(ARTICLE_COLUMNS)
+DEAD_LETTER_SCHEMA = arrow_schema(DEAD_LETTER_COLUMNS)
+FEED_FETCH_SCHEMA = arrow_schema(FEED_FETCH_COLUMNS)
+
+ARTICLE_FIELDS = tuple(c.name for c in ARTICLE_COLUMNS)
+
+Record = dict[str, Any]
+
+EXCERPT_CHARS = 2000
+
+
+def excerpt(data: bytes | str | None, limit: int = EXCERPT_CHARS) -> str | None:
+    """The start of a failing input, bounded, decoded leniently so that any bytes fit."""
+    if data is None:
+        return None
+    if isinstance(data, bytes):
+        data = data[: limit * 4].decode("utf-8", errors="replace")
+    return data[:limit]
+
+
+def dead_letter(
+    stage: Stage,
+    error_type: str,
+    message: str,
+    source: str,
+    source_type: str,
+    *,
+    entry_ref: str | None = None,
+    data: bytes | str | None = None,
+) -> Record:
+    """A dead-letter record; the run columns (`run_id`, `failed_at`, ...) are added when written."""
+    return {
+        "stage": str(stage),
+        "error_type": error_type,
+        "message": message[:1000],
+        "source": source,
+        "source_type": source_type,
+        "entry_ref": entry_ref,
+        "excerpt": excerpt(data),
+        "failed_at": datetime.now(UTC),
+    }
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What every record of one run shares."""
+
+    run_id: str
+    started_at: datetime  # UTC
+    pipeline_version: str
+
+    @property
+    def ingest_date(self) -> str:
+        return self.started_at.strftime("%Y-%m-%d")
+
+    def stamp(self, record: Record) -> Record:
+        """The record with this run's columns (for dead letters and fetch rows)."""
+        return {
+            **record,
+            "ingest_date": self.ingest_date,
+            "run_id": self.run_id,
+            "pipeline_version": self.pipeline_version,
+        }
+
+
+def markdown_table(columns: tuple[Column, ...]) -> str:
+    """The README's column table for one dataset (a test keeps the README in step)."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{c.name}` | `{c.type}` | {c.meaning} |" for c in columns]
+    return "\n".join(lines)
