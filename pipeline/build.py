@@ -7,6 +7,7 @@ validated `Settings` and the run's `RunInfo`, and the stages take plain settings
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.pipeline import Pipeline
 from apache_beam.pvalue import PCollection
 
 from pipeline.config import Settings
@@ -25,7 +26,7 @@ FEED_FETCHES = "feed_fetches"
 DATASETS = (ARTICLES, DEAD_LETTERS, FEED_FETCHES)
 
 
-def build_batch(p: beam.Pipeline, settings: Settings, run: RunInfo) -> PCollection:
+def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
     """The batch pipeline; returns the one-element PCollection of the committed run manifest."""
     parquet = settings.parquet.settings()
     read_settings = ReadSettings(fetch=settings.fetch.settings())

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import apache_beam as beam
+from apache_beam.pipeline import Pipeline
 
 from pipeline.build import build_batch
 from pipeline.config import ConfigError, Settings, load_settings
@@ -88,7 +88,7 @@ def run_batch(settings: Settings, beam_args: list[str], run_id: str | None = Non
     run = RunInfo(run_id or new_run_id(started_at), started_at, pipeline_version())
     options = make_pipeline_options(settings.runner, settings.beam_options, beam_args)
     clock = time.monotonic()
-    pipeline = beam.Pipeline(runner=make_runner(settings.runner), options=options)
+    pipeline = Pipeline(runner=make_runner(settings.runner), options=options)
     build_batch(pipeline, settings, run)
     result = pipeline.run()
     result.wait_until_finish()
