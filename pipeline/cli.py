@@ -25,10 +25,13 @@ from apache_beam.pipeline import Pipeline
 
 from pipeline.build import build_batch
 from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.feeds import FeedListError, feed_list
+from pipeline.maintenance import MaintenanceError, compact, parse_age, prepare_run, prune
 from pipeline.options import make_pipeline_options
 from pipeline.report import render_report
 from pipeline.runners import RunnerError, make_runner
 from transforms.schema import RunInfo
+from transforms.store import CommitLockTimeout
 from transforms.write import manifest_path, read_json
 
 DEFAULT_CONFIG = Path("configs/local.yaml")
@@ -68,7 +71,60 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--runner", default=None, help="direct (in-process), prism, or a Beam runner name")
     run.add_argument("--run-id", default=None, help="id of this run (default: time and random suffix)")
+    run.add_argument(
+        "--opml",
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="FILE",
+        help="OPML subscription lists to fetch (instead of the config's `opml:`), besides `feeds:`",
+    )
+    run.add_argument(
+        "--force", action="store_true", help="poll every feed now, ignoring ttl/max-age and failure backoff"
+    )
+    _add_maintenance_commands(commands)
     return parser
+
+
+def _add_maintenance_commands(commands: Any) -> None:
+    compact = commands.add_parser(
+        "compact", help="merge the small files of each partition into fewer larger ones (rows unchanged)"
+    )
+    prune = commands.add_parser("prune", help="remove ingest_date partitions older than --older-than")
+    prune.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 90d, 12w, 36h")
+    for command in (compact, prune):
+        command.add_argument(
+            "--config", type=Path, default=None, help=f"YAML config (default {DEFAULT_CONFIG})"
+        )
+        command.add_argument("--output", default=None, help="output folder (default from config)")
+        command.add_argument(
+            "--grace",
+            default="1h",
+            metavar="AGE",
+            help="keep replaced files this long for readers (default 1h)",
+        )
+        command.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=600.0,
+            help="seconds to wait for another commit (default 600)",
+        )
+
+
+def run_maintenance(command: str, settings: Settings, args: argparse.Namespace) -> None:
+    grace = parse_age(args.grace)
+    parquet = settings.parquet.settings()
+    if command == "compact":
+        report = compact(settings.output, grace=grace, settings=parquet, lock_timeout=args.lock_timeout)
+    else:
+        report = prune(
+            settings.output,
+            parse_age(args.older_than),
+            grace=grace,
+            settings=parquet,
+            lock_timeout=args.lock_timeout,
+        )
+    print(report.text(command))
 
 
 def _metrics(result: Any) -> dict[str, int]:
@@ -86,6 +142,12 @@ def _metrics(result: Any) -> dict[str, int]:
 def run_batch(settings: Settings, beam_args: list[str], run_id: str | None = None) -> dict[str, Any]:
     started_at = datetime.now(UTC).replace(microsecond=0)
     run = RunInfo(run_id or new_run_id(started_at), started_at, pipeline_version())
+    # Roll forward commits a crash interrupted (so the seen-set is whole) and clear this run id's
+    # partial staging; a run id already committed has nothing left to do.
+    done = prepare_run(settings.output, run.run_id)
+    if done is not None:
+        print(f"newsbeam run {run.run_id}: already committed at {done.get('ended_at')}; nothing to do")
+        return done
     options = make_pipeline_options(settings.runner, settings.beam_options, beam_args)
     clock = time.monotonic()
     pipeline = Pipeline(runner=make_runner(settings.runner), options=options)
@@ -104,14 +166,35 @@ def main(argv: list[str] | None = None) -> int:
     if config is None and DEFAULT_CONFIG.exists():
         config = DEFAULT_CONFIG
     try:
-        settings = load_settings(config, {"inputs": args.input, "output": args.output, "runner": args.runner})
-        if not settings.inputs:
+        overrides = {"inputs": getattr(args, "input", None), "output": args.output}
+        settings = load_settings(config, overrides | {"runner": getattr(args, "runner", None)})
+        if args.command in ("compact", "prune"):
+            run_maintenance(args.command, settings, args)
+            return 0
+        if getattr(args, "opml", None):  # a missing or broken file fails in feed_list with its name
+            settings = settings.model_copy(update={"opml": [str(path) for path in args.opml]})
+        if getattr(args, "force", False):
+            forced = settings.state.model_copy(update={"force": True})
+            settings = settings.model_copy(update={"state": forced})
+        feeds = feed_list(settings)
+        for problem in feeds.problems:
+            print(f"newsbeam: feed list: {problem} (skipped)", file=sys.stderr)
+        if not settings.inputs and not feeds.feeds:
             raise ConfigError(
                 f"{config or 'defaults'}: inputs: no inputs; give --input or list them in the config"
             )
         if args.command == "run":
             run_batch(settings, beam_args, args.run_id)
-    except (ConfigError, RunnerError) as error:
+    except (ConfigError, RunnerError, FeedListError) as error:
         print(f"newsbeam: configuration error: {error}", file=sys.stderr)
         return 2
+    except (CommitLockTimeout, MaintenanceError) as error:
+        print(f"newsbeam: {error}", file=sys.stderr)
+        return 3
+    except Exception as error:
+        # A commit step that waited too long for the lock fails inside the runner, which wraps it.
+        if CommitLockTimeout.__name__ not in f"{type(error).__name__} {error}":
+            raise
+        print(f"newsbeam: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 3
     return 0

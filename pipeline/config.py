@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.feeds import check_feed_url, check_language, parse_duration
+from transforms.feed_state import FeedSource, StatePolicy
 from transforms.fetch import FetchSettings
 from transforms.language import LanguageSettings
 from transforms.schema import PARTITIONABLE_ARTICLE_KEYS
@@ -63,9 +65,74 @@ class FetchConfig(_Strict):
     backoff_base: float = Field(0.5, ge=0)
     max_retry_after: float = Field(30.0, ge=0)
     allow_private_hosts: bool = False
+    max_concurrent: int = Field(16, ge=1, le=512)  # feeds fetched at once per worker
+    max_per_host: int = Field(2, ge=1, le=64)  # requests at once to one host, across workers
 
     def settings(self) -> FetchSettings:
         return FetchSettings(**self.model_dump())
+
+
+class FeedConfig(_Strict):
+    """One `feeds:` entry: a feed URL and optional hints."""
+
+    url: str
+    name: str | None = None
+    language: str | None = None  # ISO 639-1 hint, used when the feed declares none
+    category: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    poll_interval: int | None = None  # seconds, or "15m", "2h", "1d": not polled more often
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        return check_feed_url(url)
+
+    @field_validator("language")
+    @classmethod
+    def _language_code(cls, value: str | None) -> str | None:
+        return check_language(value) if value else None
+
+    @field_validator("poll_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int | None:
+        return None if value is None else parse_duration(value)
+
+    def source(self) -> FeedSource:
+        return FeedSource(
+            url=self.url,
+            name=self.name,
+            language=self.language,
+            category=self.category,
+            tags=tuple(self.tags),
+            poll_interval=self.poll_interval,
+        )
+
+
+class StateConfig(_Strict):
+    """Per-feed state between runs (conditional GET, ttl, failure backoff)."""
+
+    enabled: bool = True
+    path: str | None = None  # default OUTPUT/_state/feeds.parquet
+    honour_ttl: bool = True
+    max_fresh: int = 86400  # a feed's ttl / max-age is shortened to this (seconds or "1d")
+    backoff_after: int = Field(2, ge=1)  # consecutive failures before a feed is skipped
+    backoff_base: int = 600  # first skip after failures; doubled per further failure
+    backoff_max: int = 86400
+    force: bool = False  # poll every feed now, ignoring ttl and backoff (`--force`)
+
+    @field_validator("max_fresh", "backoff_base", "backoff_max", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        return parse_duration(value)
+
+    def policy(self) -> StatePolicy:
+        return StatePolicy(
+            honour_ttl=self.honour_ttl,
+            max_fresh_seconds=self.max_fresh,
+            backoff_after=self.backoff_after,
+            backoff_base_seconds=self.backoff_base,
+            backoff_max_seconds=self.backoff_max,
+        )
 
 
 class Settings(_Strict):
@@ -78,6 +145,9 @@ class Settings(_Strict):
     language: LanguageConfig = LanguageConfig()
     parquet: ParquetConfig = ParquetConfig()
     fetch: FetchConfig = FetchConfig()
+    feeds: list[FeedConfig] = Field(default_factory=list)
+    opml: list[str] = Field(default_factory=list)  # OPML subscription lists (also `--opml`)
+    state: StateConfig = StateConfig()
     beam_options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("partition_by")
@@ -102,6 +172,14 @@ class Settings(_Strict):
         for item in inputs:
             check_input(item)
         return inputs
+
+    @field_validator("opml")
+    @classmethod
+    def _opml_files_exist(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not os.path.isfile(path):
+                raise ValueError(f"OPML file {path!r} does not exist")
+        return paths
 
     @property
     def article_partition_keys(self) -> tuple[str, ...]:

@@ -1,8 +1,9 @@
 """CountPerSource: complete each input's `feed_fetches` row with what became of its entries.
 
-For every input: entries found = articles written + duplicates dropped + dead letters. The counts
-come from the written files, the duplicates and the record-level dead letters of every stage,
-keyed by source and joined with the fetch rows.
+For every input: entries found = articles written + duplicates dropped + dead letters + already
+stored (entries an earlier run stored in the same version). The counts come from the written files,
+the duplicates, the record-level dead letters of every stage and the already stored entries, keyed
+by source and joined with the fetch rows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from apache_beam.pvalue import PCollection
 from transforms.schema import Record
 from transforms.write import StagedFile
 
-COUNT_FIELDS = ("articles_written", "duplicates", "dead_letters")
+COUNT_FIELDS = ("articles_written", "duplicates", "dead_letters", "already_stored")
 
 
 def written_per_source(staged: StagedFile) -> Iterator[tuple[str, tuple[str, int]]]:
@@ -35,10 +36,10 @@ def complete_rows(source: str, grouped: dict[str, Iterable[Any]]) -> Iterator[Re
 
 
 class CountPerSource(beam.PTransform):
-    """(fetch rows, staged article files, duplicates, dead letters) -> completed fetch rows."""
+    """(fetch rows, staged article files, duplicates, dead letters[, already stored]) -> fetch rows."""
 
     def expand(self, inputs: tuple[PCollection, ...]) -> PCollection:
-        fetches, staged_articles, duplicates, dead_letters = inputs
+        fetches, staged_articles, duplicates, dead_letters, *stored = inputs
         written = staged_articles | "WrittenPerSource" >> beam.FlatMap(written_per_source)
         dropped = duplicates | "DuplicatesPerSource" >> beam.Map(lambda d: (d["source"], ("duplicates", 1)))
         failed = (
@@ -46,8 +47,13 @@ class CountPerSource(beam.PTransform):
             | "EntryDeadLetters" >> beam.Filter(lambda d: d.get("entry_ref") is not None)
             | "DeadLettersPerSource" >> beam.Map(lambda d: (d["source"], ("dead_letters", 1)))
         )
+        already = (
+            [stored[0] | "AlreadyStoredPerSource" >> beam.Map(lambda d: (d["source"], ("already_stored", 1)))]
+            if stored
+            else []
+        )
         counts = (
-            (written, dropped, failed)
+            (written, dropped, failed, *already)
             | "AllCounts" >> beam.Flatten()
             | "SumPerSourceAndField" >> beam.CombinePerKey(_SumFields())
             | "FieldsOfSource" >> beam.FlatMap(lambda kv: ((kv[0], item) for item in kv[1].items()))

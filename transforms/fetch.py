@@ -2,10 +2,15 @@
 
 `fetch()` returns a `FetchResult` for every outcome: a body, a 304, or a named error. It bounds
 each request (connect and read timeouts, a total deadline, a body-size cap that also holds after
-gzip/deflate decoding), follows redirects itself so that each hop is checked (only http/https,
-never from a public host to a private, loopback or link-local address), and retries 5xx answers,
-timeouts and dropped connections with exponential backoff and jitter, honouring `Retry-After` on
-429 and 503 up to a cap. The session comes from `make_session()`, built once per worker.
+gzip/deflate decoding, decoded here in bounded steps so that a gzip bomb never inflates past the
+cap), follows redirects itself so that each hop is checked (only http/https; a private, loopback
+or link-local target is refused outright unless `allow_private_hosts` is set for intranet feeds,
+and even then never reached by a redirect from a public host, the classic way to reach a cloud
+metadata server), and retries 5xx answers, timeouts and dropped connections with exponential
+backoff and full jitter, honouring `Retry-After` on 429 and 503 up to a cap. A conditional GET
+sends the stored `ETag` / `Last-Modified`; a 304 is a success without a body.
+
+The session comes from `make_session()`, built once per worker in a `DoFn.setup()`.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import random
+import re
 import socket
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
@@ -30,6 +37,27 @@ FEED_ACCEPT = (
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 PERMANENT_REDIRECTS = frozenset({301, 308})
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+CHUNK_BYTES = 64 * 1024
+
+# error_type -> error_class: a coarse family to group feed health by.
+_ERROR_CLASSES = {
+    "connect_timeout": "timeout",
+    "read_timeout": "timeout",
+    "timeout": "timeout",
+    "connection_error": "network",
+    "tls_error": "network",
+    "dns_error": "network",
+    "too_large": "body",
+    "bad_encoding": "body",
+    "bad_url": "policy",
+    "bad_scheme": "policy",
+    "bad_redirect": "policy",
+    "bad_redirect_scheme": "policy",
+    "private_address": "policy",
+    "private_redirect": "policy",
+    "redirect_loop": "policy",
+    "too_many_redirects": "policy",
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +72,8 @@ class FetchSettings:
     backoff_base: float = 0.5  # seconds; doubled per attempt, with full jitter
     max_retry_after: float = 30.0  # a longer Retry-After is not waited for: the fetch fails
     allow_private_hosts: bool = False  # True for feeds on an intranet (and for tests on 127.0.0.1)
+    max_concurrent: int = 16  # feeds fetched at once per worker
+    max_per_host: int = 2  # requests at once to one host, across all workers
 
 
 @dataclass
@@ -55,6 +85,7 @@ class FetchResult:
     content_type: str | None = None
     etag: str | None = None
     last_modified: str | None = None
+    max_age: int | None = None  # Cache-Control max-age of the final answer, in seconds
     permanent_redirect: str | None = None
     error_type: str | None = None
     message: str | None = None
@@ -68,7 +99,11 @@ class FetchResult:
 
     @property
     def not_modified(self) -> bool:
-        return self.status == 304
+        return self.error_type is None and self.status == 304
+
+    @property
+    def error_class(self) -> str | None:
+        return error_class(self.error_type)
 
 
 class FetchError(Exception):
@@ -78,10 +113,20 @@ class FetchError(Exception):
         self.retryable = retryable
 
 
-def make_session(settings: FetchSettings, pool_size: int = 32) -> requests.Session:
+def error_class(error_type: str | None) -> str | None:
+    """The family of a fetch error: http, timeout, network, body, policy (or content for the rest)."""
+    if error_type is None:
+        return None
+    if error_type.startswith("http_"):
+        return "http"
+    return _ERROR_CLASSES.get(error_type, "content")
+
+
+def make_session(settings: FetchSettings, pool_size: int | None = None) -> requests.Session:
     session = requests.Session()
+    size = pool_size or max(settings.max_concurrent, 1)
     # Retries and redirects are handled in fetch() so that each hop and attempt is checked.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers.update(
@@ -91,21 +136,20 @@ def make_session(settings: FetchSettings, pool_size: int = 32) -> requests.Sessi
 
 
 def is_private_address(host: str) -> bool:
-    """True when any address the host resolves to is private, loopback, link-local or reserved."""
+    """True when any address the host resolves to is not globally routable.
+
+    That covers private, loopback, link-local (169.254.169.254, the cloud metadata server),
+    shared (100.64/10), reserved, multicast and unspecified addresses.
+    """
     try:
         infos = socket.getaddrinfo(host, None)
     except (socket.gaierror, UnicodeError):
         return False  # unresolvable: the request itself will fail with a clear error
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if (
-            address.is_private
-            or address.is_loopback
-            or address.is_link_local
-            or address.is_reserved
-            or address.is_multicast
-            or address.is_unspecified
-        ):
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not address.is_global or address.is_multicast:
             return True
     return False
 
@@ -119,11 +163,25 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         return float(value)
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return max(0.0, moment.timestamp() - (now if now is not None else time.time()))
+
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?(\d+)\"?", re.I)
+
+
+def max_age_seconds(cache_control: str | None) -> int | None:
+    """`max-age` of a Cache-Control header (0 for no-cache / no-store); None when absent."""
+    if not cache_control:
+        return None
+    lowered = cache_control.lower()
+    if "no-cache" in lowered or "no-store" in lowered:
+        return 0
+    ages = {name.lower(): int(value) for name, value in _MAX_AGE.findall(cache_control)}
+    return ages.get("max-age", ages.get("s-maxage"))
 
 
 def fetch(
@@ -134,8 +192,13 @@ def fetch(
     etag: str | None = None,
     last_modified: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    host_is_private: Callable[[str], bool] = is_private_address,
 ) -> FetchResult:
-    """GET one feed; every failure is a FetchResult with an error_type, never an exception."""
+    """GET one feed; every failure is a FetchResult with an error_type, never an exception.
+
+    `host_is_private` classifies hosts for the redirect rule; tests on 127.0.0.1 pass one that
+    calls some local names public, so that a real server can play a public host.
+    """
     started = time.monotonic()
     deadline = started + settings.total_timeout
     result = FetchResult(url=url)
@@ -148,7 +211,7 @@ def fetch(
         for attempt in range(1, settings.max_attempts + 1):
             result.attempts = attempt
             try:
-                _get_following_redirects(session, url, headers, settings, deadline, result)
+                _get_following_redirects(session, url, headers, settings, deadline, result, host_is_private)
                 if result.status in RETRY_STATUSES or result.status == 429:
                     wait = _wait_before_retry(result, attempt, settings)
                     if wait is None or attempt == settings.max_attempts or time.monotonic() + wait > deadline:
@@ -157,10 +220,12 @@ def fetch(
                         result.body = None
                         break
                     sleep(wait)
+                    result.message = None
                     continue
                 break
             except FetchError as error:
-                result.error_type, result.message = error.error_type, str(error)
+                result.error_type, result.message = error.error_type, str(error)[:500]
+                result.body = None
                 if not error.retryable or attempt == settings.max_attempts:
                     break
                 wait = _backoff(attempt, settings)
@@ -176,6 +241,9 @@ def fetch(
             result.error_type = f"http_{result.status}"
             result.message = f"HTTP {result.status}"
             result.body = None
+    except Exception as error:  # a bug or an exotic library error stays this feed's problem
+        result.error_type, result.message = "fetch_crash", f"{type(error).__name__}: {error}"[:500]
+        result.body = None
     finally:
         result.elapsed_ms = int((time.monotonic() - started) * 1000)
     return result
@@ -194,22 +262,43 @@ def _wait_before_retry(result: FetchResult, attempt: int, settings: FetchSetting
                 return None
             return retry_after
         if result.status == 429:
-            return _backoff(attempt, settings) + 1.0
+            return _backoff(attempt, settings) + settings.backoff_base
     return _backoff(attempt, settings)
 
 
-def _check_target(url: str, origin_public: bool, settings: FetchSettings) -> None:
+def check_target(
+    url: str,
+    settings: FetchSettings,
+    *,
+    redirected_from_public: bool | None = None,
+    host_is_private: Callable[[str], bool] = is_private_address,
+) -> bool:
+    """Refuse a URL fetch() must not request; returns whether its host is public.
+
+    `redirected_from_public` is None for the URL as listed, else whether the hop that redirected
+    here was a public host: public -> private is refused even with `allow_private_hosts`.
+    """
+    redirect = redirected_from_public is not None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FetchError(
-            "bad_redirect_scheme" if origin_public is not None else "bad_scheme",
-            f"refusing non-http URL {url}",
+            "bad_redirect_scheme" if redirect else "bad_scheme",
+            f"refusing non-http URL {url[:200]}" + (" (redirect target)" if redirect else ""),
         )
-    host = parts.hostname or ""
+    try:
+        host = parts.hostname or ""
+    except ValueError as error:
+        raise FetchError("bad_url", f"{url[:200]}: {error}") from error
     if not host:
-        raise FetchError("bad_url", f"no host in {url}")
-    if not settings.allow_private_hosts and is_private_address(host):
+        raise FetchError("bad_url", f"no host in {url[:200]}")
+    private = host_is_private(host)
+    if private and not settings.allow_private_hosts:
         raise FetchError("private_address", f"refusing {host}: a private, loopback or link-local address")
+    if private and redirected_from_public:
+        raise FetchError(
+            "private_redirect", f"refusing a redirect from a public host to {host}, a private address"
+        )
+    return not private
 
 
 def _get_following_redirects(
@@ -219,14 +308,19 @@ def _get_following_redirects(
     settings: FetchSettings,
     deadline: float,
     result: FetchResult,
+    host_is_private: Callable[[str], bool],
 ) -> None:
     current = url
+    seen = {url}
     permanent = True
+    from_public: bool | None = None
     for _hop in range(settings.max_redirects + 1):
-        _check_target(current, True, settings)
+        from_public = check_target(
+            current, settings, redirected_from_public=from_public, host_is_private=host_is_private
+        )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise FetchError("timeout", f"total time limit of {settings.total_timeout:.0f}s reached")
+            raise FetchError("timeout", f"total time limit of {settings.total_timeout:g}s reached")
         try:
             response = session.get(
                 current,
@@ -236,15 +330,15 @@ def _get_following_redirects(
                 timeout=(min(settings.connect_timeout, remaining), min(settings.read_timeout, remaining)),
             )
         except requests.exceptions.ConnectTimeout as error:
-            raise FetchError("connect_timeout", str(error), retryable=True) from error
+            raise FetchError("connect_timeout", str(error)[:300], retryable=True) from error
         except requests.exceptions.ReadTimeout as error:
-            raise FetchError("read_timeout", str(error), retryable=True) from error
+            raise FetchError("read_timeout", str(error)[:300], retryable=True) from error
         except requests.exceptions.SSLError as error:
-            raise FetchError("tls_error", str(error)) from error
+            raise FetchError("tls_error", str(error)[:300]) from error
         except requests.exceptions.ConnectionError as error:
             raise FetchError("connection_error", str(error)[:300], retryable=True) from error
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, ValueError) as error:
-            raise FetchError("bad_url", str(error)) from error
+            raise FetchError("bad_url", str(error)[:300]) from error
         with response:
             result.status = response.status_code
             result.final_url = current
@@ -254,54 +348,123 @@ def _get_following_redirects(
                 if not location:
                     raise FetchError("bad_redirect", f"HTTP {response.status_code} without Location")
                 permanent = permanent and response.status_code in PERMANENT_REDIRECTS
-                current = urljoin(current, location)
-                if urlsplit(current).scheme not in ("http", "https"):
-                    raise FetchError("bad_redirect_scheme", f"redirect to non-http URL {current}")
+                current = urljoin(current, location.strip())
+                if current in seen:
+                    raise FetchError("redirect_loop", f"redirect loop back to {current[:200]}")
+                seen.add(current)
                 continue
             if permanent and current != url:
                 result.permanent_redirect = current
             result.etag = response.headers.get("etag")
             result.last_modified = response.headers.get("last-modified")
             result.content_type = response.headers.get("content-type")
+            result.max_age = max_age_seconds(response.headers.get("cache-control"))
             if response.status_code == 200:
-                result.body = _read_body(response, settings, deadline)
+                result.body = read_body(
+                    response.raw.stream(CHUNK_BYTES, decode_content=False),
+                    response.headers.get("content-encoding"),
+                    response.headers.get("content-length"),
+                    settings,
+                    deadline,
+                )
             return
-    raise FetchError("too_many_redirects", f"more than {settings.max_redirects} redirects from {url}")
+    raise FetchError("too_many_redirects", f"more than {settings.max_redirects} redirects from {url[:200]}")
 
 
-def _read_body(response: requests.Response, settings: FetchSettings, deadline: float) -> bytes:
-    declared = response.headers.get("content-length")
-    if (
-        declared
-        and declared.isdigit()
-        and int(declared) > settings.max_bytes
-        and not response.headers.get("content-encoding")
-    ):
-        raise FetchError("too_large", f"Content-Length {declared} is over the {settings.max_bytes}-byte cap")
-    chunks: list[bytes] = []
+class _Decoder:
+    """gzip / deflate decoding in steps that never produce more than the bytes still allowed."""
+
+    def __init__(self, encoding: str | None) -> None:
+        name = (encoding or "identity").strip().lower()
+        if name in ("", "identity"):
+            self._wbits: int | None = None
+        elif name in ("gzip", "x-gzip"):
+            self._wbits = 16 + zlib.MAX_WBITS
+        elif name == "deflate":
+            self._wbits = zlib.MAX_WBITS  # zlib-wrapped as HTTP says; raw deflate is tried on failure
+        else:
+            raise FetchError("bad_encoding", f"unsupported Content-Encoding {encoding!r}")
+        self._started = False
+        self._inflate = zlib.decompressobj(self._wbits) if self._wbits is not None else None
+
+    def decode(self, data: bytes, allowed: int) -> bytes:
+        """Decoded bytes of `data`; raises `too_large` as soon as more than `allowed` would come out."""
+        if self._inflate is None:
+            if len(data) > allowed:
+                raise _TooLarge
+            return data
+        out: list[bytes] = []
+        produced = 0
+        try:
+            if not self._started and self._wbits == zlib.MAX_WBITS:
+                self._started = True
+                try:
+                    probe = zlib.decompressobj(zlib.MAX_WBITS)
+                    probe.decompress(data[:64], 1)
+                except zlib.error:
+                    self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            self._started = True
+            pending = data
+            while pending:
+                piece = self._inflate.decompress(pending, allowed - produced + 1)
+                produced += len(piece)
+                if produced > allowed:
+                    raise _TooLarge
+                out.append(piece)
+                pending = self._inflate.unconsumed_tail
+                if not pending and self._inflate.eof and self._inflate.unused_data and self._wbits:
+                    # A second gzip member: decode it too, as gzip(1) does.
+                    pending = self._inflate.unused_data
+                    self._inflate = zlib.decompressobj(self._wbits)
+        except zlib.error as error:
+            raise FetchError(
+                "bad_encoding", f"undecodable {self._wbits and 'gzip/deflate'} body: {error}"
+            ) from error
+        return b"".join(out)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def read_body(
+    chunks: Iterable[bytes],
+    content_encoding: str | None,
+    content_length: str | None,
+    settings: FetchSettings,
+    deadline: float,
+) -> bytes:
+    """The decoded body from raw (still encoded) chunks, within the size cap and the deadline."""
+    decoder = _Decoder(content_encoding)
+    if content_length and content_length.strip().isdigit() and int(content_length) > settings.max_bytes:
+        # Encoded bytes over the cap can only decode to more.
+        raise FetchError(
+            "too_large", f"Content-Length {content_length} is over the {settings.max_bytes}-byte cap"
+        )
+    parts: list[bytes] = []
     size = 0
     try:
-        # decode_content=True: the cap counts decoded bytes, so a gzip bomb stops at the cap.
-        for chunk in response.raw.stream(64 * 1024, decode_content=True):
-            size += len(chunk)
-            if size > settings.max_bytes:
-                raise FetchError("too_large", f"body over the {settings.max_bytes}-byte cap (after decoding)")
+        for chunk in chunks:
+            decoded = decoder.decode(chunk, settings.max_bytes - size)
+            size += len(decoded)
+            parts.append(decoded)
             if time.monotonic() > deadline:
                 raise FetchError(
-                    "timeout",
-                    f"total time limit of {settings.total_timeout:.0f}s reached mid-body",
-                    retryable=False,
+                    "timeout", f"total time limit of {settings.total_timeout:g}s reached mid-body"
                 )
-            chunks.append(chunk)
+    except _TooLarge:
+        raise FetchError(
+            "too_large", f"body over the {settings.max_bytes}-byte cap (after decoding)"
+        ) from None
     except (TimeoutError, urllib3.exceptions.ReadTimeoutError) as error:
         raise FetchError("read_timeout", f"stalled mid-body: {error}", retryable=True) from error
     except urllib3.exceptions.DecodeError as error:
         raise FetchError("bad_encoding", f"undecodable content-encoding: {error}") from error
-    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.IncompleteRead, ConnectionError) as error:
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.HTTPError, ConnectionError) as error:
         raise FetchError(
             "connection_error", f"connection broken mid-body: {error}", retryable=True
         ) from error
-    return b"".join(chunks)
+    return b"".join(parts)
 
 
 def now_utc() -> datetime:

@@ -15,13 +15,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
+from langdetect.detector import Detector
 from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
+from langdetect.utils.ngram import NGram
 
 from transforms.schema import Record, Stage, dead_letter
 
@@ -82,6 +85,7 @@ _SCRIPT_SUBTAGS = {
     "mo": "Hant",
 }
 _LETTER = re.compile(r"[^\W\d_]")
+_HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7af\ud7b0-\ud7ff]")
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,71 @@ def load_detector_factory(seed: int) -> DetectorFactory:
     return factory
 
 
+_normalize_char = lru_cache(maxsize=65536)(NGram.normalize)
+_SPACE_RUN = re.compile(" {2,}")
+
+
+class FastDetector(Detector):  # type: ignore[misc]
+    """langdetect's `Detector` with its per-character loops rewritten: the same n-grams, the same
+    random draws and the same arithmetic in the same order, hence the same answers at about half the
+    cost (the benchmark's stage loop: n-gram extraction was 60% of detection time).
+    """
+
+    def append(self, text: str) -> None:
+        text = self.URL_RE.sub(" ", text)
+        text = self.MAIL_RE.sub(" ", text)
+        text = NGram.normalize_vi(text)
+        # langdetect keeps the first of each run of spaces, up to max_text_length input characters.
+        self.text += _SPACE_RUN.sub(" ", text[: self.max_text_length])
+
+    def _extract_ngrams(self) -> list[str]:
+        # NGram.add_char and the 1..3-gram loop of Detector._extract_ngrams, inlined.
+        known = self.word_lang_prob_map
+        result: list[str] = []
+        add = result.append
+        normalize = _normalize_char
+        grams = " "
+        capital_word = False
+        for raw in self.text:
+            ch = normalize(raw)
+            last = grams[-1]
+            if last == " ":
+                grams = " "
+                capital_word = False
+                if ch == " ":
+                    continue
+            elif len(grams) >= 3:
+                grams = grams[1:]
+            grams += ch
+            if ch.isupper():
+                if last.isupper():
+                    capital_word = True
+            else:
+                capital_word = False
+            if capital_word:
+                continue
+            if ch != " " and ch in known:
+                add(ch)
+            if len(grams) >= 2:
+                if grams[-2:] in known:
+                    add(grams[-2:])
+                if len(grams) >= 3 and grams in known:
+                    add(grams)
+        return result
+
+    def _update_lang_prob(self, prob: list[float], word: str | None, alpha: float) -> bool:
+        if word is None or word not in self.word_lang_prob_map:
+            return False
+        weight = alpha / self.BASE_FREQ
+        prob[:] = [p * (weight + q) for p, q in zip(prob, self.word_lang_prob_map[word], strict=False)]
+        return True
+
+    def _normalize_prob(self, prob: list[float]) -> float:
+        total = sum(prob)
+        prob[:] = [p / total for p in prob]
+        return max(0.0, *prob)
+
+
 def detection_text(title: str | None, text: str | None, max_chars: int) -> str:
     return f"{title or ''}\n{text or ''}".strip()[:max_chars]
 
@@ -145,9 +214,14 @@ class LanguageDetector:
 
     def probabilities(self, text: str, prior: dict[str, float] | None = None) -> list[tuple[str, float]]:
         """[(langdetect code, probability)], most likely first; empty when undetectable."""
-        detector = self._factory.create()
+        detector = FastDetector(self._factory)
         detector.n_trial = self.settings.n_trial
         detector.set_max_text_length(self.settings.max_chars)
+        if "ko" in self._known and not _HANGUL.search(text):
+            # langdetect's Korean profile is full of Hanja n-grams, so Chinese (Traditional above
+            # all) comes out as Korean at 0.99999 (Mimino666/langdetect#51). Korean is written in
+            # Hangul: a text without one Hangul letter is not Korean.
+            prior = {**(prior or dict.fromkeys(self._known, 1.0)), "ko": 0.0}
         if prior:
             detector.set_prior_map(prior)
         detector.append(text)

@@ -8,6 +8,7 @@ offset they were stated in and the field they came from. A date the input does n
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import html
 import re
@@ -36,6 +37,14 @@ _LOOKS_LIKE_HTML = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*[\s/>]|/[a-zA-Z]|!--)")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff\u202a-\u202e]")
 _INLINE_SPACE = re.compile(r"[^\S\n]+")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n\s*")
+# A character reference left over after one round of decoding: the input was escaped twice
+# (`&amp;amp;`, `&amp;#8217;`), which many feeds do. Only complete references, with `;`.
+_LEFTOVER_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});")
+# HTML escaped twice (`&amp;lt;p&amp;gt;`, as Reddit's feeds do) is still markup after one round:
+# closing tags of common elements tell it apart from a lone `<blink>` or `<nick>` in prose.
+_DECODED_MARKUP = re.compile(
+    r"</(?:p|div|span|a|b|i|em|strong|li|ul|ol|h[1-6]|blockquote|table|tr|td)>", re.IGNORECASE
+)
 
 
 def html_to_text(value: str | None) -> str:
@@ -49,6 +58,12 @@ def html_to_text(value: str | None) -> str:
             value = html.unescape(re.sub(r"<[^>]*>", " ", value))
     elif "&" in value:
         value = html.unescape(value)
+    if "&" in value:
+        value = _LEFTOVER_ENTITY.sub(lambda m: html.unescape(m.group(0)), value)
+    closing_tags = len(_DECODED_MARKUP.findall(value))
+    if closing_tags >= 3 or (closing_tags and value.lstrip().startswith("<")):
+        with contextlib.suppress(Exception):  # as above: lxml rejects a few pathological inputs
+            value = html_text.extract_text(value, guess_layout=True)
     return clean_text(value)
 
 
@@ -153,6 +168,8 @@ def canonical_url(url: str | None) -> str | None:
 # Dates before the web or more than a day ahead are parse errors or placeholders, not news.
 EARLIEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=UTC)
 FUTURE_TOLERANCE = timedelta(days=1)
+_DEFAULT_A = datetime(2000, 1, 1)
+_DEFAULT_B = datetime(2001, 2, 2)
 
 
 def parse_timestamp(
@@ -168,7 +185,8 @@ def parse_timestamp(
         moment = _parse_date_string(raw.strip())
     if moment is None and parsed_epoch is not None:
         try:
-            moment = datetime.fromtimestamp(parsed_epoch, tz=UTC)
+            # Naive on purpose: the parser's reading is UTC, but the offset it was stated in is lost.
+            moment = datetime.fromtimestamp(parsed_epoch, tz=UTC).replace(tzinfo=None)
         except (OverflowError, OSError, ValueError):
             moment = None
     if moment is None:
@@ -199,7 +217,12 @@ def _parse_date_string(raw: str) -> datetime | None:
     except ValueError:
         pass
     try:
-        return date_parser.parse(raw)
+        # dateutil fills what the string lacks from `default`: parse with two defaults that differ
+        # in year, month and day, and accept only when the date came wholly from the string.
+        moment = date_parser.parse(raw, default=_DEFAULT_A)
+        if date_parser.parse(raw, default=_DEFAULT_B).date() != moment.date():
+            return None
+        return moment
     except (ValueError, OverflowError, TypeError, date_parser.ParserError):
         return None
 

@@ -60,6 +60,17 @@ FEED_PARSER_OPTIONS = {"sanitize_html": False, "resolve_relative_uris": False}
 
 _HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html[\s>])", re.I | re.S)
 _JSON_FEED_VERSION = re.compile(r"^https?://jsonfeed\.org/version/1(\.1)?/?$")
+# Microsoft's Channel Definition Format: feedparser reads it but names no version.
+_CDF_ROOT = re.compile(rb"^(\xef\xbb\xbf)?\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<channel[\s>]", re.I | re.S)
+_XML_ENCODING_DECLARED = re.compile(rb"^(\xef\xbb\xbf)?\s*<\?xml[^>]*encoding\s*=", re.I)
+_UNICODE_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+# Single-byte Latin code pages: for undeclared Latin text, feedparser's windows-1252 fallback is
+# right more often than a statistical choice between close code pages (cp1250, cp1252, cp1257).
+_LATIN_GUESSES = frozenset(
+    {"ascii", "latin_1", "cp1250", "cp1252", "cp1254", "cp1257", "cp1258", "cp437", "cp850", "cp852", "cp858"}
+    | {f"iso8859_{n}" for n in (2, 3, 4, 9, 10, 13, 14, 15, 16)}
+    | {"mac_roman", "mac_latin2", "mac_iceland", "mac_turkish", "hp_roman8"}
+)
 
 
 def is_http_url(value: str | None) -> bool:
@@ -91,13 +102,16 @@ def _looks_like_json(body: bytes, content_type: str | None) -> bool:
     if content_type and "json" in content_type.lower():
         return True
     head = body[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-    return head.startswith(b"{")
+    return head.startswith((b"{", b"["))
 
 
 def parse_xml_feed(
     body: bytes, source: str, *, content_type: str | None = None, base_url: str | None = None
 ) -> ParsedInput:
     headers = {"content-type": content_type or "application/xml"}
+    charset = undeclared_charset(body, content_type)
+    if charset:
+        headers["content-type"] = f"{headers['content-type'].split(';')[0]}; charset={charset}"
     if is_http_url(base_url):
         # Lets feedparser resolve relative links (xml:base still wins where the feed has one).
         headers["content-location"] = base_url or ""
@@ -108,13 +122,20 @@ def parse_xml_feed(
             Outcome.ERROR, error_type="parser_crash", message=f"{type(error).__name__}: {error}"
         )
 
-    version = parsed.get("version") or ""
+    version = parsed.get("version") or ("cdf" if _CDF_ROOT.match(body[:4096]) else "")
     warning = _bozo_message(parsed)
     feed = parsed.get("feed", {})
     feed_title = feed.get("title")
     if not parsed.entries:
         if version:
-            return ParsedInput(Outcome.EMPTY, feed_format=version, feed_title=feed_title, message=warning)
+            warning_type = type(parsed.get("bozo_exception")).__name__ if parsed.bozo else None
+            return ParsedInput(
+                Outcome.EMPTY,
+                feed_format=version,
+                feed_title=feed_title,
+                error_type=warning_type,
+                message=warning,
+            )
         if _HTML_START.match(body[:2048]):
             return ParsedInput(Outcome.NOT_A_FEED, error_type="html_page", message="an HTML page, not a feed")
         reason = "not_a_feed" if not parsed.bozo else "malformed_feed"
@@ -136,6 +157,27 @@ def parse_xml_feed(
         error_type=error_type,
         message=warning,
     )
+
+
+def undeclared_charset(body: bytes, content_type: str | None) -> str | None:
+    """The encoding of a feed that declares none and is not UTF-8, when it is not a Latin one.
+
+    Without chardet installed feedparser reads such bytes as windows-1252, which turns EUC-JP,
+    Big5, KOI8-R or TIS-620 into mojibake; charset-normalizer tells them apart reliably.
+    """
+    if content_type and "charset=" in content_type.lower():
+        return None
+    if body.startswith(_UNICODE_BOMS) or _XML_ENCODING_DECLARED.match(body[:1024]):
+        return None
+    try:
+        body.decode("utf-8")
+        return None
+    except UnicodeDecodeError:
+        pass
+    best = charset_normalizer.from_bytes(body[:65536]).best()
+    if best is None or best.encoding in _LATIN_GUESSES:
+        return None
+    return str(best.encoding)
 
 
 def _bozo_message(parsed: Any) -> str | None:
@@ -173,6 +215,9 @@ def _entry_from_feedparser(
     summary_detail = entry.get("summary_detail") or {}
     title_detail = entry.get("title_detail") or {}
     published_field = next((f for f in ("published", "created", "issued") if entry.get(f)), None)
+    # Not entry.get: feedparser 6 answers `updated` with `published` when an entry has no update
+    # time, which would report a pubDate as an update (feedparser issue 310).
+    updated = dict.get(entry, "updated")
     return RawEntry(
         source=source,
         source_type=SourceType.FEED,
@@ -192,9 +237,9 @@ def _entry_from_feedparser(
         published=entry.get(published_field) if published_field else None,
         published_epoch=_epoch(entry.get(f"{published_field}_parsed")) if published_field else None,
         published_field=published_field,
-        updated=entry.get("updated"),
-        updated_epoch=_epoch(entry.get("updated_parsed")),
-        updated_field="updated" if entry.get("updated") else None,
+        updated=updated,
+        updated_epoch=_epoch(dict.get(entry, "updated_parsed")),
+        updated_field="updated" if updated else None,
     )
 
 
@@ -291,6 +336,9 @@ def _json_authors(obj: dict[str, Any]) -> list[str]:
 # --- seed files ---------------------------------------------------------------------------------
 
 
+_CHAOS_MARGIN = 0.1
+
+
 def decode_text(body: bytes) -> tuple[str, str]:
     """Decode a text file: UTF-8 (with or without BOM), else the detected encoding.
 
@@ -302,9 +350,14 @@ def decode_text(body: bytes) -> tuple[str, str]:
         return body.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         pass
-    best = charset_normalizer.from_bytes(body).best()
-    if best is None:
+    matches = list(charset_normalizer.from_bytes(body))
+    if not matches:
         raise UnicodeDecodeError("unknown", body[:1], 0, 1, "no text encoding fits these bytes")
+    # charset_normalizer ranks by "chaos" alone; on short texts legacy code pages tie or nearly
+    # tie, and the first is often wrong (cp1250 for Spanish, turning ñ into ń). Among the
+    # near-best, take the most coherent (language-wise), and windows-1252 on a tie.
+    near = [m for m in matches if m.chaos <= matches[0].chaos + _CHAOS_MARGIN]
+    best = max(near, key=lambda m: (round(m.coherence, 3), m.encoding == "cp1252"))
     return str(best), best.encoding
 
 

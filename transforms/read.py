@@ -8,23 +8,39 @@ a broken feed, an HTTP error, a timeout or undecodable bytes never stop the run.
 
 from __future__ import annotations
 
+import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MAX_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.fetch import FetchSettings, fetch, make_session
+from transforms.feed_state import (
+    FeedSource,
+    FeedState,
+    StatePolicy,
+    load_states,
+    poll_decision,
+    rss_ttl_seconds,
+    state_after,
+)
+from transforms.fetch import FetchResult, FetchSettings, error_class, fetch, make_session
 from transforms.parse import ParsedInput, is_http_url, parse_input, parse_seed_file
 from transforms.schema import Outcome, Record, SourceType, Stage, dead_letter
 
 FETCHES = "fetches"
 DEAD_LETTERS = "dead_letters"
+FEED_STATES = "feed_states"
 
 # What a folder given as input contributes: seed files and feed files (the benchmark corpus
 # has feeds without an extension), never READMEs or hidden files.
@@ -37,6 +53,12 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 class ReadSettings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     max_file_bytes: int = MAX_FILE_BYTES
+    # Feeds over HTTP: the listed feeds' hints by URL, the per-feed state file (None: no state,
+    # every feed is fetched unconditionally) and whether to ignore ttl and failure backoff.
+    feeds: Mapping[str, FeedSource] = field(default_factory=dict)
+    state_path: str | None = None
+    state_policy: StatePolicy = field(default_factory=StatePolicy)
+    force: bool = False
 
 
 def source_type_of(path: str) -> SourceType:
@@ -61,13 +83,24 @@ def expand_pattern(pattern: str) -> Iterator[str]:
         yield pattern
         return
     query = pattern if is_glob else FileSystems.join(pattern.rstrip("/"), "**")
-    matches = FileSystems.match([query])[0].metadata_list
-    paths = sorted(m.path for m in matches)
+    paths = sorted(_match(query))
     if not is_glob:
         paths = [p for p in paths if _wanted_in_folder(p)]
     if not paths:
         raise FileNotFoundError(f"no input matches {pattern}")
     yield from paths
+
+
+def _match(query: str) -> list[str]:
+    if "://" in query:
+        return [m.path for m in FileSystems.match([query])[0].metadata_list]
+    import glob
+    import os
+
+    # Beam's local match silently skips what it cannot stat (a dangling symlink, a file removed
+    # while listing), and such an input would vanish without its fetch row; Python's glob lists
+    # it, and reading it then fails into a dead letter.
+    return [path for path in glob.glob(query, recursive=True) if not os.path.isdir(path)]
 
 
 def _is_folder(path: str) -> bool:
@@ -202,48 +235,277 @@ class _ReadSourceFn(beam.DoFn):
 
     def _read_url(self, url: str, started_at: datetime, clock: float) -> Iterator[Any]:
         result = fetch(self._session, url, self._settings.fetch)
-        http = {
-            "url": url,
-            "final_url": result.final_url,
-            "http_status": result.status,
-        }
-        if result.not_modified:
-            parsed = ParsedInput(Outcome.NOT_MODIFIED)
-        elif not result.ok or result.body is None:
-            parsed = ParsedInput(
-                Outcome.ERROR, error_type=result.error_type or "no_body", message=result.message
-            )
-        else:
-            parsed = parse_input(
-                result.body, url, content_type=result.content_type, base_url=result.final_url or url
-            )
-        yield from parsed_to_outputs(
-            url, SourceType.FEED, parsed, result.body, started_at, _ms_since(clock), **http
+        yield from fetched_to_outputs(url, result, started_at, clock)
+
+
+def fetched_to_outputs(
+    url: str,
+    result: FetchResult,
+    started_at: datetime,
+    clock: float,
+    *,
+    feed: FeedSource | None = None,
+) -> Iterator[Any]:
+    """The entries, fetch row and dead letter of one HTTP fetch (shared by batch reads and stream polls).
+
+    `url` is the feed as listed (the articles' `source`); `result.url` is what was requested (the
+    listed URL, or where a permanent redirect moved it). `feed` brings the listed name and
+    language, used when the feed states none.
+    """
+    http = {
+        "url": result.url or url,
+        "final_url": result.final_url,
+        "http_status": result.status,
+        "etag": result.etag,
+        "last_modified": result.last_modified,
+        "attempts": result.attempts,
+        "error_class": result.error_class,
+    }
+    if result.not_modified:
+        parsed = ParsedInput(Outcome.NOT_MODIFIED)
+    elif not result.ok or result.body is None:
+        parsed = ParsedInput(Outcome.ERROR, error_type=result.error_type or "no_body", message=result.message)
+    else:
+        parsed = parse_input(
+            result.body, url, content_type=result.content_type, base_url=result.final_url or url
         )
+        if parsed.outcome in (Outcome.ERROR, Outcome.NOT_A_FEED):
+            http["error_class"] = error_class(parsed.error_type)
+        if feed is not None:
+            _apply_hints(parsed, feed)
+    yield from parsed_to_outputs(
+        url, SourceType.FEED, parsed, result.body, started_at, _ms_since(clock), **http
+    )
+
+
+def _apply_hints(parsed: ParsedInput, feed: FeedSource) -> None:
+    if parsed.feed_title is None and feed.name:
+        parsed.feed_title = feed.name
+    for entry in parsed.entries:
+        if not entry.get("feed_language") and feed.language:
+            entry["feed_language"] = feed.language
+        if not entry.get("feed_title") and feed.name:
+            entry["feed_title"] = feed.name
 
 
 def _ms_since(clock: float) -> int:
     return int((time.monotonic() - clock) * 1000)
 
 
+def host_key(url: str) -> str:
+    """The politeness key of a URL: its host, lower-cased (all ports of a host count as one)."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def skipped_outputs(url: str, state: FeedState, reason: str, now: datetime) -> Iterator[Any]:
+    """The fetch row and the unchanged state of a feed this run does not poll."""
+    yield beam.pvalue.TaggedOutput(
+        FETCHES,
+        fetch_row(
+            url,
+            SourceType.FEED,
+            now,
+            outcome=str(Outcome.SKIPPED),
+            error_type=reason,
+            message=f"not polled until {state.next_poll_at:%Y-%m-%dT%H:%M:%SZ}"
+            + (f" after {state.consecutive_failures} failures" if state.consecutive_failures else ""),
+            url=state.target,
+            etag=state.etag,
+            last_modified=state.last_modified,
+            attempts=0,
+            elapsed_ms=0,
+        ),
+    )
+    yield beam.pvalue.TaggedOutput(FEED_STATES, state)
+
+
+class _PlanFeedFetchesFn(beam.DoFn):
+    """Feed URL -> (host, (url, stored state)) to fetch, or a `skipped` row when it is not due."""
+
+    def __init__(self, settings: ReadSettings) -> None:
+        self._settings = settings
+        self._skipped = Metrics.counter("read", "feeds_skipped")
+
+    def setup(self) -> None:
+        self._states = load_states(self._settings.state_path)
+
+    def process(self, url: str) -> Iterator[Any]:
+        now = datetime.now(UTC)
+        state = self._states.get(url)
+        reason = poll_decision(state, now, force=self._settings.force)
+        if state is not None and reason is not None:
+            self._skipped.inc()
+            yield from skipped_outputs(url, state, reason, now)
+            return
+        yield host_key(state.target if state else url), (url, state)
+
+
+class _FetchFeedsOfHostFn(beam.DoFn):
+    """(host, feeds) -> what `fetched_to_outputs` gives, plus each feed's next state.
+
+    All feeds of one host arrive as one element (grouped by host), so at most `max_per_host`
+    requests go to a host at a time however many workers run: each host's feeds are split into
+    that many lanes fetched one after another. The lanes of every host in the bundle share one
+    pool of `max_concurrent` threads per worker. Finished feeds pass through a bounded queue, so
+    fetching waits for the bundle to emit what it has: memory stays bounded.
+    """
+
+    def __init__(self, settings: ReadSettings) -> None:
+        self._settings = settings
+        self._inputs = Metrics.counter("read", "inputs")
+        self._entries = Metrics.counter("read", "entries")
+        self._not_modified = Metrics.counter("read", "feeds_not_modified")
+        self._failed = Metrics.counter("read", "feeds_failed")
+
+    def setup(self) -> None:
+        workers = max(1, self._settings.fetch.max_concurrent)
+        self._session = make_session(self._settings.fetch, pool_size=workers)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="newsbeam-fetch")
+
+    def teardown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._session.close()
+
+    def start_bundle(self) -> None:
+        self._done: queue.Queue[list[Any]] = queue.Queue(
+            maxsize=2 * max(1, self._settings.fetch.max_concurrent)
+        )
+        self._lanes: list[Future[None]] = []
+
+    def process(self, element: tuple[str, Iterable[tuple[str, FeedState | None]]]) -> Iterator[Any]:
+        _host, feeds = element
+        plans = list(feeds)
+        lanes = max(1, min(self._settings.fetch.max_per_host, len(plans)))
+        for lane in range(lanes):
+            self._lanes.append(self._pool.submit(self._run_lane, plans[lane::lanes]))
+        while True:
+            try:
+                yield from self._count(self._done.get_nowait())
+            except queue.Empty:
+                return
+
+    def finish_bundle(self) -> Iterator[Any]:
+        while True:
+            finished = all(lane.done() for lane in self._lanes)
+            try:
+                outputs = self._done.get(timeout=0.05)
+            except queue.Empty:
+                if finished:
+                    break
+                continue
+            for output in self._count(outputs):
+                if isinstance(output, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(output.tag, _global(output.value))
+                else:
+                    yield _global(output)
+        for lane in self._lanes:
+            lane.result()  # a lane never raises (see _fetch_one); if it did, fail loudly, drop nothing
+
+    def _count(self, outputs: list[Any]) -> list[Any]:
+        self._inputs.inc()
+        for output in outputs:
+            if isinstance(output, dict) and "ordinal" in output:
+                self._entries.inc()
+            elif isinstance(output, beam.pvalue.TaggedOutput) and output.tag == FETCHES:
+                if output.value["outcome"] == Outcome.NOT_MODIFIED:
+                    self._not_modified.inc()
+                elif output.value["outcome"] in (Outcome.ERROR, Outcome.NOT_A_FEED):
+                    self._failed.inc()
+        return outputs
+
+    def _run_lane(self, plans: list[tuple[str, FeedState | None]]) -> None:
+        for url, state in plans:
+            self._done.put(self._fetch_one(url, state))
+
+    def _fetch_one(self, url: str, state: FeedState | None) -> list[Any]:
+        started_at = datetime.now(UTC)
+        clock = time.monotonic()
+        feed = self._settings.feeds.get(url)
+        try:
+            result = fetch(
+                self._session,
+                state.target if state else url,
+                self._settings.fetch,
+                etag=state.etag if state else None,
+                last_modified=state.last_modified if state else None,
+            )
+            outputs = list(fetched_to_outputs(url, result, started_at, clock, feed=feed))
+        except Exception as error:  # fetch() and parsing never raise; if a bug does, it stays this feed's
+            result = FetchResult(url=url, error_type="read_crash", message=f"{type(error).__name__}: {error}")
+            parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=result.message)
+            outputs = list(
+                parsed_to_outputs(url, SourceType.FEED, parsed, None, started_at, _ms_since(clock))
+            )
+        row = next(o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput) and o.tag == FETCHES)
+        fresh = [s for s in (result.max_age, rss_ttl_seconds(result.body)) if s is not None]
+        outputs.append(
+            beam.pvalue.TaggedOutput(
+                FEED_STATES,
+                state_after(
+                    state,
+                    url,
+                    started_at,
+                    outcome=row["outcome"],
+                    status=result.status,
+                    error_type=row.get("error_type"),
+                    etag=result.etag,
+                    last_modified=result.last_modified,
+                    permanent_redirect=result.permanent_redirect,
+                    fresh_seconds=max(fresh) if fresh else None,
+                    poll_interval=feed.poll_interval if feed else None,
+                    policy=self._settings.state_policy,
+                ),
+            )
+        )
+        return outputs
+
+
+def _global(value: Any) -> WindowedValue:
+    return WindowedValue(value, MAX_TIMESTAMP, (GlobalWindow(),))
+
+
 class ReadSources(beam.PTransform):
-    """Input patterns -> (raw entries, feed_fetches rows, dead letters)."""
+    """Input patterns -> (raw entries, feed_fetches rows, dead letters).
+
+    Files are read one element each; feed URLs are grouped by host and fetched by
+    `_FetchFeedsOfHostFn` under the per-host limit. The feeds' next states come out on
+    `self.feed_states` (set by `expand`) for `WriteFeedState` to store after the commit.
+    """
 
     def __init__(self, settings: ReadSettings | None = None) -> None:
         super().__init__()
         self._settings = settings or ReadSettings()
+        self.feed_states: PCollection | None = None
 
     def expand(self, patterns: PCollection) -> tuple[PCollection, PCollection, PCollection]:
         expanded = patterns | "ExpandPatterns" >> beam.ParDo(_ExpandPatternFn()).with_outputs(
             FETCHES, DEAD_LETTERS, main="sources"
         )
-        read = (
-            expanded.sources
-            # Distinct also redistributes: one element per input, each read once.
-            | "OneElementPerInput" >> beam.Distinct()
-            | "ReadAndParse"
-            >> beam.ParDo(_ReadSourceFn(self._settings)).with_outputs(FETCHES, DEAD_LETTERS, main="entries")
+        # Distinct also redistributes: one element per input, each read once.
+        sources = expanded.sources | "OneElementPerInput" >> beam.Distinct()
+        files = sources | "Files" >> beam.Filter(lambda source: not is_http_url(source))
+        urls = sources | "FeedUrls" >> beam.Filter(is_http_url)
+        read = files | "ReadAndParse" >> beam.ParDo(_ReadSourceFn(self._settings)).with_outputs(
+            FETCHES, DEAD_LETTERS, main="entries"
         )
-        fetches = (expanded[FETCHES], read[FETCHES]) | "AllFetchRows" >> beam.Flatten()
-        dead_letters = (expanded[DEAD_LETTERS], read[DEAD_LETTERS]) | "AllReadDeadLetters" >> beam.Flatten()
-        return read.entries, fetches, dead_letters
+        planned = urls | "PlanFeedFetches" >> beam.ParDo(_PlanFeedFetchesFn(self._settings)).with_outputs(
+            FETCHES, FEED_STATES, main="due"
+        )
+        fetched = (
+            planned.due
+            | "GroupByHost" >> beam.GroupByKey()
+            | "FetchAndParseFeeds"
+            >> beam.ParDo(_FetchFeedsOfHostFn(self._settings)).with_outputs(
+                FETCHES, DEAD_LETTERS, FEED_STATES, main="entries"
+            )
+        )
+        self.feed_states = (planned[FEED_STATES], fetched[FEED_STATES]) | "AllFeedStates" >> beam.Flatten()
+        entries = (read.entries, fetched.entries) | "AllEntries" >> beam.Flatten()
+        fetch_rows = (expanded[FETCHES], read[FETCHES], planned[FETCHES], fetched[FETCHES])
+        fetches = fetch_rows | "AllFetchRows" >> beam.Flatten()
+        failures = (expanded[DEAD_LETTERS], read[DEAD_LETTERS], fetched[DEAD_LETTERS])
+        dead_letters = failures | "AllReadDeadLetters" >> beam.Flatten()
+        return entries, fetches, dead_letters

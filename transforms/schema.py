@@ -17,7 +17,9 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# 1: the first layout. 2: `articles.version` and `feed_fetches.already_stored` added. Files of every
+# version read together by column name (DuckDB `union_by_name`, a pyarrow dataset with the newest schema).
+SCHEMA_VERSION = 2
 
 # Spark cannot read nanosecond timestamps; microseconds in UTC are read by every engine.
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -39,6 +41,7 @@ class Outcome(enum.StrEnum):
     NOT_A_FEED = "not_a_feed"  # HTML, plain text, JSON that is no JSON Feed, ...
     ERROR = "error"  # unreadable, undecodable, HTTP or network failure
     NOT_MODIFIED = "not_modified"  # HTTP 304 to a conditional GET
+    SKIPPED = "skipped"  # not polled this run: still fresh (ttl, max-age) or backing off after failures
 
 
 class SourceType(enum.StrEnum):
@@ -126,6 +129,11 @@ ARTICLE_COLUMNS: tuple[Column, ...] = (
     Column("char_count", pa.int32(), "Characters in title and text"),
     Column("reading_time_seconds", pa.int32(), "Estimated reading time at 230 words per minute"),
     Column("content_hash", pa.string(), "sha256 of the normalized title and text"),
+    Column(
+        "version",
+        pa.int32(),
+        "1 for the first stored version of `article_id`, +1 for each changed one (null in schema 1 files: read as 1)",
+    ),
     Column("ingest_date", pa.string(), "Partition key: UTC date of `ingested_at` (YYYY-MM-DD)"),
     Column("run_id", pa.string(), "Id of the run that wrote the article"),
     Column("pipeline_version", pa.string(), "newsbeam version that wrote the article"),
@@ -159,7 +167,7 @@ DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
 FEED_FETCH_COLUMNS: tuple[Column, ...] = (
     Column("source", pa.string(), "The feed URL or file path, as in `articles.source`"),
     Column("source_type", pa.string(), "`feed` or `seed_file`"),
-    Column("outcome", pa.string(), "ok, ok_with_warnings, empty, not_a_feed, error, not_modified"),
+    Column("outcome", pa.string(), "ok, ok_with_warnings, empty, not_a_feed, error, not_modified, skipped"),
     Column(
         "feed_format",
         pa.string(),
@@ -167,14 +175,27 @@ FEED_FETCH_COLUMNS: tuple[Column, ...] = (
     ),
     Column("feed_title", pa.string(), "Title of the feed"),
     Column("error_type", pa.string(), "Reason when the outcome is not ok"),
+    Column(
+        "error_class",
+        pa.string(),
+        "Family of the error: http, timeout, network, body, policy, content (null when none)",
+    ),
     Column("message", pa.string(), "Parser warning or error message"),
     Column("url", pa.string(), "URL requested (HTTP sources)"),
     Column("final_url", pa.string(), "URL after redirects (HTTP sources)"),
     Column("http_status", pa.int16(), "Final HTTP status (HTTP sources)"),
+    Column("etag", pa.string(), "`ETag` the server sent (HTTP sources)"),
+    Column("last_modified", pa.string(), "`Last-Modified` the server sent (HTTP sources)"),
+    Column("attempts", pa.int16(), "Requests made for the feed, retries included (HTTP sources)"),
     Column("bytes", pa.int64(), "Size of the body read"),
     Column("entries", pa.int32(), "Entries found in the input"),
     Column("articles_written", pa.int32(), "Entries written as articles in this run"),
     Column("duplicates", pa.int32(), "Entries dropped as duplicates of another entry in this run"),
+    Column(
+        "already_stored",
+        pa.int32(),
+        "Entries not written because an earlier run stored the same version (same id and content)",
+    ),
     Column("dead_letters", pa.int32(), "Entries that failed a later stage (each has a dead letter)"),
     Column("started_at", TIMESTAMP, "When reading the input started (UTC)"),
     Column("elapsed_ms", pa.int32(), "Time spent reading and parsing the input"),
@@ -206,12 +227,14 @@ Record = dict[str, Any]
 EXCERPT_CHARS = 2000
 
 
-def excerpt(data: bytes | str | None, limit: int = EXCERPT_CHARS) -> str | None:
+def excerpt(data: object, limit: int = EXCERPT_CHARS) -> str | None:
     """The start of a failing input, bounded, decoded leniently so that any bytes fit."""
     if data is None:
         return None
     if isinstance(data, bytes):
         data = data[: limit * 4].decode("utf-8", errors="replace")
+    elif not isinstance(data, str):  # a record field of the wrong type is what failed: show it
+        data = repr(data)
     return data[:limit]
 
 

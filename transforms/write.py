@@ -18,30 +18,51 @@ Beam's FileSystems API does the IO, so `gs://` and `s3://` outputs work as local
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import posixpath
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
+from apache_beam.transforms import userstate
 from apache_beam.transforms.combiners import ToListCombineFn
 from apache_beam.transforms.core import CombineGlobally
+from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MAX_TIMESTAMP
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.store import (
+    INDEX_DATASET,
+    INDEX_SCHEMA,
+    CommitLock,
+    fault_point,
+    index_record,
+    latest_versions,
+    list_index_files,
+    next_version,
+    read_index,
+    read_parquet,
+)
 
 STAGING_DIR = "_staging"
 RUNS_DIR = "_runs"
+PENDING_DIR = "_pending"  # markers of commits under way: what recovery looks at
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 MAX_PARTITION_VALUE_CHARS = 100
 # Characters Hive itself escapes in partition values, plus any non-ASCII and control character.
@@ -93,8 +114,21 @@ def escape_partition_value(value: Any) -> str:
         escaped = "%2E" + escaped[1:]
     if len(escaped) > MAX_PARTITION_VALUE_CHARS:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        escaped = f"{escaped[: MAX_PARTITION_VALUE_CHARS - 17]}~{digest}"
+        head = escaped[: MAX_PARTITION_VALUE_CHARS - 17]
+        while head and not _whole_characters(head):  # never cut a %XX or a UTF-8 sequence in two
+            head = head[:-1]
+        escaped = f"{head}~{digest}"
     return escaped
+
+
+def _whole_characters(escaped: str) -> bool:
+    if re.search(r"%[0-9A-F]?$", escaped):
+        return False
+    try:
+        unquote_to_bytes(escaped).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def partition_path(record: dict[str, Any], keys: tuple[str, ...]) -> str:
@@ -209,14 +243,21 @@ def manifest_path(output: str, run_id: str) -> str:
     return join_path(output, RUNS_DIR, f"{run_id}.json")
 
 
+def pending_path(output: str, run_id: str) -> str:
+    return join_path(output, RUNS_DIR, PENDING_DIR, run_id)
+
+
 def write_json_atomically(path: str, document: dict[str, Any]) -> None:
     temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    _ensure_parent(temporary)
     with FileSystems.create(temporary) as stream:
         stream.write(json.dumps(document, indent=2, sort_keys=True, default=str).encode("utf-8"))
-    _ensure_parent(path)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])  # object stores cannot rename over an existing object
-    FileSystems.rename([temporary], [path])
+    if "://" in path:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])  # object stores cannot rename over an existing object
+        FileSystems.rename([temporary], [path])
+    else:
+        os.replace(temporary, path)  # atomic on POSIX: readers see the old or the new manifest
 
 
 def read_json(path: str) -> dict[str, Any]:
@@ -238,50 +279,220 @@ def _ensure_parent(path: str) -> None:
                     raise
 
 
-def publish(moves: list[dict[str, Any]]) -> int:
-    """Rename staged files to their final paths; files already moved (a resumed commit) are skipped."""
+def publish(moves: list[dict[str, Any]], fault_prefix: str = "", strict: bool = True) -> int:
+    """Rename staged files to their final paths; files already moved (a resumed commit) are skipped.
+
+    With `strict`, a file found at neither end is an error (a staged file lost before its commit);
+    without, it is skipped (a retired file whose trash was already emptied).
+    """
     moved = 0
-    for move in moves:
+    for number, move in enumerate(moves, start=1):
         staged, final = move["staged_path"], move["final_path"]
         if FileSystems.exists(staged):
             _ensure_parent(final)
             FileSystems.rename([staged], [final])
             moved += 1
-        elif not FileSystems.exists(final):
+        elif strict and not FileSystems.exists(final):
             raise FileNotFoundError(f"staged file {staged} is missing and was never published to {final}")
+        if fault_prefix:
+            fault_point(f"{fault_prefix}.{number}")
     return moved
 
 
-def commit_run(
-    output: str, run_id: str, started_at: datetime, inputs: list[str], files: Iterable[StagedFile]
-) -> dict[str, Any]:
-    """Publish a run's staged files under the protocol in the module docstring; returns the manifest."""
-    files = sorted(files, key=lambda f: f.final_path)
+def count_files(files: Iterable[StagedFile]) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for staged in files:
         counts[staged.dataset]["rows"] += staged.rows
         counts[staged.dataset]["files"] += 1
         for part in staged.partition.split("/"):
             key, _, value = part.partition("=")
-            if key != "ingest_date":
+            if key and key != "ingest_date":
                 counts[staged.dataset][f"{key}={value}"] += staged.rows
-    manifest: dict[str, Any] = {
-        "run_id": run_id,
-        "status": "committing",
-        "started_at": started_at.isoformat(),
-        "commit_started_at": datetime.now(UTC).isoformat(),
-        "inputs": inputs,
-        "counts": {dataset: dict(c) for dataset, c in counts.items()},
-        "files": [asdict(f) | {"rows_per_source": None} for f in files],
-    }
-    path = manifest_path(output, run_id)
-    write_json_atomically(path, manifest)
-    publish(manifest["files"])
-    manifest["status"] = "committed"
-    manifest["ended_at"] = datetime.now(UTC).isoformat()
-    write_json_atomically(path, manifest)
+    return {dataset: dict(c) for dataset, c in counts.items()}
+
+
+def apply_manifest(output: str, manifest: dict[str, Any], fault_prefix: str = "commit") -> dict[str, Any]:
+    """Carry out a manifest's moves under the roll-forward protocol; the caller holds the commit lock.
+
+    1. a pending marker, then the manifest with status `committing` (the decision: from here on
+       the moves are rolled forward by whoever finds the marker);
+    2. renames of `files` (staged -> final), then of `retired` (replaced files -> trash);
+    3. the manifest with status `committed`, the staging folder and the marker removed.
+    """
+    run_id = manifest["run_id"]
+    marker = pending_path(output, run_id)
+    _ensure_parent(marker)
+    with FileSystems.create(marker) as stream:
+        stream.write(run_id.encode("utf-8"))
+    manifest = {**manifest, "status": "committing", "commit_started_at": datetime.now(UTC).isoformat()}
+    write_json_atomically(manifest_path(output, run_id), manifest)
+    fault_point(f"{fault_prefix}.manifest_written")
+    return finish_commit(output, manifest, fault_prefix)
+
+
+def finish_commit(output: str, manifest: dict[str, Any], fault_prefix: str = "") -> dict[str, Any]:
+    """Steps 2 and 3 of `apply_manifest`: also the roll-forward of an interrupted commit."""
+    run_id = manifest["run_id"]
+    publish(manifest.get("files", []), f"{fault_prefix}.publish" if fault_prefix else "")
+    publish(manifest.get("retired", []), strict=False)
+    if fault_prefix:
+        fault_point(f"{fault_prefix}.published")
+    manifest = {**manifest, "status": "committed", "ended_at": datetime.now(UTC).isoformat()}
+    write_json_atomically(manifest_path(output, run_id), manifest)
+    if fault_prefix:
+        fault_point(f"{fault_prefix}.committed")
     remove_staging(output, run_id)
+    marker = pending_path(output, run_id)
+    if FileSystems.exists(marker):
+        FileSystems.delete([marker])
     return manifest
+
+
+def recover_runs(output: str) -> list[str]:
+    """Roll forward every commit left `committing` by a crash; the caller holds the commit lock.
+
+    Returns the ids rolled forward. Markers of commits that never wrote their manifest (the crash
+    came before the decision) are removed: those runs never happened for readers.
+    """
+    pattern = join_path(output, RUNS_DIR, PENDING_DIR, "*")
+    recovered = []
+    for match in FileSystems.match([pattern])[0].metadata_list:
+        run_id = posixpath.basename(match.path)
+        path = manifest_path(output, run_id)
+        if FileSystems.exists(path):
+            manifest = read_json(path)
+            if manifest.get("status") == "committing":
+                finish_commit(output, {**manifest, "recovered_at": datetime.now(UTC).isoformat()})
+                recovered.append(run_id)
+                continue
+        # Committed but not cleaned up, or dead before its decision: the staged files are garbage
+        # (the marker is written under the lock, so its run is not committing any more).
+        remove_staging(output, run_id)
+        FileSystems.delete([match.path])
+    return recovered
+
+
+def reconcile_with_store(
+    output: str, files: list[StagedFile], snapshot: list[str]
+) -> tuple[list[StagedFile], int]:
+    """Staged files made consistent with index deltas committed since this run read the index.
+
+    Returns them and how many articles were dropped or renumbered.
+
+    Two runs that read the index at the same time both see an article as new; the one that commits
+    second drops what the first stored and renumbers what it changed, so no version is written
+    twice. Runs alone (the usual case) find no new delta and change nothing.
+    """
+    seen = set(snapshot)
+    newer = [path for path in list_index_files(output) if path not in seen]
+    ours = [f for f in files if f.dataset == INDEX_DATASET]
+    if not newer or not ours:
+        return files, 0
+    our_rows = pa.concat_tables([read_parquet(f.staged_path) for f in ours]).to_pylist()
+    stored = latest_versions(read_index(newer, [row["article_id"] for row in our_rows]))
+    decisions: dict[str, int] = {}
+    for row in our_rows:
+        known = stored.get(row["article_id"])
+        if known is not None and known.version >= row["version"]:
+            decisions[row["article_id"]] = next_version(row["content_hash"], row["updated_at"], known)
+    if not decisions:
+        return files, 0
+    dropped: dict[str, int] = defaultdict(int)
+    result = []
+    for staged in files:  # versioned files first: the fetch rows need their dropped counts
+        table = read_parquet(staged.staged_path)
+        if {"article_id", "version"} <= set(table.column_names):
+            table, per_source = renumber_versions(table, decisions)
+            for source, n in per_source.items():
+                dropped[source] += n if staged.dataset != INDEX_DATASET else 0
+            staged = _rewrite(staged, table)
+        if staged.rows:
+            result.append(staged)
+    final = []
+    for staged in result:
+        table = read_parquet(staged.staged_path)
+        if {"already_stored", "articles_written"} <= set(table.column_names):
+            staged = _rewrite(staged, move_to_already_stored(table, dropped))
+        final.append(staged)
+    return final, len(decisions)
+
+
+def renumber_versions(table: pa.Table, decisions: dict[str, int]) -> tuple[pa.Table, dict[str, int]]:
+    """Rows whose id is decided 0 dropped, others given their decided version; dropped per source."""
+    ids = table.column("article_id").to_pylist()
+    versions = table.column("version").to_pylist()
+    sources = table.column("source").to_pylist() if "source" in table.column_names else [""] * len(ids)
+    keep: list[int] = []
+    dropped: dict[str, int] = defaultdict(int)
+    for index, article_id in enumerate(ids):
+        decided = decisions.get(article_id)
+        if decided == 0:
+            dropped[sources[index] or ""] += 1
+            continue
+        if decided is not None:
+            versions[index] = decided
+        keep.append(index)
+    position = table.column_names.index("version")
+    table = table.set_column(position, table.field("version"), pa.array(versions, pa.int32()))
+    return table.take(pa.array(keep, pa.int64())), dict(dropped)
+
+
+def move_to_already_stored(table: pa.Table, dropped: dict[str, int]) -> pa.Table:
+    """Fetch rows with `dropped` entries per source moved from `articles_written` to `already_stored`."""
+    rows = table.to_pylist()
+    for row in rows:
+        n = dropped.get(row["source"] or "", 0)
+        if n:
+            row["articles_written"] = (row["articles_written"] or 0) - n
+            row["already_stored"] = (row["already_stored"] or 0) + n
+    return pa.Table.from_pylist(rows, schema=table.schema)
+
+
+def _rewrite(staged: StagedFile, table: pa.Table) -> StagedFile:
+    FileSystems.delete([staged.staged_path])
+    if table.num_rows:
+        write_parquet(table, staged.staged_path, ParquetSettings())
+    return replace(staged, rows=table.num_rows, rows_per_source={})
+
+
+def commit_run(
+    output: str,
+    run_id: str,
+    started_at: datetime,
+    inputs: list[str],
+    files: Iterable[StagedFile],
+    snapshot: list[str] | None = None,
+    lock_timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Publish a run's staged files under the protocol in the module docstring; returns the manifest.
+
+    Runs under the commit lock: first rolls forward any commit a crash interrupted, then (with the
+    store `snapshot`) reconciles with runs committed meanwhile, then publishes. A run id that is
+    already committed (a retried commit step) is not published twice.
+    """
+    fault_point("commit.waiting")
+    with CommitLock(output, f"run {run_id}", timeout=lock_timeout):
+        fault_point("commit.locked")
+        recover_runs(output)
+        path = manifest_path(output, run_id)
+        if FileSystems.exists(path) and read_json(path).get("status") == "committed":
+            remove_staging(output, run_id)
+            return read_json(path)
+        files, reconciled = list(files), 0
+        if snapshot is not None:
+            files, reconciled = reconcile_with_store(output, files, snapshot)
+        files = sorted(files, key=lambda f: f.final_path)
+        manifest: dict[str, Any] = {
+            "run_id": run_id,
+            "kind": "run",
+            "started_at": started_at.isoformat(),
+            "inputs": inputs,
+            "counts": count_files(files),
+            "files": [asdict(f) | {"rows_per_source": None} for f in files],
+            # Rows dropped or renumbered because another run committed them meanwhile.
+            "reconciled": reconciled,
+        }
+        return apply_manifest(output, manifest, "commit")
 
 
 def remove_staging(output: str, run_id: str) -> None:
@@ -290,32 +501,231 @@ def remove_staging(output: str, run_id: str) -> None:
         FileSystems.delete([staging])
     root = join_path(output, STAGING_DIR)
     if "://" not in root and FileSystems.exists(root):
-        try:
-            import os
-
+        with contextlib.suppress(OSError):
             os.rmdir(root)  # only when no other run is staging
-        except OSError:
-            pass
 
 
 class _CommitFn(beam.DoFn):
     def __init__(self, output: str, run_id: str, started_at: datetime, inputs: list[str]) -> None:
         self._output, self._run_id, self._started_at, self._inputs = output, run_id, started_at, inputs
 
-    def process(self, files: list[StagedFile]) -> Iterator[dict[str, Any]]:
-        yield commit_run(self._output, self._run_id, self._started_at, self._inputs, files)
+    def process(self, files: list[StagedFile], snapshot: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        yield commit_run(self._output, self._run_id, self._started_at, self._inputs, files, snapshot)
 
 
 class CommitRun(beam.PTransform):
-    """All staged files of the run -> published datasets and the run manifest (one element)."""
+    """All staged files of the run -> published datasets and the run manifest (one element).
 
-    def __init__(self, output: str, run_id: str, started_at: datetime, inputs: list[str]) -> None:
+    `snapshot`, when given, is the one-element PCollection of index files that
+    `DeduplicateAgainstStore` read; the commit reconciles with deltas committed after it.
+    """
+
+    def __init__(
+        self,
+        output: str,
+        run_id: str,
+        started_at: datetime,
+        inputs: list[str],
+        snapshot: PCollection | None = None,
+    ) -> None:
         super().__init__()
         self._fn = _CommitFn(output, run_id, started_at, inputs)
+        self._snapshot = snapshot
 
     def expand(self, staged: PCollection) -> PCollection:
+        gathered = staged | "GatherStagedFiles" >> CombineGlobally(ToListCombineFn())
+        if self._snapshot is None:
+            return gathered | "PublishAndWriteManifest" >> beam.ParDo(self._fn)
+        return gathered | "PublishAndWriteManifest" >> beam.ParDo(
+            self._fn, snapshot=beam.pvalue.AsSingleton(self._snapshot)
+        )
+
+
+class WriteVersionIndex(beam.PTransform):
+    """Written articles -> staged delta of the version index (`OUTPUT/_state/articles/`)."""
+
+    def __init__(self, output: str, run_id: str, settings: ParquetSettings | None = None) -> None:
+        super().__init__()
+        self._write = WritePartitionedParquet(output, INDEX_DATASET, INDEX_SCHEMA, (), run_id, settings)
+
+    def expand(self, articles: PCollection) -> PCollection:
+        return articles | "IndexRecords" >> beam.Map(index_record) | "StageIndexDelta" >> self._write
+
+
+# --- streaming: windowed writes -------------------------------------------------------------------
+#
+# The streaming job writes each window of fetch time as its own files, in the same Hive layout as
+# batch. Records are buffered per (window, partition) in Beam state, in the global window, and
+# written when an event-time timer at the window's end fires; a record that arrives after its
+# window was written (late data) is buffered again and written as the window's next pane. Nothing
+# is ever dropped for lateness, and no Beam trigger or allowed lateness is needed (Prism 2.62
+# supports neither).
+#
+# A file is named by its window, the run and the pane, plus a digest of its rows:
+# `part-<window start>-<run_id>-p<pane>-<digest>.parquet`. A new run never overwrites an older
+# run's files; two panes never share a name, even when the pane counter was reset by the cleanup
+# timer (or by Prism 2.62, which fires a key's timers in its next bundle, so each poll becomes a
+# pane); and a retried flush rewrites the same name with the same rows. Each file is written under
+# `OUTPUT/_staging/<run_id>/` and renamed into place under the commit lock, so readers only ever
+# see complete files. For articles, the version index delta of the same rows is published with
+# them, so the next batch run or stream restart knows what is stored.
+
+
+def window_start(epoch_seconds: float, window_seconds: int) -> int:
+    """Start (epoch seconds) of the fixed window of `window_seconds` that holds a moment."""
+    return int(epoch_seconds // window_seconds) * window_seconds
+
+
+def window_label(start: int) -> str:
+    return datetime.fromtimestamp(start, UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def rows_digest(records: Iterable[dict[str, Any]]) -> str:
+    """A digest of a pane's rows, independent of their order: the same rows give the same file name."""
+    lines = sorted(json.dumps(r, sort_keys=True, default=str) for r in records)
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:10]
+
+
+def window_file_name(start: int, run_id: str, pane: int, digest: str) -> str:
+    return f"part-{window_label(start)}-{run_id}-p{pane:03d}-{digest}.parquet"
+
+
+def stamp_fetch_time(
+    record: dict[str, Any], fetched_at: datetime, run_id: str, version: str
+) -> dict[str, Any]:
+    """A streamed record with its fetch time as ingest time and partition date (UTC), and the run."""
+    stamped = {**record, "ingest_date": fetched_at.strftime("%Y-%m-%d"), "run_id": run_id}
+    stamped["pipeline_version"] = version
+    if "ingested_at" in record:
+        stamped["ingested_at"] = fetched_at
+    return stamped
+
+
+@dataclass(frozen=True)
+class WindowFileSpec:
+    """What `WriteWindowedParquet` writes: one dataset, its columns and partition keys."""
+
+    output: str
+    dataset: str
+    schema: pa.Schema
+    partition_keys: tuple[str, ...]
+    run_id: str
+    window_seconds: int
+    settings: ParquetSettings = field(default_factory=ParquetSettings)
+    with_index: bool = False  # articles: publish their version index delta with them
+    cleanup_after: int = 86_400  # seconds after a window's end its pane counter is forgotten
+
+
+def publish_window_file(
+    spec: WindowFileSpec, partition: str, start: int, pane: int, records: list[dict[str, Any]]
+) -> list[str]:
+    """Write one pane's rows through staging and rename them into place; returns the final paths."""
+    name = window_file_name(start, spec.run_id, pane, rows_digest(records))
+    file_schema = pa.schema(
+        [f for f in spec.schema if f.name not in spec.partition_keys], metadata=spec.schema.metadata
+    )
+    tables = [(join_path(spec.output, spec.dataset, partition, name), records_to_table(records, file_schema))]
+    if spec.with_index:
+        index = records_to_table([index_record(r) for r in records], INDEX_SCHEMA)
+        tables.append((join_path(spec.output, INDEX_DATASET, name), index))
+    moves = []
+    for final, table in tables:
+        staged = join_path(spec.output, STAGING_DIR, spec.run_id, f"{uuid.uuid4().hex}.parquet")
+        write_parquet(table, staged, spec.settings)
+        moves.append({"staged_path": staged, "final_path": final})
+    # Articles before their index: a crash in between rewrites an article on restart, never loses one.
+    with CommitLock(spec.output, f"stream {spec.run_id}"):
+        for move in moves:
+            if FileSystems.exists(move["final_path"]):  # a retried flush: the same rows are already there
+                FileSystems.delete([move["staged_path"]])
+            else:
+                publish([move])
+    return [move["final_path"] for move in moves]
+
+
+class _WriteWindowPanesFn(beam.DoFn):
+    BUFFER = userstate.BagStateSpec("buffer", PickleCoder())
+    PANE = userstate.ReadModifyWriteStateSpec("pane", VarIntCoder())
+    FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
+    CLEANUP = userstate.TimerSpec("cleanup", TimeDomain.WATERMARK)
+    _BUFFER_PARAM = beam.DoFn.StateParam(BUFFER)
+    _PANE_PARAM = beam.DoFn.StateParam(PANE)
+    _FLUSH_PARAM = beam.DoFn.TimerParam(FLUSH)
+    _CLEANUP_PARAM = beam.DoFn.TimerParam(CLEANUP)
+    _KEY_PARAM = beam.DoFn.KeyParam
+
+    def __init__(self, spec: WindowFileSpec) -> None:
+        self._spec = spec
+        self._rows = Metrics.counter("write", f"{spec.dataset}_rows")
+        self._files = Metrics.counter("write", f"{spec.dataset}_files")
+        self._late = Metrics.counter("write", f"{spec.dataset}_late_rows")
+
+    def process(
+        self,
+        keyed: tuple[str, dict[str, Any]],
+        buffer: Any = _BUFFER_PARAM,
+        pane: Any = _PANE_PARAM,
+        flush: Any = _FLUSH_PARAM,
+    ) -> Iterator[Any]:
+        start = int(keyed[0].split("|", 1)[0])
+        buffer.add(keyed[1])
+        if pane.read():
+            self._late.inc()  # its window was written already: it goes into the next pane
+        flush.set(Timestamp.of(start + self._spec.window_seconds))
+        return iter(())
+
+    @userstate.on_timer(FLUSH)
+    def _flush(
+        self,
+        key: Any = _KEY_PARAM,
+        buffer: Any = _BUFFER_PARAM,
+        pane: Any = _PANE_PARAM,
+        cleanup: Any = _CLEANUP_PARAM,
+    ) -> Iterator[dict[str, Any]]:
+        records = list(buffer.read())
+        if not records:
+            return
+        start_text, partition = key.split("|", 1)
+        start, index = int(start_text), pane.read() or 0
+        paths = publish_window_file(self._spec, partition, start, index, records)
+        buffer.clear()
+        pane.write(index + 1)
+        cleanup.set(Timestamp.of(start + self._spec.window_seconds + self._spec.cleanup_after))
+        self._rows.inc(len(records))
+        self._files.inc()
+        yield {
+            "dataset": self._spec.dataset,
+            "path": paths[0],
+            "rows": len(records),
+            "window_start": start,
+            "pane": index,
+            "late_rows": len(records) if index > 0 else 0,
+        }
+
+    @userstate.on_timer(CLEANUP)
+    def _cleanup(self, buffer: Any = _BUFFER_PARAM, pane: Any = _PANE_PARAM) -> None:
+        if not list(buffer.read()):  # keys of old windows hold no state for ever
+            pane.clear()
+
+
+class WriteWindowedParquet(beam.PTransform):
+    """Timestamped records -> Parquet files per fetch-time window, partition and pane (one dict per file)."""
+
+    def __init__(self, spec: WindowFileSpec) -> None:
+        super().__init__()
+        self._spec = spec
+
+    def expand(self, records: PCollection) -> PCollection:
+        spec = self._spec
+
+        def key_by_window(
+            record: dict[str, Any], at: Any = beam.DoFn.TimestampParam
+        ) -> tuple[str, dict[str, Any]]:
+            start = window_start(float(at), spec.window_seconds)
+            return f"{start}|{partition_path(record, spec.partition_keys)}", record
+
         return (
-            staged
-            | "GatherStagedFiles" >> CombineGlobally(ToListCombineFn())
-            | "PublishAndWriteManifest" >> beam.ParDo(self._fn)
+            records
+            | "KeyByWindowAndPartition" >> beam.Map(key_by_window).with_output_types(tuple[str, Any])
+            | "WritePanes" >> beam.ParDo(_WriteWindowPanesFn(spec))
         )

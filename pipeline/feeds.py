@@ -1,0 +1,198 @@
+"""Feed lists: the `feeds:` entries of a config file and OPML subscription lists, as one list of feeds.
+
+OPML is what every feed reader exports (`newsbeam run --opml subscriptions.opml`). Outlines nest
+in folders; a feed's folder path becomes its category (`News/World`). Real exports carry
+duplicates and junk, so an OPML file that parses gives its good feeds and a list of problems
+(duplicate, no URL, not http(s)) that the CLI prints; a file that is not OPML at all is an error.
+Config entries are stricter: a bad URL there fails the config at start (see pipeline/config.py).
+
+Feeds are de-duplicated by a light canonical form of their URL (lower-case scheme and host, no
+default port, no fragment); the first listing wins, config entries before OPML ones.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from lxml import etree
+
+from transforms.feed_state import FeedSource
+
+if TYPE_CHECKING:  # config.py imports this module for its validators
+    from pipeline.config import Settings
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$", re.I)
+_UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}([-_][a-zA-Z0-9]{2,8})*$")
+
+
+class FeedListError(ValueError):
+    """A feed list that cannot be read at all (a missing file, not XML, not OPML)."""
+
+
+def check_feed_url(url: str) -> str:
+    """The URL stripped, or ValueError naming what is wrong with it."""
+    url = url.strip()
+    if not url:
+        raise ValueError("the feed URL is empty")
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError as error:
+        raise ValueError(f"{url!r} is not a valid URL: {error}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    if not port_ok or any(ch.isspace() for ch in url):
+        raise ValueError(f"{url!r} is not a valid URL")
+    return url
+
+
+def check_language(value: str) -> str:
+    if not _LANGUAGE.match(value):
+        raise ValueError(f"{value!r} is not a language code such as `en` or `pt-BR`")
+    return value.split("-")[0].split("_")[0].lower()
+
+
+def parse_duration(value: int | float | str) -> int:
+    """Seconds from 900, "900", "15m", "2h" or "1d"."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration such as 900, 15m, 2h or 1d")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "").lower() or None]
+    if seconds < 0:
+        raise ValueError(f"{value!r}: a duration cannot be negative")
+    return int(seconds)
+
+
+def canonical_feed_url(url: str) -> str:
+    """The form two listings of one feed share: lower-case scheme and host, no default port, no fragment."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
+    if parts.username:
+        netloc = f"{parts.username}{':' + parts.password if parts.password else ''}@{netloc}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+@dataclass
+class FeedList:
+    feeds: list[FeedSource] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # one line each, naming the file and the entry
+
+
+def unique_feeds(listings: Iterable[tuple[str, FeedSource]]) -> FeedList:
+    """Feeds without duplicates (first listing wins); each duplicate is reported with its origin."""
+    result = FeedList()
+    seen: dict[str, str] = {}
+    for origin, feed in listings:
+        key = canonical_feed_url(feed.url)
+        if key in seen:
+            result.problems.append(f"{origin}: duplicate of {seen[key]}: {feed.url}")
+            continue
+        seen[key] = f"{origin} ({feed.url})"
+        result.feeds.append(feed)
+    return result
+
+
+def _outline_attribute(outline: etree._Element, *names: str) -> str | None:
+    # OPML attribute names vary in case between exporters (xmlUrl, xmlurl, XMLURL).
+    lowered = {str(k).lower(): str(v) for k, v in outline.attrib.items()}
+    for name in names:
+        value = lowered.get(name.lower())
+        if value is not None and value.strip():
+            return value.strip()
+    return None
+
+
+def load_opml(path: str | Path) -> FeedList:
+    """The feeds of an OPML file, nested outlines flattened with their folder path as category."""
+    origin = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise FeedListError(f"{origin}: cannot read the OPML file: {error.strerror}") from None
+    # No entities, no network, no huge trees: an OPML file is data from elsewhere.
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, recover=False)
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as error:
+        raise FeedListError(f"{origin}: not well-formed XML: {error}") from None
+    if etree.QName(root).localname.lower() != "opml":
+        raise FeedListError(
+            f"{origin}: not an OPML file (the root element is <{etree.QName(root).localname}>)"
+        )
+    body = next((child for child in root if etree.QName(child).localname.lower() == "body"), None)
+    if body is None:
+        raise FeedListError(f"{origin}: an OPML file without <body>")
+
+    problems: list[str] = []
+    listings: list[tuple[str, FeedSource]] = []
+
+    def walk(element: etree._Element, folders: tuple[str, ...]) -> None:
+        for outline in element:
+            if not isinstance(outline.tag, str) or etree.QName(outline).localname.lower() != "outline":
+                continue
+            title = _outline_attribute(outline, "title", "text")
+            url = _outline_attribute(outline, "xmlUrl", "url")
+            where = f"{origin}: line {outline.sourceline}"
+            if url is None:
+                is_feed_type = (_outline_attribute(outline, "type") or "").lower() in ("rss", "atom", "feed")
+                if is_feed_type and len(outline) == 0:
+                    problems.append(f"{where}: outline {title or '(untitled)'!r} has no xmlUrl")
+                walk(outline, (*folders, title) if title else folders)
+                continue
+            try:
+                url = check_feed_url(url)
+            except ValueError as error:
+                problems.append(f"{where}: {error}")
+                continue
+            language = _outline_attribute(outline, "language")
+            try:
+                language = check_language(language) if language else None
+            except ValueError:
+                language = None  # a hint only: a bad one is dropped, the feed kept
+            tags = _outline_attribute(outline, "category")
+            listings.append(
+                (
+                    where,
+                    FeedSource(
+                        url=url,
+                        name=title,
+                        language=language,
+                        category="/".join(folders) or None,
+                        tags=tuple(t.strip() for t in (tags or "").split(",") if t.strip()),
+                    ),
+                )
+            )
+            if len(outline):  # a feed outline with children: rare, but keep what they list
+                walk(outline, (*folders, title) if title else folders)
+
+    walk(body, ())
+    feeds = unique_feeds(listings)
+    return FeedList(feeds.feeds, problems + feeds.problems)
+
+
+def feed_list(settings: Settings) -> FeedList:
+    """Every feed the settings list: `feeds:` entries first, then each OPML file, without duplicates."""
+    listings = [(f"feeds[{index}]", feed.source()) for index, feed in enumerate(settings.feeds)]
+    problems: list[str] = []
+    for path in settings.opml:
+        loaded = load_opml(path)
+        problems += loaded.problems
+        listings += [(str(path), feed) for feed in loaded.feeds]
+    merged = unique_feeds(listings)
+    return FeedList(merged.feeds, problems + merged.problems)

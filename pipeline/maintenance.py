@@ -1,0 +1,418 @@
+"""Maintenance of an output folder: recovery before a run, `newsbeam compact` and `newsbeam prune`.
+
+All three change the datasets only through the commit protocol of transforms/write.py: a manifest
+under `OUTPUT/_runs/` (`kind` compact or prune) lists new files to publish (`files`) and replaced
+files to retire (`retired`, moved to `OUTPUT/_trash/<id>/`), carried out under the commit lock and
+rolled forward after a crash. They take the lock only for that short publish step, so they can
+run beside a long batch job or a stream (which take it for their own commits).
+
+Retired files stay in `OUTPUT/_trash/<id>/` for a grace period (default one hour), so that a
+reader that opened them keeps reading; each compact or prune empties the trash older than that.
+
+    newsbeam compact --output /data/news                 # every partition with 2+ small files
+    newsbeam prune --output /data/news --older-than 90d  # ingest_date partitions older than 90 days
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.store import (
+    INDEX_DATASET,
+    INDEX_FIELDS,
+    CommitLock,
+    fault_point,
+    is_local,
+    join,
+    list_index_files,
+    read_parquet,
+)
+from transforms.write import (
+    RUNS_DIR,
+    STAGING_DIR,
+    ParquetSettings,
+    apply_manifest,
+    manifest_path,
+    pending_path,
+    read_json,
+    recover_runs,
+    remove_staging,
+    write_parquet,
+)
+
+TRASH_DIR = "_trash"
+DATASETS = ("articles", "dead_letters", "feed_fetches")
+DEFAULT_GRACE = timedelta(hours=1)
+# Files at least this big are left alone: compaction is for the many small files of frequent runs.
+DEFAULT_LARGE_FILE_BYTES = 64 * 1024 * 1024
+DEFAULT_ROWS_PER_FILE = 1_000_000
+
+
+class MaintenanceError(RuntimeError):
+    pass
+
+
+@dataclass
+class MaintenanceReport:
+    operation_id: str
+    partitions: int = 0
+    files_before: int = 0
+    files_after: int = 0
+    rows: int = 0
+    retired: list[str] = field(default_factory=list)
+    trash_emptied: int = 0
+
+    def text(self, verb: str) -> str:
+        return (
+            f"newsbeam {verb} {self.operation_id}: {self.partitions} partitions, {self.files_before} files "
+            f"-> {self.files_after}, {self.rows} rows; {self.trash_emptied} expired trash folders emptied"
+        )
+
+
+def operation_id(kind: str) -> str:
+    return f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def parse_age(text: str) -> timedelta:
+    """`90d`, `12h`, `30m`, `2w` -> a timedelta; a clear error for anything else."""
+    found = re.fullmatch(r"\s*(\d+)\s*([wdhm])\s*", text)
+    if not found:
+        raise MaintenanceError(f"cannot read the age {text!r}: use a number and a unit, e.g. 90d, 12h, 2w")
+    amount, unit = int(found.group(1)), found.group(2)
+    return {"w": timedelta(weeks=amount), "d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
+        unit, timedelta(minutes=amount)
+    )
+
+
+# --- recovery -------------------------------------------------------------------------------------
+
+
+def prepare_run(output: str, run_id: str, lock_timeout: float = 600.0) -> dict[str, Any] | None:
+    """Before a run: roll forward interrupted commits and clear this run id's partial staging.
+
+    Returns the manifest when `run_id` is already committed (a retry after a crash that came after
+    the commit): the run has nothing left to do.
+    """
+    with CommitLock(output, f"recovery before run {run_id}", timeout=lock_timeout):
+        recover_runs(output)
+        path = manifest_path(output, run_id)
+        if FileSystems.exists(path):
+            manifest = read_json(path)
+            if manifest.get("status") == "committed":
+                return manifest
+        remove_staging(output, run_id)  # a failed attempt's files: this attempt replaces them
+    return None
+
+
+# --- listing --------------------------------------------------------------------------------------
+
+
+def list_parquet(root: str) -> list[str]:
+    """Every Parquet file under `root`, sorted."""
+    if is_local(root):
+        found = []
+        for folder, _, names in os.walk(root):
+            found += [os.path.join(folder, name) for name in names if name.endswith(".parquet")]
+        return sorted(found)
+    return sorted(m.path for m in FileSystems.match([join(root, "**.parquet")])[0].metadata_list)
+
+
+def partitions_of(output: str, dataset: str) -> dict[str, list[str]]:
+    """Leaf partition (relative folder, e.g. `ingest_date=2026-11-29/language=en`) -> its files."""
+    root = join(output, dataset)
+    grouped: dict[str, list[str]] = {}
+    for path in list_parquet(root):
+        relative = posixpath.dirname(path[len(root) :].lstrip("/"))
+        grouped.setdefault(relative, []).append(path)
+    return grouped
+
+
+def _size(path: str) -> int:
+    if is_local(path):
+        return os.path.getsize(path)
+    return int(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
+
+
+# --- compact --------------------------------------------------------------------------------------
+
+
+def merged_schema(paths: list[str]) -> pa.Schema:
+    """One schema for files of several schema versions: every column of each, newest file first."""
+    schemas = [_read_schema(path) for path in reversed(paths)]
+    return pa.unify_schemas(schemas)
+
+
+def _read_schema(path: str) -> pa.Schema:
+    with FileSystems.open(path) as stream:
+        return pq.read_schema(stream)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with every column of `schema`, in its order; missing columns are nulls."""
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def merge_files(
+    paths: list[str], staged_folder: str, name_prefix: str, settings: ParquetSettings, rows_per_file: int
+) -> list[tuple[str, str, int]]:
+    """Copy the rows of `paths`, in order, into files of at most `rows_per_file` rows.
+
+    Returns (staged path, file name, rows) per new file. Reads one file at a time.
+    """
+    schema = merged_schema(paths)
+    written: list[tuple[str, str, int]] = []
+    batch: list[pa.Table] = []
+    pending = 0
+
+    def flush() -> None:
+        nonlocal batch, pending
+        if not pending:
+            return
+        name = f"{name_prefix}-{len(written):04d}.parquet"
+        staged = join(staged_folder, name)
+        write_parquet(pa.concat_tables(batch), staged, settings)
+        written.append((staged, name, pending))
+        batch, pending = [], 0
+
+    for path in paths:
+        with FileSystems.open(path) as stream:
+            table = conform(pq.read_table(stream), schema)
+        while table.num_rows:
+            take = min(table.num_rows, rows_per_file - pending)
+            batch.append(table.slice(0, take))
+            pending += take
+            table = table.slice(take)
+            if pending >= rows_per_file:
+                flush()
+    flush()
+    return written
+
+
+def compact(
+    output: str,
+    datasets: tuple[str, ...] = DATASETS,
+    min_files: int = 2,
+    large_file_bytes: int = DEFAULT_LARGE_FILE_BYTES,
+    rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+    grace: timedelta = DEFAULT_GRACE,
+    settings: ParquetSettings | None = None,
+    lock_timeout: float = 600.0,
+) -> MaintenanceReport:
+    """Merge the small files of each partition (and the version index's deltas) into fewer files."""
+    settings = settings or ParquetSettings()
+    op = operation_id("compact")
+    report = MaintenanceReport(op)
+    files: list[dict[str, Any]] = []
+    retired: list[dict[str, Any]] = []
+    groups = [(d, p, f) for d in datasets for p, f in sorted(partitions_of(output, d).items())]
+    groups.append((INDEX_DATASET, "", list_index_files(output)))
+    for dataset, partition, paths in groups:
+        small = [path for path in paths if _size(path) < large_file_bytes]
+        if len(small) < min_files:
+            continue
+        staged_folder = join(output, STAGING_DIR, op, dataset, partition)
+        final_folder = join(output, dataset, partition)
+        for staged, name, rows in merge_files(small, staged_folder, f"part-{op}", settings, rows_per_file):
+            files.append(_move(dataset, partition, staged, join(final_folder, name), rows))
+            report.files_after += 1
+            report.rows += rows if dataset != INDEX_DATASET else 0
+        trash_folder = join(output, TRASH_DIR, op, dataset, partition)
+        retired += [_move(dataset, partition, p, join(trash_folder, posixpath.basename(p)), 0) for p in small]
+        report.partitions += 1
+        report.files_before += len(small)
+    if files:
+        with CommitLock(output, f"compact {op}", timeout=lock_timeout):
+            fault_point("compact.locked")
+            recover_runs(output)
+            missing = [m["staged_path"] for m in retired if not FileSystems.exists(m["staged_path"])]
+            if missing:  # pruned meanwhile: merging would bring the rows back
+                remove_staging(output, op)
+                raise MaintenanceError(f"files changed during compaction (e.g. {missing[0]}); run it again")
+            apply_manifest(output, _manifest(op, "compact", files, retired), "compact")
+        report.retired = [m["staged_path"] for m in retired]
+    else:
+        remove_staging(output, op)
+    report.trash_emptied = empty_trash(output, grace)
+    return report
+
+
+def _move(dataset: str, partition: str, source: str, target: str, rows: int) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "partition": partition,
+        "staged_path": source,
+        "final_path": target,
+        "rows": rows,
+        "rows_per_source": None,
+    }
+
+
+def _manifest(
+    op: str, kind: str, files: list[dict[str, Any]], retired: list[dict[str, Any]]
+) -> dict[str, Any]:
+    counts: dict[str, dict[str, int]] = {}
+    for move in files:
+        entry = counts.setdefault(move["dataset"], {"rows": 0, "files": 0})
+        entry["rows"] += move["rows"]
+        entry["files"] += 1
+    return {
+        "run_id": op,
+        "kind": kind,
+        "started_at": datetime.now(UTC).isoformat(),
+        "inputs": [],
+        "counts": counts,
+        "files": files,
+        "retired": retired,
+    }
+
+
+# --- prune ----------------------------------------------------------------------------------------
+
+
+def _ingest_date(partition: str) -> date | None:
+    first = partition.split("/", 1)[0]
+    key, _, value = first.partition("=")
+    if key != "ingest_date":
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def prune(
+    output: str,
+    older_than: timedelta,
+    today: date | None = None,
+    datasets: tuple[str, ...] = DATASETS,
+    grace: timedelta = DEFAULT_GRACE,
+    settings: ParquetSettings | None = None,
+    lock_timeout: float = 600.0,
+) -> MaintenanceReport:
+    """Retire the `ingest_date` partitions older than `older_than`, and their rows of the version index."""
+    settings = settings or ParquetSettings()
+    cutoff = (today or datetime.now(UTC).date()) - older_than
+    op = operation_id("prune")
+    report = MaintenanceReport(op)
+    retired: list[dict[str, Any]] = []
+    for dataset in datasets:
+        for partition, paths in sorted(partitions_of(output, dataset).items()):
+            day = _ingest_date(partition)
+            if day is None or day >= cutoff:
+                continue
+            trash = join(output, TRASH_DIR, op, dataset, partition)
+            retired += [_move(dataset, partition, p, join(trash, posixpath.basename(p)), 0) for p in paths]
+            report.partitions += 1
+            report.files_before += len(paths)
+            report.rows += sum(pq.ParquetFile(p).metadata.num_rows for p in paths if is_local(p))
+    with CommitLock(output, f"prune {op}", timeout=lock_timeout):
+        fault_point("prune.locked")
+        recover_runs(output)
+        files, index_retired = _prune_index(output, op, cutoff.isoformat(), settings)
+        retired += index_retired
+        if retired:
+            apply_manifest(output, _manifest(op, "prune", files, retired), "prune")
+        else:
+            remove_staging(output, op)
+    report.retired = [m["staged_path"] for m in retired]
+    _remove_empty_folders(output, datasets)
+    report.trash_emptied = empty_trash(output, grace)
+    return report
+
+
+def _prune_index(
+    output: str, op: str, cutoff: str, settings: ParquetSettings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The index rewritten without rows of pruned partitions: (new file, retired deltas)."""
+    paths = list_index_files(output)
+    if not paths:
+        return [], []
+    index = pa.concat_tables([read_parquet(p).select(list(INDEX_FIELDS)) for p in paths])
+    keep = pc.fill_null(pc.greater_equal(index["ingest_date"], cutoff), True)
+    if pc.all(keep).as_py():
+        return [], []
+    kept = index.filter(keep)
+    name = f"part-{op}-0000.parquet"
+    staged = join(output, STAGING_DIR, op, INDEX_DATASET, name)
+    files = []
+    if kept.num_rows:
+        write_parquet(kept, staged, settings)
+        files.append(_move(INDEX_DATASET, "", staged, join(output, INDEX_DATASET, name), kept.num_rows))
+    trash = join(output, TRASH_DIR, op, INDEX_DATASET)
+    return files, [_move(INDEX_DATASET, "", p, join(trash, posixpath.basename(p)), 0) for p in paths]
+
+
+def _remove_empty_folders(output: str, datasets: tuple[str, ...]) -> None:
+    for dataset in datasets:
+        root = join(output, dataset)
+        if not is_local(root) or not os.path.isdir(root):
+            continue
+        for folder, _, _ in sorted(os.walk(root), key=lambda item: -len(item[0])):
+            if folder != root:
+                with contextlib.suppress(OSError):  # not empty: still has files
+                    os.rmdir(folder)
+
+
+# --- trash and leftovers --------------------------------------------------------------------------
+
+
+def _finished_at(output: str, op: str) -> datetime | None:
+    path = manifest_path(output, op)
+    if not FileSystems.exists(path):
+        return None
+    ended = read_json(path).get("ended_at")
+    return datetime.fromisoformat(ended) if ended else None
+
+
+def _children(folder: str) -> Iterator[str]:
+    if os.path.isdir(folder):
+        yield from sorted(os.listdir(folder))
+
+
+def empty_trash(output: str, grace: timedelta, now: datetime | None = None) -> int:
+    """Delete trash folders whose operation committed more than `grace` ago; returns how many."""
+    now = now or datetime.now(UTC)
+    trash_root = join(output, TRASH_DIR)
+    if not is_local(trash_root):
+        return 0  # object stores: a lifecycle rule on the _trash/ prefix does this (see the README)
+    emptied = 0
+    for op in _children(trash_root):
+        finished = _finished_at(output, op)
+        if (
+            finished is not None
+            and now - finished >= grace
+            and not FileSystems.exists(pending_path(output, op))
+        ):
+            shutil.rmtree(join(trash_root, op), ignore_errors=True)
+            emptied += 1
+    staging_root = join(output, STAGING_DIR)
+    for run in _children(staging_root):
+        # Staging of a run that died before its commit: nothing will ever publish it.
+        folder = join(staging_root, run)
+        age = now.timestamp() - os.path.getmtime(folder)
+        if age >= max(grace.total_seconds(), 24 * 3600) and not FileSystems.exists(pending_path(output, run)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return emptied
+
+
+__all__ = ["RUNS_DIR", "MaintenanceError", "compact", "parse_age", "prepare_run", "prune"]

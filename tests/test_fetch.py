@@ -1,0 +1,304 @@
+"""fetch() against a real HTTP server on 127.0.0.1: every way a feed can go wrong ends as a named result."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from tests.feedserver import FeedServer, Reply, conditional, gzip_bomb
+from transforms.fetch import (
+    FetchSettings,
+    check_target,
+    error_class,
+    fetch,
+    make_session,
+    max_age_seconds,
+    retry_after_seconds,
+)
+
+RSS = (
+    b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>'
+    b"<item><title>One</title><link>http://example.org/1</link></item></channel></rss>"
+)
+FAST = FetchSettings(
+    allow_private_hosts=True,
+    connect_timeout=1.0,
+    read_timeout=0.5,
+    total_timeout=5.0,
+    max_attempts=2,
+    backoff_base=0.01,
+    max_retry_after=2.0,
+    max_bytes=64 * 1024,
+)
+
+
+@pytest.fixture
+def session() -> requests.Session:
+    return make_session(FAST)
+
+
+def test_200_with_validators_then_304_without_body(
+    feed_server: FeedServer, session: requests.Session
+) -> None:
+    url = feed_server.route("/feed", conditional(RSS, '"v1"', "Sat, 28 Nov 2026 10:00:00 GMT"))
+    first = fetch(session, url, FAST)
+    assert first.ok and first.body == RSS
+    assert (first.etag, first.last_modified) == ('"v1"', "Sat, 28 Nov 2026 10:00:00 GMT")
+
+    second = fetch(session, url, FAST, etag=first.etag, last_modified=first.last_modified)
+    assert second.not_modified and second.status == 304 and second.body is None and second.error_type is None
+    sent = feed_server.hits("/feed")[-1].headers
+    assert sent["if-none-match"] == '"v1"'
+    assert sent["if-modified-since"] == "Sat, 28 Nov 2026 10:00:00 GMT"
+
+
+def test_sends_user_agent_naming_the_project_and_feed_accept(
+    feed_server: FeedServer, session: requests.Session
+) -> None:
+    url = feed_server.route("/feed", Reply(200, RSS))
+    fetch(session, url, FAST)
+    headers = feed_server.hits("/feed")[0].headers
+    assert headers["user-agent"].startswith("newsbeam/")
+    assert "application/rss+xml" in headers["accept"] and "application/atom+xml" in headers["accept"]
+    assert headers["accept-encoding"] == "gzip, deflate"
+
+
+def test_500_then_200_is_retried(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/feed", Reply(500, b"oops"), Reply(200, RSS))
+    result = fetch(session, url, FAST)
+    assert result.ok and result.body == RSS and result.attempts == 2
+    assert len(feed_server.hits("/feed")) == 2
+
+
+def test_500_every_time_fails_after_max_attempts(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/feed", Reply(503, b"down"))
+    result = fetch(session, url, FAST)
+    assert (result.error_type, result.status, result.attempts, result.error_class) == (
+        "http_503",
+        503,
+        2,
+        "http",
+    )
+    assert result.body is None
+
+
+def test_429_waits_for_retry_after(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/feed", Reply(429, headers={"Retry-After": "1"}), Reply(200, RSS))
+    waits: list[float] = []
+    result = fetch(session, url, FAST, sleep=waits.append)
+    assert result.ok and result.attempts == 2
+    assert waits == [1.0]
+
+
+def test_429_with_retry_after_over_the_cap_fails_at_once(
+    feed_server: FeedServer, session: requests.Session
+) -> None:
+    url = feed_server.route("/feed", Reply(429, headers={"Retry-After": "3600"}), Reply(200, RSS))
+    waits: list[float] = []
+    result = fetch(session, url, FAST, sleep=waits.append)
+    assert result.error_type == "http_429" and result.attempts == 1 and waits == []
+    assert "over the cap" in (result.message or "")
+
+
+def test_4xx_is_not_retried(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/feed", Reply(403, b"no"))
+    result = fetch(session, url, FAST)
+    assert (result.error_type, result.attempts) == ("http_403", 1)
+    assert len(feed_server.hits("/feed")) == 1
+
+
+def test_connection_reset_is_retried_then_named(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/feed", Reply(reset=True))
+    result = fetch(session, url, FAST)
+    assert (result.error_type, result.error_class, result.attempts) == ("connection_error", "network", 2)
+    assert len(feed_server.hits("/feed")) == 2
+
+
+def test_reset_then_200_recovers(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/feed", Reply(reset=True), Reply(200, RSS))
+    result = fetch(session, url, FAST)
+    assert result.ok and result.body == RSS and result.attempts == 2
+
+
+def test_server_that_stalls_mid_body_times_out(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/feed", Reply(200, RSS, stall_after=20, stall_seconds=3))
+    result = fetch(session, url, FAST)
+    assert result.error_type == "read_timeout" and result.error_class == "timeout"
+    assert result.body is None
+    assert result.elapsed_ms < 4000  # two attempts of 0.5 s each, not the 3 s stall twice
+
+
+def test_total_deadline_caps_a_slow_drip(feed_server: FeedServer, session: requests.Session) -> None:
+    settings = FetchSettings(allow_private_hosts=True, read_timeout=5, total_timeout=0.6, max_attempts=3)
+    url = feed_server.route("/feed", Reply(200, RSS, delay=0.3, stall_after=10, stall_seconds=2))
+    result = fetch(make_session(settings), url, settings)
+    assert result.error_type in ("read_timeout", "timeout")
+    assert result.elapsed_ms < 1500
+
+
+def test_body_over_the_cap(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/big", Reply(200, b"x" * (FAST.max_bytes + 1)))
+    result = fetch(session, url, FAST)
+    assert (result.error_type, result.error_class, result.body) == ("too_large", "body", None)
+
+
+def test_gzip_body_over_the_cap_after_decoding(feed_server: FeedServer, session: requests.Session) -> None:
+    body = b"<rss>" + b"a" * (FAST.max_bytes * 2) + b"</rss>"  # compresses to well under the cap
+    url = feed_server.route("/big", Reply(200, body, gzip=True))
+    result = fetch(session, url, FAST)
+    assert result.error_type == "too_large" and "after decoding" in (result.message or "")
+
+
+def test_gzip_bomb_stops_at_the_cap(feed_server: FeedServer, session: requests.Session) -> None:
+    bomb = gzip_bomb(200 * 1024 * 1024)  # 200 MB of zeros in about 200 KB
+    url = feed_server.route("/bomb", Reply(200, bomb, {"Content-Encoding": "gzip"}))
+    result = fetch(session, url, FAST)
+    assert result.error_type == "too_large" and result.body is None
+
+
+def test_gzip_and_deflate_bodies_are_decoded(feed_server: FeedServer, session: requests.Session) -> None:
+    zlib_wrapped = feed_server.route("/zlib", Reply(200, zlib.compress(RSS), {"Content-Encoding": "deflate"}))
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = raw.compress(RSS) + raw.flush()
+    raw_url = feed_server.route("/raw", Reply(200, raw_deflate, {"Content-Encoding": "deflate"}))
+    gzipped = feed_server.route("/gz", Reply(200, RSS, gzip=True))
+    two_members = feed_server.route(
+        "/two", Reply(200, gzip.compress(RSS[:50]) + gzip.compress(RSS[50:]), {"Content-Encoding": "gzip"})
+    )
+    for url in (zlib_wrapped, raw_url, gzipped, two_members):
+        result = fetch(session, url, FAST)
+        assert result.ok and result.body == RSS, url
+
+
+def test_broken_gzip_is_named(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/bad", Reply(200, b"this is not gzip at all", {"Content-Encoding": "gzip"}))
+    assert fetch(session, url, FAST).error_type == "bad_encoding"
+
+
+def test_redirect_loop(feed_server: FeedServer, session: requests.Session) -> None:
+    feed_server.route("/a", Reply(302, headers={"Location": "/b"}))
+    url = feed_server.route("/b", Reply(302, headers={"Location": "/a"}))
+    result = fetch(session, url, FAST)
+    assert result.error_type == "redirect_loop" and result.error_class == "policy"
+    assert len(feed_server.hits("/a")) == 1
+
+
+def test_too_many_redirects(feed_server: FeedServer, session: requests.Session) -> None:
+    for hop in range(10):
+        feed_server.route(f"/r{hop}", Reply(302, headers={"Location": f"/r{hop + 1}"}))
+    result = fetch(session, feed_server.url("/r0"), FAST)
+    assert result.error_type == "too_many_redirects"
+    assert len(feed_server.hits(f"/r{FAST.max_redirects}")) == 1
+    assert feed_server.hits(f"/r{FAST.max_redirects + 1}") == []
+
+
+def test_redirect_to_a_file_url_is_refused(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/feed", Reply(302, headers={"Location": "file:///etc/passwd"}))
+    result = fetch(session, url, FAST)
+    assert result.error_type == "bad_redirect_scheme" and result.body is None
+    assert "/etc/passwd" in (result.message or "")
+
+
+def test_non_http_url_is_refused() -> None:
+    result = fetch(make_session(FAST), "file:///etc/passwd", FAST)
+    assert result.error_type == "bad_scheme" and result.attempts == 1
+
+
+def test_private_address_refused_without_allow_private_hosts(feed_server: FeedServer) -> None:
+    settings = FetchSettings(max_attempts=1)
+    url = feed_server.route("/feed", Reply(200, RSS))
+    result = fetch(make_session(settings), url, settings)
+    assert result.error_type == "private_address"
+    assert feed_server.hits("/feed") == []  # refused before any request
+
+
+def test_redirect_from_public_to_private_refused_even_when_private_hosts_are_allowed(
+    feed_server: FeedServer, session: requests.Session
+) -> None:
+    # 127.0.0.1 plays a public host; "localhost" is private (as it is).
+    metadata = f"http://localhost:{feed_server.port}/latest/meta-data"
+    feed_server.route("/latest/meta-data", Reply(200, b"secret"))
+    url = feed_server.route("/feed", Reply(302, headers={"Location": metadata}))
+    result = fetch(session, url, FAST, host_is_private=lambda host: host == "localhost")
+    assert result.error_type == "private_redirect" and result.body is None
+    assert feed_server.hits("/latest/meta-data") == []
+
+
+def test_redirect_between_private_hosts_allowed_for_intranets(
+    feed_server: FeedServer, session: requests.Session
+) -> None:
+    feed_server.route("/new", Reply(200, RSS))
+    url = feed_server.route(
+        "/feed", Reply(302, headers={"Location": f"http://localhost:{feed_server.port}/new"})
+    )
+    result = fetch(session, url, FAST)
+    assert result.ok and result.body == RSS
+    assert result.final_url == f"http://localhost:{feed_server.port}/new"
+
+
+def test_check_target_rules() -> None:
+    allow = FetchSettings(allow_private_hosts=True)
+    deny = FetchSettings(allow_private_hosts=False)
+
+    def private(host: str) -> bool:
+        return host.startswith(("10.", "169.254."))
+
+    assert check_target("http://news.example/", deny, host_is_private=private) is True
+    assert check_target("http://10.0.0.5/", allow, host_is_private=private) is False
+    assert (
+        check_target("http://10.0.0.5/", allow, redirected_from_public=False, host_is_private=private)
+        is False
+    )
+    with pytest.raises(Exception, match="private"):
+        check_target("http://169.254.169.254/", allow, redirected_from_public=True, host_is_private=private)
+    with pytest.raises(Exception, match="private"):
+        check_target("http://10.0.0.5/", deny, host_is_private=private)
+    with pytest.raises(Exception, match="non-http"):
+        check_target("ftp://news.example/", allow, host_is_private=private)
+
+
+def test_permanent_redirect_is_reported_temporary_is_not(
+    feed_server: FeedServer, session: requests.Session
+) -> None:
+    new = feed_server.route("/new", Reply(200, RSS))
+    moved = feed_server.route("/moved", Reply(301, headers={"Location": "/new"}))
+    temporary = feed_server.route("/temp", Reply(302, headers={"Location": "/new"}))
+    chain = feed_server.route("/chain", Reply(301, headers={"Location": "/temp"}))
+    assert fetch(session, moved, FAST).permanent_redirect == new
+    assert fetch(session, temporary, FAST).permanent_redirect is None
+    assert fetch(session, chain, FAST).permanent_redirect is None  # a temporary hop breaks the chain
+
+
+def test_cache_control_max_age_is_read(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/feed", Reply(200, RSS, {"Cache-Control": "public, max-age=900"}))
+    assert fetch(session, url, FAST).max_age == 900
+
+
+def test_connection_refused_is_a_network_error(session: requests.Session) -> None:
+    with FeedServer() as server:
+        url = server.url("/gone")
+    result = fetch(session, url, FAST)
+    assert result.error_type == "connection_error" and result.error_class == "network"
+
+
+def test_header_helpers() -> None:
+    assert max_age_seconds("public, max-age=300") == 300
+    assert max_age_seconds("s-maxage=60") == 60
+    assert max_age_seconds("no-cache") == 0
+    assert max_age_seconds(None) is None and max_age_seconds("public") is None
+    assert retry_after_seconds("120") == 120.0
+    later = datetime.now(UTC) + timedelta(seconds=90)
+    waited = retry_after_seconds(later.strftime("%a, %d %b %Y %H:%M:%S GMT"))
+    assert waited is not None and 80 <= waited <= 91
+    assert retry_after_seconds("soon") is None
+    assert [error_class(e) for e in ("http_404", "read_timeout", "private_redirect", "html_page", None)] == [
+        "http",
+        "timeout",
+        "policy",
+        "content",
+        None,
+    ]

@@ -1,0 +1,161 @@
+"""Partition paths that no input can escape, and records to Arrow tables with UTC microsecond times."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, TIMESTAMP
+from transforms.write import (
+    MAX_PARTITION_VALUE_CHARS,
+    NULL_PARTITION,
+    escape_partition_value,
+    partition_path,
+    records_to_table,
+)
+
+HOSTILE = [
+    "../",
+    "../../etc",
+    "..",
+    ".",
+    "/",
+    "/etc/passwd",
+    "a/b",
+    "%2F",
+    "..%2F..%2Fx",
+    "\\..\\windows",
+    ".hidden",
+    "a\x00b",
+    "line\nbreak",
+    "key=value",
+    "C:\\temp",
+    "~user",
+    "*?[]",
+    "日本語",
+    "x" * 1000,
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_an_escaped_value_is_one_safe_segment(value: str) -> None:
+    escaped = escape_partition_value(value)
+    assert escaped not in ("", ".", "..")
+    assert not escaped.startswith(".")
+    assert "/" not in escaped and "\\" not in escaped and "\x00" not in escaped and "\n" not in escaped
+    assert "=" not in escaped
+    assert len(escaped) <= MAX_PARTITION_VALUE_CHARS
+    assert escaped.isascii()
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_no_value_writes_outside_the_dataset(tmp_path: Path, value: str) -> None:
+    dataset = tmp_path / "out" / "articles"
+    path = dataset / partition_path(
+        {"ingest_date": "2026-11-29", "language": value}, ("ingest_date", "language")
+    )
+    resolved = Path(os.path.normpath(path))
+    assert resolved.parent.parent == dataset
+    assert posixpath.normpath(partition_path({"language": value}, ("language",))).count("/") == 0
+    resolved.mkdir(parents=True)  # a real folder can be made with this name
+    assert [p.name for p in dataset.iterdir()] == ["ingest_date=2026-11-29"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("en", "en"),
+        ("example.com", "example.com"),
+        ("../", "%2E.%2F"),
+        ("/", "%2F"),
+        ("%2F", "%252F"),
+        (".", "%2E"),
+        ("..", "%2E."),
+        ("a b", "a%20b"),
+        ("日本", "%E6%97%A5%E6%9C%AC"),
+        ("", NULL_PARTITION),
+        (None, NULL_PARTITION),
+        (42, "42"),
+    ],
+)
+def test_hive_escapes(value: object, expected: str) -> None:
+    assert escape_partition_value(value) == expected
+
+
+@pytest.mark.parametrize("value", ["en", "a b", "%2F", "../x", "日本語", "key=value", "C:\\temp"])
+def test_short_values_round_trip(value: str) -> None:
+    assert unquote(escape_partition_value(value)) == value
+
+
+@pytest.mark.parametrize("unit", ["x", "~", "é", "日本", "a~"])
+def test_very_long_values_are_bounded_distinct_and_decodable(unit: str) -> None:
+    first = unit * 300 + "1"
+    second = unit * 300 + "2"
+    one, two = escape_partition_value(first), escape_partition_value(second)
+    assert len(one) <= MAX_PARTITION_VALUE_CHARS and len(two) <= MAX_PARTITION_VALUE_CHARS
+    assert one != two
+    assert escape_partition_value(first) == one  # stable
+    head, _, digest = one.rpartition("~")
+    assert len(digest) == 16
+    # the truncated head never splits an escape or a multi-byte character
+    decoded = unquote(head, errors="strict")
+    assert first.startswith(decoded)
+    assert "\ufffd" not in decoded
+
+
+def test_partition_path() -> None:
+    record = {"ingest_date": "2026-11-29", "language": "en", "source_domain": None}
+    assert partition_path(record, ("ingest_date", "language")) == "ingest_date=2026-11-29/language=en"
+    assert (
+        partition_path(record, ("ingest_date", "source_domain"))
+        == f"ingest_date=2026-11-29/source_domain={NULL_PARTITION}"
+    )
+
+
+def test_records_to_table_round_trips_through_parquet(tmp_path: Path) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    records = [
+        {
+            "article_id": "a" * 32,
+            "source": "feed.xml",
+            "title": "Café",
+            "authors": ["Ann", "Bo"],
+            "tags": [],
+            "published_at": datetime(2024, 3, 4, 9, 15, 0, 123456, tzinfo=plus_two),
+            "published_offset_minutes": 120,
+            "ingested_at": datetime(2026, 11, 29, 8, 30, tzinfo=UTC),
+            "language_confidence": 0.75,
+            "word_count": 12,
+            "schema_version": 1,
+            "not_a_column": "ignored",
+        },
+        {"article_id": "b" * 32, "source": "s.txt", "authors": None, "published_at": None},
+    ]
+    table = records_to_table(records, ARTICLE_SCHEMA)
+    assert table.schema.equals(ARTICLE_SCHEMA, check_metadata=False)
+    assert "not_a_column" not in table.column_names
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path)
+    back = pq.read_table(path)
+    assert back.schema.field("published_at").type == pa.timestamp("us", tz="UTC")
+    assert back.schema.field("ingested_at").type == TIMESTAMP
+    rows = back.to_pylist()
+    assert rows[0]["published_at"] == datetime(2024, 3, 4, 7, 15, 0, 123456, tzinfo=UTC)
+    assert rows[0]["published_at"].tzinfo is not None
+    assert rows[0]["ingested_at"] == datetime(2026, 11, 29, 8, 30, tzinfo=UTC)
+    assert rows[0]["authors"] == ["Ann", "Bo"]
+    assert rows[0]["title"] == "Café"
+    assert rows[0]["language_confidence"] == pytest.approx(0.75)
+    assert rows[1]["published_at"] is None and rows[1]["authors"] is None and rows[1]["title"] is None
+
+
+def test_records_to_table_rejects_a_wrong_type() -> None:
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        records_to_table([{"stage": "read", "failed_at": "yesterday"}], DEAD_LETTER_SCHEMA)

@@ -1,0 +1,294 @@
+"""GeneratePollTicks and PollFeeds: the unbounded source of the streaming job.
+
+`GeneratePollTicks` is a splittable DoFn that emits one tick every `tick_seconds` of wall-clock
+time, each timestamped with its scheduled time, and advances the watermark to the next tick. It
+stops at `stop_at` (for `--duration`) or as soon as `stop_file` exists (the CLI creates it on
+SIGINT/SIGTERM): the restriction is then claimed to its end, the watermark goes to the end of time
+and every open window downstream fires. That is the clean stop the local runners need, since they
+have no drain and `cancel()` discards buffered windows. Beam's own `PeriodicImpulse` is not used
+because Prism 2.62 cannot decode its tuple-typed impulse element (beam:coder:tuple:v1,
+apache/beam#32636) and because it has no stop flag.
+
+`PollFeeds` fans each tick out to the feeds due at that tick (each feed has its own interval, a
+multiple of the tick), keys the polls by feed URL and fetches each with a stateful DoFn that keeps
+the feed's `ETag` / `Last-Modified` between polls, so an unchanged feed costs a 304. Fetching and
+parsing are batch's own (`transforms.read.fetched_to_outputs`), so a poll yields exactly what a
+batch read does: raw entries, one `feed_fetches` row and, for a failed feed, a dead letter.
+Every output carries the tick's timestamp: the streaming job windows on fetch time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import StrUtf8Coder
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import PCollection
+from apache_beam.transforms import userstate
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from transforms.feed_state import FeedSource
+from transforms.fetch import FetchResult, FetchSettings, fetch, make_session
+from transforms.read import DEAD_LETTERS, FETCHES, fetched_to_outputs
+
+# An open-ended stream still needs a finite offset range; this one outlasts any deployment.
+UNBOUNDED_TICKS = 2**62
+MAX_SLEEP_SECONDS = 5.0  # a longer wait for the next tick is a deferral
+STOP_CHECK_SECONDS = 0.5  # how often a waiting source looks for the stop file
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """When ticks happen and when they stop (epoch seconds)."""
+
+    tick_seconds: float
+    start_at: float
+    stop_at: float | None = None  # no tick at or after this time (`--duration`)
+    stop_file: str | None = None  # no tick once this path exists (Ctrl-C, SIGTERM)
+
+
+def tick_time(schedule: PollSchedule, index: int) -> float:
+    return schedule.start_at + schedule.tick_seconds * index
+
+
+def total_ticks(schedule: PollSchedule) -> int:
+    """How many ticks the schedule has: up to `stop_at`, else practically unbounded."""
+    if schedule.stop_at is None:
+        return UNBOUNDED_TICKS
+    return max(0, math.ceil((schedule.stop_at - schedule.start_at) / schedule.tick_seconds))
+
+
+def poll_interval(feed: FeedSource, default: float) -> float:
+    return float(feed.poll_interval) if feed.poll_interval else default
+
+
+def ticks_per_poll(interval: float, tick_seconds: float) -> int:
+    """A feed is polled every this many ticks (its interval rounded to whole ticks, at least one)."""
+    return max(1, round(interval / tick_seconds))
+
+
+def feeds_due(feeds: tuple[FeedSource, ...], index: int, tick_seconds: float, default: float) -> list[str]:
+    """The feeds to poll at tick `index`: every feed at the first tick, then each on its interval."""
+    return [
+        feed.url for feed in feeds if index % ticks_per_poll(poll_interval(feed, default), tick_seconds) == 0
+    ]
+
+
+def tick_seconds_for(feeds: tuple[FeedSource, ...], default: float) -> float:
+    """The tick: the shortest poll interval, so that no feed waits longer than it asked for."""
+    return min((poll_interval(feed, default) for feed in feeds), default=default)
+
+
+def stop_requested(stop_file: str | None) -> bool:
+    return stop_file is not None and FileSystems.exists(stop_file)
+
+
+def schedule_to_json(schedule: PollSchedule) -> str:
+    return json.dumps(asdict(schedule), sort_keys=True)
+
+
+def schedule_from_json(text: str) -> PollSchedule:
+    return PollSchedule(**json.loads(text))
+
+
+# --- the tick source ----------------------------------------------------------------------------
+
+
+class _CheckpointOnlyTracker(OffsetRestrictionTracker):
+    """An offset tracker that only self-checkpoints: a runner's dynamic split would double the ticks."""
+
+    def try_split(self, fraction_of_remainder: float) -> Any:
+        if fraction_of_remainder != 0:
+            return None
+        return super().try_split(fraction_of_remainder)
+
+
+class _TickRestrictions(RestrictionProvider):
+    """The schedule travels as the element (a JSON string), so the provider needs no state."""
+
+    def initial_restriction(self, element: str) -> OffsetRange:
+        return OffsetRange(0, total_ticks(schedule_from_json(element)))
+
+    def create_tracker(self, restriction: OffsetRange) -> _CheckpointOnlyTracker:
+        return _CheckpointOnlyTracker(restriction)
+
+    def restriction_size(self, element: Any, restriction: OffsetRange) -> int:
+        return 8  # one small element at a time: nothing to balance
+
+    def split(self, element: Any, restriction: OffsetRange) -> Iterator[OffsetRange]:
+        yield restriction  # one sequence of ticks, never parallel copies
+
+    def truncate(self, element: Any, restriction: OffsetRange) -> None:
+        return None  # on a drain (Dataflow), stop ticking at once
+
+
+# Beam reads DoFn parameters from argument defaults; module-level singletons keep that idiom lint-clean.
+_TICK_RESTRICTION = beam.DoFn.RestrictionParam(_TickRestrictions())
+_TICK_WATERMARK = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())
+
+
+class _TickFn(beam.DoFn):
+    def __init__(self) -> None:
+        self._ticks = Metrics.counter("poll", "ticks")
+
+    @beam.DoFn.unbounded_per_element()  # type: ignore[untyped-decorator]
+    def process(
+        self,
+        element: str,
+        tracker: Any = _TICK_RESTRICTION,
+        watermark: Any = _TICK_WATERMARK,
+    ) -> Iterator[Any]:
+        schedule = schedule_from_json(element)
+        restriction = tracker.current_restriction()
+        index = restriction.start
+        due = tick_time(schedule, index)
+        # Prism 2.62 resumes a deferred restriction at once rather than at the requested time, so a
+        # short wait is slept here (checking for a stop), and only a long one is handed back as a
+        # deferral. Either way each call emits the ticks that are due and returns, so each tick's
+        # polls are committed in their own bundle.
+        while not self._stopping(schedule, due) and due > time.time():
+            wait = due - time.time()
+            if wait > MAX_SLEEP_SECONDS:
+                watermark.set_watermark(Timestamp.of(due))
+                tracker.defer_remainder(Duration.of(MAX_SLEEP_SECONDS))
+                return
+            time.sleep(min(wait, STOP_CHECK_SECONDS))
+        if self._stopping(schedule, due):
+            # Claiming past the end finishes the restriction: the watermark goes to the end of time
+            # and every window downstream fires.
+            tracker.try_claim(restriction.stop)
+            return
+        while due <= time.time() and not self._stopping(schedule, due):
+            if not tracker.try_claim(index):
+                return
+            self._ticks.inc()
+            yield TimestampedValue(index, due)
+            index += 1
+            due = tick_time(schedule, index)
+        # The next tick's time is the promise the watermark makes: nothing earlier will come.
+        watermark.set_watermark(Timestamp.of(due))
+        tracker.defer_remainder(Duration.of(0))
+
+    @staticmethod
+    def _stopping(schedule: PollSchedule, due: float) -> bool:
+        return (schedule.stop_at is not None and due >= schedule.stop_at) or stop_requested(
+            schedule.stop_file
+        )
+
+
+class GeneratePollTicks(beam.PTransform):
+    """Pipeline start -> tick indexes (0, 1, 2, ...) timestamped at their scheduled time; unbounded."""
+
+    def __init__(self, schedule: PollSchedule) -> None:
+        super().__init__()
+        self._schedule = schedule
+
+    def expand(self, begin: Any) -> PCollection:
+        schedule = schedule_to_json(self._schedule)
+        return (
+            begin
+            | "Impulse" >> beam.Impulse()
+            | "Schedule" >> beam.Map(lambda _: schedule).with_output_types(str)
+            | "Tick" >> beam.ParDo(_TickFn()).with_output_types(int)
+        )
+
+
+# --- polling the feeds --------------------------------------------------------------------------
+
+
+class _PollFeedFn(beam.DoFn):
+    """Fetch one feed per (url, tick); its validators and permanent redirect are kept in Beam state."""
+
+    CONDITIONS = userstate.ReadModifyWriteStateSpec("conditions", StrUtf8Coder())
+    _CONDITIONS_PARAM = beam.DoFn.StateParam(CONDITIONS)
+
+    def __init__(self, settings: FetchSettings, feeds: tuple[FeedSource, ...]) -> None:
+        self._settings = settings
+        self._feeds = {feed.url: feed for feed in feeds}
+        self._polls = Metrics.counter("poll", "feeds_polled")
+        self._not_modified = Metrics.counter("poll", "not_modified")
+        self._entries = Metrics.counter("poll", "entries")
+
+    def setup(self) -> None:
+        self._session = make_session(self._settings)
+
+    def teardown(self) -> None:
+        self._session.close()
+
+    def process(self, keyed: tuple[str, int], conditions: Any = _CONDITIONS_PARAM) -> Iterator[Any]:
+        url = keyed[0]
+        known = json.loads(conditions.read() or "{}")
+        started_at = datetime.now(UTC)
+        clock = time.monotonic()
+        result = fetch(
+            self._session,
+            known.get("target") or url,
+            self._settings,
+            etag=known.get("etag"),
+            last_modified=known.get("last_modified"),
+        )
+        self._polls.inc()
+        conditions.write(json.dumps(conditions_after(known, result)))
+        if result.not_modified:
+            self._not_modified.inc()
+        for output in fetched_to_outputs(url, result, started_at, clock, feed=self._feeds.get(url)):
+            if isinstance(output, dict):
+                self._entries.inc()
+            yield output
+
+
+def conditions_after(known: dict[str, Any], result: FetchResult) -> dict[str, Any]:
+    """What the next poll of a feed sends: the validators of its last 200, and where it moved for good."""
+    after = dict(known)
+    if result.permanent_redirect:
+        after["target"] = result.permanent_redirect
+    if result.ok and not result.not_modified:
+        after["etag"], after["last_modified"] = result.etag, result.last_modified
+    return after
+
+
+class PollFeeds(beam.PTransform):
+    """Tick indexes -> (raw entries, feed_fetches rows, dead letters), as `ReadSources` gives them."""
+
+    def __init__(
+        self,
+        feeds: tuple[FeedSource, ...],
+        tick_seconds: float,
+        default_interval: float,
+        settings: FetchSettings,
+    ) -> None:
+        super().__init__()
+        if not feeds:
+            raise ValueError("PollFeeds needs at least one feed")
+        self._feeds = feeds
+        self._tick_seconds = tick_seconds
+        self._default = default_interval
+        self._settings = settings
+
+    def expand(self, ticks: PCollection) -> tuple[PCollection, PCollection, PCollection]:
+        feeds, tick_seconds, default = self._feeds, self._tick_seconds, self._default
+        polled = (
+            ticks
+            | "FeedsDue"
+            >> beam.FlatMap(
+                lambda index: [(url, index) for url in feeds_due(feeds, index, tick_seconds, default)]
+            ).with_output_types(tuple[str, int])
+            # Keyed by feed URL: each feed's conditions are its own state, and polls spread over workers.
+            | "FetchFeed"
+            >> beam.ParDo(_PollFeedFn(self._settings, feeds)).with_outputs(
+                FETCHES, DEAD_LETTERS, main="entries"
+            )
+        )
+        return polled.entries, polled[FETCHES], polled[DEAD_LETTERS]
