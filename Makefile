@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 OUTPUT ?= output
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test lint typecheck format bench clean venv venv-test
+.PHONY: run test lint typecheck format bench clean venv venv-test prism
 
 $(BIN)/activate:
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "newsbeam needs Python 3.11"'
@@ -35,7 +35,7 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck prism
 	$(BIN)/pytest -q
 
 format: $(VENV)/.installed-test
@@ -47,3 +47,17 @@ bench: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(OUTPUT) .pytest_cache .mypy_cache .ruff_cache
+
+# Prism, Beam's portable local runner (a Go program), built from the Go module of the pinned Beam
+# release: the streaming job and its tests run on it. Beam would download the binary; a build here
+# never depends on that download. Needs Go 1.21+ and the Go module proxy.
+BEAM_VERSION := 2.62.0
+PRISM := .prism/bin/prism
+
+prism: $(PRISM)
+
+$(PRISM):
+	@command -v go >/dev/null || { echo "make prism: Go is needed to build Beam's Prism runner (https://go.dev/dl/)" >&2; exit 1; }
+	GOBIN=$(CURDIR)/.prism/bin GOFLAGS=-mod=mod GONOSUMDB=github.com/apache/beam/sdks/v2 \
+		go install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
+	@test -x $(PRISM)

@@ -8,6 +8,7 @@ seconds, and runs newsbeam's `ReadSources` (fetch, parse, per-feed state) on the
 FnApiRunner. Prints the wall time, feeds per second, the ratio to fetching one feed after another
 (feeds x latency), and the most requests any one server saw at once, which `max_per_host` bounds.
 A second round serves every feed from ONE host, where the per-host limit is what sets the pace.
+A first tiny round (10 feeds, no latency) shows the fixed cost of starting a Beam pipeline.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def main() -> None:
         f"bench_fetch: {args.feeds} feeds on {args.hosts} hosts, {args.latency * 1000:.0f} ms latency, "
         f"max_concurrent={args.max_concurrent}, max_per_host={args.max_per_host}, workers={args.workers}"
     )
+    overhead = run_round(10, 1, 0.0, settings, args.workers)["elapsed"]
+    print(f"  pipeline overhead (10 feeds, no latency): {overhead:.1f} s, included in the times below")
     result = run_round(args.feeds, args.hosts, args.latency, settings, args.workers)
     print(
         f"  {args.feeds} feeds in {result['elapsed']:.1f} s = {args.feeds / result['elapsed']:.0f} feeds/s; "

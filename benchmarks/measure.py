@@ -7,6 +7,7 @@ with the step's own exact peak (`VmHWM`) that it reports itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -40,10 +41,8 @@ def tree_rss(pid: int) -> int:
     total, todo = 0, [pid]
     while todo:
         current = todo.pop()
-        try:
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a process that just ended
             total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * _PAGE
-        except (OSError, IndexError, ValueError):
-            pass
         todo += tree.get(current, [])
     return total
 

@@ -6,6 +6,9 @@ validated `Settings` and the run's `RunInfo`, and the stages take plain settings
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import apache_beam as beam
 from apache_beam.pipeline import Pipeline
 from apache_beam.pvalue import PCollection
@@ -13,14 +16,22 @@ from apache_beam.pvalue import PCollection
 from pipeline.config import Settings
 from pipeline.feeds import feed_list
 from transforms.accounting import CountPerSource
-from transforms.dedupe import DeduplicateAgainstStore, DeduplicateArticles
+from transforms.dedupe import DeduplicateAgainstStore, DeduplicateArticles, DeduplicateStream
 from transforms.enrich import EnrichArticles
-from transforms.feed_state import WriteFeedState, state_path
+from transforms.feed_state import FeedSource, WriteFeedState, state_path
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
+from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
 from transforms.read import ReadSettings, ReadSources
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, RunInfo
-from transforms.write import CommitRun, WritePartitionedParquet, WriteVersionIndex
+from transforms.write import (
+    CommitRun,
+    WindowFileSpec,
+    WritePartitionedParquet,
+    WriteVersionIndex,
+    WriteWindowedParquet,
+    stamp_fetch_time,
+)
 
 ARTICLES = "articles"
 DEAD_LETTERS = "dead_letters"
@@ -81,3 +92,69 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         # Takes the manifest as a side input: runs only after the commit, so a failed run keeps the old state.
         _ = read.feed_states | "WriteFeedState" >> WriteFeedState(read_settings.state_path, manifest)
     return manifest
+
+
+def _stamped_with_fetch_time(run: RunInfo) -> Any:
+    def stamp(record: dict[str, Any], at: Any = beam.DoFn.TimestampParam) -> dict[str, Any]:
+        return stamp_fetch_time(
+            record, datetime.fromtimestamp(float(at), UTC), run.run_id, run.pipeline_version
+        )
+
+    return stamp
+
+
+def build_stream(
+    p: Pipeline, settings: Settings, run: RunInfo, schedule: PollSchedule, feeds: tuple[FeedSource, ...]
+) -> PCollection:
+    """The streaming pipeline: poll ticks through the batch stages to windowed Parquet.
+
+    Returns the per-poll-cycle log lines. Every record is timestamped with its fetch (tick) time;
+    windows, `ingest_date` and `ingested_at` come from it.
+    """
+    stream = settings.stream
+    parquet = settings.parquet.settings()
+
+    def spec(dataset: str, schema: Any, keys: tuple[str, ...], with_index: bool = False) -> WindowFileSpec:
+        return WindowFileSpec(
+            settings.output,
+            dataset,
+            schema,
+            keys,
+            run.run_id,
+            stream.window,
+            parquet,
+            with_index,
+            stream.cleanup_after,
+        )
+
+    ticks = p | "PollTicks" >> GeneratePollTicks(schedule)
+    entries, fetches, read_failures = ticks | "PollFeeds" >> PollFeeds(
+        feeds, schedule.tick_seconds, stream.poll_interval, settings.fetch.settings()
+    )
+    normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(now=None)
+    detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
+    enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)
+    stamped = enriched | "StampFetchTime" >> beam.Map(_stamped_with_fetch_time(run))
+    unique, duplicates = stamped | "DeduplicateStream" >> DeduplicateStream(
+        settings.output, stream.expire_after, stream.dedupe_buckets
+    )
+    article_files = unique | "WriteArticles" >> WriteWindowedParquet(
+        spec(ARTICLES, ARTICLE_SCHEMA, settings.article_partition_keys, with_index=True)
+    )
+
+    dead_letters = (
+        (read_failures, normalize_failures, detect_failures, enrich_failures)
+        | "AllDeadLetters" >> beam.Flatten()
+        | "StampDeadLetters" >> beam.Map(_stamped_with_fetch_time(run))
+    )
+    fetch_rows = fetches | "StampFetchRows" >> beam.Map(_stamped_with_fetch_time(run))
+    dead_letter_files = dead_letters | "WriteDeadLetters" >> WriteWindowedParquet(
+        spec(DEAD_LETTERS, DEAD_LETTER_SCHEMA, ("ingest_date",))
+    )
+    fetch_files = fetch_rows | "WriteFeedFetches" >> WriteWindowedParquet(
+        spec(FEED_FETCHES, FEED_FETCH_SCHEMA, ("ingest_date",))
+    )
+    files = (article_files, dead_letter_files, fetch_files) | "AllWrittenFiles" >> beam.Flatten()
+    return (fetch_rows, unique, duplicates, dead_letters, files) | "LogPollCycles" >> LogPollCycles(
+        schedule.tick_seconds
+    )

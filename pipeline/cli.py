@@ -26,10 +26,13 @@ from apache_beam.pipeline import Pipeline
 from pipeline.build import build_batch
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.feeds import FeedListError, feed_list
+from pipeline.launch import DATAFLOW_CONFIG, describe, launch_dataflow
+from pipeline.launch import __doc__ as launch_doc
 from pipeline.maintenance import MaintenanceError, compact, parse_age, prepare_run, prune
 from pipeline.options import make_pipeline_options
 from pipeline.report import render_report
 from pipeline.runners import RunnerError, make_runner
+from pipeline.streaming import STREAM_CONFIG, add_stream_command, run_stream
 from transforms.schema import RunInfo
 from transforms.store import CommitLockTimeout
 from transforms.write import manifest_path, read_json
@@ -83,7 +86,28 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="poll every feed now, ignoring ttl/max-age and failure backoff"
     )
     _add_maintenance_commands(commands)
+    add_stream_command(commands)
+    _add_launch_command(commands)
     return parser
+
+
+def _add_launch_command(commands: Any) -> None:
+    launch = commands.add_parser(
+        "launch",
+        help="submit the batch job to Dataflow and return (see configs/dataflow.yaml)",
+        description=launch_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    launch.add_argument(
+        "--config", type=Path, default=DATAFLOW_CONFIG, help=f"YAML config (default {DATAFLOW_CONFIG})"
+    )
+    launch.add_argument("--runner", default="dataflow", help="dataflow (the only cloud runner launched)")
+    launch.add_argument("--input", nargs="+", action="extend", default=None, metavar="URL")
+    launch.add_argument("--output", default=None, help="gs:// URL of the output (default from config)")
+    launch.add_argument("--run-id", default=None, help="id of this run (default: time and random suffix)")
+    launch.add_argument(
+        "--dry-run", action="store_true", help="build the Dataflow job offline, submit nothing"
+    )
 
 
 def _add_maintenance_commands(commands: Any) -> None:
@@ -112,14 +136,18 @@ def _add_maintenance_commands(commands: Any) -> None:
 
 
 def run_maintenance(command: str, settings: Settings, args: argparse.Namespace) -> None:
-    grace = parse_age(args.grace)
+    try:
+        grace = parse_age(args.grace)
+        older_than = parse_age(args.older_than) if command == "prune" else None
+    except MaintenanceError as error:
+        raise ConfigError(str(error)) from None
     parquet = settings.parquet.settings()
     if command == "compact":
         report = compact(settings.output, grace=grace, settings=parquet, lock_timeout=args.lock_timeout)
     else:
         report = prune(
             settings.output,
-            parse_age(args.older_than),
+            older_than or parse_age(args.older_than),
             grace=grace,
             settings=parquet,
             lock_timeout=args.lock_timeout,
@@ -163,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args, beam_args = _parser().parse_known_args(argv)
     config = args.config
+    if config is None and args.command == "stream" and STREAM_CONFIG.exists():
+        config = STREAM_CONFIG
     if config is None and DEFAULT_CONFIG.exists():
         config = DEFAULT_CONFIG
     try:
@@ -185,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.command == "run":
             run_batch(settings, beam_args, args.run_id)
+        if args.command == "stream":
+            run_id = args.run_id or new_run_id(datetime.now(UTC).replace(microsecond=0))
+            return run_stream(settings, args, beam_args, run_id)
+        if args.command == "launch":
+            run_id = args.run_id or new_run_id(datetime.now(UTC).replace(microsecond=0))
+            launched = launch_dataflow(settings, beam_args, run_id, pipeline_version(), args.dry_run)
+            print(describe(launched))
     except (ConfigError, RunnerError, FeedListError) as error:
         print(f"newsbeam: configuration error: {error}", file=sys.stderr)
         return 2

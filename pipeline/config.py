@@ -135,6 +135,22 @@ class StateConfig(_Strict):
         )
 
 
+class StreamConfig(_Strict):
+    """The streaming job (`newsbeam stream`): polling, windows on fetch time, de-duplication."""
+
+    poll_interval: int = Field(300, ge=1)  # seconds or "5m": feeds without their own poll_interval
+    window: int = Field(300, ge=1)  # fixed windows on fetch time, seconds or "5m"
+    expire_after: int = Field(7 * 86400, ge=1)  # forget an article id not seen for this long
+    dedupe_buckets: int = Field(1024, ge=1, le=1_000_000)  # keys the de-duplication state is spread over
+    cleanup_after: int = Field(86400, ge=1)  # a window's pane counter is kept this long after its end
+    duration: int | None = Field(None, ge=1)  # stop after this long (also `--duration`); None: until Ctrl-C
+
+    @field_validator("poll_interval", "window", "expire_after", "cleanup_after", "duration", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int | None:
+        return None if value is None else parse_duration(value)
+
+
 class Settings(_Strict):
     """A whole newsbeam config file."""
 
@@ -148,6 +164,7 @@ class Settings(_Strict):
     feeds: list[FeedConfig] = Field(default_factory=list)
     opml: list[str] = Field(default_factory=list)  # OPML subscription lists (also `--opml`)
     state: StateConfig = StateConfig()
+    stream: StreamConfig = StreamConfig()
     beam_options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("partition_by")

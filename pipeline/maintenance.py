@@ -60,6 +60,8 @@ DEFAULT_GRACE = timedelta(hours=1)
 # Files at least this big are left alone: compaction is for the many small files of frequent runs.
 DEFAULT_LARGE_FILE_BYTES = 64 * 1024 * 1024
 DEFAULT_ROWS_PER_FILE = 1_000_000
+# Staging untouched this long belongs to a run that died before its commit (a live one writes there).
+STAGING_EXPIRY = timedelta(days=2)
 
 
 class MaintenanceError(RuntimeError):
@@ -177,34 +179,49 @@ def merge_files(
 ) -> list[tuple[str, str, int]]:
     """Copy the rows of `paths`, in order, into files of at most `rows_per_file` rows.
 
-    Returns (staged path, file name, rows) per new file. Reads one file at a time.
+    Returns (staged path, file name, rows) per new file. Streams row group by row group through a
+    Parquet writer, so memory holds one row group, whatever the partition's size.
     """
     schema = merged_schema(paths)
     written: list[tuple[str, str, int]] = []
-    batch: list[pa.Table] = []
-    pending = 0
+    current: tuple[Any, Any, str, str] | None = None  # (stream, writer, path, name)
+    rows = 0
 
-    def flush() -> None:
-        nonlocal batch, pending
-        if not pending:
-            return
-        name = f"{name_prefix}-{len(written):04d}.parquet"
-        staged = join(staged_folder, name)
-        write_parquet(pa.concat_tables(batch), staged, settings)
-        written.append((staged, name, pending))
-        batch, pending = [], 0
+    def close() -> None:
+        nonlocal current, rows
+        if current is not None:
+            stream, writer, staged, name = current
+            writer.close()
+            stream.close()
+            written.append((staged, name, rows))
+        current, rows = None, 0
 
     for path in paths:
-        with FileSystems.open(path) as stream:
-            table = conform(pq.read_table(stream), schema)
-        while table.num_rows:
-            take = min(table.num_rows, rows_per_file - pending)
-            batch.append(table.slice(0, take))
-            pending += take
-            table = table.slice(take)
-            if pending >= rows_per_file:
-                flush()
-    flush()
+        with FileSystems.open(path) as source:
+            reader = pq.ParquetFile(source)
+            for group in range(reader.num_row_groups):
+                table = conform(reader.read_row_group(group), schema)
+                while table.num_rows:
+                    if current is None:
+                        name = f"{name_prefix}-{len(written):04d}.parquet"
+                        staged = join(staged_folder, name)
+                        stream = FileSystems.create(staged)
+                        writer = pq.ParquetWriter(
+                            stream,
+                            schema,
+                            compression=settings.compression,
+                            compression_level=settings.compression_level,
+                            use_dictionary=True,
+                            write_statistics=True,
+                        )
+                        current = (stream, writer, staged, name)
+                    take = min(table.num_rows, rows_per_file - rows)
+                    current[1].write_table(table.slice(0, take), row_group_size=settings.row_group_size)
+                    rows += take
+                    table = table.slice(take)
+                    if rows >= rows_per_file:
+                        close()
+    close()
     return written
 
 
@@ -222,6 +239,8 @@ def compact(
     settings = settings or ParquetSettings()
     op = operation_id("compact")
     report = MaintenanceReport(op)
+    with CommitLock(output, f"recovery before {op}", timeout=lock_timeout):
+        recover_runs(output)  # an interrupted compaction is finished before planning this one
     files: list[dict[str, Any]] = []
     retired: list[dict[str, Any]] = []
     groups = [(d, p, f) for d in datasets for p, f in sorted(partitions_of(output, d).items())]
@@ -408,9 +427,13 @@ def empty_trash(output: str, grace: timedelta, now: datetime | None = None) -> i
     staging_root = join(output, STAGING_DIR)
     for run in _children(staging_root):
         # Staging of a run that died before its commit: nothing will ever publish it.
+        # A live job keeps writing there: the newest file's age, not the folder's, says it is dead.
         folder = join(staging_root, run)
-        age = now.timestamp() - os.path.getmtime(folder)
-        if age >= max(grace.total_seconds(), 24 * 3600) and not FileSystems.exists(pending_path(output, run)):
+        newest = max([os.path.getmtime(f) for f in list_parquet(folder)] + [os.path.getmtime(folder)])
+        age = now.timestamp() - newest
+        if age >= max(grace, STAGING_EXPIRY).total_seconds() and not FileSystems.exists(
+            pending_path(output, run)
+        ):
             shutil.rmtree(folder, ignore_errors=True)
     return emptied
 

@@ -16,13 +16,16 @@ def _rows(manifest: dict[str, Any], dataset: str, columns: list[str]) -> list[di
     return rows
 
 
+FETCH_COUNT_COLUMNS = ("source", "outcome", "entries", "articles_written", "duplicates", "dead_letters")
+
+
 def render_report(
     manifest: dict[str, Any], output: str, elapsed_seconds: float, metrics: dict[str, int]
 ) -> str:
     fetches = _rows(
         manifest,
         "feed_fetches",
-        ["source", "outcome", "entries", "articles_written", "duplicates", "dead_letters", "elapsed_ms"],
+        [*FETCH_COUNT_COLUMNS, "elapsed_ms", "error_type", "http_status", "attempts", "message"],
     )
     dead = _rows(manifest, "dead_letters", ["stage", "error_type"])
     counts = manifest.get("counts", {})
@@ -49,8 +52,29 @@ def render_report(
         lines.append(
             "  slowest inputs:    " + ", ".join(f"{r['source']} ({r['elapsed_ms']} ms)" for r in slowest)
         )
+    lines += feed_health_lines(fetches)
     if metrics:
         lines.append("  beam metrics:      " + ", ".join(f"{k}={v}" for k, v in sorted(metrics.items())))
     lines.append(f"  output:            {output}/articles, {output}/dead_letters, {output}/feed_fetches")
     lines.append(f"  manifest:          {output}/_runs/{manifest['run_id']}.json")
     return "\n".join(lines)
+
+
+def feed_health_lines(fetches: list[dict[str, Any]], limit: int = 10) -> list[str]:
+    """The feeds that failed this run, and those skipped because they kept failing."""
+    lines: list[str] = []
+    failing = [r for r in fetches if r["outcome"] in ("error", "not_a_feed")]
+    if failing:
+        lines.append(f"  failing inputs:    {len(failing)}")
+        for row in sorted(failing, key=lambda r: r["source"])[:limit]:
+            status = f"HTTP {row['http_status']}, " if row.get("http_status") else ""
+            attempts = f"{row['attempts']} attempts" if row.get("attempts") else "read once"
+            lines.append(f"    {row['source']}: {row['error_type']} ({status}{attempts})")
+        if len(failing) > limit:
+            lines.append(f"    ... and {len(failing) - limit} more (see feed_fetches)")
+    backing_off = [r for r in fetches if r["outcome"] == "skipped" and r.get("error_type") == "backing_off"]
+    if backing_off:
+        lines.append(f"  backing off:       {len(backing_off)} failing feeds not polled this run")
+        for row in sorted(backing_off, key=lambda r: r["source"])[:limit]:
+            lines.append(f"    {row['source']}: {row['message']}")
+    return lines

@@ -5,10 +5,16 @@ means Beam's in-process `FnApiRunner`, which runs batch pipelines with no downlo
 or, with `--direct_running_mode=multi_processing --direct_num_workers=N`, in N worker processes.
 `prism` uses a Prism binary built locally from Beam's Go module (`make prism`). Any other name is
 handed to Beam as it is (FlinkRunner, SparkRunner, DataflowRunner, ...).
+
+`flink` runs on the Flink cluster that `make cluster-up` starts (deploy/flink/cluster.py): Beam's
+PortableRunner on its job server, with a PROCESS environment whose command hands each SDK worker to
+the worker pool of the TaskManager that asked (one pool per TaskManager). `dataflow` is Beam's
+DataflowRunner; `newsbeam launch` fills in its options from configs/dataflow.yaml.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,6 +25,10 @@ LOCAL_ALIASES = frozenset({"direct", "directrunner", "fnapirunner", "local"})
 PRISM_ALIASES = frozenset({"prism", "prismrunner"})
 PRISM_ENV = "NEWSBEAM_PRISM"
 PRISM_DEFAULT = Path(".prism/bin/prism")
+FLINK_ALIASES = frozenset({"flink", "flink-cluster"})
+FLINK_ENV = "NEWSBEAM_FLINK_CLUSTER"
+FLINK_DEFAULT = Path(".cluster/flink/cluster.json")
+DATAFLOW_ALIASES = frozenset({"dataflow", "dataflowrunner"})
 
 
 class RunnerError(ValueError):
@@ -43,6 +53,10 @@ def make_runner(name: str) -> PipelineRunner | str:
         from apache_beam.runners.portability.prism_runner import PrismRunner
 
         return PrismRunner()
+    if key in FLINK_ALIASES:
+        return "PortableRunner"
+    if key in DATAFLOW_ALIASES:
+        return "DataflowRunner"
     return name
 
 
@@ -50,4 +64,37 @@ def runner_options(name: str) -> list[str]:
     """Extra pipeline flags a runner needs here (Prism's local binary: never a download)."""
     if name.strip().lower() in PRISM_ALIASES:
         return [f"--prism_location={prism_binary().resolve()}"]
+    if name.strip().lower() in FLINK_ALIASES:
+        return flink_options(flink_cluster())
     return []
+
+
+def flink_cluster() -> dict[str, object]:
+    """The state file `make cluster-up` writes: ports, pids, the job endpoint and the worker command."""
+    path = Path(os.environ.get(FLINK_ENV, FLINK_DEFAULT))
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunnerError(
+            f"runner: no Flink cluster state at {path}; start one with `make cluster-up` or set {FLINK_ENV}"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise RunnerError(f"runner: cannot read the Flink cluster state {path}: {error}") from None
+    if not isinstance(state, dict) or not {"job_endpoint", "worker_command"} <= state.keys():
+        raise RunnerError(f"runner: {path} is not a cluster state file written by deploy/flink/cluster.py")
+    return state
+
+
+def flink_options(state: dict[str, object]) -> list[str]:
+    """Pipeline flags for the local Flink cluster: its job server and the per-TaskManager worker pools.
+
+    Parallelism equals the number of TaskManagers (one slot each), so every stage has a subtask, and
+    so an SDK worker, on each TaskManager. Flags given on the command line come later and win.
+    """
+    command = json.dumps({"command": str(state["worker_command"])})
+    return [
+        f"--job_endpoint={state['job_endpoint']}",
+        "--environment_type=PROCESS",
+        f"--environment_config={command}",
+        f"--parallelism={state.get('parallelism', 2)}",
+    ]

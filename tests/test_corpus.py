@@ -25,7 +25,7 @@ import duckdb
 import pytest
 
 from tests.conftest import PROJECT
-from transforms.normalize import html_to_text
+from transforms.normalize import html_to_text, parse_timestamp
 from transforms.parse import parse_input, undeclared_charset
 from transforms.read import expand_pattern
 from transforms.schema import Outcome
@@ -267,6 +267,49 @@ def test_html_escaped_twice_becomes_text(corpus_run: CorpusRun) -> None:
         assert "<div" not in text and "</p>" not in text and "SC_OFF" not in text, text[:200]
 
 
+@pytest.mark.corpus
+def test_relative_links_in_feed_files_resolve_against_the_url_the_feed_states(corpus_run: CorpusRun) -> None:
+    expected = {
+        "rss-parser/input/gulp-atom.atom": "https://github.com/gulpjs/gulp/releases/tag/v3.9.0",
+        "feed-rs/atom/atom_relative.xml": "https://example.com/blog/2003/12/13/atom03",  # rel="self"
+        "feed-rs/atom/atom_xml_base.xml": "https://numi.st/post/2022/travel-uke",  # xml:base
+    }
+    for path, url in expected.items():
+        articles = corpus_run.rows("articles", f"source = '{corpus_run.corpus / path}'")
+        assert url in {a["url"] for a in articles}, path
+        assert {a["article_id_source"] for a in articles} == {"url"}, path
+    # Whatever stays relative (no base anywhere) never makes an id.
+    for article in corpus_run.rows("articles", "url IS NOT NULL AND NOT regexp_matches(url, '^https?://')"):
+        assert article["canonical_url"] is None and article["article_id_source"] != "url", article["url"]
+
+
+@pytest.mark.corpus
+def test_dates_with_portuguese_names_are_read(corpus_run: CorpusRun) -> None:
+    """UOL writes `Seg, 24 Set 2018 19:42:40 -0300`, which neither feedparser nor RFC 822 reads."""
+    articles = corpus_run.rows(
+        "articles", f"source = '{corpus_run.corpus / 'rss-parser/input/uolNoticias.rss'}'"
+    )
+    assert len(articles) == 15
+    for article in articles:
+        assert article["published_offset_minutes"] == -180
+        assert article["published_at"].astimezone(UTC).date() == datetime(2018, 9, 24, tzinfo=UTC).date()
+
+
+@pytest.mark.corpus
+def test_entries_without_a_title_are_articles_and_entries_without_anything_are_dead_letters(
+    corpus_run: CorpusRun,
+) -> None:
+    # RSS 0.92 items may have a description and no title (the spec's own sample does).
+    spec = corpus_run.corpus / "feed-rs/rss0/rss_0.92_spec_1.xml"
+    untitled = corpus_run.rows("articles", f"source = '{spec}' AND title IS NULL")
+    assert len(untitled) >= 3
+    assert all(a["text"] and a["word_count"] > 3 and a["language"] == "en" for a in untitled)
+    # An entry with neither title nor text (feedparser's one-element tests) is a dead letter, counted.
+    empty = corpus_run.rows("dead_letters", "stage = 'normalize'")
+    assert empty and {d["error_type"] for d in empty} == {"no_content"}
+    assert all(d["entry_ref"] for d in empty)
+
+
 # --- fixes for what the corpus revealed, held without it ----------------------------------------
 
 
@@ -351,3 +394,44 @@ def test_a_listed_file_that_cannot_be_read_is_still_an_input(tmp_path: Path) -> 
     expected = [str(tmp_path / "feed.xml"), str(tmp_path / "gone.xml")]
     assert list(expand_pattern(str(tmp_path / "*.xml"))) == expected
     assert list(expand_pattern(str(tmp_path))) == expected
+
+
+def test_relative_links_of_a_feed_file_resolve_against_its_self_link_else_its_home_page() -> None:
+    atom = b"""<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>
+    <link href="https://example.org/home/"/><link rel="self" href="https://feeds.example.org/a/feed.xml"/>
+    <entry><title>One</title><id>urn:1</id><link href="story-1.html"/></entry>
+    <entry><title>Two</title><id>urn:2</id><link href="/root/story-2"/></entry></feed>"""
+    parsed = parse_input(atom, "/data/feed.xml")
+    assert [e["link"] for e in parsed.entries] == [
+        "https://feeds.example.org/a/story-1.html",
+        "https://feeds.example.org/root/story-2",
+    ]
+    rss = b"""<rss version="2.0"><channel><title>t</title><link>https://example.net/news/</link>
+    <item><title>One</title><link>/a/1</link></item></channel></rss>"""
+    assert parse_input(rss, "/data/feed.xml").entries[0]["link"] == "https://example.net/a/1"
+    # Fetched over HTTP, the URL it came from wins over what the feed says about itself.
+    fetched = parse_input(atom, "u", base_url="http://127.0.0.1:8000/x/feed")
+    assert fetched.entries[1]["link"] == "http://127.0.0.1:8000/root/story-2"
+    # No absolute base anywhere: the link stays as it is.
+    bare = b"<rss version='2.0'><channel><title>t</title><item><link>/a/1</link></item></channel></rss>"
+    assert parse_input(bare, "/data/feed.xml").entries[0]["link"] == "/a/1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "utc", "offset"),
+    [
+        ("Seg, 24 Set 2018 19:42:40 -0300", datetime(2018, 9, 24, 22, 42, 40, tzinfo=UTC), -180),
+        ("Mo, 03 Mär 2024 10:00:00 +0100", datetime(2024, 3, 3, 9, 0, tzinfo=UTC), 60),
+        ("jeu., 15 août 2024 12:00:00 +0200", datetime(2024, 8, 15, 10, 0, tzinfo=UTC), 120),
+        ("Lun, 1 Dic 2023 00:00:00 GMT", datetime(2023, 12, 1, 0, 0, tzinfo=UTC), 0),
+        ("Sun, 03 Mar 2024 18:45:00 +0530", datetime(2024, 3, 3, 13, 15, tzinfo=UTC), 330),
+    ],
+)
+def test_rfc822_dates_with_foreign_day_and_month_names(raw: str, utc: datetime, offset: int) -> None:
+    assert parse_timestamp(raw, None, datetime(2026, 1, 1, tzinfo=UTC)) == (utc, offset)
+
+
+def test_words_that_merely_look_like_foreign_months_make_no_date() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_timestamp("Out of office", None, now) == (None, None)
+    assert parse_timestamp("Seg, 32 Set 2018 19:42:40 -0300", None, now) == (None, None)

@@ -130,7 +130,11 @@ def restart_and_check(base: dict[str, Any], output: Path) -> None:
 def scenario(
     base: dict[str, Any], tmp_path: Path, env: dict[str, str], delay: float | None, *extra: str
 ) -> str:
-    """Run B killed at a fault point (or after `delay`); returns where the kill landed."""
+    """Run B killed at a fault point (or after `delay`); returns where the kill landed.
+
+    Where: the fault point and the pid that reached it, `running` or `finished` for timed kills,
+    with ` (exposure window)` when the kill came between the renames of the commit.
+    """
     output = tmp_path / "out"
     shutil.copytree(base["output"], output)
     marker = tmp_path / "paused"
@@ -145,16 +149,20 @@ def scenario(
         time.sleep(delay)
     finished = process.poll() is not None
     kill_group(process)
-    landed = marker.read_text().split()[0] if marker.exists() else ("finished" if finished else "running")
+    landed = marker.read_text().strip() if marker.exists() else ("finished" if finished else "running")
+    if marker.exists():
+        landed += f" cli={process.pid}"
 
-    seen = check_readers(output)
-    if pending(output):
+    seen = (check_readers(output), len(fetch_rows(output, "B")))
+    if seen not in ((base["before"], 0), (base["after"], 3)):
+        # Only between the renames of a decided commit, which the next run rolls forward.
+        assert pending(output), f"half a run visible after a kill at {landed}, and no commit to finish"
         landed += " (exposure window)"
         assert (
-            Counter(map(str, base["before"])) <= Counter(map(str, seen)) <= Counter(map(str, base["after"]))
+            Counter(map(str, base["before"]))
+            <= Counter(map(str, seen[0]))
+            <= Counter(map(str, base["after"]))
         )
-    else:
-        assert seen in (base["before"], base["after"]), f"half a run visible after a kill at {landed}"
     restart_and_check(base, output)
     return landed
 
@@ -163,12 +171,14 @@ def scenario(
 def test_kill_inside_the_commit(base: dict[str, Any], tmp_path: Path, point: str) -> None:
     landed = scenario(base, tmp_path, {"NEWSBEAM_PAUSE_AT": point}, None)
     assert landed.startswith(point)  # the kill really landed there
-    if point.startswith("commit.publish"):
-        assert "exposure window" in landed
+    # The run publishes its index delta, then its articles, then its fetch rows: after the second
+    # rename readers see the new articles without the fetch rows, until recovery.
+    assert ("exposure window" in landed) == (point == "commit.publish.2")
 
 
 def test_kills_at_many_moments_of_a_run(base: dict[str, Any], tmp_path: Path) -> None:
     landed = [scenario(base, tmp_path / f"at-{delay}", {}, delay) for delay in DELAYS]
+    print("timed kills landed:", landed)
     assert landed.count("finished") < len(DELAYS), landed  # most kills hit a live run
 
 
@@ -177,6 +187,12 @@ def test_kill_reaches_the_worker_processes(base: dict[str, Any], tmp_path: Path)
     env = {"NEWSBEAM_PAUSE_AT": "commit.publish.1"}
     landed = scenario(base, tmp_path, env, None, *workers)
     assert landed.startswith("commit.publish.1")
+    _, worker, cli = landed.split()[:3]
+    assert int(worker) != int(cli.removeprefix("cli="))  # the commit ran in a worker process ...
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and "Z" not in Path(f"/proc/{worker}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, f"worker {worker} survived the kill of its process group"
+        time.sleep(0.05)  # ... and it died with the group
 
 
 # --- two runs at once -----------------------------------------------------------------------------
@@ -267,3 +283,32 @@ def test_run_that_read_the_index_before_another_committed_reconciles(tmp_path: P
     assert written == {"one": 1, "two": 5}
     stored = [r for r in fetch_rows(output, "one")]
     assert sum(r["already_stored"] for r in stored) == 2 + 3
+
+
+def test_recovery_rolls_forward_a_decided_commit_and_forgets_an_undecided_one(tmp_path: Path) -> None:
+    from transforms.write import manifest_path, pending_path, recover_runs, write_json_atomically
+
+    output = tmp_path / "out"
+    staged = [
+        output / "_staging" / "decided" / "articles" / "p=1" / f"part-decided-{n}.parquet" for n in (0, 1)
+    ]
+    for path in staged:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"PAR1 stand-in")
+    final = [output / "articles" / "p=1" / path.name for path in staged]
+    final[0].parent.mkdir(parents=True)
+    staged[0].rename(final[0])  # the crash came after the first rename
+    moves = [{"staged_path": str(s), "final_path": str(f)} for s, f in zip(staged, final, strict=True)]
+    manifest = {"run_id": "decided", "status": "committing", "files": moves}
+    write_json_atomically(manifest_path(str(output), "decided"), manifest)
+    (output / "_runs" / "_pending").mkdir()
+    for run_id in ("decided", "undecided"):  # `undecided` died after its marker, before its manifest
+        Path(pending_path(str(output), run_id)).write_text(run_id)
+    (output / "_staging" / "undecided").mkdir()
+
+    assert recover_runs(str(output)) == ["decided"]
+    assert all(f.read_bytes() == b"PAR1 stand-in" for f in final)
+    assert json.loads(Path(manifest_path(str(output), "decided")).read_text())["status"] == "committed"
+    assert not list((output / "_runs" / "_pending").iterdir())
+    assert not (output / "_staging").exists()
+    assert recover_runs(str(output)) == []

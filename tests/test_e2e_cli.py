@@ -26,6 +26,8 @@ from pipeline.cli import main
 from tests.conftest import PROJECT, SEEDS
 from tests.feedserver import FeedServer, Reply
 
+pytestmark = pytest.mark.e2e
+
 SAMPLE = SEEDS / "000_c847d24acf547d54.txt"
 SAMPLE_TITLE = "The US affirms that elections in Venezuela “do not reflect the will of the people”"
 
@@ -283,7 +285,7 @@ def broken_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     (inputs / "page.xml").write_text("<!DOCTYPE html><html><body><p>A web page</p></body></html>")
     (inputs / "words.xml").write_text("just some words, neither XML nor a feed\n")
     (inputs / "empty.xml").write_bytes(b"")
-    (inputs / "huge-garbage.rss").write_bytes(bytes(range(256)) * 40)
+    (inputs / "garbage.rss").write_bytes(bytes(range(256)) * 40)
     # A file listed by the glob but gone when read: the input must still be accounted for.
     (inputs / "gone.xml").symlink_to(inputs / "nowhere" / "gone.xml")
     run = run_cli(
@@ -301,7 +303,7 @@ BROKEN = {  # file -> (outcome, dead letter error_type)
     "page.xml": ("not_a_feed", "html_page"),
     "words.xml": ("not_a_feed", "malformed_feed"),
     "empty.xml": ("not_a_feed", "empty_body"),
-    "huge-garbage.rss": ("not_a_feed", "malformed_feed"),
+    "garbage.rss": ("not_a_feed", "malformed_feed"),
     "gone.xml": ("error", "unreadable"),
 }
 

@@ -174,6 +174,12 @@ def test_gzip_and_deflate_bodies_are_decoded(feed_server: FeedServer, session: r
         assert result.ok and result.body == RSS, url
 
 
+def test_padding_after_the_gzip_stream_is_ignored(feed_server: FeedServer, session: requests.Session) -> None:
+    url = feed_server.route("/pad", Reply(200, gzip.compress(RSS) + b"\0" * 16, {"Content-Encoding": "gzip"}))
+    result = fetch(session, url, FAST)
+    assert result.ok and result.body == RSS
+
+
 def test_broken_gzip_is_named(feed_server: FeedServer, session: requests.Session) -> None:
     url = feed_server.route("/bad", Reply(200, b"this is not gzip at all", {"Content-Encoding": "gzip"}))
     assert fetch(session, url, FAST).error_type == "bad_encoding"
@@ -226,6 +232,15 @@ def test_redirect_from_public_to_private_refused_even_when_private_hosts_are_all
     result = fetch(session, url, FAST, host_is_private=lambda host: host == "localhost")
     assert result.error_type == "private_redirect" and result.body is None
     assert feed_server.hits("/latest/meta-data") == []
+
+
+def test_a_name_that_resolves_public_but_connects_private_is_refused(feed_server: FeedServer) -> None:
+    # DNS rebinding: the name looked public when checked, the connection went to 127.0.0.1.
+    settings = FetchSettings(max_attempts=1, allow_private_hosts=False)
+    url = feed_server.route("/feed", Reply(200, RSS))
+    result = fetch(make_session(settings), url, settings, host_is_private=lambda host: False)
+    assert result.error_type == "private_address" and result.body is None
+    assert "connected to a private address" in (result.message or "")
 
 
 def test_redirect_between_private_hosts_allowed_for_intranets(

@@ -116,7 +116,7 @@ def by_source(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def test_broken_feeds_end_as_named_rows_while_the_others_are_written_in_full(
-    feed_server: FeedServer, tmp_path: Path
+    feed_server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     s = feed_server
     good = [s.route(f"/good{i}", feed_reply(rss(f"good{i}", 3))) for i in range(2)]
@@ -187,10 +187,14 @@ def test_broken_feeds_end_as_named_rows_while_the_others_are_written_in_full(
     )
     assert dead[broken["reset"][0]][0]["stage"] == "read"
     assert not s.hits("/etc/passwd")
+    report = capsys.readouterr().out
+    assert "failing inputs:    9" in report
+    assert f"{broken['reset'][0]}: connection_error (2 attempts)" in report
+    assert f"{broken['missing'][0]}: http_404 (HTTP 404, 1 attempts)" in report
 
 
 def test_second_run_sends_validators_and_writes_nothing_new_then_force_polls_all(
-    feed_server: FeedServer, tmp_path: Path
+    feed_server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     s = feed_server
     tagged = s.route("/tagged", conditional(rss("tagged", 4), '"v1"', "Sat, 28 Nov 2026 10:00:00 GMT"))
@@ -225,6 +229,11 @@ def test_second_run_sends_validators_and_writes_nothing_new_then_force_polls_all
     assert (second[failing]["outcome"], second[failing]["error_type"]) == ("skipped", "backing_off")
     assert len(s.hits("/fresh")) == 1 and len(s.hits("/failing")) == 2  # r1's two attempts only
     assert rows(tmp_path, "dead_letters", "r2") == []
+    report = capsys.readouterr().out.split("newsbeam run r2")[1]
+    assert "not_modified 2" in report and "skipped 2" in report
+    assert (
+        f"backing off:       1 failing feeds not polled this run\n    {failing}: not polled until" in report
+    )
 
     run(tmp_path, feeds, "r3", "--force", state=policy)
     third = {row["source"]: row for row in rows(tmp_path, "feed_fetches", "r3")}
@@ -248,6 +257,19 @@ def test_state_is_kept_when_the_run_did_not_commit(tmp_path: Path) -> None:
     assert load_states(path)["http://a.example/feed"].etag == '"old"'
     assert [p.name for p in (tmp_path / "_state").iterdir()] == ["feeds.parquet"]  # no temporary left
     assert pq.read_table(path).num_rows == 2
+
+
+def test_an_unreadable_state_file_is_ignored_and_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "_state" / "feeds.parquet"
+    path.parent.mkdir()
+    path.write_bytes(b"not parquet")
+    assert load_states(str(path)) == {}
+    written = list(
+        _WriteStateFn(str(path)).process([FeedState(url="http://a.example/")], {"status": "committed"})
+    )
+    assert written == [{"path": str(path), "feeds": 1}] and list(load_states(str(path))) == [
+        "http://a.example/"
+    ]
 
 
 def test_200_feeds_in_one_run_are_all_written(feed_server: FeedServer, tmp_path: Path) -> None:

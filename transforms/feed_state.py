@@ -16,6 +16,7 @@ leaves the previous state. The new file is written to a temporary name and renam
 from __future__ import annotations
 
 import io
+import logging
 import posixpath
 import re
 import uuid
@@ -208,9 +209,15 @@ def load_states(path: str | None) -> dict[str, FeedState]:
     """The stored state by listed URL; empty when there is no state file yet."""
     if not path or not FileSystems.exists(path):
         return {}
-    with FileSystems.open(path, compression_type="uncompressed") as stream:
-        table = pq.read_table(io.BytesIO(stream.read()))
-    return {row["url"]: _from_row(row) for row in table.to_pylist()}
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as stream:
+            table = pq.read_table(io.BytesIO(stream.read()))
+        return {row["url"]: _from_row(row) for row in table.to_pylist()}
+    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
+        # Losing the state costs one unconditional fetch per feed, never the run; the next
+        # committed run writes a good file in its place.
+        logging.getLogger(__name__).warning("ignoring unreadable feed state %s: %s", path, error)
+        return {}
 
 
 def write_states(path: str, states: Iterable[FeedState]) -> int:

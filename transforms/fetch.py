@@ -6,9 +6,11 @@ gzip/deflate decoding, decoded here in bounded steps so that a gzip bomb never i
 cap), follows redirects itself so that each hop is checked (only http/https; a private, loopback
 or link-local target is refused outright unless `allow_private_hosts` is set for intranet feeds,
 and even then never reached by a redirect from a public host, the classic way to reach a cloud
-metadata server), and retries 5xx answers, timeouts and dropped connections with exponential
-backoff and full jitter, honouring `Retry-After` on 429 and 503 up to a cap. A conditional GET
-sends the stored `ETag` / `Last-Modified`; a 304 is a success without a body.
+metadata server; the rule is applied to the name before connecting and again to the address
+actually connected to, against DNS rebinding), and retries 5xx answers, timeouts and dropped
+connections with exponential backoff and full jitter, honouring `Retry-After` on 429 and 503 up
+to a cap. A conditional GET sends the stored `ETag` / `Last-Modified`; a 304 is a success
+without a body.
 
 The session comes from `make_session()`, built once per worker in a `DoFn.setup()`.
 """
@@ -145,13 +147,39 @@ def is_private_address(host: str) -> bool:
         infos = socket.getaddrinfo(host, None)
     except (socket.gaierror, UnicodeError):
         return False  # unresolvable: the request itself will fail with a clear error
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if not address.is_global or address.is_multicast:
-            return True
-    return False
+    return any(ip_is_private(str(info[4][0])) for info in infos)
+
+
+def ip_is_private(ip: str) -> bool:
+    """True for an address that is not globally routable (see `is_private_address`)."""
+    address = ipaddress.ip_address(ip.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
+
+
+def peer_ip(response: requests.Response) -> str | None:
+    """The address the response actually came from (None when the socket does not say)."""
+    try:
+        sock = response.raw.connection.sock  # type: ignore[union-attr]
+        return str(sock.getpeername()[0])
+    except (AttributeError, OSError, TypeError, IndexError):
+        return None
+
+
+def check_peer(
+    response: requests.Response, settings: FetchSettings, redirected_from_public: bool | None
+) -> None:
+    """Apply the address rule to the address connected to, not only to what the name resolved to
+    before: a name that resolves to a public address for the check and to a private one for the
+    connection (DNS rebinding) is refused before its body is read."""
+    ip = peer_ip(response)
+    if ip is None or not ip_is_private(ip):
+        return
+    if not settings.allow_private_hosts:
+        raise FetchError("private_address", f"refusing {ip}: connected to a private address")
+    if redirected_from_public:
+        raise FetchError("private_redirect", f"refusing {ip}: a public host redirected to a private address")
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -315,8 +343,9 @@ def _get_following_redirects(
     permanent = True
     from_public: bool | None = None
     for _hop in range(settings.max_redirects + 1):
+        redirected_from_public = from_public
         from_public = check_target(
-            current, settings, redirected_from_public=from_public, host_is_private=host_is_private
+            current, settings, redirected_from_public=redirected_from_public, host_is_private=host_is_private
         )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -340,6 +369,7 @@ def _get_following_redirects(
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, ValueError) as error:
             raise FetchError("bad_url", str(error)[:300]) from error
         with response:
+            check_peer(response, settings, redirected_from_public)
             result.status = response.status_code
             result.final_url = current
             result.headers = {k.lower(): v for k, v in response.headers.items()}
@@ -376,6 +406,8 @@ class _Decoder:
 
     def __init__(self, encoding: str | None) -> None:
         name = (encoding or "identity").strip().lower()
+        self._name = name
+        self._trailing = False  # the stream ended; what follows is ignored
         if name in ("", "identity"):
             self._wbits: int | None = None
         elif name in ("gzip", "x-gzip"):
@@ -405,22 +437,27 @@ class _Decoder:
                     self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
             self._started = True
             pending = data
-            while pending:
+            while pending and not self._trailing:
                 piece = self._inflate.decompress(pending, allowed - produced + 1)
                 produced += len(piece)
                 if produced > allowed:
                     raise _TooLarge
                 out.append(piece)
                 pending = self._inflate.unconsumed_tail
-                if not pending and self._inflate.eof and self._inflate.unused_data and self._wbits:
-                    # A second gzip member: decode it too, as gzip(1) does.
-                    pending = self._inflate.unused_data
-                    self._inflate = zlib.decompressobj(self._wbits)
+                if not pending and self._inflate.eof and self._inflate.unused_data:
+                    pending = self._next_member(self._inflate.unused_data)
         except zlib.error as error:
-            raise FetchError(
-                "bad_encoding", f"undecodable {self._wbits and 'gzip/deflate'} body: {error}"
-            ) from error
+            raise FetchError("bad_encoding", f"undecodable {self._name} body: {error}") from error
         return b"".join(out)
+
+    def _next_member(self, rest: bytes) -> bytes:
+        # Another gzip member is decoded too, as gzip(1) does; anything else after the end of the
+        # stream (padding some servers add) is ignored, as browsers and urllib3 ignore it.
+        if self._wbits == 16 + zlib.MAX_WBITS and rest.startswith(b"\x1f\x8b"):
+            self._inflate = zlib.decompressobj(self._wbits)
+            return rest
+        self._trailing = True
+        return b""
 
 
 class _TooLarge(Exception):
@@ -442,9 +479,12 @@ def read_body(
             "too_large", f"Content-Length {content_length} is over the {settings.max_bytes}-byte cap"
         )
     parts: list[bytes] = []
-    size = 0
+    size = received = 0
     try:
         for chunk in chunks:
+            received += len(chunk)
+            if received > settings.max_bytes:  # bytes on the wire count too, decoded or ignored
+                raise _TooLarge
             decoded = decoder.decode(chunk, settings.max_bytes - size)
             size += len(decoded)
             parts.append(decoded)

@@ -182,7 +182,7 @@ def parse_timestamp(
     """
     moment: datetime | None = None
     if raw and raw.strip():
-        moment = _parse_date_string(raw.strip())
+        moment = _parse_date_string(raw.strip()) or _parse_date_string(english_date_names(raw.strip()))
     if moment is None and parsed_epoch is not None:
         try:
             # Naive on purpose: the parser's reading is UTC, but the offset it was stated in is lost.
@@ -225,6 +225,31 @@ def _parse_date_string(raw: str) -> datetime | None:
         return moment
     except (ValueError, OverflowError, TypeError, date_parser.ParserError):
         return None
+
+
+# Month abbreviations of RFC 822 dates written in another language (UOL writes "Seg, 24 Set 2018"):
+# Portuguese, Spanish, French, German, Italian and Dutch, where they differ from English.
+_LOCAL_MONTHS = {
+    **dict.fromkeys(("gen", "ene", "janv"), "Jan"),
+    **dict.fromkeys(("fev", "févr", "fevr"), "Feb"),
+    **dict.fromkeys(("mär", "mrz", "mrt"), "Mar"),
+    **dict.fromkeys(("abr", "avr"), "Apr"),
+    **dict.fromkeys(("mai", "mag", "mei"), "May"),
+    **dict.fromkeys(("giu", "juin"), "Jun"),
+    **dict.fromkeys(("lug", "juil"), "Jul"),
+    **dict.fromkeys(("ago", "août", "aout"), "Aug"),
+    **dict.fromkeys(("set", "sept"), "Sep"),
+    **dict.fromkeys(("out", "ott", "okt"), "Oct"),
+    **dict.fromkeys(("dez", "dic", "déc"), "Dec"),
+}
+_LEADING_WEEKDAY = re.compile(r"^\s*[^\W\d]{2,}\.?,\s*")
+_WORD = re.compile(r"[^\W\d]+\.?")
+
+
+def english_date_names(raw: str) -> str:
+    """An RFC 822-like date with its weekday dropped and a foreign month name made English."""
+    without_weekday = _LEADING_WEEKDAY.sub("", raw)
+    return _WORD.sub(lambda m: _LOCAL_MONTHS.get(m.group(0).rstrip(".").lower(), m.group(0)), without_weekday)
 
 
 # --- one entry ----------------------------------------------------------------------------------
@@ -282,14 +307,15 @@ def entry_ref(entry: RawEntry | Record) -> str:
 
 
 class _NormalizeFn(beam.DoFn):
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime | None) -> None:
         self._now = now
         self._normalized = Metrics.counter("normalize", "articles")
         self._failed = Metrics.counter("normalize", "dead_letters")
 
     def process(self, entry: RawEntry) -> Iterator[Any]:
         try:
-            article = normalize_entry(entry, self._now)
+            # None (the streaming job, which runs for days): "now" is the time of each entry's normalization.
+            article = normalize_entry(entry, self._now or datetime.now(UTC))
         except Exception as error:
             self._failed.inc()
             error_type = "no_content" if isinstance(error, EmptyEntryError) else type(error).__name__
@@ -311,9 +337,9 @@ class _NormalizeFn(beam.DoFn):
 
 
 class NormalizeArticles(beam.PTransform):
-    """Raw entries -> (normalized articles, dead letters)."""
+    """Raw entries -> (normalized articles, dead letters); `now` bounds plausible dates (None: clock time)."""
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime | None) -> None:
         super().__init__()
         self._now = now
 

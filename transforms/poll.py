@@ -7,7 +7,11 @@ SIGINT/SIGTERM): the restriction is then claimed to its end, the watermark goes 
 and every open window downstream fires. That is the clean stop the local runners need, since they
 have no drain and `cancel()` discards buffered windows. Beam's own `PeriodicImpulse` is not used
 because Prism 2.62 cannot decode its tuple-typed impulse element (beam:coder:tuple:v1,
-apache/beam#32636) and because it has no stop flag.
+apache/beam#32636) and because it has no stop flag; here the schedule travels as a JSON string.
+Prism 2.62 also resumes a deferred restriction at once rather than at the time asked for, so a
+wait of up to `MAX_SLEEP_SECONDS` is slept in `process` (looking for the stop file meanwhile), and
+only a longer one is a deferral: no busy loop on Prism, no long-held bundle elsewhere. A runner's
+dynamic split would run two copies of the tick sequence, so the tracker only self-checkpoints.
 
 `PollFeeds` fans each tick out to the feeds due at that tick (each feed has its own interval, a
 multiple of the tick), keys the polls by feed URL and fetches each with a stateful DoFn that keeps
@@ -20,9 +24,10 @@ Every output carries the tick's timestamp: the streaming job windows on fetch ti
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,12 +41,14 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms import userstate
 from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.feed_state import FeedSource
 from transforms.fetch import FetchResult, FetchSettings, fetch, make_session
-from transforms.read import DEAD_LETTERS, FETCHES, fetched_to_outputs
+from transforms.parse import ParsedInput
+from transforms.read import DEAD_LETTERS, FETCHES, fetched_to_outputs, parsed_to_outputs
+from transforms.schema import Outcome, Record, SourceType
 
 # An open-ended stream still needs a finite offset range; this one outlasts any deployment.
 UNBOUNDED_TICKS = 2**62
@@ -232,18 +239,25 @@ class _PollFeedFn(beam.DoFn):
         known = json.loads(conditions.read() or "{}")
         started_at = datetime.now(UTC)
         clock = time.monotonic()
-        result = fetch(
-            self._session,
-            known.get("target") or url,
-            self._settings,
-            etag=known.get("etag"),
-            last_modified=known.get("last_modified"),
-        )
         self._polls.inc()
+        try:
+            result = fetch(
+                self._session,
+                known.get("target") or url,
+                self._settings,
+                etag=known.get("etag"),
+                last_modified=known.get("last_modified"),
+            )
+            outputs = list(fetched_to_outputs(url, result, started_at, clock, feed=self._feeds.get(url)))
+        except Exception as error:  # fetch() and parsing never raise; a bug stays this poll's, as in batch
+            message = f"{type(error).__name__}: {error}"
+            parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=message)
+            yield from parsed_to_outputs(url, SourceType.FEED, parsed, None, started_at, 0)
+            return
         conditions.write(json.dumps(conditions_after(known, result)))
         if result.not_modified:
             self._not_modified.inc()
-        for output in fetched_to_outputs(url, result, started_at, clock, feed=self._feeds.get(url)):
+        for output in outputs:
             if isinstance(output, dict):
                 self._entries.inc()
             yield output
@@ -292,3 +306,87 @@ class PollFeeds(beam.PTransform):
             )
         )
         return polled.entries, polled[FETCHES], polled[DEAD_LETTERS]
+
+
+# --- one log line per poll cycle -----------------------------------------------------------------
+
+CYCLE_COUNTS = ("feeds_polled", "not_modified", "new", "duplicates", "late", "dead_letters", "files_written")
+
+log = logging.getLogger("newsbeam.stream")
+
+
+def fetch_row_counts(row: Record) -> dict[str, int]:
+    return {"feeds_polled": 1, "not_modified": int(row.get("outcome") == str(Outcome.NOT_MODIFIED))}
+
+
+def written_file_counts(written: dict[str, Any]) -> dict[str, int]:
+    late = written.get("late_rows", 0) if written.get("dataset") == "articles" else 0
+    return {"files_written": 1, "late": late}
+
+
+class SumCounts(beam.CombineFn):
+    """Adds up count dicts, key by key."""
+
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
+
+    def add_input(self, accumulator: dict[str, int], element: dict[str, int]) -> dict[str, int]:
+        for key, value in element.items():
+            accumulator[key] = accumulator.get(key, 0) + value
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for accumulator in accumulators:
+            self.add_input(merged, accumulator)
+        return merged
+
+    def extract_output(self, accumulator: dict[str, int]) -> dict[str, int]:
+        return {key: accumulator.get(key, 0) for key in CYCLE_COUNTS}
+
+
+def cycle_line(cycle_start: float, counts: dict[str, int]) -> str:
+    at = datetime.fromtimestamp(cycle_start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"poll cycle {at}: feeds polled {counts['feeds_polled']}, 304s {counts['not_modified']}, "
+        f"new entries {counts['new']}, duplicates {counts['duplicates']}, late {counts['late']}, "
+        f"dead letters {counts['dead_letters']}, files written {counts['files_written']}"
+    )
+
+
+class _LogCycleFn(beam.DoFn):
+    _WINDOW_PARAM = beam.DoFn.WindowParam
+
+    def process(self, counts: dict[str, int], window: Any = _WINDOW_PARAM) -> Iterator[str]:
+        line = cycle_line(float(window.start), counts)
+        log.info(line)
+        yield line
+
+
+class LogPollCycles(beam.PTransform):
+    """(fetch rows, new articles, duplicates, dead letters, written files) -> one log line per poll cycle.
+
+    A cycle is a fixed window of one tick on fetch time; files are counted in the cycle in which
+    their window ended.
+    """
+
+    def __init__(self, tick_seconds: float) -> None:
+        super().__init__()
+        self._tick_seconds = tick_seconds
+
+    def expand(self, streams: tuple[PCollection, ...]) -> PCollection:
+        fetches, new, duplicates, dead_letters, files = streams
+        counts = (
+            fetches | "CountPolls" >> beam.Map(fetch_row_counts),
+            new | "CountNew" >> beam.Map(lambda _: {"new": 1}),
+            duplicates | "CountDuplicates" >> beam.Map(lambda _: {"duplicates": 1}),
+            dead_letters | "CountDeadLetters" >> beam.Map(lambda _: {"dead_letters": 1}),
+            files | "CountFiles" >> beam.Map(written_file_counts),
+        )
+        return (
+            counts
+            | "AllCounts" >> beam.Flatten()
+            | "PerPollCycle" >> beam.WindowInto(FixedWindows(self._tick_seconds))
+            | "SumPerCycle" >> beam.CombineGlobally(SumCounts()).without_defaults()
+            | "LogCycle" >> beam.ParDo(_LogCycleFn())
+        )

@@ -380,7 +380,7 @@ class _FetchFeedsOfHostFn(beam.DoFn):
         plans = list(feeds)
         lanes = max(1, min(self._settings.fetch.max_per_host, len(plans)))
         for lane in range(lanes):
-            self._lanes.append(self._pool.submit(self._run_lane, plans[lane::lanes]))
+            self._lanes.append(self._pool.submit(self._run_lane, plans[lane::lanes], self._done))
         while True:
             try:
                 yield from self._count(self._done.get_nowait())
@@ -416,9 +416,10 @@ class _FetchFeedsOfHostFn(beam.DoFn):
                     self._failed.inc()
         return outputs
 
-    def _run_lane(self, plans: list[tuple[str, FeedState | None]]) -> None:
+    def _run_lane(self, plans: list[tuple[str, FeedState | None]], done: queue.Queue[list[Any]]) -> None:
+        # `done` is this bundle's queue: a lane left over from a failed bundle cannot leak into the next.
         for url, state in plans:
-            self._done.put(self._fetch_one(url, state))
+            done.put(self._fetch_one(url, state))
 
     def _fetch_one(self, url: str, state: FeedState | None) -> list[Any]:
         started_at = datetime.now(UTC)

@@ -128,10 +128,13 @@ def read_index(files: Iterable[str], ids: Iterable[str] | None = None) -> pa.Tab
     wanted = None if ids is None else pa.array(sorted(set(ids)), pa.string())
     tables = []
     for path in files:
-        table = read_parquet(path, LOOKUP_FIELDS)
-        if wanted is not None:
-            table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
-        tables.append(table.select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA))
+        with FileSystems.open(path) as stream:
+            # Batch by batch: memory holds the matches, never the whole index.
+            for batch in pq.ParquetFile(stream).iter_batches(batch_size=262_144, columns=LOOKUP_FIELDS):
+                table = pa.Table.from_batches([batch])
+                if wanted is not None:
+                    table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
+                tables.append(table.select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA))
     if not tables:
         return LOOKUP_SCHEMA.empty_table()
     return pa.concat_tables(tables)

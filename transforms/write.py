@@ -7,10 +7,19 @@ launcher exits after submitting):
    Parquet files under `OUTPUT/_staging/<run_id>/<dataset>/<partition>/`, outside the datasets
    (DuckDB's `**/*.parquet` reads dot-files too, so a hidden temp name inside would be read). It
    emits one small `StagedFile` record per file.
-2. `CommitRun` gathers every staged file of the run (all datasets), writes the run manifest
-   `OUTPUT/_runs/<run_id>.json` with status `committing` and the list of moves, renames each file
-   into `OUTPUT/<dataset>/<key>=<value>/...`, then marks the manifest `committed` and removes
-   the staging folder. A commit interrupted half way is rolled forward from its manifest.
+2. `CommitRun` gathers every staged file of the run (all datasets, and the run's delta of the
+   version index, see transforms/store.py) and, under the commit lock: rolls forward commits a
+   crash interrupted, reconciles with runs that committed since this one read the index, writes a
+   pending marker `OUTPUT/_runs/_pending/<run_id>` and the run manifest
+   `OUTPUT/_runs/<run_id>.json` with status `committing` and the list of moves (the decision),
+   renames each file into `OUTPUT/<dataset>/<key>=<value>/...`, marks the manifest `committed`,
+   and removes the staging folder and the marker. A commit interrupted after its decision is
+   rolled forward from its manifest (`recover_runs`) by the next run, compact or prune.
+
+`apply_manifest` carries out the same protocol for `newsbeam compact` and `newsbeam prune`, whose
+manifests also retire replaced files (`retired`: moves into `OUTPUT/_trash/`). Between the first
+and the last rename readers listing the folders may see part of a commit (the exposure window,
+documented in the README); they never see a temporary or partial file.
 
 Partition values are escaped the way Hive escapes them, so no input can write outside OUTPUT.
 Beam's FileSystems API does the IO, so `gs://` and `s3://` outputs work as local ones do.

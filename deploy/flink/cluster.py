@@ -1,4 +1,4 @@
-"""Start and stop a real Flink 1.19 cluster on 127.0.0.1 for newsbeam: `make cluster-up` / `make cluster-down`.
+"""Start and stop a real Flink 1.19 cluster on 127.0.0.1 for newsbeam: `make cluster-up`, `cluster-down`.
 
     python deploy/flink/cluster.py up   [--state .cluster/flink] [--free-ports]
     python deploy/flink/cluster.py down [--state .cluster/flink]
@@ -21,6 +21,7 @@ the worker command. Installing is idempotent: a second `up` reuses the distribut
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -42,6 +43,10 @@ FLINK_VENV = CLUSTER_ROOT / "flink-venv"
 FLINK_VERSION = "1.19.3"
 FLINK_PACKAGES = (f"apache-flink-libraries=={FLINK_VERSION}", f"apache-flink=={FLINK_VERSION}")
 CLASSPATH_FILE = CLUSTER_ROOT / "flink-job-server.classpath"
+# Spark reads the output back (deploy/spark/read_output.py); the 3.5 line is the one Beam's Spark runner
+# (beam-runners-spark-3) is built for.
+SPARK_VENV = CLUSTER_ROOT / "spark-venv"
+SPARK_PACKAGE = "pyspark==3.5.7"
 PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"
 TASK_MANAGERS = 2
 FIXED_PORTS = {
@@ -81,6 +86,20 @@ def install_flink() -> Path:
         script.chmod(0o755)
     marker.touch()
     return home
+
+
+def install_spark() -> Path:
+    """PyPI's pyspark in an environment of its own (idempotent); returns its Python."""
+    python = SPARK_VENV / "bin" / "python"
+    marker = SPARK_VENV / f".installed-{SPARK_PACKAGE}"
+    if not marker.exists():
+        log(f"installing {SPARK_PACKAGE} into {SPARK_VENV}")
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(SPARK_VENV)], check=True)
+        pip = [str(SPARK_VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, SPARK_PACKAGE], check=True)
+        marker.touch()
+    return python
 
 
 def job_server_classpath() -> str:
@@ -257,25 +276,23 @@ def down(state: Path) -> None:
     # Each component leads its own process group (start_new_session): the group holds what it started
     # (a pool's SDK workers, the JVM a Flink script execs).
     for pid in pids.values():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + 20
     while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
         time.sleep(0.3)
     for pid in pids.values():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     (state / "cluster.json").unlink(missing_ok=True)
     if pids:
         log(f"down: stopped {len(pids)} processes")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=("up", "down", "status", "install"))
     parser.add_argument("--state", type=Path, default=CLUSTER_ROOT / "flink")
     parser.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
@@ -284,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "install":
         install_flink()
         job_server_classpath()
+        install_spark()
     elif args.command == "up":
         up(state, args.free_ports)
     elif args.command == "down":

@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     stub = beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(pool_channel)
     response = stub.StartWorker(request, timeout=60)
     if response.error:
-        print(f"sdk_worker_via_pool: pool {pool} could not start the worker:\n{response.error}", file=sys.stderr)
+        print(
+            f"sdk_worker_via_pool: pool {pool} could not start the worker:\n{response.error}", file=sys.stderr
+        )
         return 1
     print(f"sdk_worker_via_pool: worker {args.id} started by pool {pool}", file=sys.stderr, flush=True)
 

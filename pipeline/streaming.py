@@ -1,0 +1,228 @@
+"""`newsbeam stream`: run the streaming job until Ctrl-C, SIGTERM or `--duration`, then report.
+
+Locally it runs on Beam's Prism runner (built by `make prism`; `configs/streaming.yaml`):
+
+    newsbeam stream --config configs/streaming.yaml                 # until Ctrl-C
+    newsbeam stream --config configs/streaming.yaml --duration 10m --output /tmp/news
+
+On Dataflow or Flink the same pipeline runs with `--runner=DataflowRunner ...` (Beam options pass
+through). The local runners have no drain and `cancel()` discards buffered windows, so a stop is
+a stop *flag*: the first Ctrl-C or SIGTERM creates `OUTPUT/_runs/<run_id>.stop`, the poll source
+sees it within a second and finishes, the watermark reaches the end of time, every window is
+written, and the job ends on its own. A second Ctrl-C cancels at once (buffered windows are lost,
+and a restart polls them again: nothing stored is written twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.pipeline import Pipeline
+
+from pipeline.build import DATASETS, build_stream
+from pipeline.config import ConfigError, Settings
+from pipeline.feeds import feed_list, parse_duration
+from pipeline.options import make_pipeline_options
+from pipeline.runners import LOCAL_ALIASES, make_runner
+from transforms.feed_state import FeedSource
+from transforms.parse import is_http_url
+from transforms.poll import PollSchedule, tick_seconds_for
+from transforms.schema import RunInfo
+from transforms.write import RUNS_DIR, join_path, remove_staging
+
+STREAM_CONFIG = Path("configs/streaming.yaml")
+STREAM_LOGGER = "newsbeam.stream"
+STREAM_JOB_SERVER_TIMEOUT = 10 * 365 * 86400  # seconds: see stream_beam_args
+log = logging.getLogger(STREAM_LOGGER)
+
+
+def add_stream_command(commands: Any) -> None:
+    stream = commands.add_parser(
+        "stream",
+        help="poll feeds continuously and write windowed Parquet until stopped",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stream.add_argument("--config", type=Path, default=None, help=f"YAML config (default {STREAM_CONFIG})")
+    stream.add_argument(
+        "--output", default=None, help="output folder or gs:// / s3:// URL (default from config)"
+    )
+    stream.add_argument("--runner", default=None, help="prism (local), or a Beam runner name")
+    stream.add_argument("--run-id", default=None, help="id of this run (default: time and random suffix)")
+    stream.add_argument(
+        "--duration",
+        default=None,
+        metavar="AGE",
+        help="stop after this long, e.g. 90, 10m, 2h (default from config `stream.duration`: until Ctrl-C)",
+    )
+
+
+def stream_feeds(settings: Settings) -> tuple[FeedSource, ...]:
+    """The feeds to poll: `feeds:`, OPML lists and the http(s) URLs among `inputs`."""
+    not_urls = [item for item in settings.inputs if not is_http_url(item)]
+    if not_urls:
+        raise ConfigError(
+            f"inputs: the streaming job polls http(s) feeds; {', '.join(map(repr, not_urls))} "
+            "is not one (use `newsbeam run` for files)"
+        )
+    listed = feed_list(settings).feeds
+    known = {feed.url for feed in listed}
+    return (*listed, *(FeedSource(url) for url in settings.inputs if url not in known))
+
+
+def stop_file_path(output: str, run_id: str) -> str:
+    return join_path(output, RUNS_DIR, f"{run_id}.stop")
+
+
+def _request_stop(path: str) -> None:
+    if "://" not in path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with FileSystems.create(path) as stream:
+        stream.write(datetime.now(UTC).isoformat().encode("utf-8"))
+
+
+class _StopOnSignal:
+    """First SIGINT/SIGTERM: create the stop file. Second: KeyboardInterrupt (cancel)."""
+
+    def __init__(self, stop_file: str) -> None:
+        self._stop_file = stop_file
+        self._signalled = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def reinstall(self) -> None:
+        """Take the signals back: Beam's job server installs its own SIGINT handler when it starts."""
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self._handle)
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self._signalled:
+            raise KeyboardInterrupt
+        self._signalled = True
+        print(
+            "newsbeam stream: stopping; open windows are being written (Ctrl-C again to cancel)",
+            file=sys.stderr,
+        )
+        _request_stop(self._stop_file)
+
+
+_RUN_FILE = re.compile(r"^part-\d{8}T\d{6}Z-(?P<run>.+)-p\d{3}-[0-9a-f]+\.parquet$")
+
+
+def files_of_run(output: str, run_id: str) -> dict[str, list[str]]:
+    """The published files a streaming run wrote, per dataset (local outputs and object stores)."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for dataset in DATASETS:
+        pattern = join_path(output, dataset, "**", f"part-*-{run_id}-p*.parquet")
+        for metadata in FileSystems.match([pattern])[0].metadata_list:
+            match = _RUN_FILE.match(metadata.path.rsplit("/", 1)[-1])
+            if match and match.group("run") == run_id:
+                found[dataset].append(metadata.path)
+    return {dataset: sorted(paths) for dataset, paths in found.items()}
+
+
+def stream_report(output: str, run_id: str, state: str, elapsed: float) -> str:
+    files = files_of_run(output, run_id)
+    lines = [f"newsbeam stream {run_id}: {state} after {elapsed:.1f}s"]
+    for dataset in DATASETS:
+        paths = files.get(dataset, [])
+        rows = 0
+        for path in paths:
+            with FileSystems.open(path) as stream:
+                rows += pq.ParquetFile(stream).metadata.num_rows
+        lines.append(f"  {dataset + ':':<14} {rows} rows in {len(paths)} files")
+    lines.append(f"  output:        {output}")
+    return "\n".join(lines)
+
+
+def stream_beam_args(settings: Settings, beam_args: list[str]) -> list[str]:
+    """The command line's Beam flags, plus what an unbounded job needs.
+
+    Beam's portable runner opens the job's state and message streams with `job_server_timeout`
+    (default 60 s) as their gRPC deadline, so a job that runs longer dies with DEADLINE_EXCEEDED
+    after a minute; a streaming job gets a deadline of years unless the config or command line sets one.
+    """
+    flags = [*beam_args, "--streaming"]
+    given = "job_server_timeout" in settings.beam_options or any(
+        flag.startswith(("--job_server_timeout", "--job-server-timeout")) for flag in beam_args
+    )
+    if not given:
+        flags.insert(0, f"--job_server_timeout={STREAM_JOB_SERVER_TIMEOUT}")
+    return flags
+
+
+def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str], run_id: str) -> int:
+    from pipeline.cli import pipeline_version  # the CLI module imports this one
+
+    if settings.runner.strip().lower() in LOCAL_ALIASES:
+        raise ConfigError(
+            f"runner: {settings.runner!r} runs batch pipelines only (an unbounded one never emits its "
+            "windows there); use `prism` locally (`make prism`), or FlinkRunner / DataflowRunner"
+        )
+    feeds = stream_feeds(settings)
+    if not feeds:
+        raise ConfigError("inputs: no feeds to poll; list them under `feeds:` or `inputs:`, or give --opml")
+    try:
+        duration = parse_duration(args.duration) if args.duration else settings.stream.duration
+    except ValueError as error:
+        raise ConfigError(f"--duration: {error}") from None
+    started = time.time()
+    run = RunInfo(run_id, datetime.fromtimestamp(int(started), UTC), pipeline_version())
+    stop_file = stop_file_path(settings.output, run.run_id)
+    schedule = PollSchedule(
+        tick_seconds=tick_seconds_for(feeds, settings.stream.poll_interval),
+        start_at=started,
+        stop_at=started + duration if duration else None,
+        stop_file=stop_file,
+    )
+    logging.getLogger(STREAM_LOGGER).setLevel(logging.INFO)
+    options = make_pipeline_options(
+        settings.runner, settings.beam_options, stream_beam_args(settings, beam_args)
+    )
+    pipeline = Pipeline(runner=make_runner(settings.runner), options=options)
+    build_stream(pipeline, settings, run, schedule, feeds)
+    print(
+        f"newsbeam stream {run.run_id}: polling {len(feeds)} feeds every {schedule.tick_seconds:g}s or more, "
+        f"{settings.stream.window}s windows, into {settings.output}"
+        + (f", for {duration}s" if duration else "; Ctrl-C to stop"),
+        file=sys.stderr,
+    )
+    state = "unknown"
+    result = None
+    with _StopOnSignal(stop_file) as stopper:
+        try:
+            result = pipeline.run()
+            stopper.reinstall()
+            state = str(result.wait_until_finish())
+        except KeyboardInterrupt:
+            state = "cancelled"
+            if result is not None:
+                with contextlib.suppress(Exception):  # the job may already be gone
+                    result.cancel()
+    if FileSystems.exists(stop_file):
+        FileSystems.delete([stop_file])
+    remove_staging(settings.output, run.run_id)
+    print(stream_report(settings.output, run.run_id, state, time.time() - started))
+    return 0 if state.upper().endswith("DONE") else 1
