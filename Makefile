@@ -42,8 +42,8 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(VENV)/.installed-test
-	$(BIN)/python -m benchmarks.run
+bench: $(VENV)/.installed-test  # not part of `make test`; e.g. make bench BENCH_ARGS="--copies 2"
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(OUTPUT) .pytest_cache .mypy_cache .ruff_cache

@@ -51,7 +51,8 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         force=settings.state.force,
     )
 
-    patterns = p | "Inputs" >> beam.Create([*settings.inputs, *(feed.url for feed in feeds)])
+    inputs = [*settings.inputs, *(feed.url for feed in feeds)]
+    patterns = p | "Inputs" >> beam.Create(inputs)
     read = ReadSources(read_settings)
     entries, fetches, read_failures = patterns | "ReadSources" >> read
     normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(run.started_at)
@@ -86,7 +87,7 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         (article_files, dead_letter_files, fetch_files, index_files)
         | "AllStagedFiles" >> beam.Flatten()
         | "CommitRun"
-        >> CommitRun(settings.output, run.run_id, run.started_at, settings.inputs, snapshot=store_snapshot)
+        >> CommitRun(settings.output, run.run_id, run.started_at, inputs, snapshot=store_snapshot)
     )
     if read_settings.state_path and read.feed_states is not None:
         # Takes the manifest as a side input: runs only after the commit, so a failed run keeps the old state.

@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.pipeline import Pipeline
 
 from pipeline.build import build_batch
@@ -172,6 +173,8 @@ def run_batch(settings: Settings, beam_args: list[str], run_id: str | None = Non
     run = RunInfo(run_id or new_run_id(started_at), started_at, pipeline_version())
     # Roll forward commits a crash interrupted (so the seen-set is whole) and clear this run id's
     # partial staging; a run id already committed has nothing left to do.
+    # s3:// and gs:// outputs need the run's options (endpoint, credentials) before the pipeline exists.
+    FileSystems.set_options(make_pipeline_options(settings.runner, settings.beam_options, beam_args))
     done = prepare_run(settings.output, run.run_id)
     if done is not None:
         print(f"newsbeam run {run.run_id}: already committed at {done.get('ended_at')}; nothing to do")

@@ -1,7 +1,7 @@
 """Beam pipeline options for a newsbeam run: the config's `beam_options`, the runner's needs, CLI flags.
 
 Flags the CLI does not know (`--direct_num_workers=2`, `--project=...`) are Beam's and pass
-through; later ones win, so the order is config, runner defaults, then the command line.
+through; later ones win, so the order is the runner's defaults, the config, then the command line.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ def _flag(key: str, value: Any) -> list[str]:
 def make_pipeline_options(
     runner: str, config_options: dict[str, Any], beam_args: list[str]
 ) -> PipelineOptions:
-    flags: list[str] = []
+    flags = runner_options(runner)
     for key, value in config_options.items():
         flags += _flag(key, value)
-    flags += runner_options(runner)
     flags += beam_args
     return PipelineOptions(flags)

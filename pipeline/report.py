@@ -6,13 +6,17 @@ from collections import Counter
 from typing import Any
 
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 
 def _rows(manifest: dict[str, Any], dataset: str, columns: list[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for entry in manifest.get("files", []):
         if entry["dataset"] == dataset:
-            rows += pq.ParquetFile(entry["final_path"]).read(columns=columns).to_pylist()
+            # Through Beam's FileSystems: s3:// and gs:// outputs use the run's endpoint and credentials.
+            with FileSystems.open(entry["final_path"], compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                rows += pq.ParquetFile(f).read(columns=columns).to_pylist()
     return rows
 
 

@@ -63,7 +63,8 @@ def make_runner(name: str) -> PipelineRunner | str:
 def runner_options(name: str) -> list[str]:
     """Extra pipeline flags a runner needs here (Prism's local binary: never a download)."""
     if name.strip().lower() in PRISM_ALIASES:
-        return [f"--prism_location={prism_binary().resolve()}"]
+        # LOOPBACK: the SDK workers run in the launching process; Prism's default would be Docker.
+        return [f"--prism_location={prism_binary().resolve()}", "--environment_type=LOOPBACK"]
     if name.strip().lower() in FLINK_ALIASES:
         return flink_options(flink_cluster())
     return []

@@ -47,6 +47,10 @@ CLASSPATH_FILE = CLUSTER_ROOT / "flink-job-server.classpath"
 # (beam-runners-spark-3) is built for.
 SPARK_VENV = CLUSTER_ROOT / "spark-venv"
 SPARK_PACKAGE = "pyspark==3.5.7"
+# A local S3-compatible server for the s3:// tests (tests/cluster/test_object_stores.py); its many
+# dependencies stay out of the project's .venv.
+MOTO_VENV = CLUSTER_ROOT / "moto-venv"
+MOTO_PACKAGE = "moto[server]==5.2.5"
 PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"
 TASK_MANAGERS = 2
 FIXED_PORTS = {
@@ -88,18 +92,17 @@ def install_flink() -> Path:
     return home
 
 
-def install_spark() -> Path:
-    """PyPI's pyspark in an environment of its own (idempotent); returns its Python."""
-    python = SPARK_VENV / "bin" / "python"
-    marker = SPARK_VENV / f".installed-{SPARK_PACKAGE}"
+def install_venv(venv: Path, package: str) -> Path:
+    """`package` in an environment of its own (idempotent); returns the environment's bin/ folder."""
+    marker = venv / f".installed-{package}"
     if not marker.exists():
-        log(f"installing {SPARK_PACKAGE} into {SPARK_VENV}")
-        if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(SPARK_VENV)], check=True)
-        pip = [str(SPARK_VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, SPARK_PACKAGE], check=True)
+        log(f"installing {package} into {venv}")
+        if not (venv / "bin" / "pip").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, package], check=True)
         marker.touch()
-    return python
+    return venv / "bin"
 
 
 def job_server_classpath() -> str:
@@ -301,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "install":
         install_flink()
         job_server_classpath()
-        install_spark()
+        install_venv(SPARK_VENV, SPARK_PACKAGE)
+        install_venv(MOTO_VENV, MOTO_PACKAGE)
     elif args.command == "up":
         up(state, args.free_ports)
     elif args.command == "down":
