@@ -35,7 +35,7 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-test: lint typecheck prism
+test: lint typecheck prism cluster-deps
 	$(BIN)/pytest -q
 
 format: $(VENV)/.installed-test
@@ -61,3 +61,27 @@ $(PRISM):
 	GOBIN=$(CURDIR)/.prism/bin GOFLAGS=-mod=mod GONOSUMDB=github.com/apache/beam/sdks/v2 \
 		go install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
 	@test -x $(PRISM)
+
+# Running at scale (README): a real Flink 1.19 cluster on 127.0.0.1 (JobManager, 2 TaskManagers, Beam's
+# Flink job server, a Python worker pool per TaskManager), Dataflow launches and s3:// / gs:// through
+# Beam's filesystems. `cluster-deps` installs, idempotently: the gcp and aws extras into .venv, and into
+# .cluster/ the Flink distribution (PyPI), the job server's classpath (Maven), pyspark and moto's S3 server.
+# tests/cluster/ starts and stops a cluster of its own; `make test` runs it with the rest of the suite.
+.PHONY: cluster-deps cluster-up cluster-down test-cluster
+CLUSTER := $(BIN)/python deploy/flink/cluster.py
+
+$(VENV)/.installed-cluster: $(VENV)/.installed-test
+	$(PIP_INSTALL) -e ".[test,gcp,aws]"
+	touch $@
+
+cluster-deps: $(VENV)/.installed-cluster
+	$(CLUSTER) install
+
+cluster-up: cluster-deps  # ports and pids in .cluster/flink/cluster.json; `newsbeam run --runner flink` uses it
+	$(CLUSTER) up
+
+cluster-down:
+	$(CLUSTER) down
+
+test-cluster: cluster-deps
+	$(BIN)/pytest -q tests/cluster

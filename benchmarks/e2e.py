@@ -4,7 +4,8 @@
 
 Runs with `--direct_num_workers=WORKERS --direct_running_mode=multi_processing` and the defaults of
 `configs/local.yaml`; reports the time `run_batch` took (interpreter start and imports excluded; the
-parent measures the wall time with them) and the articles the run manifest counts.
+parent measures the wall time with them), the articles the run manifest counts, and how many entries
+break the `feed_fetches` equation entries = articles_written + duplicates + dead_letters (lost silently).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+import pyarrow.dataset as ds
 
 from benchmarks.measure import report
 from pipeline.cli import run_batch
@@ -35,10 +38,22 @@ def main(argv: list[str]) -> None:
     seconds = time.perf_counter() - started
     print(printed.getvalue(), file=sys.stderr)  # the run report, kept in the step's log
     counts = manifest["counts"]
+    # The README's promise for every input: entries = articles_written + duplicates + dead_letters.
+    fetches = (
+        ds.dataset(Path(output) / "feed_fetches", format="parquet", partitioning="hive")
+        .to_table(columns=["entries", "articles_written", "duplicates", "dead_letters"])
+        .to_pylist()
+    )
+    unaccounted = sum(
+        (r["entries"] or 0) - (r["articles_written"] or 0) - (r["duplicates"] or 0) - (r["dead_letters"] or 0)
+        for r in fetches
+    )
     report(
         {
             "articles": counts.get("articles", {}).get("rows", 0),
             "dead_letters": counts.get("dead_letters", {}).get("rows", 0),
+            "entries": sum(r["entries"] or 0 for r in fetches),
+            "unaccounted_entries": unaccounted,
             "seconds": seconds,
             "status": manifest["status"],
             "workers": workers,

@@ -256,6 +256,13 @@ def render(results: dict[str, Any]) -> str:
         "\n baseline's CPU time per article over this run's, all processes; mem x: peak RSS of all"
         "\n processes over the baseline's)"
     )
+    for label, r in rows:
+        if r and r.get("unaccounted_entries"):
+            lines.append(
+                f"WARNING {label}: {r['unaccounted_entries']:,} of {r['entries']:,} entries are neither "
+                "written, duplicates nor dead letters\n  (feed_fetches: entries != articles_written"
+                " + duplicates + dead_letters)"
+            )
     agree = results.get("agreement")
     if agree:
         lines.append(

@@ -141,8 +141,8 @@ _SPACE_RUN = re.compile(" {2,}")
 
 class FastDetector(Detector):
     """langdetect's `Detector` with its per-character loops rewritten: the same n-grams, the same
-    random draws and the same arithmetic in the same order, hence the same answers at about half the
-    cost (the benchmark's stage loop: n-gram extraction was 60% of detection time).
+    random draws and the same arithmetic in the same order, hence the same answers. Building the
+    n-gram list takes about half the time; the trials cost the same (benchmarks/RESULTS.md).
     """
 
     def append(self, text: str) -> None:

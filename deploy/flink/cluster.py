@@ -100,7 +100,9 @@ def install_venv(venv: Path, package: str) -> Path:
         if not (venv / "bin" / "pip").exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, package], check=True)
+        # Each helper environment's whole tree is pinned, as the project's own is by constraints.txt.
+        constraints = ROOT / "deploy" / "constraints" / f"{venv.name}.txt"
+        subprocess.run([*pip, "-c", str(constraints), package], check=True)
         marker.touch()
     return venv / "bin"
 

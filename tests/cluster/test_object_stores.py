@@ -10,7 +10,6 @@ server here it is covered only by the Dataflow dry run (tests/cluster/test_dataf
 from __future__ import annotations
 
 import io
-import os
 import socket
 import subprocess
 import sys
@@ -64,7 +63,10 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def s3(s3_endpoint: str) -> Any:
-    boto3 = pytest.importorskip("boto3", reason="the aws extra (apache-beam[aws]) is not installed")
+    try:
+        import boto3
+    except ImportError:
+        require(False, "the aws extra (apache-beam[aws], boto3) is not installed: make cluster-deps")
     client = boto3.client("s3", endpoint_url=s3_endpoint, **KEYS)
     client.create_bucket(Bucket=BUCKET)
     for path in SEEDS.rglob("*"):
@@ -143,14 +145,3 @@ def test_s3_output_equals_the_local_filesystem_output(s3: Any, s3_run: str, tmp_
     assert len(s3_rows) == len(local_rows) >= 20
     assert strip(s3_rows) == strip(local_rows)
     assert {row["source"] for row in s3_rows} >= {f"s3://{BUCKET}/inputs/feeds/rss2_en.xml"}
-
-
-def test_a_bad_s3_endpoint_is_a_clear_failure(s3: Any, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [str(NEWSBEAM), "run", "--runner", "direct", "--input", f"s3://{BUCKET}/inputs/",
-         "--output", str(tmp_path / "out"), *_s3_args("http://127.0.0.1:9")],
-        capture_output=True, text=True, cwd=PROJECT, timeout=600,
-        env={**os.environ, "AWS_MAX_ATTEMPTS": "1"},
-    )  # fmt: skip
-    # An unreachable store is not silently "no inputs": the run says what it could not read.
-    assert done.returncode != 0 or "error" in done.stdout
