@@ -214,7 +214,8 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         out["beam_overhead_cpu_percent"] = 100 * (
             (pipeline["cpu_seconds"] / pipeline["articles"]) / loop_cpu - 1
         )
-    scaling = results.get("scaling") or []
+    # A run that lost entries says nothing about memory per article.
+    scaling = [s for s in results.get("scaling") or [] if not s.get("unaccounted_entries")]
     if len(scaling) >= 2:
         first, last = scaling[0], scaling[-1]
         growth = (last["peak_tree_rss"] - first["peak_tree_rss"]) / max(

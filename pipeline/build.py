@@ -15,7 +15,7 @@ from apache_beam.pvalue import PCollection
 
 from pipeline.config import Settings
 from pipeline.feeds import feed_list
-from transforms.accounting import CountPerSource
+from transforms.accounting import CountPerSource, CountUnaccounted
 from transforms.dedupe import DeduplicateAgainstStore, DeduplicateArticles, DeduplicateStream
 from transforms.enrich import EnrichArticles
 from transforms.feed_state import FeedSource, WriteFeedState, state_path
@@ -87,7 +87,14 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         (article_files, dead_letter_files, fetch_files, index_files)
         | "AllStagedFiles" >> beam.Flatten()
         | "CommitRun"
-        >> CommitRun(settings.output, run.run_id, run.started_at, inputs, snapshot=store_snapshot)
+        >> CommitRun(
+            settings.output,
+            run.run_id,
+            run.started_at,
+            inputs,
+            snapshot=store_snapshot,
+            unaccounted=fetch_rows | "CountUnaccounted" >> CountUnaccounted(),
+        )
     )
     if read_settings.state_path and read.feed_states is not None:
         # Takes the manifest as a side input: runs only after the commit, so a failed run keeps the old state.

@@ -35,6 +35,30 @@ def complete_rows(source: str, grouped: dict[str, Iterable[Any]]) -> Iterator[Re
         yield {**row, **(totals if index == 0 else dict.fromkeys(COUNT_FIELDS, 0))}
 
 
+def unaccounted_entries(row: Record) -> int:
+    """Entries of one input that are neither written, duplicates, dead letters nor already stored."""
+    return int(row.get("entries") or 0) - sum(int(row.get(field) or 0) for field in COUNT_FIELDS)
+
+
+class UnaccountedError(RuntimeError):
+    """Entries went missing inside the pipeline: the run must not commit."""
+
+
+class CountUnaccounted(beam.PTransform):
+    """Completed fetch rows -> one element: the entries of the run that the counts do not explain.
+
+    `CommitRun` takes it as a side input and refuses to publish a run whose books do not balance, so
+    that an entry lost anywhere (a stage, the runner) fails the run loudly instead of vanishing.
+    """
+
+    def expand(self, fetch_rows: PCollection) -> PCollection:
+        return (
+            fetch_rows
+            | "UnaccountedPerInput" >> beam.Map(unaccounted_entries)
+            | "UnaccountedInRun" >> beam.CombineGlobally(sum)
+        )
+
+
 class CountPerSource(beam.PTransform):
     """(fetch rows, staged article files, duplicates, dead letters[, already stored]) -> fetch rows."""
 

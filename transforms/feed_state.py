@@ -257,12 +257,11 @@ class _WriteStateFn(beam.DoFn):
         self._path = path
 
     def process(self, states: list[FeedState], manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        if manifest.get("status") != "committed":
-            return  # the run did not commit: the previous state stays
-        if not states and not FileSystems.exists(self._path):
-            return  # a run without feeds (seed files only) needs no state file
-        merged = merge_states(load_states(self._path), states)
-        yield {"path": self._path, "feeds": write_states(self._path, merged.values())}
+        # A run that did not commit keeps the previous state; a run without feeds (seed files
+        # only) needs no state file.
+        if manifest.get("status") == "committed" and (states or FileSystems.exists(self._path)):
+            merged = merge_states(load_states(self._path), states)
+            yield {"path": self._path, "feeds": write_states(self._path, merged.values())}
 
 
 class WriteFeedState(beam.PTransform):

@@ -518,7 +518,15 @@ class _CommitFn(beam.DoFn):
     def __init__(self, output: str, run_id: str, started_at: datetime, inputs: list[str]) -> None:
         self._output, self._run_id, self._started_at, self._inputs = output, run_id, started_at, inputs
 
-    def process(self, files: list[StagedFile], snapshot: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    def process(
+        self, files: list[StagedFile], snapshot: list[str] | None = None, unaccounted: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        if unaccounted:
+            # Staged files stay in _staging/ (outside every dataset); the next run clears them.
+            raise RuntimeError(
+                f"run {self._run_id}: {unaccounted} entries are neither written, duplicates, dead letters "
+                "nor already stored; refusing to commit (see feed_fetches in the staging folder)"
+            )
         yield commit_run(self._output, self._run_id, self._started_at, self._inputs, files, snapshot)
 
 
@@ -527,6 +535,8 @@ class CommitRun(beam.PTransform):
 
     `snapshot`, when given, is the one-element PCollection of index files that
     `DeduplicateAgainstStore` read; the commit reconciles with deltas committed after it.
+    `unaccounted`, when given, is the one-element count of entries the run's books do not explain
+    (`CountUnaccounted`): any other value than 0 fails the run before anything is published.
     """
 
     def __init__(
@@ -536,18 +546,21 @@ class CommitRun(beam.PTransform):
         started_at: datetime,
         inputs: list[str],
         snapshot: PCollection | None = None,
+        unaccounted: PCollection | None = None,
     ) -> None:
         super().__init__()
         self._fn = _CommitFn(output, run_id, started_at, inputs)
         self._snapshot = snapshot
+        self._unaccounted = unaccounted
 
     def expand(self, staged: PCollection) -> PCollection:
         gathered = staged | "GatherStagedFiles" >> CombineGlobally(ToListCombineFn())
-        if self._snapshot is None:
-            return gathered | "PublishAndWriteManifest" >> beam.ParDo(self._fn)
-        return gathered | "PublishAndWriteManifest" >> beam.ParDo(
-            self._fn, snapshot=beam.pvalue.AsSingleton(self._snapshot)
-        )
+        side_inputs: dict[str, Any] = {}
+        if self._snapshot is not None:
+            side_inputs["snapshot"] = beam.pvalue.AsSingleton(self._snapshot)
+        if self._unaccounted is not None:
+            side_inputs["unaccounted"] = beam.pvalue.AsSingleton(self._unaccounted)
+        return gathered | "PublishAndWriteManifest" >> beam.ParDo(self._fn, **side_inputs)
 
 
 class WriteVersionIndex(beam.PTransform):
