@@ -1,5 +1,5 @@
 """`python -m pipeline` is the same as the `newsbeam` command."""
 
-from pipeline.cli import main
+from pipeline.cli import entry_point
 
-raise SystemExit(main())
+entry_point()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import sys
 import time
@@ -238,3 +239,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"newsbeam: {str(error).splitlines()[0]}", file=sys.stderr)
         return 3
     return 0
+
+
+def entry_point() -> None:
+    """The `newsbeam` console script and `python -m pipeline`.
+
+    After a batch command has finished (committed and reported), the process ends without the
+    interpreter's teardown: with the gcp extra installed, Beam imports Google's gRPC clients, whose
+    threads can abort the teardown ("terminate called without an active exception", exit code -6)
+    after the work is done. `stream` keeps the normal exit, which stops its Prism subprocess.
+    """
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv[:1] == ["stream"]:
+        raise SystemExit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)

@@ -38,6 +38,7 @@ class LanguageConfig(_Strict):
     seed: int = 0
     min_letters: int = Field(3, ge=1)
     sure_confidence: float = Field(0.9, ge=0.0, le=1.0)
+    min_letters_to_override: int = Field(12, ge=0, le=1000)
     declared_prior: float = Field(0.5, gt=0.0, lt=1.0)
 
     def settings(self) -> LanguageSettings:

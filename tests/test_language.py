@@ -156,6 +156,16 @@ def test_a_sure_detection_overrides_a_wrong_declaration(detector: LanguageDetect
     assert result.confidence >= 0.9
 
 
+@pytest.mark.parametrize(("word", "declared"), [("Politik", "de"), ("Example", "en"), ("Ny regering", "da")])
+def test_a_single_word_never_overrides_the_declaration(
+    detector: LanguageDetector, word: str, declared: str
+) -> None:
+    # langdetect is often fully sure, and wrong, on one or two words ("Politik" -> et at 1.0).
+    result = detector.detect(word, None, declared)
+    assert result.language == declared
+    assert result.source in ("declared", "agreed")
+
+
 def test_agreement(detector: LanguageDetector) -> None:
     result = detector.detect(SENTENCES["fr"], None, "fr-CA")
     assert (result.language, result.source, result.declared, result.detected) == ("fr", "agreed", "fr", "fr")

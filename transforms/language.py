@@ -15,16 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
-from langdetect.detector import Detector
 from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
-from langdetect.lang_detect_exception import ErrorCode, LangDetectException
-from langdetect.utils.ngram import NGram
+from langdetect.lang_detect_exception import LangDetectException
 
 from transforms.schema import Record, Stage, dead_letter
 
@@ -85,6 +82,10 @@ _SCRIPT_SUBTAGS = {
     "mo": "Hant",
 }
 _LETTER = re.compile(r"[^\W\d_]")
+# Thai, Lao, kana, CJK ideographs and Hangul syllables.
+_DENSE_SCRIPT = re.compile(
+    r"[\u0e00-\u0eff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+)
 _HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7af\ud7b0-\ud7ff]")
 
 
@@ -94,7 +95,8 @@ class LanguageSettings:
     n_trial: int = 3  # langdetect's default is 7; 3 halves the cost at equal accuracy
     seed: int = 0
     min_letters: int = 3  # fewer letters than this give `und`
-    sure_confidence: float = 0.9  # a detection at least this sure overrides the declaration
+    sure_confidence: float = 0.9  # a detection at least this sure overrides the declaration...
+    min_letters_to_override: int = 12  # below this, a declared language is never overridden
     declared_prior: float = 0.5  # prior mass given to the declared language when unsure
 
 
@@ -135,88 +137,6 @@ def load_detector_factory(seed: int) -> DetectorFactory:
     return factory
 
 
-_normalize_char = lru_cache(maxsize=65536)(NGram.normalize)
-_SPACE_RUN = re.compile(" {2,}")
-
-
-class FastDetector(Detector):
-    """langdetect's `Detector` with its per-character loops rewritten: the same n-grams, the same
-    random draws and the same arithmetic in the same order, hence the same answers. Building the
-    n-gram list takes about half the time; the trials cost the same (benchmarks/RESULTS.md).
-    """
-
-    def append(self, text: str) -> None:
-        text = self.URL_RE.sub(" ", text)
-        text = self.MAIL_RE.sub(" ", text)
-        text = NGram.normalize_vi(text)
-        # langdetect keeps the first of each run of spaces, up to max_text_length input characters.
-        self.text += _SPACE_RUN.sub(" ", text[: self.max_text_length])
-
-    def _extract_ngrams(self) -> list[str]:
-        # NGram.add_char and the 1..3-gram loop of Detector._extract_ngrams, inlined.
-        known = self.word_lang_prob_map
-        result: list[str] = []
-        add = result.append
-        normalize = _normalize_char
-        grams = " "
-        capital_word = False
-        for raw in self.text:
-            ch = normalize(raw)
-            last = grams[-1]
-            if last == " ":
-                grams = " "
-                capital_word = False
-                if ch == " ":
-                    continue
-            elif len(grams) >= 3:
-                grams = grams[1:]
-            grams += ch
-            if ch.isupper():
-                if last.isupper():
-                    capital_word = True
-            else:
-                capital_word = False
-            if capital_word:
-                continue
-            if ch != " " and ch in known:
-                add(ch)
-            if len(grams) >= 2:
-                if grams[-2:] in known:
-                    add(grams[-2:])
-                if len(grams) >= 3 and grams in known:
-                    add(grams)
-        return result
-
-    def _detect_block(self) -> None:
-        # Detector._detect_block with _update_lang_prob and _normalize_prob inlined: the same
-        # draws from the same generator (choosing among the n-grams' rows by the same index) and
-        # the same float operations in the same order.
-        self.cleaning_text()
-        ngrams = self._extract_ngrams()
-        if not ngrams:
-            raise LangDetectException(ErrorCode.CantDetectError, "No features in text.")
-        known = self.word_lang_prob_map
-        rows = [known[word] for word in ngrams]
-        self.langprob = [0.0] * len(self.langlist)
-        rng = self.random
-        rng.seed(self.seed)
-        choice = rng.choice
-        threshold, limit = self.CONV_THRESHOLD, self.ITERATION_LIMIT
-        for _ in range(self.n_trial):
-            prob = self._init_probability()
-            weight = (self.alpha + rng.gauss(0.0, 1.0) * self.ALPHA_WIDTH) / self.BASE_FREQ
-            i = 0
-            while True:
-                prob = [p * (weight + q) for p, q in zip(prob, choice(rows), strict=False)]
-                if i % 5 == 0:
-                    total = sum(prob)
-                    prob = [p / total for p in prob]
-                    if max(0.0, *prob) > threshold or i >= limit:
-                        break
-                i += 1
-            self.langprob = [a + p / self.n_trial for a, p in zip(self.langprob, prob, strict=True)]
-
-
 def detection_text(title: str | None, text: str | None, max_chars: int) -> str:
     return f"{title or ''}\n{text or ''}".strip()[:max_chars]
 
@@ -231,7 +151,7 @@ class LanguageDetector:
 
     def probabilities(self, text: str, prior: dict[str, float] | None = None) -> list[tuple[str, float]]:
         """[(langdetect code, probability)], most likely first; empty when undetectable."""
-        detector = FastDetector(self._factory)
+        detector = self._factory.create()
         detector.n_trial = self.settings.n_trial
         detector.set_max_text_length(self.settings.max_chars)
         if "ko" in self._known and not _HANGUL.search(text):
@@ -250,7 +170,9 @@ class LanguageDetector:
     def detect(self, title: str | None, text: str | None, declared_tag: str | None = None) -> LanguageResult:
         declared, declared_script = declared_language(declared_tag)
         sample = detection_text(title, text, self.settings.max_chars)
-        letters = len(_LETTER.findall(sample[:200])) if len(sample) < 200 else self.settings.min_letters
+        head = sample[:200]
+        # A CJK or Thai character carries about as much as a word: count it as three letters.
+        letters = len(_LETTER.findall(head)) + 2 * len(_DENSE_SCRIPT.findall(head))
         ranked = self.probabilities(sample) if letters >= self.settings.min_letters else []
         if not ranked:
             if declared:
@@ -265,6 +187,12 @@ class LanguageDetector:
             return LanguageResult(
                 detected, detected_script or declared_script, top_prob, detected, declared, "agreed"
             )
+        if letters < self.settings.min_letters_to_override:
+            # Too little text to contradict the input's own word; the detector's doubt is kept.
+            confidence = dict(ranked).get(
+                next((c for c in self._known if detector_code(c)[0] == declared), ""), 0.0
+            )
+            return LanguageResult(declared, declared_script, confidence, detected, declared, "declared")
         if top_prob >= self.settings.sure_confidence:
             return LanguageResult(detected, detected_script, top_prob, detected, declared, "detected")
 
