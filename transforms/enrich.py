@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.schema import SCHEMA_VERSION, Record, RunInfo, Stage, dead_letter
+from transforms.schema import SCHEMA_VERSION, Record, RunInfo, Stage, failed_article
 
 DEAD_LETTERS = "dead_letters"
 WORDS_PER_MINUTE = 230
@@ -101,18 +101,7 @@ class _EnrichFn(beam.DoFn):
             yield enrich_article(article, self._run)
         except Exception as error:
             self._failed.inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTERS,
-                dead_letter(
-                    Stage.ENRICH,
-                    type(error).__name__,
-                    str(error),
-                    article["source"],
-                    article["source_type"],
-                    entry_ref=article.get("entry_id") or article.get("url"),
-                    data=article.get("title"),
-                ),
-            )
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, failed_article(Stage.ENRICH, error, article))
 
 
 class EnrichArticles(beam.PTransform):

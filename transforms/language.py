@@ -23,7 +23,7 @@ from apache_beam.pvalue import PCollection
 from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
 
-from transforms.schema import Record, Stage, dead_letter
+from transforms.schema import Record, Stage, failed_article
 
 DEAD_LETTERS = "dead_letters"
 UNDETERMINED = "und"
@@ -245,16 +245,7 @@ class _DetectLanguageFn(beam.DoFn):
         except Exception as error:
             self._failed.inc()
             yield beam.pvalue.TaggedOutput(
-                DEAD_LETTERS,
-                dead_letter(
-                    Stage.DETECT_LANGUAGE,
-                    type(error).__name__,
-                    str(error),
-                    article["source"],
-                    article["source_type"],
-                    entry_ref=article.get("entry_id") or article.get("url"),
-                    data=article.get("title"),
-                ),
+                DEAD_LETTERS, failed_article(Stage.DETECT_LANGUAGE, error, article)
             )
             return
         Metrics.counter("detect_language", f"source_{result.source}").inc()

@@ -261,6 +261,19 @@ def dead_letter(
     }
 
 
+def failed_article(stage: Stage, error: Exception, article: Record) -> Record:
+    """The dead letter of an article that a stage could not process."""
+    return dead_letter(
+        stage,
+        type(error).__name__,
+        str(error),
+        article["source"],
+        article["source_type"],
+        entry_ref=article.get("entry_id") or article.get("url"),
+        data=article.get("title"),
+    )
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """What every record of one run shares."""
