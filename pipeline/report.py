@@ -20,7 +20,15 @@ def _rows(manifest: dict[str, Any], dataset: str, columns: list[str]) -> list[di
     return rows
 
 
-FETCH_COUNT_COLUMNS = ("source", "outcome", "entries", "articles_written", "duplicates", "dead_letters")
+FETCH_COUNT_COLUMNS = (
+    "source",
+    "outcome",
+    "entries",
+    "articles_written",
+    "duplicates",
+    "dead_letters",
+    "already_stored",
+)
 
 
 def render_report(
@@ -48,6 +56,8 @@ def render_report(
     if per_language:
         lines.append("    by language:     " + ", ".join(f"{lang} {n}" for lang, n in per_language))
     lines.append(f"  duplicates:        {sum(r['duplicates'] or 0 for r in fetches)}")
+    stored = sum(r["already_stored"] or 0 for r in fetches)
+    lines.append(f"  already stored:    {stored} (unchanged since earlier runs)")
     lines.append(f"  dead letters:      {len(dead)}")
     for (stage, error_type), n in Counter((d["stage"], d["error_type"]) for d in dead).most_common(10):
         lines.append(f"    {stage}/{error_type}: {n}")

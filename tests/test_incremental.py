@@ -142,14 +142,18 @@ def test_reconciling_drops_stored_and_renumbers_changed() -> None:
 
 
 @pytest.mark.e2e
-def test_same_inputs_twice_then_one_changed_entry(tmp_path: Path) -> None:
+def test_same_inputs_twice_then_one_changed_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     inputs, output = make_inputs(tmp_path / "in"), tmp_path / "out"
     assert run(inputs, output, "--run-id", "r1") == 0
     first = articles(output)
     assert len(first) == 2 + len(BODIES)
     assert {row["version"] for row in first} == {1}
 
+    capsys.readouterr()
     assert run(inputs, output, "--run-id", "r2") == 0
+    report = capsys.readouterr().out
+    assert "articles written:  0" in report
+    assert f"already stored:    {len(first)} " in report
     assert articles(output) == first  # the second run adds nothing
     second = fetch_rows(output, "r2")
     assert len(second) == 3
