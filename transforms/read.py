@@ -188,27 +188,17 @@ class _ExpandPatternFn(beam.DoFn):
             )
 
 
-class _ReadSourceFn(beam.DoFn):
+class _ReadFileFn(beam.DoFn):
+    """Feed and seed files (and object-store URLs); http(s) feeds go through `_FetchFeedsOfHostFn`."""
+
     def __init__(self, settings: ReadSettings) -> None:
         self._settings = settings
         self._inputs = Metrics.counter("read", "inputs")
         self._entries = Metrics.counter("read", "entries")
 
-    def setup(self) -> None:
-        self._session = make_session(self._settings.fetch)
-
-    def teardown(self) -> None:
-        self._session.close()
-
-    def process(self, source: str) -> Iterator[Any]:
+    def process(self, path: str) -> Iterator[Any]:
         self._inputs.inc()
-        started_at = datetime.now(UTC)
-        clock = time.monotonic()
-        if is_http_url(source):
-            outputs = self._read_url(source, started_at, clock)
-        else:
-            outputs = self._read_file(source, started_at, clock)
-        for output in outputs:
+        for output in self._read_file(path, datetime.now(UTC), time.monotonic()):
             if isinstance(output, dict) and "ordinal" in output:
                 self._entries.inc()
             yield output
@@ -232,10 +222,6 @@ class _ReadSourceFn(beam.DoFn):
         else:
             parsed = parse_input(body, path)
         yield from parsed_to_outputs(path, source_type, parsed, body, started_at, _ms_since(clock))
-
-    def _read_url(self, url: str, started_at: datetime, clock: float) -> Iterator[Any]:
-        result = fetch(self._session, url, self._settings.fetch)
-        yield from fetched_to_outputs(url, result, started_at, clock)
 
 
 def fetched_to_outputs(
@@ -489,7 +475,7 @@ class ReadSources(beam.PTransform):
         sources = expanded.sources | "OneElementPerInput" >> beam.Distinct()
         files = sources | "Files" >> beam.Filter(lambda source: not is_http_url(source))
         urls = sources | "FeedUrls" >> beam.Filter(is_http_url)
-        read = files | "ReadAndParse" >> beam.ParDo(_ReadSourceFn(self._settings)).with_outputs(
+        read = files | "ReadAndParse" >> beam.ParDo(_ReadFileFn(self._settings)).with_outputs(
             FETCHES, DEAD_LETTERS, main="entries"
         )
         planned = urls | "PlanFeedFetches" >> beam.ParDo(_PlanFeedFetchesFn(self._settings)).with_outputs(
