@@ -40,10 +40,6 @@ def unaccounted_entries(row: Record) -> int:
     return int(row.get("entries") or 0) - sum(int(row.get(field) or 0) for field in COUNT_FIELDS)
 
 
-class UnaccountedError(RuntimeError):
-    """Entries went missing inside the pipeline: the run must not commit."""
-
-
 class CountUnaccounted(beam.PTransform):
     """Completed fetch rows -> one element: the entries of the run that the counts do not explain.
 

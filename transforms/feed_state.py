@@ -22,7 +22,7 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import apache_beam as beam
@@ -279,7 +279,3 @@ class WriteFeedState(beam.PTransform):
             | "WriteAfterCommit"
             >> beam.ParDo(_WriteStateFn(self._path), manifest=AsSingleton(self._manifest))
         )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

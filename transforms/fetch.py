@@ -26,7 +26,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -505,7 +505,3 @@ def read_body(
             "connection_error", f"connection broken mid-body: {error}", retryable=True
         ) from error
     return b"".join(parts)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

@@ -31,7 +31,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -332,7 +332,3 @@ def _read_json(path: str) -> dict[str, Any]:
             return dict(json.loads(stream.read().decode("utf-8")))
     except (OSError, ValueError):
         return {}
-
-
-def iter_index_rows(table: pa.Table) -> Iterator[tuple[str, StoredVersion]]:
-    yield from latest_versions(table).items()
