@@ -148,6 +148,10 @@ class LanguageDetector:
         self.settings = settings
         self._factory = factory or load_detector_factory(settings.seed)
         self._known = set(self._factory.langlist)
+        # langdetect's Korean profile is full of Hanja n-grams, so Chinese (Traditional above all)
+        # comes out as Korean at 0.99999 (Mimino666/langdetect#51). Korean is written in Hangul: a
+        # text without one Hangul letter is not Korean. Built once, used for most texts.
+        self._without_korean = dict.fromkeys(self._known, 1.0) | ({"ko": 0.0} if "ko" in self._known else {})
 
     def probabilities(self, text: str, prior: dict[str, float] | None = None) -> list[tuple[str, float]]:
         """[(langdetect code, probability)], most likely first; empty when undetectable."""
@@ -155,10 +159,7 @@ class LanguageDetector:
         detector.n_trial = self.settings.n_trial
         detector.set_max_text_length(self.settings.max_chars)
         if "ko" in self._known and not _HANGUL.search(text):
-            # langdetect's Korean profile is full of Hanja n-grams, so Chinese (Traditional above
-            # all) comes out as Korean at 0.99999 (Mimino666/langdetect#51). Korean is written in
-            # Hangul: a text without one Hangul letter is not Korean.
-            prior = {**(prior or dict.fromkeys(self._known, 1.0)), "ko": 0.0}
+            prior = {**prior, "ko": 0.0} if prior else self._without_korean
         if prior:
             detector.set_prior_map(prior)
         detector.append(text)
@@ -232,6 +233,10 @@ class _DetectLanguageFn(beam.DoFn):
         self._settings = settings
         self._detector: LanguageDetector | None = None
         self._failed = Metrics.counter("detect_language", "dead_letters")
+        self._chosen = {
+            source: Metrics.counter("detect_language", f"source_{source}")
+            for source in ("detected", "declared", "agreed", "none")
+        }
 
     def setup(self) -> None:
         self._detector = LanguageDetector(self._settings)
@@ -248,7 +253,7 @@ class _DetectLanguageFn(beam.DoFn):
                 DEAD_LETTERS, failed_article(Stage.DETECT_LANGUAGE, error, article)
             )
             return
-        Metrics.counter("detect_language", f"source_{result.source}").inc()
+        self._chosen[result.source].inc()
         yield apply_language(article, result)
 
 
