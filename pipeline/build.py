@@ -1,4 +1,4 @@
-"""Compose the stages: read, normalize, detect, enrich, dedupe, write, commit.
+"""Compose the stages: read, normalize, detect, enrich, write (staged), dedupe, commit.
 
 `build_batch` reads as the pipeline does. It knows nothing of runners or config files: it takes
 validated `Settings` and the run's `RunInfo`, and the stages take plain settings objects.
@@ -16,7 +16,15 @@ from apache_beam.pvalue import PCollection
 from pipeline.config import Settings
 from pipeline.feeds import feed_list
 from transforms.accounting import CountPerSource, CountUnaccounted
-from transforms.dedupe import DeduplicateAgainstStore, DeduplicateArticles, DeduplicateStream
+from transforms.dedupe import (
+    ALREADY_STORED,
+    DUPLICATES,
+    INDEX_ROWS,
+    STORE_SNAPSHOT,
+    DeduplicateArticles,
+    DeduplicateStream,
+    article_ref,
+)
 from transforms.enrich import EnrichArticles
 from transforms.feed_state import FeedSource, WriteFeedState, state_path
 from transforms.language import DetectLanguage
@@ -58,14 +66,24 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
     normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(run.started_at)
     detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
     enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)
-    unique, duplicates = enriched | "DeduplicateArticles" >> DeduplicateArticles()
-    versioned, already_stored, store_snapshot = unique | "DeduplicateAgainstStore" >> DeduplicateAgainstStore(
-        settings.output
+    # Articles are staged first and deduplicated on compact references to the staged rows, so
+    # that whole records never leave the stage that reads and enriches them.
+    staged_articles = enriched | "WriteArticles" >> WritePartitionedParquet(
+        settings.output,
+        ARTICLES,
+        ARTICLE_SCHEMA,
+        settings.article_partition_keys,
+        run.run_id,
+        parquet,
+        defaults={"version": 1},
+        row_refs=article_ref,
     )
-    article_files = versioned | "WriteArticles" >> WritePartitionedParquet(
-        settings.output, ARTICLES, ARTICLE_SCHEMA, settings.article_partition_keys, run.run_id, parquet
+    deduplicated = staged_articles | "DeduplicateArticles" >> DeduplicateArticles(settings.output, parquet)
+    article_files = deduplicated["files"]
+    duplicates, already_stored = deduplicated[DUPLICATES], deduplicated[ALREADY_STORED]
+    index_files = deduplicated[INDEX_ROWS] | "WriteVersionIndex" >> WriteVersionIndex(
+        settings.output, run.run_id, parquet
     )
-    index_files = versioned | "WriteVersionIndex" >> WriteVersionIndex(settings.output, run.run_id, parquet)
 
     dead_letters = (
         (read_failures, normalize_failures, detect_failures, enrich_failures)
@@ -92,7 +110,7 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
             run.run_id,
             run.started_at,
             inputs,
-            snapshot=store_snapshot,
+            snapshot=deduplicated[STORE_SNAPSHOT],
             unaccounted=fetch_rows | "CountUnaccounted" >> CountUnaccounted(),
         )
     )

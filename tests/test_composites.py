@@ -9,18 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from transforms.accounting import CountPerSource
-from transforms.dedupe import DeduplicateArticles
+from transforms.dedupe import DeduplicateArticles, article_ref
 from transforms.enrich import EnrichArticles, make_article_id
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
 from transforms.read import ReadSources
 from transforms.schema import RunInfo
+from transforms.store import INDEX_SCHEMA
 from transforms.write import StagedFile, WritePartitionedParquet
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -242,10 +245,13 @@ def enriched(source: str, article_id: str, updated: datetime | None, text: str =
         "published_at": datetime(2024, 3, 4, tzinfo=UTC),
         "updated_at": updated,
         "content_hash": f"h-{source}",
+        "ingest_date": "2026-11-29",
+        "run_id": RUN.run_id,
     }
 
 
-def test_deduplicate_articles() -> None:
+def test_deduplicate_articles(tmp_path: Path) -> None:
+    """Staged articles deduplicated on their refs: the losers' rows leave the staged files."""
     articles = [
         enriched("feed-a", "id-1", None),
         enriched("feed-b", "id-1", datetime(2024, 3, 5, tzinfo=UTC)),  # the newest version wins
@@ -254,15 +260,35 @@ def test_deduplicate_articles() -> None:
         enriched("feed-b", "id-3", None),
         enriched("feed-c", "id-3", None, text="More complete body."),  # more complete, same time
     ]
+    output = str(tmp_path / "out")
     with pipeline() as p:
-        unique, duplicates = p | beam.Create(articles) | DeduplicateArticles()
+        staged = (
+            p
+            | beam.Create(articles)
+            | WritePartitionedParquet(
+                output,
+                "articles",
+                _article_schema(),
+                ("ingest_date",),
+                RUN.run_id,
+                defaults={"version": 1},
+                row_refs=article_ref,
+            )
+        )
+        deduplicated = staged | DeduplicateArticles(output)
         assert_that(
-            unique | "Winners" >> beam.Map(lambda a: (a["article_id"], a["source"])),
-            equal_to([("id-1", "feed-b"), ("id-2", "feed-a"), ("id-3", "feed-c")]),
+            deduplicated["files"]
+            | "Files" >> beam.Map(lambda f: (f.rows, sorted(f.rows_per_source.items()))),
+            equal_to([(3, [("feed-a", 1), ("feed-b", 1), ("feed-c", 1)])]),
+            label="FilesAfterEdits",
+        )
+        assert_that(
+            deduplicated["files"] | "Winners" >> beam.FlatMap(lambda f: winners(f.staged_path)),
+            equal_to([("id-1", "feed-b", 1), ("id-2", "feed-a", 1), ("id-3", "feed-c", 1)]),
             label="UniqueArticles",
         )
         assert_that(
-            duplicates,
+            deduplicated["duplicates"],
             equal_to(
                 [
                     {"source": "feed-a", "article_id": "id-1"},
@@ -272,6 +298,71 @@ def test_deduplicate_articles() -> None:
             ),
             label="DroppedDuplicates",
         )
+        assert_that(
+            deduplicated["index_rows"]
+            | "IndexRows" >> beam.Map(lambda r: (r["article_id"], r["content_hash"], r["version"])),
+            equal_to([("id-1", "h-feed-b", 1), ("id-2", "h-feed-a", 1), ("id-3", "h-feed-c", 1)]),
+            label="IndexDelta",
+        )
+        assert_that(deduplicated["already_stored"], equal_to([]), label="NothingStored")
+
+
+def test_deduplicate_articles_against_the_store(tmp_path: Path) -> None:
+    """Already stored versions leave the staged files; a changed article gets the next version."""
+    output = tmp_path / "out"
+    index = output / "_state" / "articles"
+    index.mkdir(parents=True)
+    stored = [
+        {"article_id": "same", "content_hash": "h-feed-a", "updated_at": None, "version": 1},
+        {"article_id": "changed", "content_hash": "h-old", "updated_at": None, "version": 2},
+    ]
+    pq.write_table(
+        pa.Table.from_pylist(
+            [row | {"run_id": "earlier", "ingest_date": "2026-11-28"} for row in stored], schema=INDEX_SCHEMA
+        ),
+        index / "part-earlier.parquet",
+    )
+    articles = [
+        enriched("feed-a", "same", None),
+        enriched("feed-a", "changed", None),
+        enriched("feed-b", "new", None),
+    ]
+    with pipeline() as p:
+        staged = (
+            p
+            | beam.Create(articles)
+            | WritePartitionedParquet(
+                str(output),
+                "articles",
+                _article_schema(),
+                ("ingest_date",),
+                RUN.run_id,
+                defaults={"version": 1},
+                row_refs=article_ref,
+            )
+        )
+        deduplicated = staged | DeduplicateArticles(str(output))
+        assert_that(
+            deduplicated["files"] | "Winners" >> beam.FlatMap(lambda f: winners(f.staged_path)),
+            equal_to([("changed", "feed-a", 3), ("new", "feed-b", 1)]),
+            label="WrittenVersions",
+        )
+        assert_that(
+            deduplicated["already_stored"],
+            equal_to([{"source": "feed-a", "article_id": "same"}]),
+            label="AlreadyStored",
+        )
+        assert_that(
+            deduplicated["store_snapshot"]
+            | "SnapshotNames" >> beam.Map(lambda files: [Path(f).name for f in files]),
+            equal_to([["part-earlier.parquet"]]),
+            label="Snapshot",
+        )
+
+
+def winners(staged_path: str) -> list[tuple[str, str, int]]:
+    table = pq.read_table(staged_path, columns=["article_id", "source", "version"])
+    return [(r["article_id"], r["source"], r["version"]) for r in table.to_pylist()]
 
 
 @pytest.fixture
@@ -426,10 +517,17 @@ def test_the_accounting_equation_through_every_stage(input_folder: Path, tmp_pat
         normalized, normalize_failures = entries | NormalizeArticles(NOW)
         detected, detect_failures = normalized | DetectLanguage()
         enriched_articles, enrich_failures = detected | EnrichArticles(RUN)
-        unique, duplicates = enriched_articles | DeduplicateArticles()
-        staged = unique | WritePartitionedParquet(
-            output, "articles", _article_schema(), ("ingest_date", "language"), RUN.run_id
+        staged_articles = enriched_articles | WritePartitionedParquet(
+            output,
+            "articles",
+            _article_schema(),
+            ("ingest_date", "language"),
+            RUN.run_id,
+            defaults={"version": 1},
+            row_refs=article_ref,
         )
+        deduplicated = staged_articles | DeduplicateArticles(output)
+        staged, duplicates = deduplicated["files"], deduplicated["duplicates"]
         dead_letters = (read_failures, normalize_failures, detect_failures, enrich_failures) | beam.Flatten()
         rows = (fetches, staged, duplicates, dead_letters) | CountPerSource()
         assert_that(

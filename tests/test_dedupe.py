@@ -1,4 +1,4 @@
-"""Deduplication order: which of several articles with one id wins, and the combiner that finds it."""
+"""Deduplication: which article of an id wins, what the store already has, how staged rows are edited."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import itertools
 from datetime import UTC, datetime
 from typing import Any
 
-from transforms.dedupe import BestRankAndCount, rank
+import pyarrow as pa
+
+from transforms.dedupe import ArticleRef, article_ref, decide, edit_rows, rank
+from transforms.store import StoredVersion
 
 
 def article(**values: Any) -> dict[str, Any]:
@@ -79,32 +82,55 @@ def test_rank_tolerates_missing_fields() -> None:
     assert rank(minimal) == (float("-inf"), 0, "", "s", 0)
 
 
-def combine(ranks: list[Any], splits: int) -> tuple[Any, int]:
-    """Run the CombineFn as a runner would: partial accumulators, merged, then extracted."""
-    fn = BestRankAndCount()
-    accumulators = []
-    for part in range(splits):
-        accumulator = fn.create_accumulator()
-        for value in ranks[part::splits]:
-            accumulator = fn.add_input(accumulator, value)
-        accumulators.append(accumulator)
-    accumulators.append(fn.create_accumulator())  # an empty bundle
-    result: tuple[Any, int] = fn.extract_output(fn.merge_accumulators(accumulators))
-    return result
+def ref(row: int, **values: Any) -> ArticleRef:
+    return article_ref(article(**values), "staged/part-1.parquet", row)
 
 
-def test_best_rank_and_count() -> None:
-    ranks = [
-        rank(article(source="a")),
-        rank(article(source="b", updated_at=datetime(2024, 3, 6, tzinfo=UTC))),
-        rank(article(source="c", summary="More.")),
+def test_decide_keeps_the_best_and_names_the_duplicates() -> None:
+    plain, newer, fuller = (
+        ref(0, source="a"),
+        ref(1, source="b", updated_at=datetime(2024, 3, 6, tzinfo=UTC), content_hash="h2"),
+        ref(2, source="c", summary="More."),
+    )
+    for order in itertools.permutations([plain, newer, fuller]):
+        decision = decide(order, stored=None)
+        assert decision.winner == newer and decision.version == 1
+        assert decision.duplicates == [fuller, plain]  # best first
+
+
+def test_decide_against_the_stored_version() -> None:
+    same = ref(0, content_hash="h1")
+    assert decide([same], StoredVersion("h1", None, 1)).version == 0  # already stored
+    assert decide([same], StoredVersion("h0", None, 4)).version == 5  # changed: the next version
+    later = ref(0, content_hash="h1", updated_at=datetime(2024, 3, 9, tzinfo=UTC))
+    assert decide([later], StoredVersion("h1", datetime(2024, 3, 8, tzinfo=UTC), 2)).version == 3
+
+
+def test_a_ref_carries_the_index_row_without_its_version() -> None:
+    made = article_ref(
+        article(
+            run_id="r1", ingest_date="2026-11-29", version=7, updated_at=datetime(2024, 3, 5, tzinfo=UTC)
+        ),
+        "p",
+        3,
+    )
+    assert (made.article_id, made.source, made.staged_path, made.row) == ("a1", "feed-a.xml", "p", 3)
+    assert made.index_row == {
+        "article_id": "a1",
+        "content_hash": "h1",
+        "updated_at": datetime(2024, 3, 5, tzinfo=UTC),
+        "run_id": "r1",
+        "ingest_date": "2026-11-29",
+    }
+
+
+def test_edit_rows_drops_and_renumbers() -> None:
+    table = pa.table({"article_id": ["a", "b", "c", "d"], "version": pa.array([1, 1, 1, 1], pa.int32())})
+    edited = edit_rows(table, {0: 0, 2: 3})
+    assert edited.to_pylist() == [
+        {"article_id": "b", "version": 1},
+        {"article_id": "c", "version": 3},
+        {"article_id": "d", "version": 1},
     ]
-    expected = (rank(article(source="b", updated_at=datetime(2024, 3, 6, tzinfo=UTC))), 3)
-    for splits in (1, 2, 3):
-        assert combine(ranks, splits) == expected
-
-
-def test_best_rank_and_count_of_nothing() -> None:
-    fn = BestRankAndCount()
-    assert fn.extract_output(fn.create_accumulator()) == (None, 0)
-    assert fn.merge_accumulators([fn.create_accumulator(), fn.create_accumulator()]) == (None, 0)
+    assert edited.schema == table.schema
+    assert edit_rows(table, {0: 0, 1: 0, 2: 0, 3: 0}).num_rows == 0

@@ -1,28 +1,32 @@
-"""DeduplicateArticles: one article per `article_id` within a run.
+"""DeduplicateArticles: one article per `article_id` within a run, and only what the store lacks.
 
-When several entries share an id (the same link in two feeds, or twice in one feed), the most
-recently updated one wins, then the most complete; the order is total, so exactly one wins.
+Articles are deduplicated after they are staged, on compact references: every staged row comes
+with an `ArticleRef` (its id, rank, file and row, and its version-index fields), and only those
+go through the shuffle. Whole records stay inside the stage that reads, enriches and stages them,
+so the in-process runner never holds them (it buffers every PCollection that crosses a stage).
 
-Across runs, `DeduplicateAgainstStore` compares each article with the latest stored version of
-its id (the version index of transforms/store.py): already stored articles are not written again,
-changed ones get the next version number.
-
-Only compact keys go through the shuffle: (article_id, rank) pairs are combined to find the ids
-that occur more than once and their winning rank; that small map is a side input to a filter over
-the articles. Whole records never pass through a GroupByKey, which the in-process runner would
-hold in memory.
+Within the run, when several entries share an id (the same link in two feeds, or twice in one
+feed), the most recently updated one wins, then the most complete; the order is total, so
+exactly one wins. Across runs, the winner is compared with the latest stored version of its id
+(the version index of transforms/store.py): already stored, it is dropped; changed, it gets the
+next version number. The decisions that change a staged file (rows dropped, versions other than
+1) are applied to it before the commit; files without any are left as staged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.coders import PickleCoder
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms import userstate
@@ -30,14 +34,20 @@ from apache_beam.transforms import userstate
 from transforms.schema import Record
 from transforms.store import (
     StoredVersion,
+    index_record,
     latest_versions,
     list_index_files,
     next_version,
     read_index,
+    read_parquet,
     read_stored_versions,
 )
+from transforms.write import ParquetSettings, StagedFile, write_parquet
 
 DUPLICATES = "duplicates"
+ALREADY_STORED = "already_stored"
+STORE_SNAPSHOT = "store_snapshot"
+INDEX_ROWS = "index_rows"
 
 Rank = tuple[float, int, str, str, int]
 
@@ -65,65 +75,55 @@ def rank(article: Record) -> Rank:
     )
 
 
-class BestRankAndCount(beam.CombineFn):
-    """(best rank, occurrences) of one article id."""
+class ArticleRef(NamedTuple):
+    """A staged article without its text: what deciding its fate needs, and where it lies."""
 
-    def create_accumulator(self) -> tuple[Rank | None, int]:
-        return None, 0
-
-    def add_input(self, accumulator: tuple[Rank | None, int], element: Rank) -> tuple[Rank | None, int]:
-        best, count = accumulator
-        return (element if best is None or element > best else best), count + 1
-
-    def merge_accumulators(self, accumulators: Iterable[tuple[Rank | None, int]]) -> tuple[Rank | None, int]:
-        best: Rank | None = None
-        total = 0
-        for candidate, count in accumulators:
-            total += count
-            if candidate is not None and (best is None or candidate > best):
-                best = candidate
-        return best, total
-
-    def extract_output(self, accumulator: tuple[Rank | None, int]) -> tuple[Rank | None, int]:
-        return accumulator
+    article_id: str
+    rank: Rank
+    source: str
+    staged_path: str
+    row: int
+    index_row: dict[str, Any]  # its version-index row, without `version`
 
 
-class _KeepWinnerFn(beam.DoFn):
-    def __init__(self) -> None:
-        self._duplicates = Metrics.counter("dedupe", "duplicates")
-
-    def process(self, article: Record, contested: dict[str, Rank]) -> Iterator[Any]:
-        winner = contested.get(article["article_id"])
-        if winner is None or tuple(winner) == rank(article):
-            yield article
-            return
-        self._duplicates.inc()
-        yield beam.pvalue.TaggedOutput(
-            DUPLICATES, {"source": article["source"], "article_id": article["article_id"]}
-        )
+def article_ref(article: Record, staged_path: str, row: int) -> ArticleRef:
+    index = index_record(article)
+    index.pop("version", None)
+    return ArticleRef(article["article_id"], rank(article), article["source"], staged_path, row, index)
 
 
-class DeduplicateArticles(beam.PTransform):
-    """Articles -> (one article per id, duplicates dropped as {source, article_id})."""
+class Decision(NamedTuple):
+    """The fate of the articles of one id: the winner's version (0: already stored) and the losers."""
 
-    def expand(self, articles: PCollection) -> tuple[PCollection, PCollection]:
-        contested = (
-            articles
-            | "RankById" >> beam.Map(lambda a: (a["article_id"], rank(a)))
-            | "BestRankPerId" >> beam.CombinePerKey(BestRankAndCount())
-            | "OnlyRepeatedIds" >> beam.Filter(lambda kv: kv[1][1] > 1)
-            | "WinningRank" >> beam.Map(lambda kv: (kv[0], kv[1][0]))
-        )
-        results = articles | "KeepWinners" >> beam.ParDo(
-            _KeepWinnerFn(), contested=beam.pvalue.AsDict(contested)
-        ).with_outputs(DUPLICATES, main="articles")
-        return results.articles, results[DUPLICATES]
+    winner: ArticleRef
+    version: int
+    duplicates: list[ArticleRef]
 
 
-# --- across runs: against the store ---------------------------------------------------------------
+def decide(refs: Iterable[ArticleRef], stored: StoredVersion | None) -> Decision:
+    """The best of an id's articles against the latest stored version of the id."""
+    ordered = sorted(refs, key=lambda ref: ref.rank, reverse=True)
+    winner = ordered[0]
+    version = next_version(winner.index_row.get("content_hash"), winner.index_row.get("updated_at"), stored)
+    return Decision(winner, version, ordered[1:])
 
-ALREADY_STORED = "already_stored"
-STORE_SNAPSHOT = "store_snapshot"
+
+def edit_rows(table: pa.Table, edits: Mapping[int, int]) -> pa.Table:
+    """A staged table with rows whose edit is 0 dropped and the others given their edited version."""
+    versions = table.column("version").to_pylist()
+    keep = []
+    for row in range(table.num_rows):
+        version = edits.get(row)
+        if version == 0:
+            continue
+        if version is not None:
+            versions[row] = version
+        keep.append(row)
+    position = table.column_names.index("version")
+    table = table.set_column(
+        position, table.field("version"), pa.array(versions, table.field("version").type)
+    )
+    return table.take(pa.array(keep, pa.int64()))
 
 
 class _ReadStoredVersionsFn(beam.DoFn):
@@ -140,51 +140,112 @@ class _ReadStoredVersionsFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(STORE_SNAPSHOT, files)
 
 
-class _VersionFn(beam.DoFn):
+def _dropped(ref: ArticleRef) -> Record:
+    return {"source": ref.source, "article_id": ref.article_id}
+
+
+class _DecideFn(beam.DoFn):
+    """(id, refs) -> edits of staged rows (staged path, (row, version, source)), and what was dropped."""
+
     def __init__(self) -> None:
+        self._duplicates = Metrics.counter("dedupe", "duplicates")
         self._already = Metrics.counter("dedupe", "already_stored")
         self._changed = Metrics.counter("dedupe", "new_versions")
 
-    def process(self, article: Record, stored: dict[str, StoredVersion]) -> Iterator[Any]:
-        known = stored.get(article["article_id"])
-        version = next_version(article.get("content_hash"), article.get("updated_at"), known)
-        if version == 0:
+    def process(
+        self, grouped: tuple[str, Iterable[ArticleRef]], stored: dict[str, StoredVersion]
+    ) -> Iterator[Any]:
+        article_id, refs = grouped
+        decision = decide(refs, stored.get(article_id))
+        for loser in decision.duplicates:
+            self._duplicates.inc()
+            yield beam.pvalue.TaggedOutput(DUPLICATES, _dropped(loser))
+            yield loser.staged_path, (loser.row, 0, loser.source)
+        winner = decision.winner
+        if decision.version == 0:
             self._already.inc()
-            yield beam.pvalue.TaggedOutput(
-                ALREADY_STORED, {"source": article["source"], "article_id": article["article_id"]}
-            )
+            yield beam.pvalue.TaggedOutput(ALREADY_STORED, _dropped(winner))
+            yield winner.staged_path, (winner.row, 0, winner.source)
             return
-        if version > 1:
+        if decision.version > 1:  # staged as version 1
             self._changed.inc()
-        yield {**article, "version": version}
+            yield winner.staged_path, (winner.row, decision.version, winner.source)
+        yield beam.pvalue.TaggedOutput(INDEX_ROWS, {**winner.index_row, "version": decision.version})
 
 
-class DeduplicateAgainstStore(beam.PTransform):
-    """Articles (one per id) -> (new or changed articles with `version`, already stored, snapshot).
+class _ApplyEditsFn(beam.DoFn):
+    """(staged path, {files, edits}) -> the staged file, rewritten when some of its rows changed."""
 
-    Reads the version index under `OUTPUT/_state/articles/` (see transforms/store.py), only the rows
-    of this run's ids. The snapshot (the index files read) lets `CommitRun` reconcile, under its
-    lock, with runs that committed meanwhile.
+    def __init__(self, settings: ParquetSettings) -> None:
+        self._settings = settings
+        self._rewritten = Metrics.counter("dedupe", "files_rewritten")
+
+    def process(self, grouped: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[StagedFile]:
+        _path, parts = grouped
+        edits = list(parts["edits"])
+        for staged in parts["files"]:
+            if not edits:
+                yield staged
+                continue
+            self._rewritten.inc()
+            table = edit_rows(read_parquet(staged.staged_path), {row: version for row, version, _ in edits})
+            per_source = defaultdict(int, staged.rows_per_source)
+            for _row, version, source in edits:
+                if version == 0:
+                    per_source[source] -= 1
+            FileSystems.delete([staged.staged_path])
+            if table.num_rows:
+                write_parquet(table, staged.staged_path, self._settings)
+                yield replace(
+                    staged, rows=table.num_rows, rows_per_source={s: n for s, n in per_source.items() if n}
+                )
+
+
+class DeduplicateArticles(beam.PTransform):
+    """(staged article files, their `ArticleRef`s) -> the run's article files, deduplicated.
+
+    Returns a dict of PCollections: `files` (the staged files to commit), `index_rows` (the run's
+    version-index delta), `duplicates` and `already_stored` (each {source, article_id}) and
+    `store_snapshot` (the index files read, for `CommitRun` to reconcile with runs that committed
+    meanwhile). `output` is the dataset whose version index is read.
     """
 
-    def __init__(self, output: str) -> None:
+    def __init__(self, output: str, settings: ParquetSettings | None = None) -> None:
         super().__init__()
         self._output = output
+        self._settings = settings or ParquetSettings()
 
-    def expand(self, articles: PCollection) -> tuple[PCollection, PCollection, PCollection]:
-        ids = articles | "ArticleIds" >> beam.Map(lambda a: a["article_id"])
+    def expand(self, staged: tuple[PCollection, PCollection]) -> dict[str, PCollection]:
+        files, refs = staged
+        grouped = (
+            refs
+            | "KeyById" >> beam.Map(lambda ref: (ref.article_id, ref)).with_output_types(tuple[str, Any])
+            | "GroupById" >> beam.GroupByKey()
+        )
         stored = (
-            articles.pipeline
+            files.pipeline
             | "IndexLocation" >> beam.Create([self._output])
             | "ReadStoredVersions"
-            >> beam.ParDo(_ReadStoredVersionsFn(), ids=beam.pvalue.AsList(ids)).with_outputs(
-                STORE_SNAPSHOT, main="versions"
-            )
+            >> beam.ParDo(
+                _ReadStoredVersionsFn(), ids=beam.pvalue.AsList(grouped | "Ids" >> beam.Keys())
+            ).with_outputs(STORE_SNAPSHOT, main="versions")
         )
-        results = articles | "NumberVersions" >> beam.ParDo(
-            _VersionFn(), stored=beam.pvalue.AsDict(stored.versions)
-        ).with_outputs(ALREADY_STORED, main="articles")
-        return results.articles, results[ALREADY_STORED], stored[STORE_SNAPSHOT]
+        decided = grouped | "Decide" >> beam.ParDo(
+            _DecideFn(), stored=beam.pvalue.AsDict(stored.versions)
+        ).with_outputs(DUPLICATES, ALREADY_STORED, INDEX_ROWS, main="edits")
+        keyed_files = files | "KeyByPath" >> beam.Map(lambda f: (f.staged_path, f))
+        edited = (
+            {"files": keyed_files, "edits": decided.edits}
+            | "EditsPerFile" >> beam.CoGroupByKey()
+            | "ApplyEdits" >> beam.ParDo(_ApplyEditsFn(self._settings))
+        )
+        return {
+            "files": edited,
+            INDEX_ROWS: decided[INDEX_ROWS],
+            DUPLICATES: decided[DUPLICATES],
+            ALREADY_STORED: decided[ALREADY_STORED],
+            STORE_SNAPSHOT: stored[STORE_SNAPSHOT],
+        }
 
 
 # --- streaming: across polls and restarts ---------------------------------------------------------

@@ -1,7 +1,8 @@
 """ReadSources: every input (feed URL, feed file, seed file) to raw entries, a fetch row and dead letters.
 
 Inputs arrive as a few patterns (paths, globs, folders, URLs); they are expanded inside the
-pipeline, one element per file or URL, and reshuffled so that reading runs in parallel. Each
+pipeline, one element per file or URL, and grouped (a file alone, feeds by host) so that reading
+runs in parallel. Each
 input gives exactly one `feed_fetches` row with a named outcome, and a dead letter when it fails:
 a broken feed, an HTTP error, a timeout or undecodable bytes never stop the run.
 """
@@ -188,40 +189,24 @@ class _ExpandPatternFn(beam.DoFn):
             )
 
 
-class _ReadFileFn(beam.DoFn):
-    """Feed and seed files (and object-store URLs); http(s) feeds go through `_FetchFeedsOfHostFn`."""
-
-    def __init__(self, settings: ReadSettings) -> None:
-        self._settings = settings
-        self._inputs = Metrics.counter("read", "inputs")
-        self._entries = Metrics.counter("read", "entries")
-
-    def process(self, path: str) -> Iterator[Any]:
-        self._inputs.inc()
-        for output in self._read_file(path, datetime.now(UTC), time.monotonic()):
-            if isinstance(output, dict) and "ordinal" in output:
-                self._entries.inc()
-            yield output
-
-    def _read_file(self, path: str, started_at: datetime, clock: float) -> Iterator[Any]:
-        source_type = source_type_of(path)
-        try:
-            size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-            if size > self._settings.max_file_bytes:
-                raise ValueError(f"file of {size} bytes is over the {self._settings.max_file_bytes}-byte cap")
-            with FileSystems.open(path, compression_type="uncompressed") as stream:
-                body = stream.read()
-        except Exception as error:
-            parsed = ParsedInput(
-                Outcome.ERROR, error_type="unreadable", message=f"{type(error).__name__}: {error}"
-            )
-            yield from parsed_to_outputs(path, source_type, parsed, None, started_at, _ms_since(clock))
-            return
-        if source_type == SourceType.SEED_FILE:
-            parsed = parse_seed_file(body, path)
-        else:
-            parsed = parse_input(body, path)
-        yield from parsed_to_outputs(path, source_type, parsed, body, started_at, _ms_since(clock))
+def read_file(path: str, settings: ReadSettings, started_at: datetime, clock: float) -> Iterator[Any]:
+    """The outputs of one feed or seed file (or object-store URL): what `parsed_to_outputs` gives."""
+    source_type = source_type_of(path)
+    try:
+        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        if size > settings.max_file_bytes:
+            raise ValueError(f"file of {size} bytes is over the {settings.max_file_bytes}-byte cap")
+        with FileSystems.open(path, compression_type="uncompressed") as stream:
+            body = stream.read()
+    except Exception as error:
+        parsed = ParsedInput(
+            Outcome.ERROR, error_type="unreadable", message=f"{type(error).__name__}: {error}"
+        )
+        yield from parsed_to_outputs(path, source_type, parsed, None, started_at, _ms_since(clock))
+        return
+    seed = source_type == SourceType.SEED_FILE
+    parsed = parse_seed_file(body, path) if seed else parse_input(body, path)
+    yield from parsed_to_outputs(path, source_type, parsed, body, started_at, _ms_since(clock))
 
 
 def fetched_to_outputs(
@@ -308,8 +293,16 @@ def skipped_outputs(url: str, state: FeedState, reason: str, now: datetime) -> I
     yield beam.pvalue.TaggedOutput(FEED_STATES, state)
 
 
-class _PlanFeedFetchesFn(beam.DoFn):
-    """Feed URL -> (host, (url, stored state)) to fetch, or a `skipped` row when it is not due."""
+# Reads are grouped by key before they run: a file alone under its own key, feed URLs under their
+# host's (the politeness limit). One DoFn reads both, so that the entries of files and feeds come
+# out of a single step, fused with the stages after it: a Flatten of two readers would make the
+# in-process runner hold every raw entry in memory between them.
+FILE_KEY = "file"
+HOST_KEY = "host"
+
+
+class _PlanReadsFn(beam.DoFn):
+    """Input -> ((kind, file or host), (input, stored state)) to read, or a `skipped` row when not due."""
 
     def __init__(self, settings: ReadSettings) -> None:
         self._settings = settings
@@ -318,25 +311,28 @@ class _PlanFeedFetchesFn(beam.DoFn):
     def setup(self) -> None:
         self._states = load_states(self._settings.state_path)
 
-    def process(self, url: str) -> Iterator[Any]:
+    def process(self, source: str) -> Iterator[Any]:
+        if not is_http_url(source):
+            yield (FILE_KEY, source), (source, None)
+            return
         now = datetime.now(UTC)
-        state = self._states.get(url)
+        state = self._states.get(source)
         reason = poll_decision(state, now, force=self._settings.force)
         if state is not None and reason is not None:
             self._skipped.inc()
-            yield from skipped_outputs(url, state, reason, now)
+            yield from skipped_outputs(source, state, reason, now)
             return
-        yield host_key(state.target if state else url), (url, state)
+        yield (HOST_KEY, host_key(state.target if state else source)), (source, state)
 
 
-class _FetchFeedsOfHostFn(beam.DoFn):
-    """(host, feeds) -> what `fetched_to_outputs` gives, plus each feed's next state.
+class _ReadGroupFn(beam.DoFn):
+    """(key, inputs) -> what `read_file` or `fetched_to_outputs` gives, plus each feed's next state.
 
-    All feeds of one host arrive as one element (grouped by host), so at most `max_per_host`
-    requests go to a host at a time however many workers run: each host's feeds are split into
-    that many lanes fetched one after another. The lanes of every host in the bundle share one
-    pool of `max_concurrent` threads per worker. Finished feeds pass through a bounded queue, so
-    fetching waits for the bundle to emit what it has: memory stays bounded.
+    A file is read and parsed right away. All feeds of one host arrive as one element (grouped by
+    host), so at most `max_per_host` requests go to a host at a time however many workers run: each
+    host's feeds are split into that many lanes fetched one after another. The lanes of every host
+    in the bundle share one pool of `max_concurrent` threads per worker. Finished feeds pass through
+    a bounded queue, so fetching waits for the bundle to emit what it has: memory stays bounded.
     """
 
     def __init__(self, settings: ReadSettings) -> None:
@@ -361,9 +357,17 @@ class _FetchFeedsOfHostFn(beam.DoFn):
         )
         self._lanes: list[Future[None]] = []
 
-    def process(self, element: tuple[str, Iterable[tuple[str, FeedState | None]]]) -> Iterator[Any]:
-        _host, feeds = element
-        plans = list(feeds)
+    def process(
+        self, element: tuple[tuple[str, str], Iterable[tuple[str, FeedState | None]]]
+    ) -> Iterator[Any]:
+        (kind, _name), inputs = element
+        plans = list(inputs)
+        if kind == FILE_KEY:
+            for path, _state in plans:
+                yield from self._count(
+                    list(read_file(path, self._settings, datetime.now(UTC), time.monotonic()))
+                )
+            return
         lanes = max(1, min(self._settings.fetch.max_per_host, len(plans)))
         for lane in range(lanes):
             self._lanes.append(self._pool.submit(self._run_lane, plans[lane::lanes], self._done))
@@ -457,8 +461,8 @@ def _global(value: Any) -> WindowedValue:
 class ReadSources(beam.PTransform):
     """Input patterns -> (raw entries, feed_fetches rows, dead letters).
 
-    Files are read one element each; feed URLs are grouped by host and fetched by
-    `_FetchFeedsOfHostFn` under the per-host limit. The feeds' next states come out on
+    Files are read one element each; feed URLs are grouped by host and fetched by `_ReadGroupFn`
+    under the per-host limit. The feeds' next states come out on
     `self.feed_states` (set by `expand`) for `WriteFeedState` to store after the commit.
     """
 
@@ -471,28 +475,25 @@ class ReadSources(beam.PTransform):
         expanded = patterns | "ExpandPatterns" >> beam.ParDo(_ExpandPatternFn()).with_outputs(
             FETCHES, DEAD_LETTERS, main="sources"
         )
-        # Distinct also redistributes: one element per input, each read once.
-        sources = expanded.sources | "OneElementPerInput" >> beam.Distinct()
-        files = sources | "Files" >> beam.Filter(lambda source: not is_http_url(source))
-        urls = sources | "FeedUrls" >> beam.Filter(is_http_url)
-        read = files | "ReadAndParse" >> beam.ParDo(_ReadFileFn(self._settings)).with_outputs(
-            FETCHES, DEAD_LETTERS, main="entries"
+        planned = (
+            expanded.sources
+            | "OneElementPerInput" >> beam.Distinct()
+            | "PlanReads"
+            >> beam.ParDo(_PlanReadsFn(self._settings)).with_outputs(FETCHES, FEED_STATES, main="due")
         )
-        planned = urls | "PlanFeedFetches" >> beam.ParDo(_PlanFeedFetchesFn(self._settings)).with_outputs(
-            FETCHES, FEED_STATES, main="due"
-        )
-        fetched = (
+        # The group also redistributes: files and hosts spread over the workers.
+        read = (
             planned.due
             | "GroupByHost" >> beam.GroupByKey()
-            | "FetchAndParseFeeds"
-            >> beam.ParDo(_FetchFeedsOfHostFn(self._settings)).with_outputs(
+            | "ReadAndParse"
+            >> beam.ParDo(_ReadGroupFn(self._settings)).with_outputs(
                 FETCHES, DEAD_LETTERS, FEED_STATES, main="entries"
             )
         )
-        self.feed_states = (planned[FEED_STATES], fetched[FEED_STATES]) | "AllFeedStates" >> beam.Flatten()
-        entries = (read.entries, fetched.entries) | "AllEntries" >> beam.Flatten()
-        fetch_rows = (expanded[FETCHES], read[FETCHES], planned[FETCHES], fetched[FETCHES])
+        self.feed_states = (planned[FEED_STATES], read[FEED_STATES]) | "AllFeedStates" >> beam.Flatten()
+        entries = read.entries
+        fetch_rows = (expanded[FETCHES], planned[FETCHES], read[FETCHES])
         fetches = fetch_rows | "AllFetchRows" >> beam.Flatten()
-        failures = (expanded[DEAD_LETTERS], read[DEAD_LETTERS], fetched[DEAD_LETTERS])
+        failures = (expanded[DEAD_LETTERS], read[DEAD_LETTERS])
         dead_letters = failures | "AllReadDeadLetters" >> beam.Flatten()
         return entries, fetches, dead_letters

@@ -35,7 +35,7 @@ import posixpath
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -84,6 +84,10 @@ class ParquetSettings:
     compression_level: int = 3
     row_group_size: int = 64_000
     max_buffered_rows: int = 50_000  # per bundle; a full buffer is written as files
+
+
+ROW_REFS = "row_refs"
+RowRefs = Callable[[dict[str, Any], str, int], Any]
 
 
 @dataclass(frozen=True)
@@ -144,8 +148,12 @@ def partition_path(record: dict[str, Any], keys: tuple[str, ...]) -> str:
     return "/".join(f"{key}={escape_partition_value(record.get(key))}" for key in keys)
 
 
-def records_to_table(records: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    columns = {name: [r.get(name) for r in records] for name in schema.names}
+def records_to_table(
+    records: list[dict[str, Any]], schema: pa.Schema, defaults: Mapping[str, Any] | None = None
+) -> pa.Table:
+    """Records as an Arrow table; a column the records lack takes its value from `defaults`."""
+    defaults = defaults or {}
+    columns = {name: [r.get(name, defaults.get(name)) for r in records] for name in schema.names}
     return pa.Table.from_pydict(columns, schema=schema)
 
 
@@ -171,9 +179,13 @@ class _StageFilesFn(beam.DoFn):
         partition_keys: tuple[str, ...],
         run_id: str,
         settings: ParquetSettings,
+        defaults: Mapping[str, Any] | None = None,
+        row_refs: RowRefs | None = None,
     ) -> None:
         self._output = output
         self._dataset = dataset
+        self._defaults = dict(defaults or {})
+        self._row_refs = row_refs
         # Hive layout: partition values live in the folder names, not in the files, as every
         # engine (Spark, BigQuery, Athena) expects.
         self._schema = pa.schema(
@@ -197,16 +209,23 @@ class _StageFilesFn(beam.DoFn):
         if self._buffered >= self._settings.max_buffered_rows:
             yield from self._flush()
 
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        for staged in self._flush():
-            yield WindowedValue(staged, MAX_TIMESTAMP, (GlobalWindow(),))
+    def finish_bundle(self) -> Iterator[Any]:
+        for output in self._flush():
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(
+                    output.tag, WindowedValue(output.value, MAX_TIMESTAMP, (GlobalWindow(),))
+                )
+            else:
+                yield WindowedValue(output, MAX_TIMESTAMP, (GlobalWindow(),))
 
-    def _flush(self) -> Iterator[StagedFile]:
+    def _flush(self) -> Iterator[Any]:
         for partition, records in self._buffers.items():
             name = f"part-{self._run_id}-{self._bundle}-{self._sequence:04d}.parquet"
             self._sequence += 1
             staged_path = join_path(self._output, STAGING_DIR, self._run_id, self._dataset, partition, name)
-            write_parquet(records_to_table(records, self._schema), staged_path, self._settings)
+            write_parquet(
+                records_to_table(records, self._schema, self._defaults), staged_path, self._settings
+            )
             per_source: dict[str, int] = defaultdict(int)
             for record in records:
                 per_source[record.get("source") or ""] += 1
@@ -220,12 +239,20 @@ class _StageFilesFn(beam.DoFn):
                 len(records),
                 dict(per_source),
             )
+            if self._row_refs is not None:
+                for row, record in enumerate(records):
+                    yield beam.pvalue.TaggedOutput(ROW_REFS, self._row_refs(record, staged_path, row))
         self._buffers = defaultdict(list)
         self._buffered = 0
 
 
 class WritePartitionedParquet(beam.PTransform):
-    """Records -> Parquet files in staging, one `StagedFile` each; `CommitRun` publishes them."""
+    """Records -> Parquet files in staging, one `StagedFile` each; `CommitRun` publishes them.
+
+    `defaults` fills the columns the records lack. With `row_refs`, the transform returns (files,
+    refs): `row_refs(record, staged path, row number)` for every row written, a compact reference
+    that later steps can decide on without holding the records (see transforms/dedupe.py).
+    """
 
     def __init__(
         self,
@@ -235,14 +262,20 @@ class WritePartitionedParquet(beam.PTransform):
         partition_keys: tuple[str, ...],
         run_id: str,
         settings: ParquetSettings | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        row_refs: RowRefs | None = None,
     ) -> None:
         super().__init__()
         self._fn = _StageFilesFn(
-            output, dataset, schema, partition_keys, run_id, settings or ParquetSettings()
+            output, dataset, schema, partition_keys, run_id, settings or ParquetSettings(), defaults, row_refs
         )
+        self._with_refs = row_refs is not None
 
-    def expand(self, records: PCollection) -> PCollection:
-        return records | "StageParquetFiles" >> beam.ParDo(self._fn)
+    def expand(self, records: PCollection) -> Any:
+        staged = records | "StageParquetFiles" >> beam.ParDo(self._fn).with_outputs(ROW_REFS, main="files")
+        if self._with_refs:
+            return staged.files, staged[ROW_REFS]
+        return staged.files
 
 
 # --- commit -------------------------------------------------------------------------------------
@@ -534,7 +567,7 @@ class CommitRun(beam.PTransform):
     """All staged files of the run -> published datasets and the run manifest (one element).
 
     `snapshot`, when given, is the one-element PCollection of index files that
-    `DeduplicateAgainstStore` read; the commit reconciles with deltas committed after it.
+    `DeduplicateArticles` read; the commit reconciles with deltas committed after it.
     `unaccounted`, when given, is the one-element count of entries the run's books do not explain
     (`CountUnaccounted`): any other value than 0 fails the run before anything is published.
     """
@@ -564,7 +597,7 @@ class CommitRun(beam.PTransform):
 
 
 class WriteVersionIndex(beam.PTransform):
-    """Written articles -> staged delta of the version index (`OUTPUT/_state/articles/`)."""
+    """Index rows (or written articles) -> the staged version-index delta (`OUTPUT/_state/articles/`)."""
 
     def __init__(self, output: str, run_id: str, settings: ParquetSettings | None = None) -> None:
         super().__init__()
