@@ -293,10 +293,10 @@ def render(results: dict[str, Any]) -> str:
             f"\nlanguage accuracy on lingua sentences, {accuracy['languages']} languages "
             f"({accuracy['sentences_per_language']}) per language:"
         )
-        lines.append(f"  {'config':<12}{'headline':>10}{'sentence':>10}{'article':>10}   ms/text h/s/a")
+        lines.append(f"  {'config':<15}{'headline':>10}{'sentence':>10}{'article':>10}   ms/text h/s/a")
         for config, v in accuracy["overall_percent"].items():
             lines.append(
-                f"  {config:<12}{v['headline']:>9.2f}%{v['sentence']:>9.2f}%{v['article']:>9.2f}%   "
+                f"  {config:<15}{v['headline']:>9.2f}%{v['sentence']:>9.2f}%{v['article']:>9.2f}%   "
                 f"{v['headline_ms_per_text']:.2f}/{v['sentence_ms_per_text']:.2f}/{v['article_ms_per_text']:.2f}"
             )
         f = accuracy["fusion"]

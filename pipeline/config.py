@@ -33,7 +33,7 @@ class _Strict(BaseModel):
 
 
 class LanguageConfig(_Strict):
-    max_chars: int = Field(2000, ge=50, le=100_000)
+    max_chars: int = Field(1000, ge=50, le=100_000)
     n_trial: int = Field(3, ge=1, le=20)
     seed: int = 0
     min_letters: int = Field(3, ge=1)

@@ -91,7 +91,7 @@ _HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7af\ud7
 
 @dataclass(frozen=True)
 class LanguageSettings:
-    max_chars: int = 2000  # text beyond this adds cost, not accuracy
+    max_chars: int = 1000  # text beyond this adds cost, not accuracy (see benchmarks/RESULTS.md)
     n_trial: int = 3  # langdetect's default is 7; 3 halves the cost at equal accuracy
     seed: int = 0
     min_letters: int = 3  # fewer letters than this give `und`
