@@ -116,7 +116,9 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
     )
     if read_settings.state_path and read.feed_states is not None:
         # Takes the manifest as a side input: runs only after the commit, so a failed run keeps the old state.
-        _ = read.feed_states | "WriteFeedState" >> WriteFeedState(read_settings.state_path, manifest)
+        _ = read.feed_states | "WriteFeedState" >> WriteFeedState(
+            read_settings.state_path, manifest, lock_output=settings.output
+        )
     return manifest
 
 

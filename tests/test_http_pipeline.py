@@ -9,6 +9,7 @@ Outputs are read back with DuckDB and pyarrow, the way users read them.
 from __future__ import annotations
 
 import resource
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from transforms.feed_state import (
 )
 from transforms.fetch import FetchSettings
 from transforms.read import ReadSettings, ReadSources
+from transforms.store import CommitLock
 
 pytestmark = pytest.mark.e2e
 
@@ -257,6 +259,34 @@ def test_state_is_kept_when_the_run_did_not_commit(tmp_path: Path) -> None:
     assert load_states(path)["http://a.example/feed"].etag == '"old"'
     assert [p.name for p in (tmp_path / "_state").iterdir()] == ["feeds.parquet"]  # no temporary left
     assert pq.read_table(path).num_rows == 2
+
+
+def test_the_state_merge_waits_for_the_commit_lock(tmp_path: Path) -> None:
+    """Two runs finishing together: the second merges into what the first wrote, under the lock."""
+    output = str(tmp_path / "out")
+    path = state_path(output)
+    write_states(path, [FeedState(url="http://a.example/feed", etag='"a"')])
+    results: list[Any] = []
+    with CommitLock(output, "another run"):
+        writer = threading.Thread(
+            target=lambda: results.extend(
+                _WriteStateFn(path, output).process(
+                    [FeedState(url="http://b.example/feed")], {"status": "committed", "run_id": "r2"}
+                )
+            )
+        )
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and results == []  # waiting for the lock
+        # What the lock holder writes meanwhile must survive the waiting run's merge.
+        write_states(path, [*load_states(path).values(), FeedState(url="http://c.example/feed")])
+    writer.join(10)
+    assert results == [{"path": path, "feeds": 3}]
+    assert sorted(load_states(path)) == [
+        "http://a.example/feed",
+        "http://b.example/feed",
+        "http://c.example/feed",
+    ]
 
 
 def test_an_unreadable_state_file_is_ignored_and_replaced(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ leaves the previous state. The new file is written to a temporary name and renam
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import posixpath
@@ -33,6 +34,7 @@ from apache_beam.pvalue import AsSingleton, PCollection
 from apache_beam.transforms.combiners import ToListCombineFn
 
 from transforms.schema import TIMESTAMP, Outcome
+from transforms.store import CommitLock
 
 STATE_DIR = "_state"
 STATE_FILE = "feeds.parquet"
@@ -253,29 +255,43 @@ def merge_states(stored: Mapping[str, FeedState], updated: Iterable[FeedState]) 
 
 
 class _WriteStateFn(beam.DoFn):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, lock_output: str | None = None) -> None:
         self._path = path
+        self._lock_output = lock_output
 
     def process(self, states: list[FeedState], manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
         # A run that did not commit keeps the previous state; a run without feeds (seed files
         # only) needs no state file.
-        if manifest.get("status") == "committed" and (states or FileSystems.exists(self._path)):
+        if manifest.get("status") != "committed" or not (states or FileSystems.exists(self._path)):
+            return
+        # Under the output's commit lock: two runs that finish together each merge their feeds
+        # into what the other wrote, instead of the later one overwriting the earlier's states.
+        lock = (
+            CommitLock(self._lock_output, f"feed state of run {manifest.get('run_id')}")
+            if self._lock_output
+            else contextlib.nullcontext()
+        )
+        with lock:
             merged = merge_states(load_states(self._path), states)
             yield {"path": self._path, "feeds": write_states(self._path, merged.values())}
 
 
 class WriteFeedState(beam.PTransform):
-    """This run's per-feed states -> OUTPUT/_state/feeds.parquet, only after the run has committed."""
+    """This run's per-feed states -> OUTPUT/_state/feeds.parquet, only after the run has committed.
 
-    def __init__(self, path: str, manifest: PCollection) -> None:
+    With `lock_output`, the merge into the stored states runs under that output's commit lock.
+    """
+
+    def __init__(self, path: str, manifest: PCollection, lock_output: str | None = None) -> None:
         super().__init__()
         self._path = path
         self._manifest = manifest
+        self._lock_output = lock_output
 
     def expand(self, states: PCollection) -> PCollection:
         return (
             states
             | "GatherFeedStates" >> beam.CombineGlobally(ToListCombineFn())
             | "WriteAfterCommit"
-            >> beam.ParDo(_WriteStateFn(self._path), manifest=AsSingleton(self._manifest))
+            >> beam.ParDo(_WriteStateFn(self._path, self._lock_output), manifest=AsSingleton(self._manifest))
         )
