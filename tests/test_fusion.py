@@ -1,0 +1,72 @@
+"""Whole records stay inside one fused step of the in-process runner.
+
+FnApiRunner holds in memory every collection that crosses from one of its stages to another. The
+batch pipeline keeps reading, normalizing, detecting, enriching and staging articles in one stage, so
+that only compact records (refs, staged-file records, fetch rows, dead letters) cross: a Flatten of
+two readers or a side input between enrich and write would split it and hold every article (the
+39 KB per article that benchmarks/RESULTS.md measured before).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+from pipeline.build import build_batch
+from pipeline.config import load_settings
+from tests.conftest import PROJECT
+from transforms.schema import RunInfo
+
+RECORD_STEPS = (
+    "ReadSources/ReadAndParse",
+    "NormalizeArticles/",
+    "DetectLanguage/",
+    "EnrichArticles/",
+    "WriteArticles/StageParquetFiles",
+)
+SINK = "beam:runner:sink:v1"
+
+
+def batch_stages(tmp_path: Path) -> list[tuple[set[str], set[str]]]:
+    """(transform names, names of the collections it hands to other stages) per runner stage."""
+    settings = load_settings(
+        PROJECT / "configs" / "local.yaml",
+        {"inputs": [str(PROJECT / "seeds")], "output": str(tmp_path / "out"), "feeds": []},
+    )
+    p = beam.Pipeline(runner=FnApiRunner())
+    build_batch(p, settings, RunInfo("fusion", datetime(2026, 11, 29, tzinfo=UTC), "test"))
+    _context, stages = FnApiRunner().create_stages(p.to_runner_api())
+    return [
+        (
+            {t.unique_name for t in stage.transforms},
+            {t.unique_name for t in stage.transforms if t.spec.urn == SINK},
+        )
+        for stage in stages
+    ]
+
+
+def test_articles_are_read_enriched_and_staged_in_one_stage(tmp_path: Path) -> None:
+    stages = batch_stages(tmp_path)
+    holding = [names for names, _ in stages if any(n.startswith(RECORD_STEPS[0]) for n in names)]
+    assert len(holding) == 1
+    for step in RECORD_STEPS:
+        assert any(name.startswith(step) for name in holding[0]), f"{step} runs in another stage"
+
+
+def test_only_compact_collections_leave_the_record_stage(tmp_path: Path) -> None:
+    _names, sinks = next(
+        s for s in batch_stages(tmp_path) if any(n.startswith(RECORD_STEPS[0]) for n in s[0])
+    )
+    leaving = {sink.split("/Write")[0] for sink in sinks}
+    assert leaving <= {
+        "ReadSources/AllFetchRows",
+        "ReadSources/AllReadDeadLetters",
+        "ReadSources/AllFeedStates",
+        "AllDeadLetters",
+        "DeduplicateArticles/GroupById",
+        "DeduplicateArticles/EditsPerFile/CoGroupByKeyImpl/Flatten",
+    }, leaving
+    assert "DeduplicateArticles/GroupById" in leaving  # the refs, not the articles, go to the shuffle
