@@ -49,7 +49,7 @@ class ParquetConfig(_Strict):
     compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd"
     compression_level: int = Field(3, ge=1, le=22)
     row_group_size: int = Field(64_000, ge=1_000)
-    max_buffered_rows: int = Field(50_000, ge=100)
+    max_buffered_rows: int = Field(10_000, ge=100)
 
     def settings(self) -> ParquetSettings:
         return ParquetSettings(**self.model_dump())

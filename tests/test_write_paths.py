@@ -16,6 +16,9 @@ from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, TIMESTAMP
 from transforms.write import (
     MAX_PARTITION_VALUE_CHARS,
     NULL_PARTITION,
+    ParquetSettings,
+    StagedFile,
+    _StageFilesFn,
     escape_partition_value,
     partition_path,
     records_to_table,
@@ -159,3 +162,29 @@ def test_records_to_table_round_trips_through_parquet(tmp_path: Path) -> None:
 def test_records_to_table_rejects_a_wrong_type() -> None:
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
         records_to_table([{"stage": "read", "failed_at": "yesterday"}], DEAD_LETTER_SCHEMA)
+
+
+def test_a_full_writer_buffer_writes_its_largest_partition(tmp_path: Path) -> None:
+    """The writer holds at most `max_buffered_rows` records; full, it writes the partition with the most."""
+    schema = pa.schema([pa.field("language", pa.string()), pa.field("source", pa.string())])
+    fn = _StageFilesFn(
+        str(tmp_path), "articles", schema, ("language",), "run", ParquetSettings(max_buffered_rows=5)
+    )
+    fn.start_bundle()
+    languages = ["en", "en", "fr", "en", "de", "en", "en", "en", "fr", "en", "en", "en", "en", "en", "en"]
+    staged: list[StagedFile] = []
+    for language in languages:
+        staged += [
+            s for s in fn.process({"language": language, "source": "feed"}) if isinstance(s, StagedFile)
+        ]
+        assert fn._buffered < 5
+    staged += [s.value for s in fn.finish_bundle()]
+    assert [(s.partition, s.rows) for s in staged] == [
+        ("language=en", 3),  # full at the 5th record (en 3, fr 1, de 1)
+        ("language=en", 3),  # full at the 8th
+        ("language=fr", 2),  # full at the 11th: en 2, fr 2 (the first of equals)
+        ("language=en", 4),  # full at the 13th
+        ("language=de", 1),  # the end of the bundle writes every partition left
+        ("language=en", 2),
+    ]
+    assert sum(pq.read_table(s.staged_path).num_rows for s in staged) == len(languages)

@@ -9,6 +9,8 @@ a broken feed, an HTTP error, a timeout or undecodable bytes never stop the run.
 
 from __future__ import annotations
 
+import heapq
+import os
 import queue
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,6 +24,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
+from apache_beam.transforms.combiners import ToList
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
@@ -96,7 +99,6 @@ def _match(query: str) -> list[str]:
     if "://" in query:
         return [m.path for m in FileSystems.match([query])[0].metadata_list]
     import glob
-    import os
 
     # Beam's local match silently skips what it cannot stat (a dangling symlink, a file removed
     # while listing), and such an input would vanish without its fetch row; Python's glob lists
@@ -107,8 +109,6 @@ def _match(query: str) -> list[str]:
 def _is_folder(path: str) -> bool:
     if "://" in path:
         return path.endswith("/")
-    import os
-
     return os.path.isdir(path)
 
 
@@ -293,16 +293,51 @@ def skipped_outputs(url: str, state: FeedState, reason: str, now: datetime) -> I
     yield beam.pvalue.TaggedOutput(FEED_STATES, state)
 
 
-# Reads are grouped by key before they run: a file alone under its own key, feed URLs under their
-# host's (the politeness limit). One DoFn reads both, so that the entries of files and feeds come
-# out of a single step, fused with the stages after it: a Flatten of two readers would make the
-# in-process runner hold every raw entry in memory between them.
-FILE_KEY = "file"
+# Reads are grouped by key before they run: files in shards of about equal bytes, feed URLs under
+# their host's key (the politeness limit). One DoFn reads both, so that the entries of files and
+# feeds come out of a single step, fused with the stages after it: a Flatten of two readers would
+# make the in-process runner hold every raw entry in memory between them. The runners hand whole
+# keys to workers (the in-process one deals them out in turn), so equal shards keep the workers
+# equally busy; a key per file left one worker idle for a tenth of the run on the benchmark corpus.
+FILE_KEY = "files"
 HOST_KEY = "host"
+FILES = "files"
+MIN_FILE_SHARDS = 64  # enough keys for the workers of a large cluster
+FILES_PER_SHARD = 16
+
+
+def file_size(path: str) -> int:
+    """A file's size in bytes; 0 when it cannot be had (reading the file then fails into a dead letter)."""
+    try:
+        if "://" not in path:
+            return os.path.getsize(path)
+        return int(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
+    except Exception:
+        return 0
+
+
+def balanced_shards(files: Iterable[tuple[str, int]]) -> list[list[str]]:
+    """Paths in shards of about equal total size: largest first, each into the lightest shard."""
+    ordered = sorted(files, key=lambda item: (-item[1], item[0]))
+    count = min(len(ordered), max(MIN_FILE_SHARDS, len(ordered) // FILES_PER_SHARD))
+    shards: list[list[str]] = [[] for _ in range(count)]
+    lightest = [(0, index) for index in range(count)]
+    for path, size in ordered:
+        load, index = heapq.heappop(lightest)
+        shards[index].append(path)
+        heapq.heappush(lightest, (load + size, index))
+    return shards
+
+
+def _keyed_shards(files: list[tuple[str, int]]) -> Iterator[tuple[tuple[str, str], tuple[str, None]]]:
+    for index, shard in enumerate(balanced_shards(files)):
+        for path in shard:
+            yield (FILE_KEY, str(index)), (path, None)
 
 
 class _PlanReadsFn(beam.DoFn):
-    """Input -> ((kind, file or host), (input, stored state)) to read, or a `skipped` row when not due."""
+    """Input -> a file (on `files`, with its size), a feed ((host key), (url, stored state)) to fetch, or
+    a `skipped` row when the feed is not due."""
 
     def __init__(self, settings: ReadSettings) -> None:
         self._settings = settings
@@ -313,7 +348,7 @@ class _PlanReadsFn(beam.DoFn):
 
     def process(self, source: str) -> Iterator[Any]:
         if not is_http_url(source):
-            yield (FILE_KEY, source), (source, None)
+            yield beam.pvalue.TaggedOutput(FILES, (source, file_size(source)))
             return
         now = datetime.now(UTC)
         state = self._states.get(source)
@@ -461,8 +496,8 @@ def _global(value: Any) -> WindowedValue:
 class ReadSources(beam.PTransform):
     """Input patterns -> (raw entries, feed_fetches rows, dead letters).
 
-    Files are read one element each; feed URLs are grouped by host and fetched by `_ReadGroupFn`
-    under the per-host limit. The feeds' next states come out on
+    Files are read in shards of about equal bytes; feed URLs are grouped by host and fetched by
+    `_ReadGroupFn` under the per-host limit. The feeds' next states come out on
     `self.feed_states` (set by `expand`) for `WriteFeedState` to store after the commit.
     """
 
@@ -479,11 +514,15 @@ class ReadSources(beam.PTransform):
             expanded.sources
             | "OneElementPerInput" >> beam.Distinct()
             | "PlanReads"
-            >> beam.ParDo(_PlanReadsFn(self._settings)).with_outputs(FETCHES, FEED_STATES, main="due")
+            >> beam.ParDo(_PlanReadsFn(self._settings)).with_outputs(FILES, FETCHES, FEED_STATES, main="due")
         )
-        # The group also redistributes: files and hosts spread over the workers.
+        file_shards = (
+            planned[FILES] | "AllFiles" >> ToList() | "ShardFilesBySize" >> beam.FlatMap(_keyed_shards)
+        )
+        # The group also redistributes: file shards and hosts spread over the workers.
         read = (
-            planned.due
+            (planned.due, file_shards)
+            | "FilesAndFeeds" >> beam.Flatten()
             | "GroupByHost" >> beam.GroupByKey()
             | "ReadAndParse"
             >> beam.ParDo(_ReadGroupFn(self._settings)).with_outputs(

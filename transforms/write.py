@@ -83,7 +83,7 @@ class ParquetSettings:
     compression: str = "zstd"
     compression_level: int = 3
     row_group_size: int = 64_000
-    max_buffered_rows: int = 50_000  # per bundle; a full buffer is written as files
+    max_buffered_rows: int = 10_000  # per bundle; a full buffer writes its largest partition
 
 
 ROW_REFS = "row_refs"
@@ -203,11 +203,16 @@ class _StageFilesFn(beam.DoFn):
         self._bundle = uuid.uuid4().hex[:12]
         self._sequence = 0
 
-    def process(self, record: dict[str, Any]) -> Iterator[StagedFile]:
+    def process(self, record: dict[str, Any]) -> Iterator[Any]:
         self._buffers[partition_path(record, self._keys)].append(record)
         self._buffered += 1
         if self._buffered >= self._settings.max_buffered_rows:
-            yield from self._flush()
+            # A full buffer writes its largest partition: memory stays bounded and files stay large;
+            # the small partitions wait for the end of the bundle.
+            largest = max(self._buffers, key=lambda partition: len(self._buffers[partition]))
+            records = self._buffers.pop(largest)
+            self._buffered -= len(records)
+            yield from self._write(largest, records)
 
     def finish_bundle(self) -> Iterator[Any]:
         for output in self._flush():
@@ -220,30 +225,31 @@ class _StageFilesFn(beam.DoFn):
 
     def _flush(self) -> Iterator[Any]:
         for partition, records in self._buffers.items():
-            name = f"part-{self._run_id}-{self._bundle}-{self._sequence:04d}.parquet"
-            self._sequence += 1
-            staged_path = join_path(self._output, STAGING_DIR, self._run_id, self._dataset, partition, name)
-            write_parquet(
-                records_to_table(records, self._schema, self._defaults), staged_path, self._settings
-            )
-            per_source: dict[str, int] = defaultdict(int)
-            for record in records:
-                per_source[record.get("source") or ""] += 1
-            self._rows.inc(len(records))
-            self._files.inc()
-            yield StagedFile(
-                self._dataset,
-                partition,
-                staged_path,
-                join_path(self._output, self._dataset, partition, name),
-                len(records),
-                dict(per_source),
-            )
-            if self._row_refs is not None:
-                for row, record in enumerate(records):
-                    yield beam.pvalue.TaggedOutput(ROW_REFS, self._row_refs(record, staged_path, row))
+            yield from self._write(partition, records)
         self._buffers = defaultdict(list)
         self._buffered = 0
+
+    def _write(self, partition: str, records: list[dict[str, Any]]) -> Iterator[Any]:
+        name = f"part-{self._run_id}-{self._bundle}-{self._sequence:04d}.parquet"
+        self._sequence += 1
+        staged_path = join_path(self._output, STAGING_DIR, self._run_id, self._dataset, partition, name)
+        write_parquet(records_to_table(records, self._schema, self._defaults), staged_path, self._settings)
+        per_source: dict[str, int] = defaultdict(int)
+        for record in records:
+            per_source[record.get("source") or ""] += 1
+        self._rows.inc(len(records))
+        self._files.inc()
+        yield StagedFile(
+            self._dataset,
+            partition,
+            staged_path,
+            join_path(self._output, self._dataset, partition, name),
+            len(records),
+            dict(per_source),
+        )
+        if self._row_refs is not None:
+            for row, record in enumerate(records):
+                yield beam.pvalue.TaggedOutput(ROW_REFS, self._row_refs(record, staged_path, row))
 
 
 class WritePartitionedParquet(beam.PTransform):
