@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import apache_beam as beam
 import html_text
+import lxml.etree
+import lxml.html
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 from dateutil import parser as date_parser
@@ -47,13 +49,30 @@ _DECODED_MARKUP = re.compile(
 )
 
 
+# html_text.extract_text with a parser made once per process, and the tree cleaned in place:
+# extract_text builds a new parser for every fragment and deep-copies the tree before cleaning it.
+# Together 15-20% of the conversion's time; the text is the same (checked on the benchmark corpus).
+_HTML_PARSER = lxml.html.HTMLParser(recover=True, encoding="utf-8")
+
+
+def markup_to_text(value: str) -> str:
+    """html_text's plain text of an HTML string (its cleaner, its layout rules)."""
+    body = value.strip().replace("\x00", "").encode("utf-8") or b"<html/>"
+    tree = lxml.etree.fromstring(body, parser=_HTML_PARSER)
+    if tree is None:
+        tree = lxml.etree.fromstring(b"<html/>", parser=_HTML_PARSER)
+    with contextlib.suppress(AssertionError):  # lxml bug 1838497, which html_text skips the same way
+        html_text.cleaner(tree)
+    return html_text.etree_to_text(tree, guess_layout=True)
+
+
 def html_to_text(value: str | None) -> str:
     """Plain text of an HTML fragment or document, paragraphs separated by one blank line."""
     if not value:
         return ""
     if _LOOKS_LIKE_HTML.search(value):
         try:
-            value = html_text.extract_text(value, guess_layout=True)
+            value = markup_to_text(value)
         except Exception:  # lxml rejects a few pathological inputs; treat them as text
             value = html.unescape(re.sub(r"<[^>]*>", " ", value))
     elif "&" in value:
@@ -63,7 +82,7 @@ def html_to_text(value: str | None) -> str:
     closing_tags = len(_DECODED_MARKUP.findall(value))
     if closing_tags >= 3 or (closing_tags and value.lstrip().startswith("<")):
         with contextlib.suppress(Exception):  # as above: lxml rejects a few pathological inputs
-            value = html_text.extract_text(value, guess_layout=True)
+            value = markup_to_text(value)
     return clean_text(value)
 
 
