@@ -40,6 +40,7 @@ class LanguageConfig(_Strict):
     sure_confidence: float = Field(0.9, ge=0.0, le=1.0)
     min_letters_to_override: int = Field(12, ge=0, le=1000)
     declared_prior: float = Field(0.5, gt=0.0, lt=1.0)
+    cache_size: int = Field(10_000, ge=0, le=10_000_000)
 
     def settings(self) -> LanguageSettings:
         return LanguageSettings(**self.model_dump())

@@ -218,3 +218,34 @@ def test_apply_language() -> None:
         "language_declared": "en",
         "language_source": "agreed",
     }
+
+
+def test_answers_are_remembered_per_sample_and_declaration() -> None:
+    detector = LanguageDetector(LanguageSettings(cache_size=2))
+    first = detector.detect(
+        "Der Bundestag", "Die Abgeordneten haben heute über das neue Gesetz beraten.", "de"
+    )
+    assert detector.cache_hits == 0
+    again = detector.detect(
+        "Der Bundestag", "Die Abgeordneten haben heute über das neue Gesetz beraten.", "de"
+    )
+    assert again == first and detector.cache_hits == 1
+    # Another declaration is another question.
+    detector.detect("Der Bundestag", "Die Abgeordneten haben heute über das neue Gesetz beraten.", None)
+    assert detector.cache_hits == 1
+    # Bounded: a third answer pushes out the least recently used one, the declared `de` question.
+    detector.detect("Le Parlement", "Les députés ont débattu aujourd'hui de la nouvelle loi.", None)
+    detector.detect("Der Bundestag", "Die Abgeordneten haben heute über das neue Gesetz beraten.", "de")
+    assert detector.cache_hits == 1
+    detector.detect("Le Parlement", "Les députés ont débattu aujourd'hui de la nouvelle loi.", None)
+    assert detector.cache_hits == 2
+
+
+def test_a_cache_of_size_zero_remembers_nothing() -> None:
+    detector = LanguageDetector(LanguageSettings(cache_size=0))
+    for _ in range(3):
+        assert (
+            detector.detect("Headline", "The committee met on Tuesday to discuss the budget.").language
+            == "en"
+        )
+    assert detector.cache_hits == 0

@@ -13,6 +13,7 @@ with the declaration, the declaration becomes a prior and the detector runs agai
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,7 @@ class LanguageSettings:
     sure_confidence: float = 0.9  # a detection at least this sure overrides the declaration...
     min_letters_to_override: int = 12  # below this, a declared language is never overridden
     declared_prior: float = 0.5  # prior mass given to the declared language when unsure
+    cache_size: int = 10_000  # results remembered per worker (a stream sees an entry on every poll)
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ class LanguageDetector:
         # comes out as Korean at 0.99999 (Mimino666/langdetect#51). Korean is written in Hangul: a
         # text without one Hangul letter is not Korean. Built once, used for most texts.
         self._without_korean = dict.fromkeys(self._known, 1.0) | ({"ko": 0.0} if "ko" in self._known else {})
+        self._cache: OrderedDict[tuple[str, str | None], LanguageResult] = OrderedDict()
+        self.cache_hits = 0
 
     def probabilities(self, text: str, prior: dict[str, float] | None = None) -> list[tuple[str, float]]:
         """[(langdetect code, probability)], most likely first; empty when undetectable."""
@@ -169,8 +173,28 @@ class LanguageDetector:
             return []
 
     def detect(self, title: str | None, text: str | None, declared_tag: str | None = None) -> LanguageResult:
-        declared, declared_script = declared_language(declared_tag)
+        """The language of title + text (at most `max_chars`), given what the input declares.
+
+        The answer depends only on the sample read and the declaration (langdetect is seeded for
+        every text), so the last `cache_size` answers are remembered: a streaming job detects an
+        entry once, not on every poll that sees it again.
+        """
         sample = detection_text(title, text, self.settings.max_chars)
+        key = (sample, declared_tag)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            self.cache_hits += 1
+            return cached
+        result = self._detect(sample, declared_tag)
+        if self.settings.cache_size > 0:
+            self._cache[key] = result
+            if len(self._cache) > self.settings.cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    def _detect(self, sample: str, declared_tag: str | None) -> LanguageResult:
+        declared, declared_script = declared_language(declared_tag)
         head = sample[:200]
         # A CJK or Thai character carries about as much as a word: count it as three letters.
         letters = len(_LETTER.findall(head)) + 2 * len(_DENSE_SCRIPT.findall(head))
@@ -233,6 +257,7 @@ class _DetectLanguageFn(beam.DoFn):
         self._settings = settings
         self._detector: LanguageDetector | None = None
         self._failed = Metrics.counter("detect_language", "dead_letters")
+        self._cache_hits = Metrics.counter("detect_language", "cache_hits")
         self._chosen = {
             source: Metrics.counter("detect_language", f"source_{source}")
             for source in ("detected", "declared", "agreed", "none")
@@ -243,6 +268,7 @@ class _DetectLanguageFn(beam.DoFn):
 
     def process(self, article: Record) -> Iterator[Any]:
         assert self._detector is not None
+        hits = self._detector.cache_hits
         try:
             result = self._detector.detect(
                 article.get("title"), article.get("text"), article.get("language_declared_raw")
@@ -254,6 +280,8 @@ class _DetectLanguageFn(beam.DoFn):
             )
             return
         self._chosen[result.source].inc()
+        if self._detector.cache_hits != hits:
+            self._cache_hits.inc()
         yield apply_language(article, result)
 
 
