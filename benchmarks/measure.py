@@ -88,3 +88,10 @@ def run_step(args: list[str], log: Path, cwd: Path | None = None) -> dict[str, A
     # CPU seconds of the step and every process it waited for: steadier than wall time on a busy machine.
     result["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return result
+
+
+if (
+    __name__ == "__main__"
+):  # python -m benchmarks.measure MODULE [ARGS...]: one step, measured as the suite does
+    figures = run_step(sys.argv[1:], Path("benchmarks/work/logs/measure.log"))
+    print(json.dumps(figures, indent=2, default=str))
