@@ -78,7 +78,9 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         defaults={"version": 1},
         row_refs=article_ref,
     )
-    deduplicated = staged_articles | "DeduplicateArticles" >> DeduplicateArticles(settings.output, parquet)
+    deduplicated = staged_articles | "DeduplicateArticles" >> DeduplicateArticles(
+        settings.output, run.run_id, parquet
+    )
     article_files = deduplicated["files"]
     duplicates, already_stored = deduplicated[DUPLICATES], deduplicated[ALREADY_STORED]
     index_files = deduplicated[INDEX_ROWS] | "WriteVersionIndex" >> WriteVersionIndex(

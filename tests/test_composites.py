@@ -275,7 +275,7 @@ def test_deduplicate_articles(tmp_path: Path) -> None:
                 row_refs=article_ref,
             )
         )
-        deduplicated = staged | DeduplicateArticles(output)
+        deduplicated = staged | DeduplicateArticles(output, RUN.run_id)
         assert_that(
             deduplicated["files"]
             | "Files" >> beam.Map(lambda f: (f.rows, sorted(f.rows_per_source.items()))),
@@ -341,7 +341,7 @@ def test_deduplicate_articles_against_the_store(tmp_path: Path) -> None:
                 row_refs=article_ref,
             )
         )
-        deduplicated = staged | DeduplicateArticles(str(output))
+        deduplicated = staged | DeduplicateArticles(str(output), RUN.run_id)
         assert_that(
             deduplicated["files"] | "Winners" >> beam.FlatMap(lambda f: winners(f.staged_path)),
             equal_to([("changed", "feed-a", 3), ("new", "feed-b", 1)]),
@@ -526,7 +526,7 @@ def test_the_accounting_equation_through_every_stage(input_folder: Path, tmp_pat
             defaults={"version": 1},
             row_refs=article_ref,
         )
-        deduplicated = staged_articles | DeduplicateArticles(output)
+        deduplicated = staged_articles | DeduplicateArticles(output, RUN.run_id)
         staged, duplicates = deduplicated["files"], deduplicated["duplicates"]
         dead_letters = (read_failures, normalize_failures, detect_failures, enrich_failures) | beam.Flatten()
         rows = (fetches, staged, duplicates, dead_letters) | CountPerSource()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,22 +107,30 @@ def test_decide_against_the_stored_version() -> None:
     assert decide([later], StoredVersion("h1", datetime(2024, 3, 8, tzinfo=UTC), 2)).version == 3
 
 
-def test_a_ref_carries_the_index_row_without_its_version() -> None:
+def test_a_ref_is_small_and_carries_its_index_row() -> None:
+    updated = datetime(2024, 3, 5, 7, 8, 9, 123456, tzinfo=UTC)
     made = article_ref(
-        article(
-            run_id="r1", ingest_date="2026-11-29", version=7, updated_at=datetime(2024, 3, 5, tzinfo=UTC)
-        ),
-        "p",
+        article(run_id="r1", ingest_date="2026-11-29", version=7, updated_at=updated, text="x" * 5000),
+        "out/_staging/r1/articles/ingest_date=2026-11-29/part-r1-abc-0001.parquet",
         3,
     )
-    assert (made.article_id, made.source, made.staged_path, made.row) == ("a1", "feed-a.xml", "p", 3)
-    assert made.index_row == {
+    assert (made.article_id, made.source, made.file, made.row) == (
+        "a1",
+        "feed-a.xml",
+        "part-r1-abc-0001.parquet",
+        3,
+    )
+    assert made.updated_at == updated  # to the microsecond
+    assert made.index_row(2, "r2") == {
         "article_id": "a1",
         "content_hash": "h1",
-        "updated_at": datetime(2024, 3, 5, tzinfo=UTC),
-        "run_id": "r1",
+        "updated_at": updated,
+        "version": 2,
+        "run_id": "r2",
         "ingest_date": "2026-11-29",
     }
+    assert len(pickle.dumps(made)) < 400  # no text, no full path: one of these per article is grouped
+    assert article_ref(article(updated_at=None), "p", 0).updated_at is None
 
 
 def test_edit_rows_drops_and_renumbers() -> None:

@@ -16,11 +16,12 @@ next version number. The decisions that change a staged file (rows dropped, vers
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -34,7 +35,6 @@ from apache_beam.transforms import userstate
 from transforms.schema import Record
 from transforms.store import (
     StoredVersion,
-    index_record,
     latest_versions,
     list_index_files,
     next_version,
@@ -76,20 +76,58 @@ def rank(article: Record) -> Rank:
 
 
 class ArticleRef(NamedTuple):
-    """A staged article without its text: what deciding its fate needs, and where it lies."""
+    """A staged article without its text: what deciding its fate needs, and where it lies.
+
+    Kept small (about 300 bytes encoded): the runner groups one for every article of the run.
+    """
 
     article_id: str
-    rank: Rank
-    source: str
-    staged_path: str
+    rank: Rank  # also carries the content hash and the source
+    file: str  # the staged file's name, unique within the run
     row: int
-    index_row: dict[str, Any]  # its version-index row, without `version`
+    updated_micros: int | None  # `updated_at` as microseconds since the epoch
+    ingest_date: str | None
+
+    @property
+    def content_hash(self) -> str | None:
+        return self.rank[2] or None
+
+    @property
+    def source(self) -> str:
+        return self.rank[3]
+
+    @property
+    def updated_at(self) -> datetime | None:
+        if self.updated_micros is None:
+            return None
+        return _EPOCH + timedelta(microseconds=self.updated_micros)
+
+    def index_row(self, version: int, run_id: str) -> Record:
+        """Its row of the version index (transforms/store.py)."""
+        return {
+            "article_id": self.article_id,
+            "content_hash": self.content_hash,
+            "updated_at": self.updated_at,
+            "version": version,
+            "run_id": run_id,
+            "ingest_date": self.ingest_date,
+        }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def article_ref(article: Record, staged_path: str, row: int) -> ArticleRef:
-    index = index_record(article)
-    index.pop("version", None)
-    return ArticleRef(article["article_id"], rank(article), article["source"], staged_path, row, index)
+    updated: datetime | None = article.get("updated_at")
+    micros = (updated - _EPOCH) // timedelta(microseconds=1) if updated is not None else None
+    return ArticleRef(
+        article["article_id"],
+        rank(article),
+        posixpath.basename(staged_path),
+        row,
+        micros,
+        article.get("ingest_date"),
+    )
 
 
 class Decision(NamedTuple):
@@ -104,7 +142,7 @@ def decide(refs: Iterable[ArticleRef], stored: StoredVersion | None) -> Decision
     """The best of an id's articles against the latest stored version of the id."""
     ordered = sorted(refs, key=lambda ref: ref.rank, reverse=True)
     winner = ordered[0]
-    version = next_version(winner.index_row.get("content_hash"), winner.index_row.get("updated_at"), stored)
+    version = next_version(winner.content_hash, winner.updated_at, stored)
     return Decision(winner, version, ordered[1:])
 
 
@@ -145,9 +183,10 @@ def _dropped(ref: ArticleRef) -> Record:
 
 
 class _DecideFn(beam.DoFn):
-    """(id, refs) -> edits of staged rows (staged path, (row, version, source)), and what was dropped."""
+    """(id, refs) -> edits of staged rows (file name, (row, version, source)), and what was dropped."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_id: str) -> None:
+        self._run_id = run_id
         self._duplicates = Metrics.counter("dedupe", "duplicates")
         self._already = Metrics.counter("dedupe", "already_stored")
         self._changed = Metrics.counter("dedupe", "new_versions")
@@ -160,21 +199,21 @@ class _DecideFn(beam.DoFn):
         for loser in decision.duplicates:
             self._duplicates.inc()
             yield beam.pvalue.TaggedOutput(DUPLICATES, _dropped(loser))
-            yield loser.staged_path, (loser.row, 0, loser.source)
+            yield loser.file, (loser.row, 0, loser.source)
         winner = decision.winner
         if decision.version == 0:
             self._already.inc()
             yield beam.pvalue.TaggedOutput(ALREADY_STORED, _dropped(winner))
-            yield winner.staged_path, (winner.row, 0, winner.source)
+            yield winner.file, (winner.row, 0, winner.source)
             return
         if decision.version > 1:  # staged as version 1
             self._changed.inc()
-            yield winner.staged_path, (winner.row, decision.version, winner.source)
-        yield beam.pvalue.TaggedOutput(INDEX_ROWS, {**winner.index_row, "version": decision.version})
+            yield winner.file, (winner.row, decision.version, winner.source)
+        yield beam.pvalue.TaggedOutput(INDEX_ROWS, winner.index_row(decision.version, self._run_id))
 
 
 class _ApplyEditsFn(beam.DoFn):
-    """(staged path, {files, edits}) -> the staged file, rewritten when some of its rows changed."""
+    """(file name, {files, edits}) -> the staged file, rewritten when some of its rows changed."""
 
     def __init__(self, settings: ParquetSettings) -> None:
         self._settings = settings
@@ -207,12 +246,13 @@ class DeduplicateArticles(beam.PTransform):
     Returns a dict of PCollections: `files` (the staged files to commit), `index_rows` (the run's
     version-index delta), `duplicates` and `already_stored` (each {source, article_id}) and
     `store_snapshot` (the index files read, for `CommitRun` to reconcile with runs that committed
-    meanwhile). `output` is the dataset whose version index is read.
+    meanwhile). `output` is the dataset whose version index is read; `run_id` goes into the index rows.
     """
 
-    def __init__(self, output: str, settings: ParquetSettings | None = None) -> None:
+    def __init__(self, output: str, run_id: str, settings: ParquetSettings | None = None) -> None:
         super().__init__()
         self._output = output
+        self._run_id = run_id
         self._settings = settings or ParquetSettings()
 
     def expand(self, staged: tuple[PCollection, PCollection]) -> dict[str, PCollection]:
@@ -231,9 +271,9 @@ class DeduplicateArticles(beam.PTransform):
             ).with_outputs(STORE_SNAPSHOT, main="versions")
         )
         decided = grouped | "Decide" >> beam.ParDo(
-            _DecideFn(), stored=beam.pvalue.AsDict(stored.versions)
+            _DecideFn(self._run_id), stored=beam.pvalue.AsDict(stored.versions)
         ).with_outputs(DUPLICATES, ALREADY_STORED, INDEX_ROWS, main="edits")
-        keyed_files = files | "KeyByPath" >> beam.Map(lambda f: (f.staged_path, f))
+        keyed_files = files | "KeyByName" >> beam.Map(lambda f: (posixpath.basename(f.staged_path), f))
         edited = (
             {"files": keyed_files, "edits": decided.edits}
             | "EditsPerFile" >> beam.CoGroupByKey()
