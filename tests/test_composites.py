@@ -305,6 +305,20 @@ def test_deduplicate_articles(tmp_path: Path) -> None:
             label="IndexDelta",
         )
         assert_that(deduplicated["already_stored"], equal_to([]), label="NothingStored")
+        # An edited file is a copy under a new name; the original stays in staging for a retried bundle.
+        assert_that(
+            deduplicated["files"]
+            | "Names"
+            >> beam.Map(
+                lambda f: (
+                    f.staged_path.endswith("-edited.parquet"),
+                    f.final_path.endswith("-edited.parquet"),
+                    Path(f.staged_path.removesuffix("-edited.parquet") + ".parquet").exists(),
+                )
+            ),
+            equal_to([(True, True, True)]),
+            label="EditedCopy",
+        )
 
 
 def test_deduplicate_articles_against_the_store(tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.coders import PickleCoder
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms import userstate
@@ -213,7 +212,11 @@ class _DecideFn(beam.DoFn):
 
 
 class _ApplyEditsFn(beam.DoFn):
-    """(file name, {files, edits}) -> the staged file, rewritten when some of its rows changed."""
+    """(file name, {files, edits}) -> the staged file, or an edited copy when some of its rows changed.
+
+    The copy gets a new name and the original is left in staging (which the commit removes), so a
+    retried bundle reads the same original and writes the same copy.
+    """
 
     def __init__(self, settings: ParquetSettings) -> None:
         self._settings = settings
@@ -232,12 +235,20 @@ class _ApplyEditsFn(beam.DoFn):
             for _row, version, source in edits:
                 if version == 0:
                     per_source[source] -= 1
-            FileSystems.delete([staged.staged_path])
             if table.num_rows:
-                write_parquet(table, staged.staged_path, self._settings)
-                yield replace(
-                    staged, rows=table.num_rows, rows_per_source={s: n for s, n in per_source.items() if n}
+                edited = replace(
+                    staged,
+                    staged_path=_edited_name(staged.staged_path),
+                    final_path=_edited_name(staged.final_path),
+                    rows=table.num_rows,
+                    rows_per_source={s: n for s, n in per_source.items() if n},
                 )
+                write_parquet(table, edited.staged_path, self._settings)
+                yield edited
+
+
+def _edited_name(path: str) -> str:
+    return path.removesuffix(".parquet") + "-edited.parquet"
 
 
 class DeduplicateArticles(beam.PTransform):
