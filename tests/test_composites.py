@@ -250,6 +250,26 @@ def enriched(source: str, article_id: str, updated: datetime | None, text: str =
     }
 
 
+class StageAndDeduplicate(beam.PTransform):
+    """Articles staged as the batch pipeline stages them, then deduplicated on their refs."""
+
+    def __init__(self, output: str, partition_keys: tuple[str, ...]) -> None:
+        super().__init__()
+        self._output, self._keys = output, partition_keys
+
+    def expand(self, articles: Any) -> Any:
+        staged = articles | WritePartitionedParquet(
+            self._output,
+            "articles",
+            _article_schema(),
+            self._keys,
+            RUN.run_id,
+            defaults={"version": 1},
+            row_refs=article_ref,
+        )
+        return staged | DeduplicateArticles(self._output, RUN.run_id)
+
+
 def test_deduplicate_articles(tmp_path: Path) -> None:
     """Staged articles deduplicated on their refs: the losers' rows leave the staged files."""
     articles = [
@@ -262,20 +282,7 @@ def test_deduplicate_articles(tmp_path: Path) -> None:
     ]
     output = str(tmp_path / "out")
     with pipeline() as p:
-        staged = (
-            p
-            | beam.Create(articles)
-            | WritePartitionedParquet(
-                output,
-                "articles",
-                _article_schema(),
-                ("ingest_date",),
-                RUN.run_id,
-                defaults={"version": 1},
-                row_refs=article_ref,
-            )
-        )
-        deduplicated = staged | DeduplicateArticles(output, RUN.run_id)
+        deduplicated = p | beam.Create(articles) | StageAndDeduplicate(output, ("ingest_date",))
         assert_that(
             deduplicated["files"]
             | "Files" >> beam.Map(lambda f: (f.rows, sorted(f.rows_per_source.items()))),
@@ -342,20 +349,7 @@ def test_deduplicate_articles_against_the_store(tmp_path: Path) -> None:
         enriched("feed-b", "new", None),
     ]
     with pipeline() as p:
-        staged = (
-            p
-            | beam.Create(articles)
-            | WritePartitionedParquet(
-                str(output),
-                "articles",
-                _article_schema(),
-                ("ingest_date",),
-                RUN.run_id,
-                defaults={"version": 1},
-                row_refs=article_ref,
-            )
-        )
-        deduplicated = staged | DeduplicateArticles(str(output), RUN.run_id)
+        deduplicated = p | beam.Create(articles) | StageAndDeduplicate(str(output), ("ingest_date",))
         assert_that(
             deduplicated["files"] | "Winners" >> beam.FlatMap(lambda f: winners(f.staged_path)),
             equal_to([("changed", "feed-a", 3), ("new", "feed-b", 1)]),
@@ -531,16 +525,7 @@ def test_the_accounting_equation_through_every_stage(input_folder: Path, tmp_pat
         normalized, normalize_failures = entries | NormalizeArticles(NOW)
         detected, detect_failures = normalized | DetectLanguage()
         enriched_articles, enrich_failures = detected | EnrichArticles(RUN)
-        staged_articles = enriched_articles | WritePartitionedParquet(
-            output,
-            "articles",
-            _article_schema(),
-            ("ingest_date", "language"),
-            RUN.run_id,
-            defaults={"version": 1},
-            row_refs=article_ref,
-        )
-        deduplicated = staged_articles | DeduplicateArticles(output, RUN.run_id)
+        deduplicated = enriched_articles | StageAndDeduplicate(output, ("ingest_date", "language"))
         staged, duplicates = deduplicated["files"], deduplicated["duplicates"]
         dead_letters = (read_failures, normalize_failures, detect_failures, enrich_failures) | beam.Flatten()
         rows = (fetches, staged, duplicates, dead_letters) | CountPerSource()
