@@ -610,7 +610,7 @@ class WriteVersionIndex(beam.PTransform):
         self._write = WritePartitionedParquet(output, INDEX_DATASET, INDEX_SCHEMA, (), run_id, settings)
 
     def expand(self, articles: PCollection) -> PCollection:
-        return articles | "IndexRecords" >> beam.Map(index_record) | "StageIndexDelta" >> self._write
+        return articles | "StageIndexDelta" >> self._write  # the writer keeps only the index's columns
 
 
 # --- streaming: windowed writes -------------------------------------------------------------------
