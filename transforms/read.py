@@ -1,10 +1,10 @@
 """ReadSources: every input (feed URL, feed file, seed file) to raw entries, a fetch row and dead letters.
 
 Inputs arrive as a few patterns (paths, globs, folders, URLs); they are expanded inside the
-pipeline, one element per file or URL, and grouped (a file alone, feeds by host) so that reading
-runs in parallel. Each
-input gives exactly one `feed_fetches` row with a named outcome, and a dead letter when it fails:
-a broken feed, an HTTP error, a timeout or undecodable bytes never stop the run.
+pipeline, one element per file or URL, and grouped (files in shards of about equal bytes, feeds by
+host) so that reading runs in parallel. Each input gives exactly one `feed_fetches` row with a
+named outcome, and a dead letter when it fails: a broken feed, an HTTP error, a timeout or
+undecodable bytes never stop the run.
 """
 
 from __future__ import annotations
