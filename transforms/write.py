@@ -545,7 +545,13 @@ def commit_run(
 
 def remove_staging(output: str, run_id: str) -> None:
     staging = join_path(output, STAGING_DIR, run_id)
-    if FileSystems.exists(staging):
+    if "://" in staging:
+        # Object stores have no folders to delete: every object under the prefix goes (files the
+        # commit did not move, such as the originals of edited files or a failed bundle's output).
+        leftovers = [m.path for m in FileSystems.match([f"{staging}/**"])[0].metadata_list]
+        if leftovers:
+            FileSystems.delete(leftovers)
+    elif FileSystems.exists(staging):
         FileSystems.delete([staging])
     root = join_path(output, STAGING_DIR)
     if "://" not in root and FileSystems.exists(root):

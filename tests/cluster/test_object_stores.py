@@ -145,3 +145,20 @@ def test_s3_output_equals_the_local_filesystem_output(s3: Any, s3_run: str, tmp_
     assert len(s3_rows) == len(local_rows) >= 20
     assert strip(s3_rows) == strip(local_rows)
     assert {row["source"] for row in s3_rows} >= {f"s3://{BUCKET}/inputs/feeds/rss2_en.xml"}
+
+
+def test_staging_is_emptied_on_an_object_store(s3: Any, s3_endpoint: str) -> None:
+    """Object stores have no folders: whatever a run left under its staging prefix is deleted by key."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms.write import remove_staging
+
+    FileSystems.set_options(PipelineOptions(_s3_args(s3_endpoint)))
+    for key in ("a/part-1.parquet", "a/b/part-2.parquet", "part-3-edited.parquet"):
+        s3.put_object(Bucket=BUCKET, Key=f"leftovers/_staging/run-1/{key}", Body=b"x")
+    s3.put_object(Bucket=BUCKET, Key="leftovers/_staging/run-2/part-4.parquet", Body=b"x")
+    remove_staging(f"s3://{BUCKET}/leftovers", "run-1")
+    assert _keys(s3, "leftovers/") == ["leftovers/_staging/run-2/part-4.parquet"]  # another run's stay
+    remove_staging(f"s3://{BUCKET}/leftovers", "no-such-run")  # nothing staged: nothing to do, no error
+    assert _keys(s3, "leftovers/") == ["leftovers/_staging/run-2/part-4.parquet"]
