@@ -384,3 +384,21 @@ def test_shipped_inputs_match_their_golden_files(golden: str) -> None:
     parsed = parse_seed_file(body, source) if name.endswith(".txt") else parse_input(body, source)
     expected = json.loads((GOLDEN / golden).read_text(encoding="utf-8"))
     assert [_jsonable(normalize_entry(e, NOW)) for e in parsed.entries] == expected
+
+
+def test_markup_to_text_is_html_texts_text_and_safe_across_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import html_text
+
+    from transforms.normalize import markup_to_text
+
+    fragments = [
+        f"<div><p>Paragraph {i} with <b>bold</b> &amp; <a href='x'>a link</a>.</p><script>x()</script>"
+        f"<ul><li>one</li><li>two {i}</li></ul><p>Last</p></div>"
+        for i in range(400)
+    ]
+    expected = [html_text.extract_text(f, guess_layout=True) for f in fragments]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(markup_to_text, fragments)) == expected
+    assert "x()" not in expected[0] and "Paragraph 0 with bold & a link." in expected[0]
