@@ -29,7 +29,7 @@ from dateutil import parser as date_parser
 from w3lib.url import canonicalize_url
 
 from transforms.parse import RawEntry, is_http_url
-from transforms.schema import Record, Stage, dead_letter
+from transforms.schema import Record, Stage, dead_letter, entry_ref
 
 DEAD_LETTERS = "dead_letters"
 
@@ -305,6 +305,7 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Record:
     return {
         "source": entry["source"],
         "source_type": entry["source_type"],
+        "source_key": entry.get("source_key") or entry["source"],  # what ids are made from (not written)
         "ordinal": entry.get("ordinal", 0),
         "feed_title": one_line(entry.get("feed_title")) or None,
         "feed_url": entry.get("feed_link"),
@@ -324,12 +325,6 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Record:
         "updated_at_source": f"feed:{entry.get('updated_field')}" if updated_at else "none",
         "language_declared_raw": entry.get("entry_language") or entry.get("feed_language"),
     }
-
-
-def entry_ref(entry: RawEntry | Record) -> str:
-    return str(
-        entry.get("entry_id") or entry.get("link") or entry.get("url") or f"#{entry.get('ordinal', 0)}"
-    )
 
 
 class _NormalizeFn(beam.DoFn):
