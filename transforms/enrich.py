@@ -20,7 +20,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.schema import SCHEMA_VERSION, Record, RunInfo, Stage, failed_article
+from transforms.schema import SCHEMA_VERSION, SOURCE_KEY, Record, RunInfo, Stage, failed_article
 
 DEAD_LETTERS = "dead_letters"
 WORDS_PER_MINUTE = 230
@@ -74,7 +74,7 @@ def enrich_article(article: Record, run: RunInfo) -> Record:
     hashed = content_hash(title, text)
     article_id, id_source = make_article_id(
         article.get("canonical_url"),
-        article.get("source_key") or article["source"],
+        article.get(SOURCE_KEY) or article["source"],
         article.get("entry_id"),
         hashed,
     )

@@ -14,9 +14,9 @@ import html
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import apache_beam as beam
@@ -29,7 +29,7 @@ from dateutil import parser as date_parser
 from w3lib.url import canonicalize_url
 
 from transforms.parse import RawEntry, is_http_url
-from transforms.schema import Record, Stage, dead_letter, entry_ref
+from transforms.schema import SOURCE_KEY, Record, Stage, dead_letter, entry_ref
 
 DEAD_LETTERS = "dead_letters"
 
@@ -302,10 +302,9 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Record:
         entry.get("published"), entry.get("published_epoch"), now
     )
     updated_at, updated_offset = parse_timestamp(entry.get("updated"), entry.get("updated_epoch"), now)
-    return {
+    article: Record = {
         "source": entry["source"],
         "source_type": entry["source_type"],
-        "source_key": entry.get("source_key") or entry["source"],  # what ids are made from (not written)
         "ordinal": entry.get("ordinal", 0),
         "feed_title": one_line(entry.get("feed_title")) or None,
         "feed_url": entry.get("feed_link"),
@@ -325,6 +324,10 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Record:
         "updated_at_source": f"feed:{entry.get('updated_field')}" if updated_at else "none",
         "language_declared_raw": entry.get("entry_language") or entry.get("feed_language"),
     }
+    key = cast(Mapping[str, Any], entry).get(SOURCE_KEY)  # set by the read stage, not the parser
+    if key:
+        article[SOURCE_KEY] = key
+    return article
 
 
 class _NormalizeFn(beam.DoFn):

@@ -28,7 +28,6 @@ class RawEntry(TypedDict, total=False):
 
     source: str
     source_type: str
-    source_key: str  # the source in ids: a file's resolved path (set by the read stage), else `source`
     ordinal: int  # position in the input, to keep duplicates' order stable
     feed_title: str | None
     feed_link: str | None

@@ -51,7 +51,16 @@ from transforms.feed_state import (
 )
 from transforms.fetch import FetchResult, FetchSettings, error_class, fetch, make_session
 from transforms.parse import ParsedInput, RawEntry, is_http_url, parse_input, parse_seed_file
-from transforms.schema import Outcome, Record, SourceType, Stage, dead_letter, escaped_text, valid_text
+from transforms.schema import (
+    SOURCE_KEY,
+    Outcome,
+    Record,
+    SourceType,
+    Stage,
+    dead_letter,
+    escaped_text,
+    valid_text,
+)
 
 FETCHES = "fetches"
 DEAD_LETTERS = "dead_letters"
@@ -412,7 +421,7 @@ def read_file(path: str, settings: ReadSettings, started_at: datetime, clock: fl
     key = source_key_of(path)
     if key != path:
         for entry in parsed.entries:
-            entry["source_key"] = key
+            cast(dict[str, Any], entry)[SOURCE_KEY] = key
     yield from parsed_to_outputs(path, source_type, parsed, body, started_at, _ms_since(clock))
 
 

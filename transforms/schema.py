@@ -259,6 +259,11 @@ def escaped_text(text: str) -> str:
     return text
 
 
+# Not a column: what identifies the source in ids, set by the read stage on the entries of a file
+# (its resolved path, so that the spelling of the path does not change ids); `source` otherwise.
+SOURCE_KEY = "source_key"
+
+
 def entry_ref(entry: Mapping[str, Any]) -> str:
     """How every stage names one entry of its source: its own id, else its link, else `#<ordinal>`.
 
