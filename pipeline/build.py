@@ -30,7 +30,7 @@ from transforms.feed_state import FeedSource, WriteFeedState, state_path
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
 from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
-from transforms.read import ReadSettings, ReadSources
+from transforms.read import ReadSettings, ReadSources, pattern_as_text
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, RunInfo
 from transforms.write import (
     CommitRun,
@@ -59,7 +59,8 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         force=settings.state.force,
     )
 
-    inputs = [*settings.inputs, *(feed.url for feed in feeds)]
+    # A path given in bytes that are not UTF-8 travels as text (`pattern_as_text`), as every path does.
+    inputs = [pattern_as_text(pattern) for pattern in (*settings.inputs, *(feed.url for feed in feeds))]
     patterns = p | "Inputs" >> beam.Create(inputs)
     read = ReadSources(read_settings)
     entries, fetches, read_failures = patterns | "ReadSources" >> read

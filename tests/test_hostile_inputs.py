@@ -31,7 +31,15 @@ from transforms import enrich
 from transforms.enrich import enrich_article
 from transforms.language import LanguageDetector
 from transforms.normalize import normalize_entry
-from transforms.read import DEAD_LETTERS, FETCHES, ReadSettings, ReadSources, expand_pattern, read_file
+from transforms.read import (
+    DEAD_LETTERS,
+    FETCHES,
+    ReadSettings,
+    ReadSources,
+    expand_pattern,
+    pattern_as_text,
+    read_file,
+)
 from transforms.schema import (
     ARTICLE_SCHEMA,
     DEAD_LETTER_SCHEMA,
@@ -181,23 +189,35 @@ def test_a_file_name_that_is_not_utf8_is_read_and_its_name_survives_arrow(tmp_pa
     (folder / "good.xml").write_text(rss("Good", "g", "https://e.example/good"), encoding="utf-8")
     with open(os.path.join(os.fsencode(folder), BAD_NAME), "w", encoding="utf-8") as stream:
         stream.write(rss("Badly named", "b", "https://e.example/bad"))
+    # A name that reads like an escape is kept apart from the escaped one: text maps back to one file.
+    (folder / "lit\\xff name.xml").write_text(rss("Literal", "l", "https://e.example/lit"), encoding="utf-8")
+    assert [Path(p).name for p in expand_pattern(str(folder))] == [
+        BAD_NAME_SHOWN,
+        "good.xml",
+        "lit\\x5cxff name.xml",
+    ]
+    # Given on the command line (bytes Python decodes with surrogateescape), it is found the same way.
+    typed = os.fsdecode(os.path.join(os.fsencode(folder), BAD_NAME))
+    assert [Path(p).name for p in expand_pattern(pattern_as_text(typed))] == [BAD_NAME_SHOWN]
 
     with beam.Pipeline(runner=FnApiRunner()) as p:
         entries, fetches, dead = p | beam.Create([str(folder)]) | ReadSources()
         assert_that(
             entries | "Titles" >> beam.Map(lambda e: (Path(e["source"]).name, e["title"])),
-            equal_to([("good.xml", "Good"), (BAD_NAME_SHOWN, "Badly named")]),
+            equal_to(
+                [("good.xml", "Good"), (BAD_NAME_SHOWN, "Badly named"), ("lit\\x5cxff name.xml", "Literal")]
+            ),
             label="BothFilesRead",
         )
         assert_that(
             fetches | "Rows" >> beam.Map(lambda r: (Path(r["source"]).name, r["outcome"], r["entries"])),
-            equal_to([("good.xml", "ok", 1), (BAD_NAME_SHOWN, "ok", 1)]),
+            equal_to([("good.xml", "ok", 1), (BAD_NAME_SHOWN, "ok", 1), ("lit\\x5cxff name.xml", "ok", 1)]),
             label="FetchRows",
         )
         assert_that(dead, equal_to([]), label="NoDeadLetters")
         assert_that(
             fetches | "ToArrow" >> beam.Map(lambda r: records_to_table([r], FEED_FETCH_SCHEMA).num_rows),
-            equal_to([1, 1]),
+            equal_to([1, 1, 1]),
             label="RowsConvert",
         )
 

@@ -112,12 +112,14 @@ _LOOKS_ESCAPED = re.compile(rb"\\(?=x[0-9a-fA-F]{2})")
 def path_as_text(path: str) -> str:
     """A local path (as `os` gives it) as valid UTF-8 text: the form `source` shows."""
     raw = os.fsencode(path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = _LOOKS_ESCAPED.sub(rb"\\x5c", raw).decode("utf-8", "backslashreplace")
-        return text
-    return text if "\\x" not in text else _LOOKS_ESCAPED.sub(rb"\\x5c", raw).decode("utf-8")
+    if b"\\x" in raw:
+        raw = _LOOKS_ESCAPED.sub(rb"\\x5c", raw)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def pattern_as_text(pattern: str) -> str:
+    """An input pattern as the pipeline carries it: a local path as `path_as_text`, a URL unchanged."""
+    return pattern if "://" in pattern else path_as_text(pattern)
 
 
 def path_from_text(text: str) -> str:
@@ -333,7 +335,7 @@ class _ExpandPatternFn(beam.DoFn):
     def process(self, pattern: str) -> Iterator[Any]:
         try:
             yield from expand_pattern(pattern)
-        except (FileNotFoundError, OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # RecursionError: a folder tree too deep
             started = datetime.now(UTC)
             message = str(error)
             yield beam.pvalue.TaggedOutput(
