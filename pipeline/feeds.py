@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from lxml import etree
 
 from transforms.feed_state import FeedSource
+from transforms.fetch import redact_url
 
 if TYPE_CHECKING:  # config.py imports this module for its validators
     from pipeline.config import Settings
@@ -36,21 +37,22 @@ class FeedListError(ValueError):
 
 
 def check_feed_url(url: str) -> str:
-    """The URL stripped, or ValueError naming what is wrong with it."""
+    """The URL stripped, or ValueError naming what is wrong with it (the URL redacted)."""
     url = url.strip()
     if not url:
         raise ValueError("the feed URL is empty")
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
         port_ok = parts.port is None or 0 < parts.port < 65536
     except ValueError as error:
-        raise ValueError(f"{url!r} is not a valid URL: {error}") from None
+        raise ValueError(f"{shown!r} is not a valid URL: {redact_url(str(error))}") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"{url!r} is not an http(s) URL")
+        raise ValueError(f"{shown!r} is not an http(s) URL")
     if not parts.hostname:
-        raise ValueError(f"{url!r} has no host")
+        raise ValueError(f"{shown!r} has no host")
     if not port_ok or any(ch.isspace() for ch in url):
-        raise ValueError(f"{url!r} is not a valid URL")
+        raise ValueError(f"{shown!r} is not a valid URL")
     return url
 
 
@@ -101,9 +103,9 @@ def unique_feeds(listings: Iterable[tuple[str, FeedSource]]) -> FeedList:
     for origin, feed in listings:
         key = canonical_feed_url(feed.url)
         if key in seen:
-            result.problems.append(f"{origin}: duplicate of {seen[key]}: {feed.url}")
+            result.problems.append(f"{origin}: duplicate of {seen[key]}: {redact_url(feed.url)}")
             continue
-        seen[key] = f"{origin} ({feed.url})"
+        seen[key] = f"{origin} ({redact_url(feed.url)})"
         result.feeds.append(feed)
     return result
 
