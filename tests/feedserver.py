@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -79,10 +80,14 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FeedServer:
-    def __init__(self, host: str = "127.0.0.1", latency: float = 0.0, port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", latency: float = 0.0, port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
         """`host` may be any 127.x.y.z address (each is a different host to a client); `latency`
-        delays every answer, as a distant server would; `port` 0 lets the system pick one."""
+        delays every answer, as a distant server would; `port` 0 lets the system pick one; with
+        `tls` (a server context) it speaks HTTPS."""
         self.host = host
+        self.scheme = "https" if tls else "http"
         self.latency = latency
         self.routes: dict[str, Route] = {}
         self.requests: list[Request] = []
@@ -112,6 +117,8 @@ class FeedServer:
                         server.in_flight -= 1
 
         self._httpd = _QuietServer((host, port), Handler)
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self._httpd.daemon_threads = True
         # A short poll interval: stop() waits for it, and every test stops a server.
         self._thread = threading.Thread(
@@ -123,7 +130,7 @@ class FeedServer:
         return int(self._httpd.server_address[1])
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def route(self, path: str, *replies: Reply | Callable[[Request], Reply]) -> str:
         """Serve `replies` in turn on `path` (the last repeats); returns the path's URL."""

@@ -466,9 +466,9 @@ class _ReadGroupFn(beam.DoFn):
         clock = time.monotonic()
         feed = self._settings.feeds.get(url)
         source = redact_url(url)
-        # Where the feed moved for good, with the listed URL's credentials if on the same origin.
-        target = carry_credentials(state.fetch_url, url) if state and state.fetch_url else url
         try:
+            # Where the feed moved for good, with the listed URL's credentials if on the same origin.
+            target = carry_credentials(state.fetch_url, url) if state and state.fetch_url else url
             result = fetch(
                 self._session,
                 target,
