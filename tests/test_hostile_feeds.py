@@ -4,7 +4,7 @@ A slowloris feed (an honest Content-Length, one byte at a time) ends at its tota
 `timeout` fetch row and a dead letter while the other feeds of the run are read in full. A feed
 URL with credentials in it (`http://user:password@host/feed`) is fetched with them (basic auth),
 but neither the user nor the password is written anywhere: not in a dataset, a manifest, the feed
-state, a log line or the report.
+state, a log line or the report; nor in what a streaming poll emits or keeps in its state.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from typing import Any
 import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.feedserver import FeedServer, Reply, Request
 from tests.test_http_pipeline import feed_reply, rows, rss, run
-from transforms.feed_state import load_states, state_path
-from transforms.fetch import FetchSettings
-from transforms.read import ReadSettings, ReadSources
+from transforms.feed_state import FeedSource, load_states, state_path
+from transforms.fetch import FetchSettings, redact_url
+from transforms.poll import _PollFeedFn
+from transforms.read import FETCHES, ReadSettings, ReadSources
 
 pytestmark = pytest.mark.e2e
 
@@ -157,3 +159,40 @@ def test_credentials_in_a_feed_url_are_used_but_never_written(
     for where, text in written.items():
         assert PASSWORD not in text, where
         assert USER not in text, where
+
+
+class _ConditionsState:
+    """Beam's ReadModifyWriteState for one key, as the streaming runner would keep it."""
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+    def read(self) -> str | None:
+        return self.value
+
+    def write(self, value: str) -> None:
+        self.value = value
+
+
+def test_stream_polls_of_a_feed_with_credentials_use_them_and_record_them_redacted(
+    feed_server: FeedServer,
+) -> None:
+    s = feed_server
+    s.route("/new-home", _behind_basic_auth(feed_reply(rss("moved", 1))))
+    s.route("/moved", _behind_basic_auth(Reply(301, headers={"Location": "/new-home"})))
+    listed = f"http://{USER}:{PASSWORD}@{s.host}:{s.port}/moved"
+    poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(listed),))
+    poll.setup()
+    conditions = _ConditionsState()
+    try:
+        outputs = [o for tick in (0, 1) for o in poll.process((listed, tick), conditions)]
+    finally:
+        poll.teardown()
+    assert [r.path for r in s.requests] == ["/moved", "/new-home", "/new-home"]  # the move is kept
+    assert all(_basic_auth(r) for r in s.requests)
+    fetches = [o.value for o in outputs if isinstance(o, TaggedOutput) and o.tag == FETCHES]
+    entries = [o for o in outputs if isinstance(o, dict)]
+    assert [(r["source"], r["outcome"]) for r in fetches] == [(redact_url(listed), "ok")] * 2
+    assert [e["source"] for e in entries] == [redact_url(listed)] * 2
+    recorded = json.dumps([fetches, entries, conditions.value], default=str)
+    assert PASSWORD not in recorded and USER not in recorded
