@@ -7,7 +7,8 @@ duplicates and junk, so an OPML file that parses gives its good feeds and a list
 Config entries are stricter: a bad URL there fails the config at start (see pipeline/config.py).
 
 Feeds are de-duplicated by a light canonical form of their URL (lower-case scheme and host, no
-default port, no fragment); the first listing wins, config entries before OPML ones.
+default port, no fragment, no credentials); the first listing wins, config entries before OPML
+ones. Problems name feed URLs redacted (`transforms.fetch.redact_url`).
 """
 
 from __future__ import annotations
@@ -79,14 +80,14 @@ def parse_duration(value: int | float | str) -> int:
 
 
 def canonical_feed_url(url: str) -> str:
-    """The form two listings of one feed share: lower-case scheme and host, no default port, no fragment."""
+    """The form two listings of one feed share: lower-case scheme and host, no default port, no
+    fragment, no credentials (a feed is recorded without them, so two listings that differ only
+    in their credentials would be one `source`)."""
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     port = parts.port
     netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
-    if parts.username:
-        netloc = f"{parts.username}{':' + parts.password if parts.password else ''}@{netloc}"
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
 
 

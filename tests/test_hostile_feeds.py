@@ -22,6 +22,7 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipeline.feeds import check_feed_url, unique_feeds
 from tests.feedserver import FeedServer, Reply, Request
 from tests.test_http_pipeline import feed_reply, rows, rss, run
 from transforms.feed_state import FeedSource, load_states, state_path
@@ -196,3 +197,18 @@ def test_stream_polls_of_a_feed_with_credentials_use_them_and_record_them_redact
     assert [e["source"] for e in entries] == [redact_url(listed)] * 2
     recorded = json.dumps([fetches, entries, conditions.value], default=str)
     assert PASSWORD not in recorded and USER not in recorded
+
+
+def test_listings_that_differ_only_in_credentials_are_one_feed_reported_redacted() -> None:
+    listings = [
+        ("feeds[0]", FeedSource("https://alice:first-secret@news.example/feed")),
+        ("feeds[1]", FeedSource("https://bob:second-secret@News.Example:443/feed")),
+    ]
+    feeds = unique_feeds(listings)
+    assert [feed.url for feed in feeds.feeds] == ["https://alice:first-secret@news.example/feed"]
+    assert feeds.problems == [
+        "feeds[1]: duplicate of feeds[0] (https://***@news.example/feed): https://***@News.Example:443/feed"
+    ]
+    with pytest.raises(ValueError, match=r"'ftp://\*\*\*@news.example/' is not an http\(s\) URL") as error:
+        check_feed_url("ftp://carol:third-secret@news.example/")
+    assert "secret" not in str(error.value)
