@@ -96,7 +96,7 @@ class FetchSettings:
 
 @dataclass
 class FetchResult:
-    url: str
+    url: str  # as requested, redacted; final_url and permanent_redirect never carry credentials
     final_url: str | None = None
     status: int | None = None
     body: bytes | None = None
