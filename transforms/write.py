@@ -56,6 +56,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.fetch import redact_url
 from transforms.store import (
     INDEX_DATASET,
     INDEX_SCHEMA,
@@ -534,7 +535,7 @@ def commit_run(
             "run_id": run_id,
             "kind": "run",
             "started_at": started_at.isoformat(),
-            "inputs": inputs,
+            "inputs": [redact_url(source) for source in inputs],
             "counts": count_files(files),
             "files": [asdict(f) | {"rows_per_source": None} for f in files],
             # Rows dropped or renumbered because another run committed them meanwhile.
