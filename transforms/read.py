@@ -4,7 +4,8 @@ Inputs arrive as a few patterns (paths, globs, folders, URLs); they are expanded
 pipeline, one element per file or URL, and grouped (files in shards of about equal bytes, feeds by
 host) so that reading runs in parallel. Each input gives exactly one `feed_fetches` row with a
 named outcome, and a dead letter when it fails: a broken feed, an HTTP error, a timeout or
-undecodable bytes never stop the run.
+undecodable bytes never stop the run. A feed URL is recorded (as `source`, in the fetch row, the
+dead letter and the feed state) redacted: credentials in it are used for the request only.
 
 Local patterns are expanded by a walk that always ends: symlinks are followed, but each folder
 is entered once (by device and inode), so links that loop cannot make it run for ever. A path
@@ -49,7 +50,16 @@ from transforms.feed_state import (
     rss_ttl_seconds,
     state_after,
 )
-from transforms.fetch import FetchResult, FetchSettings, error_class, fetch, make_session
+from transforms.fetch import (
+    FetchResult,
+    FetchSettings,
+    carry_credentials,
+    error_class,
+    fetch,
+    make_session,
+    redact_url,
+    split_credentials,
+)
 from transforms.parse import ParsedInput, RawEntry, is_http_url, parse_input, parse_seed_file
 from transforms.schema import (
     SOURCE_KEY,
@@ -337,7 +347,7 @@ class _ExpandPatternFn(beam.DoFn):
             yield from expand_pattern(pattern)
         except (OSError, ValueError, RecursionError) as error:  # RecursionError: a folder tree too deep
             started = datetime.now(UTC)
-            message = str(error)
+            message, pattern = redact_url(str(error)), redact_url(pattern)
             yield beam.pvalue.TaggedOutput(
                 FETCHES,
                 fetch_row(
@@ -444,12 +454,13 @@ def fetched_to_outputs(
 ) -> Iterator[Any]:
     """The entries, fetch row and dead letter of one HTTP fetch (shared by batch reads and stream polls).
 
-    `url` is the feed as listed (the articles' `source`); `result.url` is what was requested (the
-    listed URL, or where a permanent redirect moved it). `feed` brings the listed name and
-    language, used when the feed states none.
+    `url` is the feed as listed; redacted, it is the articles' `source`. `result.url` is what was
+    requested (the listed URL, or where a permanent redirect moved it), redacted too. `feed`
+    brings the listed name and language, used when the feed states none.
     """
+    source = redact_url(url)
     http = {
-        "url": result.url or url,
+        "url": result.url or source,
         "final_url": result.final_url,
         "http_status": result.status,
         "etag": result.etag,
@@ -463,14 +474,17 @@ def fetched_to_outputs(
         parsed = ParsedInput(Outcome.ERROR, error_type=result.error_type or "no_body", message=result.message)
     else:
         parsed = parse_input(
-            result.body, url, content_type=result.content_type, base_url=result.final_url or url
+            result.body,
+            source,
+            content_type=result.content_type,
+            base_url=result.final_url or split_credentials(url)[0],
         )
         if parsed.outcome in (Outcome.ERROR, Outcome.NOT_A_FEED):
             http["error_class"] = error_class(parsed.error_type)
         if feed is not None:
             _apply_hints(parsed, feed)
     yield from parsed_to_outputs(
-        url, SourceType.FEED, parsed, result.body, started_at, _ms_since(clock), **http
+        source, SourceType.FEED, parsed, result.body, started_at, _ms_since(clock), **http
     )
 
 
@@ -501,7 +515,7 @@ def skipped_outputs(url: str, state: FeedState, reason: str, now: datetime) -> I
     yield beam.pvalue.TaggedOutput(
         FETCHES,
         fetch_row(
-            url,
+            redact_url(url),
             SourceType.FEED,
             now,
             outcome=str(Outcome.SKIPPED),
@@ -576,7 +590,7 @@ class _PlanReadsFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FILES, (source, file_size(source)))
             return
         now = datetime.now(UTC)
-        state = self._states.get(source)
+        state = self._states.get(redact_url(source))  # stored under the URL as recorded
         reason = poll_decision(state, now, force=self._settings.force)
         if state is not None and reason is not None:
             self._skipped.inc()
@@ -675,20 +689,24 @@ class _ReadGroupFn(beam.DoFn):
         started_at = datetime.now(UTC)
         clock = time.monotonic()
         feed = self._settings.feeds.get(url)
+        source = redact_url(url)
         try:
+            # Where the feed moved for good, with the listed URL's credentials if on the same origin.
+            target = carry_credentials(state.fetch_url, url) if state and state.fetch_url else url
             result = fetch(
                 self._session,
-                state.target if state else url,
+                target,
                 self._settings.fetch,
                 etag=state.etag if state else None,
                 last_modified=state.last_modified if state else None,
             )
             outputs = list(fetched_to_outputs(url, result, started_at, clock, feed=feed))
         except Exception as error:  # fetch() and parsing never raise; if a bug does, it stays this feed's
-            result = FetchResult(url=url, error_type="read_crash", message=f"{type(error).__name__}: {error}")
-            parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=result.message)
+            message = redact_url(f"{type(error).__name__}: {error}")
+            result = FetchResult(url=source, error_type="read_crash", message=message)
+            parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=message)
             outputs = list(
-                parsed_to_outputs(url, SourceType.FEED, parsed, None, started_at, _ms_since(clock))
+                parsed_to_outputs(source, SourceType.FEED, parsed, None, started_at, _ms_since(clock))
             )
         row = next(o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput) and o.tag == FETCHES)
         fresh = [s for s in (result.max_age, rss_ttl_seconds(result.body)) if s is not None]
@@ -697,7 +715,7 @@ class _ReadGroupFn(beam.DoFn):
                 FEED_STATES,
                 state_after(
                     state,
-                    url,
+                    source,
                     started_at,
                     outcome=row["outcome"],
                     status=result.status,

@@ -56,6 +56,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.fetch import redact_url
 from transforms.schema import DEAD_LETTER_SCHEMA, Stage, dead_letter, entry_ref, escaped_text
 from transforms.store import (
     INDEX_DATASET,
@@ -645,7 +646,7 @@ def commit_run(
             "run_id": run_id,
             "kind": "run",
             "started_at": started_at.isoformat(),
-            "inputs": inputs,
+            "inputs": [redact_url(source) for source in inputs],
             "counts": count_files(files),
             "files": [asdict(f) | {"rows_per_source": None} for f in files],
             # Rows dropped or renumbered because another run committed them meanwhile.
