@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.cli import main
+from tests.conftest import PROJECT
 from transforms import enrich
 from transforms.enrich import enrich_article
 from transforms.language import LanguageDetector
@@ -129,10 +132,12 @@ def test_a_fifo_among_the_inputs_is_skipped_with_a_fetch_row_and_does_not_hang(t
     assert rows["good.xml"] == {"outcome": "ok", "error_type": None, "entries": 1}
     assert rows["pipe.xml"] == {"outcome": "skipped", "error_type": "not_a_regular_file", "entries": 0}
 
-    # Named directly, the FIFO gives the same row; the message says what it is.
-    (fifo_row,) = bounded(lambda: outputs_of(str(folder / "pipe.xml"))[FETCHES])
+    # Named directly, the FIFO gives the same row and nothing else; the message says what it is.
+    named = bounded(lambda: outputs_of(str(folder / "pipe.xml")))
+    (fifo_row,) = named[FETCHES]
     assert (fifo_row["outcome"], fifo_row["error_type"]) == ("skipped", "not_a_regular_file")
-    assert "FIFO" in fifo_row["message"]
+    assert "a FIFO (named pipe), not a regular file" in fifo_row["message"]
+    assert named["entries"] == [] and named[DEAD_LETTERS] == []
 
 
 def test_symlink_loops_end_and_every_file_is_listed_once(tmp_path: Path) -> None:
@@ -220,6 +225,36 @@ def test_a_file_name_that_is_not_utf8_is_read_and_its_name_survives_arrow(tmp_pa
             equal_to([1, 1, 1]),
             label="RowsConvert",
         )
+
+
+@pytest.mark.e2e
+def test_a_run_over_a_fifo_a_symlink_loop_and_a_non_utf8_name_ends_and_commits(tmp_path: Path) -> None:
+    """`python -m pipeline run` on such a folder, in its own process under a timeout."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.xml").write_text(rss("Good", "g", "https://e.example/good"), encoding="utf-8")
+    with open(os.path.join(os.fsencode(folder), BAD_NAME), "w", encoding="utf-8") as stream:
+        stream.write(rss("Badly named", "b", "https://e.example/bad"))
+    os.mkfifo(folder / "pipe.xml")
+    (folder / "loop").symlink_to(".")
+    output = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--input", str(folder), "--output", str(output)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(PROJECT)},
+    )
+    assert completed.returncode == 0, completed.stderr
+    fetches = {Path(r["source"]).name: r for r in read_back(output, "feed_fetches")}
+    assert {name: r["outcome"] for name, r in fetches.items()} == {
+        "good.xml": "ok",
+        BAD_NAME_SHOWN: "ok",
+        "pipe.xml": "skipped",
+    }
+    titles = {Path(a["source"]).name: a["title"] for a in read_back(output, "articles")}
+    assert titles == {"good.xml": "Good", BAD_NAME_SHOWN: "Badly named"}
 
 
 # --- 3. one file, two spellings ------------------------------------------------------------------
