@@ -330,48 +330,40 @@ def read_back(output: Path, dataset: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.e2e
-def test_an_entry_failing_in_detection_is_a_dead_letter_and_the_run_commits(
+def test_entries_failing_late_are_dead_letters_in_the_books_and_the_run_commits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A link-less entry whose language detection fails: its dead letter is counted, the books balance.
+    """One run (one run costs seconds) with an entry of each kind that used to sink it:
 
-    No real input makes the detector raise, so a test-only fault is injected into the real stage.
+    - a link-less entry whose language detection fails (its dead letter must carry a ref, `#1`);
+    - an article with a word count beyond int32, which passes every stage but the Arrow conversion;
+    - an entry with lone surrogates (JSON's `\\ud800`), which Beam (sampling sizes) and Arrow reject.
+    No real input makes the detector raise or counts 2^31 words: those two faults are injected into
+    the real stages. The surrogates are real input.
     """
-    original = LanguageDetector.detect
+    original_detect, original_count = LanguageDetector.detect, enrich.count_words
 
     def detect(self: LanguageDetector, title: str | None, text: str | None, declared: str | None) -> Any:
         if title == "Undetectable":
             raise RuntimeError("the detector failed")
-        return original(self, title, text, declared)
+        return original_detect(self, title, text, declared)
 
     monkeypatch.setattr(LanguageDetector, "detect", detect)
-    feed = tmp_path / "feed.json"
-    items = [
-        {"id": "ok-1", "url": "https://e.example/ok", "title": "Fine", "content_text": "The council met."},
-        {"title": "Undetectable", "content_text": "An entry with neither an id nor a link."},
-    ]
-    feed.write_text(json_feed(items), encoding="utf-8")
-    output = tmp_path / "out"
-    assert main(["run", "--input", str(feed), "--output", str(output)]) == 0
-
-    (letter,) = read_back(output, "dead_letters")
-    assert (letter["stage"], letter["error_type"], letter["entry_ref"]) == (
-        "detect_language",
-        "RuntimeError",
-        "#1",
+    monkeypatch.setattr(
+        enrich, "count_words", lambda text: 2**40 if "unwritable" in text else original_count(text)
     )
-    (row,) = read_back(output, "feed_fetches")
-    assert (row["entries"], row["articles_written"], row["dead_letters"]) == (2, 1, 1)
-    assert [a["title"] for a in read_back(output, "articles")] == ["Fine"]
-
-
-@pytest.mark.e2e
-def test_lone_surrogates_from_a_json_feed_are_repaired_where_they_are_read(tmp_path: Path) -> None:
-    """JSON's `\\ud800` decodes to a lone surrogate, which Beam (sampling sizes) and Arrow reject."""
     feed = tmp_path / "feed.json"
     items = [
+        {"id": "ok-0", "url": "https://e.example/ok", "title": "Fine", "content_text": "The council met."},
+        {"title": "Undetectable", "content_text": "An entry with neither an id nor a link."},
         {
-            "id": "s-1",
+            "id": "big-2",
+            "url": "https://e.example/big",
+            "title": "Big",
+            "content_text": "An unwritable count.",
+        },
+        {
+            "id": "s-3",
             "url": "https://e.example/s",
             "title": "Broken \ud800 title",
             "content_text": "The council met on Tuesday evening to approve the budget.",
@@ -381,9 +373,19 @@ def test_lone_surrogates_from_a_json_feed_are_repaired_where_they_are_read(tmp_p
     feed.write_text(json_feed(items), encoding="utf-8")
     output = tmp_path / "out"
     assert main(["run", "--input", str(feed), "--output", str(output)]) == 0
-    (stored,) = read_back(output, "articles")
-    assert (stored["title"], stored["authors"]) == ("Broken \ufffd title", ["B\ufffdo"])
-    assert not (output / "dead_letters").exists()
+
+    letters = sorted(read_back(output, "dead_letters"), key=lambda d: d["stage"])
+    assert [(d["stage"], d["error_type"], d["entry_ref"]) for d in letters] == [
+        ("detect_language", "RuntimeError", "#1"),
+        ("write", "ArrowInvalid", "big-2"),
+    ]
+    assert (
+        "articles column `word_count`" in letters[1]["message"] and "'title': 'Big'" in letters[1]["excerpt"]
+    )
+    (row,) = read_back(output, "feed_fetches")
+    assert (row["entries"], row["articles_written"], row["dead_letters"]) == (4, 2, 2)
+    stored = sorted((a["title"], list(a["authors"])) for a in read_back(output, "articles"))
+    assert stored == [("Broken \ufffd title", ["B\ufffdo"]), ("Fine", [])]
 
 
 # --- 5. the write stage's dead letters ---------------------------------------------------------------
@@ -492,38 +494,6 @@ def test_a_dataset_the_run_must_write_whole_fails_naming_the_column(tmp_path: Pa
                 str(tmp_path), "feed_fetches", FEED_FETCH_SCHEMA, ("ingest_date",), "r1"
             )
         )
-
-
-@pytest.mark.e2e
-def test_an_article_arrow_rejects_is_counted_and_the_run_commits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An article with a word count beyond int32 passes every stage but the Arrow conversion.
-
-    No real input has 2^31 words, so the count is injected into the real enrich stage.
-    """
-    original = enrich.count_words
-    monkeypatch.setattr(enrich, "count_words", lambda text: 2**40 if "unwritable" in text else original(text))
-    feed = tmp_path / "feed.json"
-    items = [
-        {"id": "ok-1", "url": "https://e.example/ok", "title": "Fine", "content_text": "The council met."},
-        {
-            "id": "bad-2",
-            "url": "https://e.example/bad",
-            "title": "Big",
-            "content_text": "An unwritable count.",
-        },
-    ]
-    feed.write_text(json_feed(items), encoding="utf-8")
-    output = tmp_path / "out"
-    assert main(["run", "--input", str(feed), "--output", str(output)]) == 0
-
-    (letter,) = read_back(output, "dead_letters")
-    assert (letter["stage"], letter["error_type"], letter["entry_ref"]) == ("write", "ArrowInvalid", "bad-2")
-    assert "articles column `word_count`" in letter["message"] and "'title': 'Big'" in letter["excerpt"]
-    (row,) = read_back(output, "feed_fetches")
-    assert (row["entries"], row["articles_written"], row["dead_letters"]) == (2, 1, 1)
-    assert [a["title"] for a in read_back(output, "articles")] == ["Fine"]
 
 
 def test_the_windowed_writer_writes_a_dead_letter_for_a_rejected_record(tmp_path: Path) -> None:
