@@ -268,6 +268,11 @@ def write_conf(home: Path, state: Path, ports: dict[str, int]) -> Path:
     return conf_dir
 
 
+def pool_argv(port: int) -> list[str]:
+    """A TaskManager's worker pool: the project's Python, by its path (see deploy/flink/worker_pool.py)."""
+    return [str(PROJECT_PYTHON), str(DEPLOY / "worker_pool.py"), f"--service_port={port}"]
+
+
 def worker_command(state: Path) -> Path:
     """The PROCESS-environment command: the project's Python running sdk_worker_via_pool.py."""
     command = state / "sdk_worker"
@@ -337,10 +342,6 @@ def up(state: Path, standard_ports: bool = False) -> dict[str, Any]:
         return existing
     if existing:
         down(state)
-    check_project_python()
-    home = install_flink()
-    classpath = job_server_classpath()
-    newsbeam_jar = newsbeam_flink_jar(classpath)
     ports = choose_ports(standard_ports)
     busy = taken_ports(ports)
     if busy:
@@ -348,6 +349,10 @@ def up(state: Path, standard_ports: bool = False) -> dict[str, Any]:
             f"cluster: ports already in use: {', '.join(busy)}; another cluster or program listens there "
             "(stop it, e.g. `make cluster-down`, or start without --standard-ports to use free ports)"
         )
+    check_project_python()
+    home = install_flink()
+    classpath = job_server_classpath()
+    newsbeam_jar = newsbeam_flink_jar(classpath)
     state.mkdir(parents=True, exist_ok=True)
     (state / "log").mkdir(exist_ok=True)
     conf_dir = write_conf(home, state, ports)
@@ -371,11 +376,8 @@ def up(state: Path, standard_ports: bool = False) -> dict[str, Any]:
         for index in range(TASK_MANAGERS):
             pool = f"127.0.0.1:{ports[f'pool_{index}']}"
             pids[f"pool_{index}"] = _spawn(
-                f"pool_{index}",
-                [str(PROJECT_PYTHON), str(DEPLOY / "worker_pool.py"),
-                 f"--service_port={ports[f'pool_{index}']}"],
-                state, base_env,
-            )  # fmt: skip
+                f"pool_{index}", pool_argv(ports[f"pool_{index}"]), state, base_env
+            )
             pids[f"taskmanager_{index}"] = _spawn(
                 f"taskmanager_{index}",
                 [str(home / "bin" / "taskmanager.sh"), "start-foreground"],
