@@ -69,7 +69,7 @@ def harness_environment(args: argparse.Namespace) -> dict[str, str]:
         )
 
     def descriptor(url: str) -> str:
-        return text_format.MessageToString(endpoints_pb2.ApiServiceDescriptor(url=url))
+        return str(text_format.MessageToString(endpoints_pb2.ApiServiceDescriptor(url=url)))
 
     return {
         "WORKER_ID": args.id,

@@ -54,17 +54,19 @@ from tests.test_stream_e2e import (
     ONE_UPDATED,
     THREE,
     TWO,
+    WINDOW,
     articles,
     rss,
     serve_changing_feeds,
     write_config,
 )
+from transforms.write import window_label, window_start
 
 DEPLOY = PROJECT / "deploy" / "flink"
 CLUSTER = DEPLOY / "cluster.py"
 SPARK_READER = PROJECT / "deploy" / "spark" / "read_output.py"
 SPARK_PYTHON = PROJECT / ".cluster" / "spark-venv" / "bin" / "python"
-# `python -m pipeline` from the project root: this tree's code (the venv's `newsbeam` script may be another's).
+# `python -m pipeline` from the project root runs this tree's code (the venv's `newsbeam` may not).
 NEWSBEAM = (sys.executable, "-m", "pipeline")
 RUN_TIMEOUT_S = 600
 # The streaming job needs ~40 s on this cluster (2 shared cores) before its first poll.
@@ -574,6 +576,9 @@ def test_streaming_on_flink_stores_every_served_revision_once_across_stops_resta
     assert [key for key, count in stored.items() if count > 1] == [], f"stored more than once: {stored}"
     a1_versions = {row["text"]: row["version"] for row in rows if row["entry_id"].endswith("/a1")}
     assert a1_versions == {ONE[2]: 1, ONE_UPDATED[2]: 2}, a1_versions
+    for row in rows:  # each article sits in the window of its ingested_at
+        start = window_start(row["ingested_at"].timestamp(), WINDOW)
+        assert f"part-{window_label(start)}-" in Path(row["filename"]).name, row
     # Nothing partial in the datasets: every file there is a published Parquet file DuckDB read above.
     for dataset in ("articles", "feed_fetches", "dead_letters"):
         partial = [p for p in (output / dataset).rglob("*") if p.is_file() and p.suffix != ".parquet"]
