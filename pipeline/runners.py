@@ -151,14 +151,20 @@ def flink_options(state: dict[str, object]) -> list[str]:
     """Pipeline flags for the local Flink cluster: its job server and the per-TaskManager worker pools.
 
     Parallelism equals the number of TaskManagers (one slot each), so every stage has a subtask, and
-    so an SDK worker, on each TaskManager. Flags given on the command line come later and win.
+    so an SDK worker, on each TaskManager. The state's `pipeline_options` are what every job on that
+    cluster needs (there: stage no jars, the runner is on the cluster's classpath). Flags given on the
+    command line come later and win.
     """
     command = json.dumps({"command": str(state["worker_command"])})
     cluster_flags = state.get("pipeline_options", [])
+    if not isinstance(cluster_flags, list):
+        raise RunnerError(
+            f"runner: `pipeline_options` of the Flink cluster state is not a list: {cluster_flags!r}"
+        )
     return [
         f"--job_endpoint={state['job_endpoint']}",
         "--environment_type=PROCESS",
         f"--environment_config={command}",
         f"--parallelism={state.get('parallelism', 2)}",
-        *(str(flag) for flag in cluster_flags if isinstance(cluster_flags, list)),
+        *map(str, cluster_flags),
     ]
