@@ -51,6 +51,7 @@ def _jobgraph_times(state: Path) -> list[float]:
 
 
 def one_run(state: Path, seconds: int, work: Path) -> dict[str, Any]:
+    work.mkdir(parents=True)
     with FeedServer() as server:
         config = write_config(work, serve_changing_feeds(server))
         settings = yaml.safe_load(config.read_text())

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -56,6 +57,7 @@ from tests.test_stream_e2e import (
     TWO,
     WINDOW,
     articles,
+    leftovers,
     rss,
     serve_changing_feeds,
     write_config,
@@ -554,7 +556,9 @@ def test_streaming_on_flink_stores_every_served_revision_once_across_stops_resta
         second = _start_stream(config, flink)
         _wait_for(lambda: changing.served_in(2) >= 2, "run 2's polls of the update", second)
         os.killpg(second.pid, signal.SIGKILL)
-        second.communicate()
+        _, killed_err = second.communicate()
+        killed_run = re.search(r"newsbeam stream (\S+): polling", killed_err)
+        assert killed_run is not None, killed_err[-3000:]
         orphans = _running_streaming_jobs(flink)
         assert len(orphans) == 1, "the killed launcher's job runs on in the cluster"
         _cancel(flink, orphans[0])  # as an operator would after a crash: its open windows are lost
@@ -583,6 +587,8 @@ def test_streaming_on_flink_stores_every_served_revision_once_across_stops_resta
     for dataset in ("articles", "feed_fetches", "dead_letters"):
         partial = [p for p in (output / dataset).rglob("*") if p.is_file() and p.suffix != ".parquet"]
         assert partial == [], partial
+    # Clean stops leave nothing behind; only the killed run may have left staged files (outside the datasets).
+    assert [path for path in leftovers(output) if killed_run.group(1) not in path] == []
     # The SDK workers' log lines (the per-cycle line of the poll loop) reach the worker pools' logs.
     pool_logs = "".join(
         (Path(flink["state"]) / "log" / f"pool_{index}.out").read_text(errors="replace") for index in range(2)
