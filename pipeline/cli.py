@@ -35,6 +35,7 @@ from pipeline.options import make_pipeline_options
 from pipeline.report import render_report
 from pipeline.runners import RunnerError, make_runner
 from pipeline.streaming import STREAM_CONFIG, add_stream_command, run_stream
+from transforms.paths import RunIdError, validate_run_id
 from transforms.schema import RunInfo
 from transforms.store import CommitLockTimeout
 from transforms.write import manifest_path, read_json
@@ -201,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         config = DEFAULT_CONFIG
     try:
         overrides = {"inputs": getattr(args, "input", None), "output": args.output}
+        if getattr(args, "run_id", None) is not None:
+            validate_run_id(args.run_id)
         settings = load_settings(config, overrides | {"runner": getattr(args, "runner", None)})
         if args.command in ("compact", "prune"):
             run_maintenance(args.command, settings, args)
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             run_id = args.run_id or new_run_id(datetime.now(UTC).replace(microsecond=0))
             launched = launch_dataflow(settings, beam_args, run_id, pipeline_version(), args.dry_run)
             print(describe(launched))
-    except (ConfigError, RunnerError, FeedListError) as error:
+    except (ConfigError, RunnerError, FeedListError, RunIdError) as error:
         print(f"newsbeam: configuration error: {error}", file=sys.stderr)
         return 2
     except (CommitLockTimeout, MaintenanceError) as error:

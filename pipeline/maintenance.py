@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.paths import list_files, validate_run_id
 from transforms.store import (
     INDEX_DATASET,
     INDEX_FIELDS,
@@ -109,6 +110,7 @@ def prepare_run(output: str, run_id: str, lock_timeout: float = 600.0) -> dict[s
     Returns the manifest when `run_id` is already committed (a retry after a crash that came after
     the commit): the run has nothing left to do.
     """
+    validate_run_id(run_id)
     with CommitLock(output, f"recovery before run {run_id}", timeout=lock_timeout):
         recover_runs(output)
         path = manifest_path(output, run_id)
@@ -124,13 +126,8 @@ def prepare_run(output: str, run_id: str, lock_timeout: float = 600.0) -> dict[s
 
 
 def list_parquet(root: str) -> list[str]:
-    """Every Parquet file under `root`, sorted."""
-    if is_local(root):
-        found = []
-        for folder, _, names in os.walk(root):
-            found += [os.path.join(folder, name) for name in names if name.endswith(".parquet")]
-        return sorted(found)
-    return sorted(m.path for m in FileSystems.match([join(root, "**.parquet")])[0].metadata_list)
+    """Every Parquet file under `root`, sorted (listed, never matched as a pattern)."""
+    return [m.path for m in list_files(root, ".parquet", recursive=True)]
 
 
 def partitions_of(output: str, dataset: str) -> dict[str, list[str]]:
@@ -146,7 +143,8 @@ def partitions_of(output: str, dataset: str) -> dict[str, list[str]]:
 def _size(path: str) -> int:
     if is_local(path):
         return os.path.getsize(path)
-    return int(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
+    listed = [m for m in list_files(posixpath.dirname(path)) if m.path == path]
+    return int(listed[0].size_in_bytes)
 
 
 # --- compact --------------------------------------------------------------------------------------

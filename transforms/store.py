@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.paths import list_files
 from transforms.schema import TIMESTAMP, Column, arrow_schema
 
 STATE_DIR = "_state"
@@ -114,8 +115,8 @@ def index_dir(output: str) -> str:
 
 
 def list_index_files(output: str) -> list[str]:
-    pattern = join(index_dir(output), "*.parquet")
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    """The index deltas, sorted: listed, never matched (the output's name may hold `[`, `*`, `?`)."""
+    return [m.path for m in list_files(index_dir(output), ".parquet")]
 
 
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:

@@ -56,6 +56,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.paths import child, delete_inside, list_files, validate_run_id
 from transforms.store import (
     INDEX_DATASET,
     INDEX_SCHEMA,
@@ -192,7 +193,7 @@ class _StageFilesFn(beam.DoFn):
             [f for f in schema if f.name not in partition_keys], metadata=schema.metadata
         )
         self._keys = partition_keys
-        self._run_id = run_id
+        self._run_id = validate_run_id(run_id)
         self._settings = settings
         self._rows = Metrics.counter("write", f"{dataset}_rows")
         self._files = Metrics.counter("write", f"{dataset}_files")
@@ -291,8 +292,12 @@ def manifest_path(output: str, run_id: str) -> str:
     return join_path(output, RUNS_DIR, f"{run_id}.json")
 
 
+def pending_folder(output: str) -> str:
+    return join_path(output, RUNS_DIR, PENDING_DIR)
+
+
 def pending_path(output: str, run_id: str) -> str:
-    return join_path(output, RUNS_DIR, PENDING_DIR, run_id)
+    return join_path(pending_folder(output), run_id)
 
 
 def write_json_atomically(path: str, document: dict[str, Any]) -> None:
@@ -302,7 +307,7 @@ def write_json_atomically(path: str, document: dict[str, Any]) -> None:
         stream.write(json.dumps(document, indent=2, sort_keys=True, default=str).encode("utf-8"))
     if "://" in path:
         if FileSystems.exists(path):
-            FileSystems.delete([path])  # object stores cannot rename over an existing object
+            delete_inside(posixpath.dirname(path), [path])  # object stores cannot rename over an object
         FileSystems.rename([temporary], [path])
     else:
         os.replace(temporary, path)  # atomic on POSIX: readers see the old or the new manifest
@@ -392,7 +397,7 @@ def finish_commit(output: str, manifest: dict[str, Any], fault_prefix: str = "")
     remove_staging(output, run_id)
     marker = pending_path(output, run_id)
     if FileSystems.exists(marker):
-        FileSystems.delete([marker])
+        delete_inside(pending_folder(output), [marker])
     return manifest
 
 
@@ -402,9 +407,8 @@ def recover_runs(output: str) -> list[str]:
     Returns the ids rolled forward. Markers of commits that never wrote their manifest (the crash
     came before the decision) are removed: those runs never happened for readers.
     """
-    pattern = join_path(output, RUNS_DIR, PENDING_DIR, "*")
     recovered = []
-    for match in FileSystems.match([pattern])[0].metadata_list:
+    for match in list_files(pending_folder(output)):
         run_id = posixpath.basename(match.path)
         path = manifest_path(output, run_id)
         if FileSystems.exists(path):
@@ -416,7 +420,7 @@ def recover_runs(output: str) -> list[str]:
         # Committed but not cleaned up, or dead before its decision: the staged files are garbage
         # (the marker is written under the lock, so its run is not committing any more).
         remove_staging(output, run_id)
-        FileSystems.delete([match.path])
+        delete_inside(pending_folder(output), [match.path])
     return recovered
 
 
@@ -497,7 +501,7 @@ def move_to_already_stored(table: pa.Table, dropped: dict[str, int]) -> pa.Table
 
 
 def _rewrite(staged: StagedFile, table: pa.Table) -> StagedFile:
-    FileSystems.delete([staged.staged_path])
+    delete_inside(posixpath.dirname(staged.staged_path), [staged.staged_path])
     if table.num_rows:
         write_parquet(table, staged.staged_path, ParquetSettings())
     return replace(staged, rows=table.num_rows, rows_per_source={})
@@ -518,6 +522,7 @@ def commit_run(
     store `snapshot`) reconciles with runs committed meanwhile, then publishes. A run id that is
     already committed (a retried commit step) is not published twice.
     """
+    validate_run_id(run_id)
     fault_point("commit.waiting")
     with CommitLock(output, f"run {run_id}", timeout=lock_timeout):
         fault_point("commit.locked")
@@ -544,16 +549,21 @@ def commit_run(
 
 
 def remove_staging(output: str, run_id: str) -> None:
-    staging = join_path(output, STAGING_DIR, run_id)
+    """Delete the run's staging folder `OUTPUT/_staging/<run_id>/`, and never anything outside it.
+
+    `child` and `delete_inside` raise `DeleteOutsideFolderError` for an id that is not one plain
+    segment (`..`, `a/b`) or a path that normalizes outside the folder: a bug must not cost the output.
+    """
+    root = join_path(output, STAGING_DIR)
+    staging = child(root, run_id)
     if "://" in staging:
         # Object stores have no folders to delete: every object under the prefix goes (files the
         # commit did not move, such as the originals of edited files or a failed bundle's output).
-        leftovers = [m.path for m in FileSystems.match([f"{staging}/**"])[0].metadata_list]
+        leftovers = [m.path for m in list_files(staging, recursive=True)]
         if leftovers:
-            FileSystems.delete(leftovers)
+            delete_inside(staging, leftovers)
     elif FileSystems.exists(staging):
-        FileSystems.delete([staging])
-    root = join_path(output, STAGING_DIR)
+        delete_inside(root, [staging])
     if "://" not in root and FileSystems.exists(root):
         with contextlib.suppress(OSError):
             os.rmdir(root)  # only when no other run is staging
@@ -704,7 +714,7 @@ def publish_window_file(
     with CommitLock(spec.output, f"stream {spec.run_id}"):
         for move in moves:
             if FileSystems.exists(move["final_path"]):  # a retried flush: the same rows are already there
-                FileSystems.delete([move["staged_path"]])
+                delete_inside(join_path(spec.output, STAGING_DIR, spec.run_id), [move["staged_path"]])
             else:
                 publish([move])
     return [move["final_path"] for move in moves]
@@ -780,6 +790,7 @@ class WriteWindowedParquet(beam.PTransform):
 
     def __init__(self, spec: WindowFileSpec) -> None:
         super().__init__()
+        validate_run_id(spec.run_id)
         self._spec = spec
 
     def expand(self, records: PCollection) -> PCollection:
