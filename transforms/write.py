@@ -32,14 +32,13 @@ import hashlib
 import json
 import os
 import posixpath
-import re
+import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import apache_beam as beam
 import pyarrow as pa
@@ -74,9 +73,15 @@ STAGING_DIR = "_staging"
 RUNS_DIR = "_runs"
 PENDING_DIR = "_pending"  # markers of commits under way: what recovery looks at
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
-MAX_PARTITION_VALUE_CHARS = 100
-# Characters Hive itself escapes in partition values, plus any non-ASCII and control character.
+# The longest folder name most filesystems allow (NAME_MAX, in bytes), for the whole `key=value`.
+MAX_PARTITION_SEGMENT_BYTES = 255
+_DIGEST_CHARS = 16
+# ASCII characters kept as they are; every other ASCII character is %XX-escaped (Hive escapes a
+# subset of them). Other characters are kept when they are letters, marks or digits of any script
+# (Hive keeps them too): an IDN host stays readable and short. Spaces, controls, format characters
+# (bidi overrides) and symbols or punctuation of any script (fullwidth or division slashes) are escaped.
 _SAFE_PARTITION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+@,")
+_KEPT_CATEGORIES = ("L", "M", "N")
 
 
 @dataclass(frozen=True)
@@ -111,42 +116,49 @@ def join_path(*parts: str) -> str:
     return FileSystems.join(head, *rest)
 
 
-def escape_partition_value(value: Any) -> str:
-    """A partition value that is one safe path segment: Hive-style %XX escapes, bounded length.
+def _escape_character(ch: str) -> str:
+    if ch in _SAFE_PARTITION_CHARS or (not ch.isascii() and unicodedata.category(ch)[0] in _KEPT_CATEGORIES):
+        return ch
+    return "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
 
-    `..`, `/`, `%2F`, empty and very long values all stay inside their dataset folder.
+
+def escape_partition_value(value: Any, max_bytes: int = MAX_PARTITION_SEGMENT_BYTES) -> str:
+    """A partition value that is one safe path segment of at most `max_bytes` UTF-8 bytes.
+
+    Hive-style %XX escapes (which DuckDB's `hive_partitioning` and `pyarrow.dataset` decode), so
+    `..`, `/`, `%2F` and empty values all stay inside their dataset folder and read back exactly.
+    Only a value whose escaped form is longer than `max_bytes` is cut, at a whole character, and
+    ends in `~` and a digest of the value (a literal `~` is escaped, so the two never meet): distinct
+    long values stay distinct, but they no longer read back exactly.
     """
     if value is None:
         return NULL_PARTITION
     text = str(value)
     if text == "":
         return NULL_PARTITION
-    escaped = "".join(
-        ch if ch in _SAFE_PARTITION_CHARS else "".join(f"%{b:02X}" for b in ch.encode("utf-8")) for ch in text
-    )
-    if escaped.startswith("."):  # no hidden segments and never "." or ".."
-        escaped = "%2E" + escaped[1:]
-    if len(escaped) > MAX_PARTITION_VALUE_CHARS:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        head = escaped[: MAX_PARTITION_VALUE_CHARS - 17]
-        while head and not _whole_characters(head):  # never cut a %XX or a UTF-8 sequence in two
-            head = head[:-1]
-        escaped = f"{head}~{digest}"
-    return escaped
-
-
-def _whole_characters(escaped: str) -> bool:
-    if re.search(r"%[0-9A-F]?$", escaped):
-        return False
-    try:
-        unquote_to_bytes(escaped).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    pieces = [_escape_character(ch) for ch in text]
+    if pieces[0] == ".":  # no hidden segments and never "." or ".."
+        pieces[0] = "%2E"
+    escaped = "".join(pieces)
+    if len(escaped.encode("utf-8")) <= max_bytes:
+        return escaped
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
+    budget, head = max_bytes - _DIGEST_CHARS - 1, []
+    for piece in pieces:  # whole pieces only: never a %XX or a UTF-8 sequence cut in two
+        budget -= len(piece.encode("utf-8"))
+        if budget < 0:
+            break
+        head.append(piece)
+    return f"{''.join(head)}~{digest}"
 
 
 def partition_path(record: dict[str, Any], keys: tuple[str, ...]) -> str:
-    return "/".join(f"{key}={escape_partition_value(record.get(key))}" for key in keys)
+    """`key=value/...` folders, each segment at most `MAX_PARTITION_SEGMENT_BYTES` bytes."""
+    segments = []
+    for key in keys:
+        budget = MAX_PARTITION_SEGMENT_BYTES - len(key.encode("utf-8")) - 1  # the `key=` comes first
+        segments.append(f"{key}={escape_partition_value(record.get(key), budget)}")
+    return "/".join(segments)
 
 
 def records_to_table(
