@@ -30,7 +30,15 @@ from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.feeds import FeedListError, feed_list
 from pipeline.launch import DATAFLOW_CONFIG, describe, launch_dataflow
 from pipeline.launch import __doc__ as launch_doc
-from pipeline.maintenance import MaintenanceError, compact, parse_age, prepare_run, prune
+from pipeline.maintenance import (
+    MaintenanceError,
+    add_repair_command,
+    compact,
+    parse_age,
+    prepare_run,
+    prune,
+    run_repair,
+)
 from pipeline.options import make_pipeline_options
 from pipeline.report import render_report
 from pipeline.runners import RunnerError, make_runner
@@ -89,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="poll every feed now, ignoring ttl/max-age and failure backoff"
     )
     _add_maintenance_commands(commands)
+    add_repair_command(commands)
     add_stream_command(commands)
     _add_launch_command(commands)
     return parser
@@ -208,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("compact", "prune"):
             run_maintenance(args.command, settings, args)
             return 0
+        if args.command == "repair":
+            return run_repair(settings, args)
         if getattr(args, "opml", None):  # a missing or broken file fails in feed_list with its name
             settings = settings.model_copy(update={"opml": [str(path) for path in args.opml]})
         if getattr(args, "force", False):

@@ -36,6 +36,7 @@ from apache_beam.pipeline import Pipeline
 from pipeline.build import DATASETS, build_stream
 from pipeline.config import ConfigError, Settings
 from pipeline.feeds import feed_list, parse_duration
+from pipeline.maintenance import check_index
 from pipeline.options import make_pipeline_options
 from pipeline.runners import LOCAL_ALIASES, make_runner
 from transforms.feed_state import FeedSource
@@ -177,6 +178,7 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
     from pipeline.cli import pipeline_version  # the CLI module imports this one
 
     validate_run_id(run_id)
+    check_index(settings.output)  # a damaged index would seed the stream's dedupe wrongly
     if settings.runner.strip().lower() in LOCAL_ALIASES:
         raise ConfigError(
             f"runner: {settings.runner!r} runs batch pipelines only (an unbounded one never emits its "

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystem import FileSystem
 
-from pipeline.cli import new_run_id
+from pipeline.cli import main, new_run_id
 from tests.test_incremental import make_inputs, run
 from transforms.write import remove_staging
 
@@ -172,3 +172,68 @@ def test_an_escaped_folder_pattern_matches_only_that_folder(name: str) -> None:
     assert not matches(f"{folder}/sub/part-0.parquet")
     assert not matches("s3://bucket/data/out1/part-0.parquet")
     assert not matches("s3://bucket/data/aXb/part-0.parquet")
+
+
+# --- a damaged version index ----------------------------------------------------------------------
+
+
+def index_rows(output: Path) -> list[dict[str, Any]]:
+    files = sorted((output / "_state" / "articles").glob("*.parquet"))
+    rows = [row for path in files for row in pq.read_table(path).to_pylist()]
+    return sorted(rows, key=lambda row: (row["article_id"], row["version"]))
+
+
+def repair_then_rerun_stores_nothing(
+    inputs: Path, output: Path, capsys: pytest.CaptureFixture[str], problem: str
+) -> None:
+    assert main(["repair", str(output)]) == 0
+    said = capsys.readouterr().out
+    assert problem in said and "rebuilt from the article files: 6 rows" in said
+    assert run(inputs, output, "--run-id", "after-repair") == 0
+    report = capsys.readouterr().out
+    assert "articles written:  0" in report and f"already stored:    {ARTICLES_PER_RUN} " in report
+    assert article_rows(output) == ARTICLES_PER_RUN
+    assert main(["repair", str(output)]) == 0
+    assert "the version index is whole; nothing to do" in capsys.readouterr().out
+
+
+def test_a_deleted_index_delta_stops_the_next_run_and_repair_rebuilds_it(
+    store: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs, output = store
+    original = index_rows(output)
+    (delta,) = (output / "_state" / "articles").glob("*.parquet")
+    delta.unlink()
+    capsys.readouterr()
+
+    assert run(inputs, output, "--run-id", "r2") == 3
+    error = capsys.readouterr().err
+    assert f"{delta} is missing" in error and f"newsbeam repair {output}" in error
+    assert "_runs/r1.json" in error  # the manifest that listed it
+    assert article_rows(output) == ARTICLES_PER_RUN  # nothing stored twice
+    assert not (output / "_runs" / "r2.json").exists()
+
+    repair_then_rerun_stores_nothing(inputs, output, capsys, f"{delta} is missing")
+    assert index_rows(output) == original  # the same rows as the lost delta, all six fields
+    assert len(list((output / "_state" / "articles").glob("*.parquet"))) == 1
+
+
+def test_a_truncated_index_delta_is_named_and_repair_rebuilds_it(
+    store: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs, output = store
+    original = index_rows(output)
+    (delta,) = (output / "_state" / "articles").glob("*.parquet")
+    delta.write_bytes(delta.read_bytes()[: delta.stat().st_size // 2])
+    capsys.readouterr()
+
+    assert run(inputs, output, "--run-id", "r2") == 3
+    error = capsys.readouterr().err
+    assert f"{delta} is unreadable" in error and "magic bytes" in error
+    assert f"newsbeam repair {output}" in error
+    assert main(["compact", "--output", str(output)]) == 3  # maintenance refuses too, naming the file
+    assert f"{delta} is unreadable" in capsys.readouterr().err
+
+    repair_then_rerun_stores_nothing(inputs, output, capsys, f"{delta} is unreadable")
+    assert index_rows(output) == original
+    assert (output / "_trash").is_dir()  # the broken delta is kept in the trash, not deleted

@@ -101,6 +101,10 @@ def fault_point(name: str) -> None:
 # --- the seen-set ---------------------------------------------------------------------------------
 
 
+class IndexFileError(RuntimeError):
+    """A delta of the version index that cannot be read; the message names it and the repair."""
+
+
 @dataclass(frozen=True)
 class StoredVersion:
     """The latest stored version of one article id."""
@@ -130,12 +134,19 @@ def read_index(files: Iterable[str], ids: Iterable[str] | None = None) -> pa.Tab
     tables = []
     for path in files:
         with FileSystems.open(path) as stream:
-            # Batch by batch: memory holds the matches, never the whole index.
-            for batch in pq.ParquetFile(stream).iter_batches(batch_size=262_144, columns=LOOKUP_FIELDS):
-                table = pa.Table.from_batches([batch])
-                if wanted is not None:
-                    table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
-                tables.append(table.select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA))
+            try:
+                # Batch by batch: memory holds the matches, never the whole index.
+                reader = pq.ParquetFile(stream)
+                for batch in reader.iter_batches(batch_size=262_144, columns=LOOKUP_FIELDS):
+                    table = pa.Table.from_batches([batch])
+                    if wanted is not None:
+                        table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
+                    tables.append(table.select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA))
+            except pa.ArrowException as error:
+                raise IndexFileError(
+                    f"the version index file {path} cannot be read ({error}); rebuild the index from the "
+                    "article files with `newsbeam repair OUTPUT`"
+                ) from error
     if not tables:
         return LOOKUP_SCHEMA.empty_table()
     return pa.concat_tables(tables)
