@@ -46,7 +46,7 @@ from pipeline.streaming import STREAM_CONFIG, add_stream_command, run_stream
 from transforms.paths import RunIdError, validate_run_id
 from transforms.schema import RunInfo
 from transforms.store import CommitLockTimeout
-from transforms.write import manifest_path, read_json
+from transforms.write import manifest_path, read_json, release_staging_lease
 
 DEFAULT_CONFIG = Path("configs/local.yaml")
 
@@ -194,8 +194,11 @@ def run_batch(settings: Settings, beam_args: list[str], run_id: str | None = Non
     clock = time.monotonic()
     pipeline = Pipeline(runner=make_runner(settings.runner), options=options)
     build_batch(pipeline, settings, run)
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:  # a failed run's staging is garbage for the next run once this lease is free
+        release_staging_lease(settings.output, run.run_id)
     manifest = read_json(manifest_path(settings.output, run.run_id))
     print(render_report(manifest, settings.output, time.monotonic() - clock, _metrics(result)))
     return manifest

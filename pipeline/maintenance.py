@@ -51,12 +51,17 @@ from transforms.write import (
     RUNS_DIR,
     STAGING_DIR,
     ParquetSettings,
+    StagingInUseError,
     apply_manifest,
+    check_staging_free,
     manifest_path,
     pending_path,
     read_json,
     recover_runs,
+    release_staging_lease,
     remove_staging,
+    staging_lease,
+    take_staging_lease,
     write_parquet,
 )
 
@@ -66,8 +71,6 @@ DEFAULT_GRACE = timedelta(hours=1)
 # Files at least this big are left alone: compaction is for the many small files of frequent runs.
 DEFAULT_LARGE_FILE_BYTES = 64 * 1024 * 1024
 DEFAULT_ROWS_PER_FILE = 1_000_000
-# Staging untouched this long belongs to a run that died before its commit (a live one writes there).
-STAGING_EXPIRY = timedelta(days=2)
 
 
 class MaintenanceError(RuntimeError):
@@ -114,18 +117,24 @@ def prepare_run(output: str, run_id: str, lock_timeout: float = 600.0) -> dict[s
     """Before a run: roll forward interrupted commits and clear this run id's partial staging.
 
     Returns the manifest when `run_id` is already committed (a retry after a crash that came after
-    the commit): the run has nothing left to do.
+    the commit): the run has nothing left to do. Otherwise this process holds the run's staging
+    lease (transforms/write.py) until the commit removes the staging or `release_staging_lease`.
     """
     validate_run_id(run_id)
     with CommitLock(output, f"recovery before run {run_id}", timeout=lock_timeout):
-        recover_runs(output)
+        recover_runs(output)  # also removes the staging of runs that died before their decision
         path = manifest_path(output, run_id)
         if FileSystems.exists(path):
             manifest = read_json(path)
             if manifest.get("status") == "committed":
                 return manifest
+        try:
+            check_staging_free(output, run_id)
+        except StagingInUseError as error:
+            raise MaintenanceError(str(error)) from None
         remove_staging(output, run_id)  # a failed attempt's files: this attempt replaces them
         check_index(output)
+        take_staging_lease(output, run_id)  # released when the commit removes the staging
     return None
 
 
@@ -257,7 +266,7 @@ def repair_index(
     settings = settings or ParquetSettings()
     op = operation_id("repair")
     report = MaintenanceReport(op)
-    with CommitLock(output, f"repair {op}", timeout=lock_timeout):
+    with CommitLock(output, f"repair {op}", timeout=lock_timeout), staging_lease(output, op):
         recover_runs(output)
         damage = index_damage(output)
         report.damaged = [f"{d.path} is {d.problem}" for d in damage]
@@ -437,39 +446,48 @@ def compact(
     settings = settings or ParquetSettings()
     op = operation_id("compact")
     report = MaintenanceReport(op)
-    with CommitLock(output, f"recovery before {op}", timeout=lock_timeout):
-        recover_runs(output)  # an interrupted compaction is finished before planning this one
-        check_index(output)  # merging a broken delta fails, naming no file
-    files: list[dict[str, Any]] = []
-    retired: list[dict[str, Any]] = []
-    groups = [(d, p, f) for d in datasets for p, f in sorted(partitions_of(output, d).items())]
-    groups.append((INDEX_DATASET, "", list_index_files(output)))
-    for dataset, partition, paths in groups:
-        small = [path for path in paths if _size(path) < large_file_bytes]
-        if len(small) < min_files:
-            continue
-        staged_folder = join(output, STAGING_DIR, op, dataset, partition)
-        final_folder = join(output, dataset, partition)
-        for staged, name, rows in merge_files(small, staged_folder, f"part-{op}", settings, rows_per_file):
-            files.append(_move(dataset, partition, staged, join(final_folder, name), rows))
-            report.files_after += 1
-            report.rows += rows if dataset != INDEX_DATASET else 0
-        trash_folder = join(output, TRASH_DIR, op, dataset, partition)
-        retired += [_move(dataset, partition, p, join(trash_folder, posixpath.basename(p)), 0) for p in small]
-        report.partitions += 1
-        report.files_before += len(small)
-    if files:
-        with CommitLock(output, f"compact {op}", timeout=lock_timeout):
-            fault_point("compact.locked")
-            recover_runs(output)
-            missing = [m["staged_path"] for m in retired if not FileSystems.exists(m["staged_path"])]
-            if missing:  # pruned meanwhile: merging would bring the rows back
-                remove_staging(output, op)
-                raise MaintenanceError(f"files changed during compaction (e.g. {missing[0]}); run it again")
-            apply_manifest(output, _manifest(op, "compact", files, retired), "compact")
-        report.retired = [m["staged_path"] for m in retired]
-    else:
-        remove_staging(output, op)
+    with contextlib.ExitStack() as lease:
+        with CommitLock(output, f"recovery before {op}", timeout=lock_timeout):
+            recover_runs(output)  # an interrupted compaction is finished before planning this one
+            check_index(output)  # merging a broken delta fails, naming no file
+            take_staging_lease(output, op)  # it stages outside the lock: live till it ends
+            lease.callback(release_staging_lease, output, op)
+        files: list[dict[str, Any]] = []
+        retired: list[dict[str, Any]] = []
+        groups = [(d, p, f) for d in datasets for p, f in sorted(partitions_of(output, d).items())]
+        groups.append((INDEX_DATASET, "", list_index_files(output)))
+        for dataset, partition, paths in groups:
+            small = [path for path in paths if _size(path) < large_file_bytes]
+            if len(small) < min_files:
+                continue
+            staged_folder = join(output, STAGING_DIR, op, dataset, partition)
+            final_folder = join(output, dataset, partition)
+            for staged, name, rows in merge_files(
+                small, staged_folder, f"part-{op}", settings, rows_per_file
+            ):
+                files.append(_move(dataset, partition, staged, join(final_folder, name), rows))
+                report.files_after += 1
+                report.rows += rows if dataset != INDEX_DATASET else 0
+            trash_folder = join(output, TRASH_DIR, op, dataset, partition)
+            retired += [
+                _move(dataset, partition, p, join(trash_folder, posixpath.basename(p)), 0) for p in small
+            ]
+            report.partitions += 1
+            report.files_before += len(small)
+        if files:
+            with CommitLock(output, f"compact {op}", timeout=lock_timeout):
+                fault_point("compact.locked")
+                recover_runs(output)
+                missing = [m["staged_path"] for m in retired if not FileSystems.exists(m["staged_path"])]
+                if missing:  # pruned meanwhile: merging would bring the rows back
+                    remove_staging(output, op)
+                    raise MaintenanceError(
+                        f"files changed during compaction (e.g. {missing[0]}); run it again"
+                    )
+                apply_manifest(output, _manifest(op, "compact", files, retired), "compact")
+            report.retired = [m["staged_path"] for m in retired]
+        else:
+            remove_staging(output, op)
     report.trash_emptied = empty_trash(output, grace)
     return report
 
@@ -543,7 +561,7 @@ def prune(
             report.partitions += 1
             report.files_before += len(paths)
             report.rows += sum(pq.ParquetFile(p).metadata.num_rows for p in paths if is_local(p))
-    with CommitLock(output, f"prune {op}", timeout=lock_timeout):
+    with CommitLock(output, f"prune {op}", timeout=lock_timeout), staging_lease(output, op):
         fault_point("prune.locked")
         recover_runs(output)
         check_index(output)
@@ -624,17 +642,6 @@ def empty_trash(output: str, grace: timedelta, now: datetime | None = None) -> i
         ):
             shutil.rmtree(join(trash_root, op), ignore_errors=True)
             emptied += 1
-    staging_root = join(output, STAGING_DIR)
-    for run in _children(staging_root):
-        # Staging of a run that died before its commit: nothing will ever publish it.
-        # A live job keeps writing there: the newest file's age, not the folder's, says it is dead.
-        folder = join(staging_root, run)
-        newest = max([os.path.getmtime(f) for f in list_parquet(folder)] + [os.path.getmtime(folder)])
-        age = now.timestamp() - newest
-        if age >= max(grace, STAGING_EXPIRY).total_seconds() and not FileSystems.exists(
-            pending_path(output, run)
-        ):
-            shutil.rmtree(folder, ignore_errors=True)
     return emptied
 
 

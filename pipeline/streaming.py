@@ -36,7 +36,7 @@ from apache_beam.pipeline import Pipeline
 from pipeline.build import DATASETS, build_stream
 from pipeline.config import ConfigError, Settings
 from pipeline.feeds import feed_list, parse_duration
-from pipeline.maintenance import check_index
+from pipeline.maintenance import MaintenanceError, check_index
 from pipeline.options import make_pipeline_options
 from pipeline.runners import LOCAL_ALIASES, make_runner
 from transforms.feed_state import FeedSource
@@ -44,7 +44,16 @@ from transforms.parse import is_http_url
 from transforms.paths import delete_inside, list_files, validate_run_id
 from transforms.poll import PollSchedule, tick_seconds_for
 from transforms.schema import RunInfo
-from transforms.write import RUNS_DIR, join_path, remove_staging
+from transforms.store import CommitLock
+from transforms.write import (
+    RUNS_DIR,
+    StagingInUseError,
+    check_staging_free,
+    join_path,
+    recover_runs,
+    remove_staging,
+    take_staging_lease,
+)
 
 STREAM_CONFIG = Path("configs/streaming.yaml")
 STREAM_LOGGER = "newsbeam.stream"
@@ -178,7 +187,6 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
     from pipeline.cli import pipeline_version  # the CLI module imports this one
 
     validate_run_id(run_id)
-    check_index(settings.output)  # a damaged index would seed the stream's dedupe wrongly
     if settings.runner.strip().lower() in LOCAL_ALIASES:
         raise ConfigError(
             f"runner: {settings.runner!r} runs batch pipelines only (an unbounded one never emits its "
@@ -204,6 +212,15 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
     options = make_pipeline_options(
         settings.runner, settings.beam_options, stream_beam_args(settings, beam_args)
     )
+    FileSystems.set_options(options)  # s3:// and gs:// outputs need them before the pipeline exists
+    with CommitLock(settings.output, f"recovery before stream {run_id}"):
+        recover_runs(settings.output)  # removes the staging of runs that died before their decision
+        check_index(settings.output)  # a damaged index would seed the stream's dedupe wrongly
+        try:
+            check_staging_free(settings.output, run_id)
+        except StagingInUseError as error:
+            raise MaintenanceError(str(error)) from None
+        take_staging_lease(settings.output, run_id)  # released by remove_staging when it ends
     pipeline = Pipeline(runner=make_runner(settings.runner), options=options)
     build_stream(pipeline, settings, run, schedule, feeds)
     print(

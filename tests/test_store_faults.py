@@ -8,11 +8,13 @@ as a pattern too).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from apache_beam.io.filesystem import FileSystem
 
 from pipeline.cli import main, new_run_id
 from tests.test_incremental import make_inputs, run
-from transforms.write import remove_staging
+from transforms.write import remove_staging, write_parquet
 
 pytestmark = pytest.mark.e2e
 
@@ -237,3 +239,129 @@ def test_a_truncated_index_delta_is_named_and_repair_rebuilds_it(
     repair_then_rerun_stores_nothing(inputs, output, capsys, f"{delta} is unreadable")
     assert index_rows(output) == original
     assert (output / "_trash").is_dir()  # the broken delta is kept in the trash, not deleted
+
+
+# --- a full disk ----------------------------------------------------------------------------------
+
+
+def disk_usage(output: Path) -> int:
+    return sum(Path(f, n).stat().st_size for f, _, names in os.walk(output) for n in names)
+
+
+class FullDisk:
+    """A disk that holds `capacity` bytes under `output`: a Parquet write past it leaves a partial
+    file and raises ENOSPC, as a real full disk does (the test's stand-in for a small tmpfs).
+    Without a capacity it only records the `peak` usage a run reached."""
+
+    def __init__(self, output: Path, capacity: int | None = None) -> None:
+        self.output, self.capacity, self.peak = output, capacity, 0
+
+    def __call__(self, table: Any, path: str, settings: Any) -> None:
+        write_parquet(table, path, settings)
+        usage = disk_usage(self.output)
+        self.peak = max(self.peak, usage)
+        if self.capacity is not None and usage > self.capacity:
+            with open(path, "r+b") as stream:
+                stream.truncate(max(0, os.path.getsize(path) - (usage - self.capacity)))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("transforms.write.write_parquet", self)
+        monkeypatch.setattr("transforms.dedupe.write_parquet", self)
+
+
+def test_a_run_that_died_of_a_full_disk_does_not_block_the_next_run(
+    store: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.test_incremental import BODIES, write_feed
+
+    inputs, output = store
+    write_feed(inputs / "feed.xml", [f"{body} Updated." for body in BODIES])  # four new versions
+    stored = disk_usage(output)
+    shutil.copytree(output, tmp_path / "measure")
+    measure = FullDisk(tmp_path / "measure")
+    measure.install(monkeypatch)
+    assert run(inputs, tmp_path / "measure", "--run-id", "r2") == 0
+    needs = measure.peak - stored  # what the run needs on the disk at its fullest
+    (output / "_runs" / "r1.json.0badc0de.tmp").write_text("")  # a manifest write the full disk cut
+
+    FullDisk(output, stored + needs - 1).install(monkeypatch)  # its last staged file does not fit
+    with pytest.raises(Exception, match="No space left on device"):
+        run(inputs, output, "--run-id", "r2")
+    assert disk_usage(output / "_staging" / "r2") > needs // 2  # staged files, the last one partial
+    assert not (output / "_runs" / "r2.json").exists()  # no decision
+
+    # A little space freed, less than the dead run's staging holds: the next run fits only when
+    # that staging is removed as the garbage it is.
+    FullDisk(output, stored + needs + needs // 4).install(monkeypatch)
+    capsys.readouterr()
+    assert run(inputs, output, "--run-id", "r3") == 0
+    assert "articles written:  4" in capsys.readouterr().out
+    assert article_rows(output) == ARTICLES_PER_RUN + 4
+    assert not (output / "_staging").exists()
+    assert not list((output / "_runs").glob("*.tmp"))
+
+
+LEASE_HOLDER = """
+import sys
+from transforms.write import take_staging_lease
+take_staging_lease(sys.argv[1], "live")
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_dead_runs_staging_is_removed_and_a_live_ones_kept(store: tuple[Path, Path]) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT
+    from transforms.write import release_staging_lease, take_staging_lease
+
+    inputs, output = store
+    staging = output / "_staging"
+    take_staging_lease(str(output), "dead")  # a run that failed: its process let go of its lease
+    (staging / "dead" / "articles").mkdir(parents=True)
+    (staging / "dead" / "articles" / "part-dead.parquet").write_bytes(b"PAR1 partial")
+    release_staging_lease(str(output), "dead")
+    for name, age in (("old-without-lease", 3 * 86_400), ("new-without-lease", 60)):
+        (staging / name).mkdir()
+        (staging / name / "part.parquet").write_bytes(b"PAR1")
+        moment = time.time() - age
+        for path in (staging / name / "part.parquet", staging / name):
+            os.utime(path, (moment, moment))
+    holder = subprocess.Popen(  # a run still staging, in another live process
+        [sys.executable, "-c", LEASE_HOLDER, str(output)],
+        cwd=PROJECT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        (staging / "live" / "part-live.parquet").write_bytes(b"PAR1 staged")
+        assert run(inputs, output, "--run-id", "r2") == 0
+        assert sorted(p.name for p in staging.iterdir()) == ["live", "new-without-lease"]
+        assert (staging / "live" / "part-live.parquet").read_bytes() == b"PAR1 staged"
+        assert run(inputs, output, "--run-id", "live") == 3  # the same id while it lives: refused
+        assert (staging / "live" / "part-live.parquet").exists()
+    finally:
+        holder.communicate("", timeout=30)
+    assert main(["compact", "--output", str(output)]) == 0  # compact removes it once its run died
+    assert sorted(p.name for p in staging.iterdir()) == ["new-without-lease"]
+
+
+def test_the_commit_lock_is_taken_and_released_when_the_disk_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transforms.store import CommitLock
+
+    def full_disk(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "pwrite", full_disk)
+        with CommitLock(str(tmp_path), "a commit on a full disk", timeout=1):
+            pass
+    with CommitLock(str(tmp_path), "the next commit", timeout=1):  # not held by a leaked descriptor
+        pass

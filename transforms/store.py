@@ -278,9 +278,12 @@ class CommitLock:
                     holder = {}
                 os.close(fd)
                 return holder
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(self._info()).encode("utf-8"), 0)
             self._fd = fd
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(self._info()).encode("utf-8"), 0)
+            except OSError as error:  # a full disk: the lock is held all the same, only unnamed
+                log.warning("the commit lock %s is held but cannot name its holder: %s", self.path, error)
             return None
         return self._try_acquire_object()
 

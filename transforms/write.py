@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import posixpath
+import time
 import unicodedata
 import uuid
 from collections import defaultdict
@@ -62,6 +63,7 @@ from transforms.store import (
     CommitLock,
     fault_point,
     index_record,
+    is_local,
     latest_versions,
     list_index_files,
     next_version,
@@ -433,7 +435,142 @@ def recover_runs(output: str) -> list[str]:
         # (the marker is written under the lock, so its run is not committing any more).
         remove_staging(output, run_id)
         delete_inside(pending_folder(output), [match.path])
+    remove_abandoned_staging(output)
+    # A manifest is written to a temporary name and renamed, under the lock: a temporary name
+    # found now belongs to a writer that died (a full disk, a kill) before its rename.
+    runs = join_path(output, RUNS_DIR)
+    dead_temporaries = [m.path for m in list_files(runs, ".tmp")]
+    if dead_temporaries:
+        delete_inside(runs, dead_temporaries)
     return recovered
+
+
+# --- staging leases: a live run's staging is kept, a dead one's is garbage ------------------------
+
+LEASE_NAME = "_alive.lock"
+# Staging without a lease (object stores, or older versions) is garbage only once untouched this long.
+STAGING_EXPIRY_SECONDS = 2 * 86_400
+_LEASES: dict[str, int] = {}  # lease path -> open file descriptor holding its flock, in this process
+
+
+class StagingInUseError(RuntimeError):
+    """Another live process holds the staging lease of this run id."""
+
+
+def lease_path(output: str, run_id: str) -> str:
+    return join_path(child(join_path(output, STAGING_DIR), run_id), LEASE_NAME)
+
+
+def _lease_is_held(path: str) -> bool:
+    """Whether a live process holds the lease at `path` (this one included)."""
+    import fcntl
+
+    if path in _LEASES:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
+def take_staging_lease(output: str, run_id: str) -> None:
+    """Mark `OUTPUT/_staging/<run_id>/` live for as long as this process runs or until released.
+
+    An `flock` on `_alive.lock` in the folder: the kernel releases it when its holder dies, even by
+    SIGKILL or after a full disk, so whoever holds the commit lock next can tell the staging of a
+    dead run (removed) from that of a live one (kept). Call it under the commit lock, before the
+    run writes anything. Object stores have no such locks: there staging is garbage by age.
+    """
+    import fcntl
+
+    path = lease_path(output, run_id)
+    if not is_local(path) or path in _LEASES:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StagingInUseError(
+            f"run {run_id} is already running in another live process (it holds {path}); "
+            "wait for it to end, or give this run another --run-id"
+        ) from None
+    _LEASES[path] = fd
+
+
+def release_staging_lease(output: str, run_id: str) -> None:
+    """Give up this process's lease on the run's staging (nothing when it holds none)."""
+    import fcntl
+
+    fd = _LEASES.pop(lease_path(output, run_id), None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staging_lease(output: str, run_id: str) -> Iterator[None]:
+    """`take_staging_lease` for the length of a `with` block (enter it under the commit lock)."""
+    take_staging_lease(output, run_id)
+    try:
+        yield
+    finally:
+        release_staging_lease(output, run_id)
+
+
+def check_staging_free(output: str, run_id: str) -> None:
+    """Raise `StagingInUseError` when another live process stages under this run id."""
+    path = lease_path(output, run_id)
+    if is_local(path) and path not in _LEASES and _lease_is_held(path):
+        raise StagingInUseError(
+            f"run {run_id} is already running in another live process (it holds {path}); "
+            "wait for it to end, or give this run another --run-id"
+        )
+
+
+def abandoned_staging(output: str, now: float | None = None) -> list[str]:
+    """Run ids whose staging no live run will ever commit; the caller holds the commit lock.
+
+    A run that reached its decision has a pending marker: `recover_runs` rolls it forward, never
+    this. Any other staging folder is abandoned when its lease is free (its run died, or failed
+    and ended), or, without a lease, when nothing in it changed for `STAGING_EXPIRY_SECONDS`.
+    """
+    root = join_path(output, STAGING_DIR)
+    if not is_local(root) or not os.path.isdir(root):
+        return []
+    now = time.time() if now is None else now
+    abandoned = []
+    with os.scandir(root) as entries:
+        folders = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+    for run_id in folders:
+        folder = join_path(root, run_id)
+        if FileSystems.exists(pending_path(output, run_id)):
+            continue
+        lease = join_path(folder, LEASE_NAME)
+        if os.path.exists(lease):
+            if not _lease_is_held(lease):
+                abandoned.append(run_id)
+            continue
+        newest = max([m.last_updated_in_seconds for m in list_files(folder, recursive=True)], default=0.0)
+        if now - max(newest, os.path.getmtime(folder)) >= STAGING_EXPIRY_SECONDS:
+            abandoned.append(run_id)
+    return abandoned
+
+
+def remove_abandoned_staging(output: str) -> list[str]:
+    """Delete the staging of every abandoned run (see `abandoned_staging`); returns their ids."""
+    abandoned = abandoned_staging(output)
+    for run_id in abandoned:
+        remove_staging(output, run_id)
+    return abandoned
 
 
 def reconcile_with_store(
@@ -547,6 +684,12 @@ def commit_run(
         if snapshot is not None:
             files, reconciled = reconcile_with_store(output, files, snapshot)
         files = sorted(files, key=lambda f: f.final_path)
+        lost = [f.staged_path for f in files if not FileSystems.exists(f.staged_path)]
+        if lost:  # before the decision: a manifest naming a lost file could never be rolled forward
+            raise FileNotFoundError(
+                f"run {run_id}: {len(lost)} staged files are gone (e.g. {lost[0]}; was its staging "
+                "removed as abandoned?); nothing was published, run it again"
+            )
         manifest: dict[str, Any] = {
             "run_id": run_id,
             "kind": "run",
@@ -568,6 +711,7 @@ def remove_staging(output: str, run_id: str) -> None:
     """
     root = join_path(output, STAGING_DIR)
     staging = child(root, run_id)
+    release_staging_lease(output, run_id)
     if "://" in staging:
         # Object stores have no folders to delete: every object under the prefix goes (files the
         # commit did not move, such as the originals of edited files or a failed bundle's output).
