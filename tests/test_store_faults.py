@@ -288,7 +288,7 @@ def test_a_run_that_died_of_a_full_disk_does_not_block_the_next_run(
     needs = measure.peak - stored  # what the run needs on the disk at its fullest
     (output / "_runs" / "r1.json.0badc0de.tmp").write_text("")  # a manifest write the full disk cut
 
-    FullDisk(output, stored + needs - 1).install(monkeypatch)  # its last staged file does not fit
+    FullDisk(output, stored + needs * 9 // 10).install(monkeypatch)  # it fills the disk while staging
     with pytest.raises(Exception, match="No space left on device"):
         run(inputs, output, "--run-id", "r2")
     assert disk_usage(output / "_staging" / "r2") > needs // 2  # staged files, the last one partial
