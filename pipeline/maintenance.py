@@ -306,7 +306,11 @@ def add_repair_command(commands: Any) -> None:
         "repair",
         help="rebuild a missing or broken version index from the article files (under the commit lock)",
     )
-    repair.add_argument("output", nargs="?", default=None, metavar="OUTPUT", help="output folder or URL")
+    repair.add_argument("--output", default=None, help="output folder or URL (or give it as OUTPUT)")
+    # SUPPRESS: without OUTPUT the positional leaves `output` alone, so `--output` and the config still count.
+    repair.add_argument(
+        "output", nargs="?", default=argparse.SUPPRESS, metavar="OUTPUT", help="output folder"
+    )
     repair.add_argument("--config", type=Path, default=None, help="YAML config (for its output and options)")
     repair.add_argument("--force", action="store_true", help="rebuild even when the index looks whole")
     repair.add_argument(

@@ -195,7 +195,7 @@ def repair_then_rerun_stores_nothing(
     report = capsys.readouterr().out
     assert "articles written:  0" in report and f"already stored:    {ARTICLES_PER_RUN} " in report
     assert article_rows(output) == ARTICLES_PER_RUN
-    assert main(["repair", str(output)]) == 0
+    assert main(["repair", "--output", str(output)]) == 0
     assert "the version index is whole; nothing to do" in capsys.readouterr().out
 
 
