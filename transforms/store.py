@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.paths import list_files
 from transforms.schema import TIMESTAMP, Column, arrow_schema
 
 STATE_DIR = "_state"
@@ -100,6 +101,10 @@ def fault_point(name: str) -> None:
 # --- the seen-set ---------------------------------------------------------------------------------
 
 
+class IndexFileError(RuntimeError):
+    """A delta of the version index that cannot be read; the message names it and the repair."""
+
+
 @dataclass(frozen=True)
 class StoredVersion:
     """The latest stored version of one article id."""
@@ -114,8 +119,8 @@ def index_dir(output: str) -> str:
 
 
 def list_index_files(output: str) -> list[str]:
-    pattern = join(index_dir(output), "*.parquet")
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    """The index deltas, sorted: listed, never matched (the output's name may hold `[`, `*`, `?`)."""
+    return [m.path for m in list_files(index_dir(output), ".parquet")]
 
 
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
@@ -129,12 +134,19 @@ def read_index(files: Iterable[str], ids: Iterable[str] | None = None) -> pa.Tab
     tables = []
     for path in files:
         with FileSystems.open(path) as stream:
-            # Batch by batch: memory holds the matches, never the whole index.
-            for batch in pq.ParquetFile(stream).iter_batches(batch_size=262_144, columns=LOOKUP_FIELDS):
-                table = pa.Table.from_batches([batch])
-                if wanted is not None:
-                    table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
-                tables.append(table.select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA))
+            try:
+                # Batch by batch: memory holds the matches, never the whole index.
+                reader = pq.ParquetFile(stream)
+                for batch in reader.iter_batches(batch_size=262_144, columns=LOOKUP_FIELDS):
+                    table = pa.Table.from_batches([batch])
+                    if wanted is not None:
+                        table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
+                    tables.append(table.select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA))
+            except pa.ArrowException as error:
+                raise IndexFileError(
+                    f"the version index file {path} cannot be read ({error}); rebuild the index from the "
+                    "article files with `newsbeam repair OUTPUT`"
+                ) from error
     if not tables:
         return LOOKUP_SCHEMA.empty_table()
     return pa.concat_tables(tables)
@@ -266,9 +278,12 @@ class CommitLock:
                     holder = {}
                 os.close(fd)
                 return holder
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(self._info()).encode("utf-8"), 0)
             self._fd = fd
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(self._info()).encode("utf-8"), 0)
+            except OSError as error:  # a full disk: the lock is held all the same, only unnamed
+                log.warning("the commit lock %s is held but cannot name its holder: %s", self.path, error)
             return None
         return self._try_acquire_object()
 

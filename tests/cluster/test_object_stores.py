@@ -162,3 +162,26 @@ def test_staging_is_emptied_on_an_object_store(s3: Any, s3_endpoint: str) -> Non
     assert _keys(s3, "leftovers/") == ["leftovers/_staging/run-2/part-4.parquet"]  # another run's stay
     remove_staging(f"s3://{BUCKET}/leftovers", "no-such-run")  # nothing staged: nothing to do, no error
     assert _keys(s3, "leftovers/") == ["leftovers/_staging/run-2/part-4.parquet"]
+
+
+def test_an_s3_output_with_glob_characters_is_listed_literally(s3: Any, s3_endpoint: str) -> None:
+    """`out[1]` is a name: the index and markers under it are found, so a rerun stores nothing new."""
+    output = f"s3://{BUCKET}/glob[1]*?"
+    s3.put_object(Bucket=BUCKET, Key="glob1X/_state/articles/part-decoy.parquet", Body=b"not parquet")
+
+    def run_here() -> str:  # this tree's code (`python -m pipeline` from the project root)
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "run", "--runner", "direct", "--input",
+             f"s3://{BUCKET}/inputs/feeds/rss2_en.xml", "--output", output, *_s3_args(s3_endpoint)],
+            capture_output=True, text=True, cwd=PROJECT, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    first, second = run_here(), run_here()
+    written = [line for line in first.splitlines() if "articles written:" in line]
+    assert written and not written[0].strip().endswith(": 0")
+    assert "articles written:  0" in second
+    index = [key for key in _keys(s3, "glob[1]*?/_state/articles/") if key.endswith(".parquet")]
+    assert len(index) == 1
+    assert not [key for key in _keys(s3, "glob[1]*?/") if "/_staging/" in key]
