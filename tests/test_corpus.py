@@ -372,7 +372,7 @@ def test_cdf_is_a_feed_format_and_an_empty_cdf_channel_is_empty() -> None:
     assert parse_input(b"<catalog><book id='1'/></catalog>", "x.xml").outcome == Outcome.NOT_A_FEED
 
 
-def test_an_ill_formed_feed_without_entries_names_its_warning() -> None:
+def test_an_ill_formed_feed_names_its_warning_and_without_entries_is_malformed() -> None:
     truncated = b'<?xml version="1.0"?><rss version="2.0"><channel><title>Cut</title><item><title>Half'
     parsed = parse_input(truncated, "cut.xml")
     assert (parsed.outcome, parsed.error_type, len(parsed.entries)) == (
@@ -380,9 +380,10 @@ def test_an_ill_formed_feed_without_entries_names_its_warning() -> None:
         "SAXParseException",
         1,
     )
+    # Cut short before any entry: a broken input (a dead letter), not a quiet feed.
     empty_channel = parse_input(b'<?xml version="1.0"?><rss version="2.0"><channel><title>x</title>', "x.xml")
-    assert empty_channel.outcome == Outcome.EMPTY
-    assert empty_channel.error_type == "SAXParseException" and "no element found" in (
+    assert empty_channel.outcome == Outcome.NOT_A_FEED
+    assert empty_channel.error_type == "malformed_feed" and "no element found" in (
         empty_channel.message or ""
     )
 

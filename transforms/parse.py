@@ -10,11 +10,13 @@ from __future__ import annotations
 import calendar
 import json
 import re
+import xml.sax
 import xml.sax.expatreader
 import xml.sax.xmlreader
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import urljoin, urlsplit
+from xml.parsers import expat
 
 import charset_normalizer
 import feedparser
@@ -82,6 +84,78 @@ def create_parser() -> xml.sax.xmlreader.XMLReader:
 # feedparser asks xml.sax for the first parser module of this list that it can import.
 if __name__ not in feedparser.api.PREFERRED_XML_PARSERS:
     feedparser.api.PREFERRED_XML_PARSERS.insert(0, __name__)
+
+# Where feedparser's `updated` of an entry came from, when that was `dc:date` (see _PeerRules).
+UPDATED_BY_DC_DATE = "newsbeam_updated_by_dc_date"
+
+
+class _PeerRules:
+    """Two readings of feedparser's that every other feed reader (gofeed, rss-parser) makes differently.
+
+    Mixed in before feedparser's own handler classes, whose `_start_<element>` / `_end_<element>`
+    methods it extends:
+
+    - `dc:date` is filed as `updated` (so is `dcterms:modified`); readers take it as the publication
+      date. The entry is marked when its `updated` came from `dc:date`, so that `_dates` can move
+      it to `published` when the entry has no publication date of its own.
+    - `<link uri="at://...">http://example.com/item</link>`: feedparser takes the attribute and
+      never reads the text; RSS says the link is the element's text. The text is read too and wins
+      when it is an http(s) URL (resolved like any link) and the attribute is not.
+    """
+
+    _non_http_link: str | None = None
+
+    if TYPE_CHECKING:  # provided by feedparser's handler classes, which come after this one
+        infeed: int
+        inentry: int
+        insource: int
+
+        def _get_context(self) -> Any: ...
+        def push(self, element: str, expecting_text: int) -> None: ...
+        def pop(self, element: str) -> str | None: ...
+
+    def _end_updated(self) -> None:  # also the end of dcterms:modified, atom:updated, lastBuildDate
+        super()._end_updated()  # type: ignore[misc]
+        self._get_context().pop(UPDATED_BY_DC_DATE, None)
+
+    _end_modified = _end_updated
+
+    def _end_dc_date(self) -> None:
+        super()._end_dc_date()  # type: ignore[misc]
+        self._get_context()[UPDATED_BY_DC_DATE] = True
+
+    def _start_link(self, attrs_d: dict[str, str]) -> None:
+        super()._start_link(attrs_d)  # type: ignore[misc]
+        # feedparser has moved a `uri` or `url` attribute to `href` and made the alternate link of it.
+        href = attrs_d.get("href")
+        self._non_http_link = None
+        expecting_text = self.infeed or self.inentry or self.insource
+        if href and not is_http_url(href) and attrs_d.get("rel") == "alternate" and expecting_text:
+            self._non_http_link = href
+            self.push("link", expecting_text)
+
+    def _end_link(self) -> None:
+        attribute, self._non_http_link = self._non_http_link, None
+        if attribute is None:
+            super()._end_link()  # type: ignore[misc]
+            return
+        context = self._get_context()
+        before = context.get("link")
+        text = self.pop("link")  # stores the text as the link, as it does for RSS
+        if not is_http_url(text):
+            if before is None:
+                context.pop("link", None)
+            else:
+                context["link"] = before
+            if context.get("links"):
+                context["links"][-1]["href"] = attribute
+
+
+# feedparser builds its handlers from these two module attributes on every parse.
+for _name in ("StrictFeedParser", "LooseFeedParser"):
+    _handler = getattr(feedparser.api, _name)
+    if not issubclass(_handler, _PeerRules):
+        setattr(feedparser.api, _name, type(_name, (_PeerRules, _handler), {}))
 
 _HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html[\s>])", re.I | re.S)
 _JSON_FEED_VERSION = re.compile(r"^https?://jsonfeed\.org/version/1(\.1)?/?$")
@@ -152,6 +226,16 @@ def parse_xml_feed(
     feed = parsed.get("feed", {})
     feed_title = feed.get("title")
     if not parsed.entries:
+        if version and _structure_broken(parsed.get("bozo_exception")):
+            # Not well-formed and nothing readable in it (a truncated download, a broken export): a
+            # broken input, not a quiet feed. Ill-formed feeds that still give entries are read.
+            return ParsedInput(
+                Outcome.NOT_A_FEED,
+                feed_format=version,
+                feed_title=feed_title,
+                error_type="malformed_feed",
+                message=warning,
+            )
         if version:
             warning_type = type(parsed.get("bozo_exception")).__name__ if parsed.bozo else None
             return ParsedInput(
@@ -219,6 +303,24 @@ def stated_feed_url(feed: Any) -> str | None:
     return str(home) if is_http_url(home) else None
 
 
+# XML faults that feedparser's loose parser reads past with the document's structure intact: an HTML
+# entity (`&nbsp;`) that XML does not define, a namespace prefix nobody declared. A feed whose only
+# fault is one of these and that has no entries is a valid empty feed, with a warning.
+_LOCAL_XML_FAULTS = frozenset(
+    {
+        expat.errors.codes[expat.errors.XML_ERROR_UNDEFINED_ENTITY],
+        expat.errors.codes[expat.errors.XML_ERROR_UNBOUND_PREFIX],
+    }
+)
+
+
+def _structure_broken(error: object) -> bool:
+    """Whether feedparser's error says the XML is cut short or broken (not just a local fault)."""
+    if not isinstance(error, xml.sax.SAXException):
+        return False  # no XML error: an encoding or content-type warning
+    return getattr(error.getException(), "code", None) not in _LOCAL_XML_FAULTS
+
+
 def _bozo_message(parsed: Any) -> str | None:
     if not parsed.get("bozo"):
         return None
@@ -253,10 +355,7 @@ def _entry_from_feedparser(
         content_language = best.get("language")
     summary_detail = entry.get("summary_detail") or {}
     title_detail = entry.get("title_detail") or {}
-    published_field = next((f for f in ("published", "created", "issued") if entry.get(f)), None)
-    # Not entry.get: feedparser 6 answers `updated` with `published` when an entry has no update
-    # time, which would report a pubDate as an update (feedparser issue 310).
-    updated = dict.get(entry, "updated")
+    published, updated = _dates(entry)
     return RawEntry(
         source=source,
         source_type=SourceType.FEED,
@@ -273,13 +372,38 @@ def _entry_from_feedparser(
         entry_language=(content_language or summary_detail.get("language") or title_detail.get("language")),
         authors=_names(entry),
         tags=[t.get("term") or t.get("label") or "" for t in entry.get("tags") or []],
-        published=entry.get(published_field) if published_field else None,
-        published_epoch=_epoch(entry.get(f"{published_field}_parsed")) if published_field else None,
-        published_field=published_field,
-        updated=updated,
-        updated_epoch=_epoch(dict.get(entry, "updated_parsed")),
-        updated_field="updated" if updated else None,
+        published=published.raw,
+        published_epoch=published.epoch,
+        published_field=published.field,
+        updated=updated.raw,
+        updated_epoch=updated.epoch,
+        updated_field=updated.field,
     )
+
+
+@dataclass(frozen=True)
+class _Date:
+    raw: str | None = None
+    epoch: int | None = None
+    field: str | None = None  # the field it came from, which becomes `published_at_source`
+
+
+def _dates(entry: Any) -> tuple[_Date, _Date]:
+    """(publication, update) of a feedparser entry, each with the field it came from.
+
+    Not entry.get for `updated`: feedparser 6 answers it with `published` when an entry has no
+    update time, which would report a pubDate as an update (feedparser issue 310). An entry dated
+    only by `dc:date` (RSS 1.0 / RDF mostly, which feedparser files as `updated`) is published then,
+    as gofeed, rss-parser and other readers read it.
+    """
+    updated = _Date(dict.get(entry, "updated"), _epoch(dict.get(entry, "updated_parsed")))
+    updated = _Date(updated.raw, updated.epoch, "updated") if updated.raw else _Date()
+    field_name = next((f for f in ("published", "created", "issued") if entry.get(f)), None)
+    if field_name is not None:
+        return _Date(entry.get(field_name), _epoch(entry.get(f"{field_name}_parsed")), field_name), updated
+    if updated.raw and dict.get(entry, UPDATED_BY_DC_DATE):
+        return _Date(updated.raw, updated.epoch, "dc:date"), _Date()
+    return _Date(), updated
 
 
 def _names(entry: Any) -> list[str]:
@@ -298,13 +422,17 @@ def parse_json_feed(body: bytes, source: str, *, base_url: str | None = None) ->
         document = json.loads(body.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError) as error:
         return ParsedInput(Outcome.NOT_A_FEED, error_type="invalid_json", message=str(error)[:500])
-    if not isinstance(document, dict) or not _JSON_FEED_VERSION.match(str(document.get("version", ""))):
+    if not isinstance(document, dict):
+        return ParsedInput(
+            Outcome.NOT_A_FEED, error_type="not_a_json_feed", message="JSON that is not an object"
+        )
+    version, version_warning = json_feed_version(document)
+    if version is None:
         return ParsedInput(
             Outcome.NOT_A_FEED,
             error_type="not_a_json_feed",
-            message="JSON without a jsonfeed.org `version`",
+            message="JSON without a jsonfeed.org `version` or an `items` list",
         )
-    version = "json11" if str(document["version"]).rstrip("/").endswith("1.1") else "json10"
     feed_title = _str_or_none(document.get("title"))
     feed_base = document.get("feed_url") if is_http_url(document.get("feed_url")) else base_url
     feed_link = absolute_link(_str_or_none(document.get("home_page_url")), feed_base)
@@ -351,12 +479,51 @@ def parse_json_feed(body: bytes, source: str, *, base_url: str | None = None) ->
                 updated_field="date_modified" if item.get("date_modified") else None,
             )
         )
+    warnings = [version_warning] if version_warning else []
+    if skipped:
+        warnings.append(f"{skipped} items are not JSON objects")
+    message = "; ".join(warnings) or None
+    error_type = JSON_FEED_VERSION_WARNING if version_warning else None
     if not entries:
         outcome = Outcome.EMPTY if not skipped else Outcome.NOT_A_FEED
-        return ParsedInput(outcome, feed_format=version, feed_title=feed_title)
-    outcome = Outcome.OK_WITH_WARNINGS if skipped else Outcome.OK
-    message = f"{skipped} items are not JSON objects" if skipped else None
-    return ParsedInput(outcome, entries, feed_format=version, feed_title=feed_title, message=message)
+        return ParsedInput(
+            outcome, feed_format=version, feed_title=feed_title, error_type=error_type, message=message
+        )
+    outcome = Outcome.OK_WITH_WARNINGS if warnings else Outcome.OK
+    return ParsedInput(
+        outcome, entries, feed_format=version, feed_title=feed_title, error_type=error_type, message=message
+    )
+
+
+JSON_FEED_VERSION_WARNING = "json_feed_version"
+
+
+def json_feed_version(document: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(feed format, warning) of a JSON object; (None, None) when it is not a JSON Feed.
+
+    The spec's `version` is a jsonfeed.org URL. Feeds in the wild write a bare "1.0" or "1.1", a
+    future URL, or nothing at all; like other readers, any object with an `items` list is read as a
+    JSON Feed then, with a warning. A `version` that is the URL of some other site names another
+    format, and the object is not read.
+    """
+    raw = document.get("version")
+    stated = str(raw).strip() if raw is not None else ""
+    if _JSON_FEED_VERSION.match(stated):
+        return ("json11" if stated.rstrip("/").endswith("1.1") else "json10"), None
+    if not isinstance(document.get("items"), list):
+        return None, None
+    if is_http_url(stated):
+        if urlsplit(stated).hostname != "jsonfeed.org":
+            return None, None
+        version = "json"  # a jsonfeed.org URL of a version this reader does not know
+    else:
+        version = _BARE_JSON_FEED_VERSIONS.get(stated.lower().removeprefix("v"), "json")
+    shown = f"`version` {stated!r}" if stated else "no `version`"
+    read_as = {"json10": "JSON Feed 1.0", "json11": "JSON Feed 1.1"}.get(version, "JSON Feed")
+    return version, f"{shown} instead of https://jsonfeed.org/version/1.1 (or /1): read as {read_as}"
+
+
+_BARE_JSON_FEED_VERSIONS = {"1": "json10", "1.0": "json10", "1.1": "json11"}
 
 
 def _str_or_none(value: Any) -> str | None:
