@@ -59,6 +59,8 @@ class ParsedInput:
     feed_title: str | None = None
     error_type: str | None = None
     message: str | None = None
+    # Entries found beyond the `max_entries` asked for: counted, not read (`entries` holds the rest).
+    entries_cut: int = 0
 
 
 FEED_PARSER_OPTIONS = {"sanitize_html": False, "resolve_relative_uris": False}
@@ -187,14 +189,39 @@ def absolute_link(link: str | None, base: str | None) -> str | None:
 
 
 def parse_input(
-    body: bytes, source: str, *, content_type: str | None = None, base_url: str | None = None
+    body: bytes,
+    source: str,
+    *,
+    content_type: str | None = None,
+    base_url: str | None = None,
+    max_entries: int | None = None,
 ) -> ParsedInput:
-    """Parse one feed body (XML feeds through feedparser, JSON Feed through `parse_json_feed`)."""
+    """Parse one feed body (XML feeds through feedparser, JSON Feed through `parse_json_feed`).
+
+    At most `max_entries` entries (the first ones, in feed order) are made; the others are counted
+    in `entries_cut`, so that one huge feed costs the later stages no more than a large one.
+    """
     if not body.strip():
         return ParsedInput(Outcome.NOT_A_FEED, error_type="empty_body", message="the input is empty")
     if _looks_like_json(body, content_type):
-        return parse_json_feed(body, source, base_url=base_url)
-    return parse_xml_feed(body, source, content_type=content_type, base_url=base_url)
+        parsed = parse_json_feed(body, source, base_url=base_url, max_entries=max_entries)
+    else:
+        parsed = parse_xml_feed(
+            body, source, content_type=content_type, base_url=base_url, max_entries=max_entries
+        )
+    if parsed.entries_cut:
+        kept = len(parsed.entries)
+        cut = (
+            f"{parsed.entries_cut} of {kept + parsed.entries_cut} entries not read: at most {kept} "
+            "are read from one feed (max_entries_per_feed)"
+        )
+        parsed.outcome = Outcome.OK_WITH_WARNINGS
+        parsed.error_type = parsed.error_type or TOO_MANY_ENTRIES
+        parsed.message = f"{cut}; {parsed.message}" if parsed.message else cut
+    return parsed
+
+
+TOO_MANY_ENTRIES = "too_many_entries"
 
 
 def _looks_like_json(body: bytes, content_type: str | None) -> bool:
@@ -205,7 +232,12 @@ def _looks_like_json(body: bytes, content_type: str | None) -> bool:
 
 
 def parse_xml_feed(
-    body: bytes, source: str, *, content_type: str | None = None, base_url: str | None = None
+    body: bytes,
+    source: str,
+    *,
+    content_type: str | None = None,
+    base_url: str | None = None,
+    max_entries: int | None = None,
 ) -> ParsedInput:
     headers = {"content-type": content_type or "application/xml"}
     charset = undeclared_charset(body, content_type)
@@ -253,9 +285,10 @@ def parse_xml_feed(
     feed_language = feed.get("language")
     link_base = base_url if is_http_url(base_url) else stated_feed_url(feed)
     feed_link = absolute_link(feed.get("link"), link_base)
+    kept = parsed.entries[:max_entries] if max_entries is not None else parsed.entries
     entries = [
         _entry_from_feedparser(entry, ordinal, source, feed_title, feed_link, feed_language, link_base)
-        for ordinal, entry in enumerate(parsed.entries)
+        for ordinal, entry in enumerate(kept)
     ]
     outcome = Outcome.OK_WITH_WARNINGS if parsed.bozo else Outcome.OK
     error_type: str | None = type(parsed.get("bozo_exception")).__name__ if parsed.bozo else None
@@ -266,6 +299,7 @@ def parse_xml_feed(
         feed_title=feed_title,
         error_type=error_type,
         message=warning,
+        entries_cut=len(parsed.entries) - len(kept),
     )
 
 
@@ -413,7 +447,9 @@ def _names(entry: Any) -> list[str]:
     return names
 
 
-def parse_json_feed(body: bytes, source: str, *, base_url: str | None = None) -> ParsedInput:
+def parse_json_feed(
+    body: bytes, source: str, *, base_url: str | None = None, max_entries: int | None = None
+) -> ParsedInput:
     """JSON Feed 1.0/1.1 (https://jsonfeed.org) in the same entry shape as feedparser's.
 
     feedparser's released versions cannot read JSON Feed, hence this adapter.
@@ -447,10 +483,13 @@ def parse_json_feed(body: bytes, source: str, *, base_url: str | None = None) ->
             message="JSON Feed without an `items` list",
         )
     entries: list[RawEntry] = []
-    skipped = 0
+    skipped = cut = 0
     for ordinal, item in enumerate(items):
         if not isinstance(item, dict):
             skipped += 1
+            continue
+        if max_entries is not None and len(entries) >= max_entries:
+            cut += 1
             continue
         html = _str_or_none(item.get("content_html"))
         tags = item.get("tags") if isinstance(item.get("tags"), list) else []
@@ -491,7 +530,13 @@ def parse_json_feed(body: bytes, source: str, *, base_url: str | None = None) ->
         )
     outcome = Outcome.OK_WITH_WARNINGS if warnings else Outcome.OK
     return ParsedInput(
-        outcome, entries, feed_format=version, feed_title=feed_title, error_type=error_type, message=message
+        outcome,
+        entries,
+        feed_format=version,
+        feed_title=feed_title,
+        error_type=error_type,
+        message=message,
+        entries_cut=cut,
     )
 
 
