@@ -119,6 +119,8 @@ def test_entries_equal_written_plus_duplicates_plus_dead_letters_for_every_input
         if f["entries"] != f["articles_written"] + f["duplicates"] + f["dead_letters"]
     ]
     assert broken == []
+    # The default fetch.max_entries_per_feed is above every corpus feed: nothing is cut.
+    assert [f["source"] for f in fetches if f["entries_cut"]] == []
     # And the totals agree with what the readers find.
     articles = corpus_run.rows("articles")
     assert sum(f["articles_written"] for f in fetches) == len(articles)

@@ -582,3 +582,21 @@ def test_an_empty_feed_whose_only_fault_is_an_html_entity_stays_empty() -> None:
     assert parsed.outcome == Outcome.EMPTY
     assert parsed.feed_title == "Caf\xe9"
     assert parsed.message and "undefined entity" in parsed.message
+
+
+def test_an_ill_formed_feed_read_by_the_loose_parser_follows_the_same_rules() -> None:
+    # `&bogus;` sends feedparser to its loose parser, whose handlers get the same two rules.
+    body = b"""<rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/">
+<channel><title>T &bogus;</title>
+<item><title>A</title><link uri="at://did:plc:abc/app.bsky.feed.post/1">http://example.com/item</link></item>
+<item><title>B</title><link>http://example.com/b</link><dc:date>2024-03-04T09:15:00Z</dc:date></item>
+</channel></rss>"""
+    parsed = parse_input(body, "f")
+    assert parsed.outcome == Outcome.OK_WITH_WARNINGS
+    first, second = parsed.entries
+    assert first["link"] == "http://example.com/item"
+    assert (second["published_field"], second["published"], second["updated"]) == (
+        "dc:date",
+        "2024-03-04T09:15:00Z",
+        None,
+    )

@@ -111,6 +111,7 @@ class _PeerRules:
         infeed: int
         inentry: int
         insource: int
+        inimage: int
 
         def _get_context(self) -> Any: ...
         def push(self, element: str, expecting_text: int) -> None: ...
@@ -131,7 +132,7 @@ class _PeerRules:
         # feedparser has moved a `uri` or `url` attribute to `href` and made the alternate link of it.
         href = attrs_d.get("href")
         self._non_http_link = None
-        expecting_text = self.infeed or self.inentry or self.insource
+        expecting_text = (self.infeed or self.inentry or self.insource) and not self.inimage
         if href and not is_http_url(href) and attrs_d.get("rel") == "alternate" and expecting_text:
             self._non_http_link = href
             self.push("link", expecting_text)
