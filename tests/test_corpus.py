@@ -438,3 +438,14 @@ def test_words_that_merely_look_like_foreign_months_make_no_date() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert parse_timestamp("Out of office", None, now) == (None, None)
     assert parse_timestamp("Seg, 32 Set 2018 19:42:40 -0300", None, now) == (None, None)
+
+
+@pytest.mark.corpus
+def test_a_capped_real_feed_gives_the_first_entries_as_they_are_and_counts_the_rest(corpus: Path) -> None:
+    # Past the cap the strict parser only counts entries: what it reads must not change.
+    for feed in _real_feeds(corpus.resolve()):
+        body = (corpus / feed["path"]).read_bytes()
+        whole, capped = parse_input(body, feed["path"]), parse_input(body, feed["path"], max_entries=3)
+        assert capped.entries == whole.entries[:3], feed["path"]
+        assert len(capped.entries) + capped.entries_cut == len(whole.entries), feed["path"]
+        assert (capped.feed_title, capped.feed_format) == (whole.feed_title, whole.feed_format), feed["path"]

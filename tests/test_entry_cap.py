@@ -20,6 +20,7 @@ from typing import Any
 
 import apache_beam as beam
 import duckdb
+import pytest
 import yaml
 from apache_beam.pipeline import Pipeline
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
@@ -151,3 +152,32 @@ def test_a_poll_of_the_streaming_job_is_capped_too() -> None:
             assert_that(
                 dead | beam.Map(lambda d: d["error_type"]), equal_to(["too_many_entries"]), label="OneLetter"
             )
+
+
+def test_past_the_cap_the_strict_parser_counts_entries_without_reading_them() -> None:
+    atom = b'<feed xmlns="http://www.w3.org/2005/Atom"><title>T</title>' + b"".join(
+        b"<entry><title>E%d</title><link href='https://e.example/%d'/>"
+        b"<author><name>A</name></author></entry>" % (i, i)
+        for i in range(30)
+    )
+    parsed = parse_input(atom + b"</feed>", "atom.xml", max_entries=7)
+    assert [e["title"] for e in parsed.entries] == [f"E{i}" for i in range(7)]
+    assert parsed.entries_cut == 23
+    assert parsed.error_type == "too_many_entries"  # well-formed: the only warning is the cut
+
+
+def test_a_feed_cut_short_after_the_cap_is_counted_by_the_loose_parser() -> None:
+    # The strict parser counts past the cap, then fails at the truncation; feedparser starts over
+    # with its loose parser, which reads every entry: the cut is counted from those.
+    body = big_rss_feed(25)
+    truncated = body[: body.index(b"<item><title>Entry number 20<") + 20]
+    parsed = parse_input(truncated, "cut.xml", max_entries=10)
+    whole = parse_input(truncated, "cut.xml")
+    assert len(whole.entries) == 21  # the last one cut in its title
+    assert (len(parsed.entries), parsed.entries_cut) == (10, 11)
+    assert parsed.error_type == "SAXParseException"
+
+
+def test_a_cap_below_one_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        parse_input(big_rss_feed(2), "f", max_entries=0)
