@@ -847,8 +847,8 @@ class _CommitFn(beam.DoFn):
         if unaccounted:
             # Staged files stay in _staging/ (outside every dataset); the next run clears them.
             raise RuntimeError(
-                f"run {self._run_id}: {unaccounted} entries are neither written, duplicates, dead letters "
-                "nor already stored; refusing to commit (see feed_fetches in the staging folder)"
+                f"run {self._run_id}: {unaccounted} entries are neither written, duplicates, dead letters, "
+                "already stored nor cut; refusing to commit (see feed_fetches in the staging folder)"
             )
         yield commit_run(self._output, self._run_id, self._started_at, self._inputs, files, snapshot)
 
