@@ -38,8 +38,10 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
-# One request to the store; well under any sensible lease, so a hung request cannot outlast it.
+# One request to the store, and one call with its retries: well under a lease, so that a renewal that
+# hangs cannot outlast it (botocore's and google-api-core's defaults allow minutes).
 REQUEST_TIMEOUT_S = 20.0
+CALL_TIMEOUT_S = 45.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class S3Objects:
         try:
             answer = self._client.get_object(Bucket=bucket, Key=key)
         except ClientError as error:
-            if _s3_refused(error):
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return None
             raise
         return StoredObject(answer["Body"].read(), str(answer["ETag"]))
@@ -138,21 +140,26 @@ class S3Objects:
 
 class GcsObjects:
     def __init__(self, client: Any) -> None:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
         self._client = client
+        # Every write here is conditional, so a retry is safe (a retried write that had landed is
+        # refused, and the lease then finds its own token).
+        self._retry = DEFAULT_RETRY.with_timeout(CALL_TIMEOUT_S)
 
     def read(self, path: str) -> StoredObject | None:
         from google.api_core.exceptions import NotFound
 
         bucket, name = split_path(path)
         for _ in range(5):
-            listed = self._client.bucket(bucket).get_blob(name, timeout=REQUEST_TIMEOUT_S)
+            listed = self._client.bucket(bucket).get_blob(name, timeout=REQUEST_TIMEOUT_S, retry=self._retry)
             if listed is None:
                 return None
             # Exactly the generation just listed, and from the client's own endpoint: a blob as
             # listed downloads from the server's `mediaLink`, another host behind a proxy or emulator.
             blob = self._client.bucket(bucket).blob(name, generation=listed.generation)
             try:
-                body = blob.download_as_bytes(timeout=REQUEST_TIMEOUT_S)
+                body = blob.download_as_bytes(timeout=REQUEST_TIMEOUT_S, retry=self._retry)
             except NotFound:
                 continue  # replaced or deleted between the two requests: look again
             return StoredObject(body, str(listed.generation))
@@ -175,6 +182,7 @@ class GcsObjects:
                 content_type="application/json",
                 if_generation_match=generation,
                 timeout=REQUEST_TIMEOUT_S,
+                retry=self._retry,
             )
         except (PreconditionFailed, NotFound):
             return None
@@ -188,7 +196,11 @@ class GcsObjects:
             # Naming the generation as well: a delete of a replaced generation is a 404 even where
             # the precondition is not checked (fake-gcs-server ignores it on deletes).
             self._client.bucket(bucket).delete_blob(
-                name, generation=int(version), if_generation_match=int(version), timeout=REQUEST_TIMEOUT_S
+                name,
+                generation=int(version),
+                if_generation_match=int(version),
+                timeout=REQUEST_TIMEOUT_S,
+                retry=self._retry,
             )
         except (PreconditionFailed, NotFound):
             return False
@@ -440,6 +452,8 @@ class ObjectLease:
             return self._lost or f"its release failed ({error}) after the lease ran out"
         if current is None or _parse(current.body).get("token") != self._info["token"]:
             return self._lost or "another process took it over"
-        if not self._store.delete(self.path, current.version):
+        if not self._store.delete(self.path, current.version) and self._store.read(self.path) is not None:
+            # Refused and still there: rewritten in the moment between our read and our delete.
+            # (Refused and gone: our delete landed and its retry was refused.)
             return "another process took it over while it was being released"
         return None
