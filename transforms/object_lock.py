@@ -274,6 +274,13 @@ def _gcs_client(options: Any) -> Any:
     return create_storage_client(options)
 
 
+CONDITIONAL_SCHEMES = ("s3", "gs")
+
+
+def has_conditional_writes(path: str) -> bool:
+    return path.partition("://")[0] in CONDITIONAL_SCHEMES
+
+
 def conditional_objects(path: str) -> ConditionalObjects:
     """The conditional writes of the store `path` is on (s3:// or gs://)."""
     scheme = path.partition("://")[0]

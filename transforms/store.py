@@ -17,7 +17,8 @@ file also names the holder (pid, host, since) for a clear message to whoever wai
 have no locks: on s3:// and gs:// the lock is a lease object written only by conditional requests
 (created if absent, renewed every `stale_after / 4` seconds, taken over atomically once unrenewed
 for `stale_after` seconds, deleted only by its holder; see transforms/object_lock.py). A holder that
-lost it fails its commit with `CommitLockLost`.
+lost it fails its commit with `CommitLockLost`. Other remote filesystems (hdfs://, azfs://) keep the
+best-effort lock newsbeam had everywhere before: write, wait a second, read back.
 
 **Fault points.** `fault_point(name)` marks the steps of a commit. When `NEWSBEAM_PAUSE_AT` names
 one, the process writes the name to `NEWSBEAM_PAUSE_MARKER` and waits there until the test removes
@@ -45,10 +46,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.object_lock import ObjectLease, conditional_objects
+from transforms.object_lock import ObjectLease, conditional_objects, has_conditional_writes
 from transforms.schema import TIMESTAMP, Column, arrow_schema
 
 STATE_DIR = "_state"
+# The best-effort lock of filesystems without conditional writes is not renewed: a commit may last this long.
+UNCONDITIONAL_STALE_AFTER_S = 900.0
 INDEX_DATASET = "_state/articles"  # a dataset name: WritePartitionedParquet stages it like the others
 LOCK_NAME = "commit.lock"
 PAUSE_ENV = "NEWSBEAM_PAUSE_AT"
@@ -227,6 +230,7 @@ class CommitLock:
         self._owner, self._timeout, self._stale_after, self._poll = owner, timeout, stale_after, poll
         self._fd: int | None = None
         self._lease: ObjectLease | None = None
+        self._held_unconditionally = False
         self._token = uuid.uuid4().hex
 
     def _info(self) -> dict[str, Any]:
@@ -292,10 +296,29 @@ class CommitLock:
             os.pwrite(fd, json.dumps(self._info()).encode("utf-8"), 0)
             self._fd = fd
             return None
+        if not has_conditional_writes(self.path):
+            return self._try_acquire_unconditionally()
         if self._lease is None:
             store = conditional_objects(self.path)
             self._lease = ObjectLease(self.path, self._info(), self._stale_after, store)
         return self._lease.try_acquire()
+
+    def _try_acquire_unconditionally(self) -> dict[str, Any] | None:
+        # No conditional create known for this filesystem: write, wait, read back (racy, see the README).
+        if FileSystems.exists(self.path):
+            holder = _read_json(self.path)
+            since = holder.get("since")
+            age = (datetime.now(UTC) - datetime.fromisoformat(since)).total_seconds() if since else 1e9
+            if age < UNCONDITIONAL_STALE_AFTER_S:
+                return holder
+            log.warning("taking over the stale commit lock of %s", _holder_text(holder))
+        log.warning("%s has no conditional writes: its commit lock is best effort", self.path)
+        with FileSystems.create(self.path) as stream:
+            stream.write(json.dumps(self._info()).encode("utf-8"))
+        time.sleep(1.0)
+        holder = _read_json(self.path)
+        self._held_unconditionally = holder.get("token") == self._token
+        return None if self._held_unconditionally else holder
 
     def release(self) -> None:
         """Release the lock; raises `CommitLockLost` when an object store's lock was taken over."""
@@ -306,6 +329,10 @@ class CommitLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+        elif self._held_unconditionally:
+            self._held_unconditionally = False
+            if FileSystems.exists(self.path) and _read_json(self.path).get("token") == self._token:
+                FileSystems.delete([self.path])
         elif self._lease is not None:
             lease, self._lease = self._lease, None
             lost = lease.release()
@@ -337,3 +364,11 @@ def lock_holder(output: str) -> dict[str, Any] | None:
         return None
     finally:
         os.close(fd)
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with FileSystems.open(path) as stream:
+            return dict(json.loads(stream.read().decode("utf-8")))
+    except (OSError, ValueError):
+        return {}
