@@ -1,10 +1,11 @@
 """The commit lock on object stores, against real local servers: S3 (moto) and GCS (fake-gcs-server).
 
-Each test runs on both stores. Contenders are threads of this process or processes of their own
-(tests/cluster/lock_contender.py); every holder appends `enter` and `exit` to a shared log, and no log
-may show two holders at once. A contender on a slow link (tests/cluster/object_servers.py `SlowLink`)
-acts on what the store told it a second ago, which is where a lock that writes and then reads back
-lets two holders in; a frozen process (SIGSTOP) is a holder that stops renewing and comes back.
+Each test runs on both stores (the slow-link one on S3 only). Contenders are threads of this process or
+processes of their own (tests/cluster/lock_contender.py); every holder appends `enter` and `exit` to a
+shared log, and no log may show two holders at once. A contender on a slow link (`SlowLink` in
+tests/cluster/object_servers.py) acts on what the store told it half a second ago, which is where a lock
+that writes, waits and reads back lets two holders in; a frozen process (SIGSTOP) is a holder that stops
+renewing, as a dead one does, and comes back.
 """
 
 from __future__ import annotations
