@@ -45,7 +45,7 @@ from pipeline.runners import RunnerError, make_runner
 from pipeline.streaming import STREAM_CONFIG, add_stream_command, run_stream
 from transforms.paths import RunIdError, validate_run_id
 from transforms.schema import RunInfo
-from transforms.store import CommitLockTimeout
+from transforms.store import CommitLockLost, CommitLockTimeout
 from transforms.write import manifest_path, read_json, release_staging_lease
 
 DEFAULT_CONFIG = Path("configs/local.yaml")
@@ -246,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunnerError, FeedListError, RunIdError) as error:
         print(f"newsbeam: configuration error: {error}", file=sys.stderr)
         return 2
-    except (CommitLockTimeout, MaintenanceError) as error:
+    except (CommitLockTimeout, CommitLockLost, MaintenanceError) as error:
         print(f"newsbeam: {error}", file=sys.stderr)
         return 3
     except Exception as error:
-        # A commit step that waited too long for the lock fails inside the runner, which wraps it.
-        if CommitLockTimeout.__name__ not in f"{type(error).__name__} {error}":
+        # A commit step that waited too long for the lock, or lost it, fails in the runner, which wraps it.
+        text = f"{type(error).__name__} {error}"
+        if CommitLockTimeout.__name__ not in text and CommitLockLost.__name__ not in text:
             raise
         print(f"newsbeam: {str(error).splitlines()[0]}", file=sys.stderr)
         return 3
