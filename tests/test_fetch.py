@@ -502,3 +502,61 @@ def test_credentials_in_a_redirect_location_are_dropped(feed_server: FeedServer)
     result = fetch(make_session(FAST), url, FAST)
     assert result.ok and result.final_url == result.permanent_redirect == feed_server.url("/feed")
     assert "authorization" not in feed_server.hits("/feed")[0].headers
+
+
+def _unanswering(address: str, port: int) -> list[socket.socket]:
+    """A listener on address:port whose accept queue is full: a connect to it waits unanswered
+    (its SYN dropped), as one to a blackholed address does."""
+    listener = socket.socket()
+    listener.bind((address, port))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname(), timeout=1)
+    return [listener, filler]
+
+
+def _resolve_to(monkeypatch: pytest.MonkeyPatch, name: str, addresses: list[str]) -> None:
+    """`name` answers all of `addresses` in one lookup, in that order (several A records)."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, service: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return real_getaddrinfo(host, service, *args, **kwargs)
+        family, kind, protocol = socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+        return [(family, kind, protocol, "", (ip, int(service))) for ip in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_an_unanswering_address_falls_back_to_the_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A dual-stack or multi-A host whose first addresses are blackholed is still fetched, as
+    # urllib3's own create_connection does: a connect timeout moves on to the next address.
+    (server,) = servers_on_one_port("127.0.0.4")
+    url = server.route("/feed", Reply(body=RSS))
+    sockets = _unanswering("127.0.0.2", server.port) + _unanswering("127.0.0.3", server.port)
+    _resolve_to(monkeypatch, "multi.example", ["127.0.0.2", "127.0.0.3", "127.0.0.4"])
+    settings = FetchSettings(allow_private_hosts=True, connect_timeout=0.3, total_timeout=5.0, max_attempts=1)
+    try:
+        result = fetch(make_session(settings), url.replace("127.0.0.4", "multi.example"), settings)
+    finally:
+        server.stop()
+        for sock in sockets:
+            sock.close()
+    assert result.ok and result.body == RSS, result
+
+
+def test_many_unanswering_addresses_end_at_the_total_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Five blackholed addresses at 0.6 s each would take 3 s: the 1 s deadline holds across them.
+    addresses = [f"127.0.0.{last}" for last in range(2, 7)]
+    sockets = _unanswering(addresses[0], 0)
+    port = sockets[0].getsockname()[1]
+    for address in addresses[1:]:
+        sockets += _unanswering(address, port)
+    _resolve_to(monkeypatch, "many.example", addresses)
+    settings = FetchSettings(allow_private_hosts=True, connect_timeout=0.6, total_timeout=1.0, max_attempts=1)
+    try:
+        result = fetch(make_session(settings), f"http://many.example:{port}/feed", settings)
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert result.error_type == "timeout", result
+    assert 900 <= result.elapsed_ms < 1500

@@ -320,21 +320,35 @@ class _PinnedConnection(HTTPConnection):
         except socket.gaierror as error:
             raise NameResolutionError(self.host, self, error) from error
         check_addresses(self.host, addresses, hop)
+        # Like urllib3's create_connection, an address that fails or does not answer gives way to
+        # the next one (a blackholed IPv6 address before a working IPv4 one), but all of them
+        # together stay within the fetch's deadline.
         last: OSError | None = None
+        timed_out: str | None = None
         for address in addresses:
+            timeout = self.timeout
+            if hop.deadline is not None:
+                remaining = hop.deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = timed_out or address
+                    break
+                timeout = remaining if not isinstance(timeout, int | float) else min(timeout, remaining)
             try:
                 sock = create_connection(
-                    (address, self.port), self.timeout, self.source_address, self.socket_options
+                    (address, self.port), timeout, self.source_address, self.socket_options
                 )
             except TimeoutError as error:
-                raise ConnectTimeoutError(
-                    self, f"Connection to {self.host} ({address}) timed out. (connect timeout={self.timeout})"
-                ) from error
+                last, timed_out = error, address
+                continue
             except OSError as error:
                 last = error
                 continue
             self.checked_address = address
             return sock
+        if timed_out is not None:
+            raise ConnectTimeoutError(
+                self, f"Connection to {self.host} ({timed_out}) timed out. (connect timeout={self.timeout})"
+            ) from last
         raise NewConnectionError(self, f"Failed to establish a new connection: {last}")
 
     def request(self, *args: Any, **kwargs: Any) -> None:
