@@ -560,3 +560,31 @@ def test_many_unanswering_addresses_end_at_the_total_deadline(monkeypatch: pytes
             sock.close()
     assert result.error_type == "timeout", result
     assert 900 <= result.elapsed_ms < 1500
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::ffff:127.0.0.1",  # IPv4-mapped
+        "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",  # NAT64 (RFC 6052): a DNS64 network's gateway reaches 169.254.169.254
+        "64:ff9b::a00:1",  # ... and 10.0.0.1
+        "64:ff9b:1::7f00:1",  # the local-use NAT64 prefix (RFC 8215)
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "2002:7f00:1::1",
+        "::127.0.0.1",  # IPv4-compatible (deprecated)
+        "0.0.0.0",
+        "::",
+    ],
+)
+def test_an_ipv6_address_holding_a_private_ipv4_one_is_private(address: str) -> None:
+    with pytest.raises(FetchError) as refused:
+        check_addresses("rebind.example", [address], HopPolicy())
+    assert refused.value.error_type == "private_address"
+
+
+@pytest.mark.parametrize(
+    "address", ["64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8", "2606:4700::1111"]
+)
+def test_an_ipv6_address_holding_a_public_ipv4_one_is_public(address: str) -> None:
+    assert check_addresses("public.example", [address], HopPolicy()) is True

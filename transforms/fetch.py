@@ -204,12 +204,35 @@ def ip_is_private(ip: str) -> bool:
     """True for an address that is not globally routable.
 
     That covers private, loopback, link-local (169.254.169.254, the cloud metadata server),
-    shared (100.64/10), reserved, multicast and unspecified addresses.
+    shared (100.64/10), reserved, multicast and unspecified addresses, and IPv6 addresses that
+    carry such an IPv4 one (IPv4-mapped, NAT64, 6to4, IPv4-compatible).
     """
     address = ipaddress.ip_address(ip.split("%")[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL_USE:
+            return True
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            address = embedded
     return not address.is_global or address.is_multicast
+
+
+# IPv6 prefixes that carry an IPv4 address a connection may end up at: NAT64's well-known prefix
+# (RFC 6052; a DNS64 network's gateway connects to the IPv4 address in the last 32 bits) and the
+# IPv4-compatible form (::a.b.c.d); 6to4 (2002::/16) and IPv4-mapped have their own properties.
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: not globally reachable
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64_WELL_KNOWN or address in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def resolve_host(host: str, port: int) -> list[str]:
