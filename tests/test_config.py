@@ -164,3 +164,19 @@ def test_an_unreadable_file(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
     assert config_error(missing) == f"{missing}: cannot read the config file: No such file or directory"
     assert config_error(tmp_path).startswith(f"{tmp_path}: cannot read the config file: ")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bob:hunter2cret@/feed.xml",  # no host
+        "https://bob:s3cr#et@news.example/feed.xml",  # '#' unescaped: the "port" is s3cr
+        "https://bob:12#cret@news.example/feed.xml",  # parses as host bob, port 12
+    ],
+)
+def test_a_bad_input_url_with_credentials_never_shows_them(tmp_path: Path, url: str) -> None:
+    # Inputs follow the feed lists' URL rule (pipeline.feeds.check_feed_url), redaction included.
+    path = write_config(tmp_path, f"inputs: ['{url}']\n")
+    message = config_error(path)
+    assert message.startswith(f"{path}: inputs: ")
+    assert "cret" not in message and "bob" not in message and "***@" in message
