@@ -588,3 +588,16 @@ def test_an_ipv6_address_holding_a_private_ipv4_one_is_private(address: str) -> 
 )
 def test_an_ipv6_address_holding_a_public_ipv4_one_is_public(address: str) -> None:
     assert check_addresses("public.example", [address], HopPolicy()) is True
+
+
+def test_credentials_are_sent_as_the_bytes_the_url_spells(feed_server: FeedServer) -> None:
+    # RFC 7617: user and password in UTF-8; percent-escapes give their bytes exactly ("%FF" too).
+    # requests would encode a str as Latin-1 and fail on '€', quoting the password's character.
+    feed_server.route("/feed", Reply(200, RSS))
+    base = f"127.0.0.1:{feed_server.port}/feed"
+    unicode_password = fetch(make_session(FAST), f"http://j%C3%BCrgen:p%E2%82%AC55@{base}", FAST)
+    raw_byte = fetch(make_session(FAST), f"http://bob:p%FF%3A@{base}", FAST)
+    unescaped = fetch(make_session(FAST), f"http://zoë:naïve€@{base}", FAST)
+    assert unicode_password.ok and raw_byte.ok and unescaped.ok, (unicode_password, raw_byte, unescaped)
+    sent = [base64.b64decode(r.headers["authorization"].removeprefix("Basic ")) for r in feed_server.requests]
+    assert sent == ["jürgen:p€55".encode(), b"bob:p\xff:", "zoë:naïve€".encode()]

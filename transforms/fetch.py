@@ -157,7 +157,8 @@ def redact_url(text: str) -> str:
 
 
 def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """The URL without its userinfo, and the (user, password) it held, percent-decoded."""
+    """The URL without its userinfo, and the (user, password) it held, percent-decoded (an escape
+    that is no UTF-8, such as `%FF`, kept as a surrogate: `basic_auth` sends its byte)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -167,7 +168,18 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
         return url, None
     user, _colon, password = userinfo.partition(":")
     plain = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return plain, (unquote(user), unquote(password))
+    return plain, (unquote(user, errors="surrogateescape"), unquote(password, errors="surrogateescape"))
+
+
+def basic_auth(credentials: tuple[str, str]) -> requests.auth.HTTPBasicAuth:
+    """(user, password) as the bytes Basic auth sends: UTF-8 (RFC 7617), escaped bytes as they are.
+
+    requests would encode text as Latin-1, which cannot hold '€' and fails quoting the character.
+    """
+    user, password = credentials
+    return requests.auth.HTTPBasicAuth(
+        user.encode("utf-8", "surrogateescape"), password.encode("utf-8", "surrogateescape")
+    )
 
 
 def carry_credentials(target: str, listed: str) -> str:
@@ -589,7 +601,7 @@ def _get_following_redirects(
             response = session.get(
                 current,
                 headers=headers,
-                auth=credentials if credentials and same_origin(listed, current) else None,
+                auth=basic_auth(credentials) if credentials and same_origin(listed, current) else None,
                 allow_redirects=False,
                 stream=True,
                 timeout=(min(settings.connect_timeout, remaining), min(settings.read_timeout, remaining)),
