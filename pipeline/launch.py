@@ -41,7 +41,6 @@ from pipeline.options import make_pipeline_options
 from pipeline.runners import DATAFLOW_ALIASES, RunnerError
 from transforms.schema import RunInfo
 
-DATAFLOW_CONFIG = Path("configs/dataflow.yaml")
 SETUP_FILE = Path(__file__).resolve().parent.parent / "setup.py"
 # Beam skips its network checks of gs:// buckets for an endpoint on localhost; only dry runs use it.
 OFFLINE_ENDPOINT = "http://localhost"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.durations import parse_duration
 from transforms.store import (
     INDEX_DATASET,
     INDEX_FIELDS,
@@ -90,14 +90,11 @@ def operation_id(kind: str) -> str:
 
 
 def parse_age(text: str) -> timedelta:
-    """`90d`, `12h`, `30m`, `2w` -> a timedelta; a clear error for anything else."""
-    found = re.fullmatch(r"\s*(\d+)\s*([wdhm])\s*", text)
-    if not found:
-        raise MaintenanceError(f"cannot read the age {text!r}: use a number and a unit, e.g. 90d, 12h, 2w")
-    amount, unit = int(found.group(1)), found.group(2)
-    return {"w": timedelta(weeks=amount), "d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
-        unit, timedelta(minutes=amount)
-    )
+    """`90s`, `30m`, `12h`, `90d`, `2w` -> a timedelta (the one grammar of `pipeline.durations`)."""
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except ValueError as error:
+        raise MaintenanceError(str(error)) from None
 
 
 # --- recovery -------------------------------------------------------------------------------------

@@ -177,7 +177,11 @@ def check_peer(
     if ip is None or not ip_is_private(ip):
         return
     if not settings.allow_private_hosts:
-        raise FetchError("private_address", f"refusing {ip}: connected to a private address")
+        raise FetchError(
+            "private_address",
+            f"refusing {ip}: connected to a private address"
+            " (set `fetch.allow_private_hosts: true` in the config to allow private hosts)",
+        )
     if redirected_from_public:
         raise FetchError("private_redirect", f"refusing {ip}: a public host redirected to a private address")
 
@@ -321,7 +325,11 @@ def check_target(
         raise FetchError("bad_url", f"no host in {url[:200]}")
     private = host_is_private(host)
     if private and not settings.allow_private_hosts:
-        raise FetchError("private_address", f"refusing {host}: a private, loopback or link-local address")
+        raise FetchError(
+            "private_address",
+            f"refusing {host}: a private, loopback or link-local address"
+            " (set `fetch.allow_private_hosts: true` in the config to allow private hosts)",
+        )
     if private and redirected_from_public:
         raise FetchError(
             "private_redirect", f"refusing a redirect from a public host to {host}, a private address"
