@@ -599,8 +599,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_LOCKED
         if args.verbose:
             traceback.print_exc()
+        outcome = "failed, nothing committed" if args.command == "run" else "failed"
         print(
-            f"newsbeam {args.command}: failed, nothing committed: {type(error).__name__}: {first_line[:500]}"
+            f"newsbeam {args.command}: {outcome}: {type(error).__name__}: {first_line[:500]}"
             + ("" if args.verbose else " (-v shows the traceback)"),
             file=sys.stderr,
         )
