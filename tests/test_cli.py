@@ -13,8 +13,8 @@ import os
 import pty
 import re
 import select
-import subprocess
 import struct
+import subprocess
 import sys
 import termios
 import time
