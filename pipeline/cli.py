@@ -372,7 +372,7 @@ def run_maintenance(command: str, settings: Settings, args: argparse.Namespace) 
         report = prune(
             settings.output, older_than, grace=grace, settings=parquet, lock_timeout=args.lock_timeout
         )
-    print(report.text(command))
+    print(f"{report.text(command)}; in {settings.output}")
 
 
 def _metrics(result: Any) -> dict[str, int]:
@@ -447,11 +447,14 @@ def run_batch(
     if done is not None:
         print(f"newsbeam run {run.run_id}: already committed at {done.get('ended_at')}; nothing to do")
         return done
-    where = settings.output if "://" in settings.output else os.path.abspath(settings.output)
     total = _listed_input_count(settings)
     reading = f"reading {total} inputs" if total is not None else "reading its inputs"
     log.info(
-        "newsbeam run %s on the %s runner: %s, writing into %s", run.run_id, settings.runner, reading, where
+        "newsbeam run %s on the %s runner: %s, writing into %s",
+        run.run_id,
+        settings.runner,
+        reading,
+        settings.output,
     )
     options = make_pipeline_options(settings.runner, settings.beam_options, beam_args)
     clock = time.monotonic()
@@ -510,6 +513,8 @@ def _load(args: argparse.Namespace) -> tuple[Settings, Path | None]:
     if getattr(args, "force", False):
         forced = settings.state.model_copy(update={"force": True})
         settings = settings.model_copy(update={"state": forced})
+    if "://" not in settings.output:  # every message then says exactly where the datasets are
+        settings = settings.model_copy(update={"output": os.path.abspath(settings.output)})
     return settings, config
 
 

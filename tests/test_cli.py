@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import pty
 import re
@@ -23,7 +24,15 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.cli import EXIT_NOTHING_READ, EXIT_TOO_MANY_FAILED, FailedInputsLimit, exit_status, main
+from pipeline.cli import (
+    EXIT_NOTHING_READ,
+    EXIT_TOO_MANY_FAILED,
+    FailedInputsLimit,
+    _parser,
+    configure_logging,
+    exit_status,
+    main,
+)
 from tests.conftest import PROJECT, SEEDS
 from tests.feedserver import FeedServer, Reply
 
@@ -312,3 +321,26 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     text = seen.decode(errors="replace")
     assert re.search(r"newsbeam run \S+: +\d+%\|.*\| 3/3 \[", text), text
     assert re.search(r"\d+ articles, 0 dead letters", text), text
+
+
+@pytest.mark.parametrize(
+    ("flags", "ours", "beams"),
+    [
+        ([], logging.INFO, logging.WARNING),  # newsbeam's progress and notes; Beam only when it warns
+        (["-q"], logging.WARNING, logging.ERROR),
+        (["-v"], logging.DEBUG, logging.WARNING),
+        (["-vv"], logging.DEBUG, logging.INFO),
+        (["--log-level", "error"], logging.ERROR, logging.ERROR),
+    ],
+)
+def test_verbosity_flags_set_the_log_levels(flags: list[str], ours: int, beams: int) -> None:
+    root, newsbeam = logging.getLogger(), logging.getLogger("newsbeam")
+    saved = root.level, newsbeam.level
+    try:
+        args, extra = _parser().parse_known_args(["run", *flags])
+        assert extra == []
+        configure_logging(args)
+        assert (newsbeam.level, root.level) == (ours, beams)
+    finally:
+        root.setLevel(saved[0])
+        newsbeam.setLevel(saved[1])
