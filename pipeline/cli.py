@@ -49,6 +49,17 @@ EXIT_CODES = """exit codes:
   4  committed, but every input failed: nothing at all could be read
   5  committed, but more inputs failed than --max-failed-inputs allows"""
 
+RUN_DOC = """Run the batch job once: read the inputs, write the articles, dead letters and fetch rows, commit.
+
+    newsbeam run                                  # the shipped config: its seeds -> ./output
+    newsbeam run --input 'feeds/*.xml' https://example.com/feed.xml --output /tmp/out
+    newsbeam run --opml subscriptions.opml        # only the list's feeds, no demo seeds
+    newsbeam run --direct_num_workers=2 --direct_running_mode=multi_processing
+
+Without --config the shipped configs/local.yaml is used; with --input or --opml and no --config,
+only what is given is read. Flags newsbeam does not know must be Beam pipeline options (any
+registered PipelineOptions, spelled exactly); anything else is refused with a "did you mean"."""
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 log = logging.getLogger("newsbeam")
 
@@ -135,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run the batch pipeline once",
-        description=__doc__,
+        description=RUN_DOC,
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
