@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import difflib
 import logging
 import os
@@ -24,7 +25,7 @@ import secrets
 import sys
 import time
 import traceback
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -369,12 +370,14 @@ def run_maintenance(command: str, settings: Settings, args: argparse.Namespace) 
     from pipeline.config import ConfigError
     from pipeline.maintenance import MaintenanceError, compact, parse_age, prune
 
-    try:
-        grace = parse_age(args.grace)
-        older_than = parse_age(args.older_than) if command == "prune" else None
-    except MaintenanceError as error:
-        flag = "--older-than" if command == "prune" and args.older_than in str(error) else "--grace"
-        raise ConfigError(f"{flag}: {error}") from None
+    def age(flag: str, text: str) -> timedelta:
+        try:
+            return parse_age(text)
+        except MaintenanceError as error:
+            raise ConfigError(f"{flag}: {error}") from None
+
+    grace = age("--grace", args.grace)
+    older_than = age("--older-than", args.older_than) if command == "prune" else None
     parquet = settings.parquet.settings()
     if command == "compact":
         report = compact(settings.output, grace=grace, settings=parquet, lock_timeout=args.lock_timeout)
@@ -434,8 +437,6 @@ def run_batch(
     With `progress_interval` (seconds), progress is shown while it runs: a bar on a terminal,
     else a log line that often.
     """
-    import contextlib
-
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.pipeline import Pipeline
 
