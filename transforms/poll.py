@@ -45,7 +45,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.feed_state import FeedSource
-from transforms.fetch import FetchResult, FetchSettings, fetch, make_session
+from transforms.fetch import FetchResult, FetchSettings, carry_credentials, fetch, make_session, redact_url
 from transforms.parse import ParsedInput
 from transforms.read import DEAD_LETTERS, FETCHES, fetched_to_outputs, parsed_to_outputs
 from transforms.schema import Outcome, Record, SourceType
@@ -241,18 +241,19 @@ class _PollFeedFn(beam.DoFn):
         clock = time.monotonic()
         self._polls.inc()
         try:
+            moved = known.get("target")
             result = fetch(
                 self._session,
-                known.get("target") or url,
+                carry_credentials(moved, url) if moved else url,
                 self._settings,
                 etag=known.get("etag"),
                 last_modified=known.get("last_modified"),
             )
             outputs = list(fetched_to_outputs(url, result, started_at, clock, feed=self._feeds.get(url)))
         except Exception as error:  # fetch() and parsing never raise; a bug stays this poll's, as in batch
-            message = f"{type(error).__name__}: {error}"
+            message = redact_url(f"{type(error).__name__}: {error}")
             parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=message)
-            yield from parsed_to_outputs(url, SourceType.FEED, parsed, None, started_at, 0)
+            yield from parsed_to_outputs(redact_url(url), SourceType.FEED, parsed, None, started_at, 0)
             return
         conditions.write(json.dumps(conditions_after(known, result)))
         if result.not_modified:
