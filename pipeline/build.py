@@ -15,6 +15,7 @@ from apache_beam.pvalue import PCollection
 
 from pipeline.config import Settings
 from pipeline.feeds import feed_list
+from pipeline.progress import CountProgress
 from transforms.accounting import CountPerSource, CountUnaccounted
 from transforms.dedupe import (
     ALREADY_STORED,
@@ -47,8 +48,14 @@ FEED_FETCHES = "feed_fetches"
 DATASETS = (ARTICLES, DEAD_LETTERS, FEED_FETCHES)
 
 
-def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
-    """The batch pipeline; returns the one-element PCollection of the committed run manifest."""
+def build_batch(
+    p: Pipeline, settings: Settings, run: RunInfo, progress: tuple[str, int] | None = None
+) -> PCollection:
+    """The batch pipeline; returns the one-element PCollection of the committed run manifest.
+
+    With `progress` (a 127.0.0.1 address), steps fused into the reading stages send their counts
+    there while the run goes on (pipeline/progress.py).
+    """
     parquet = settings.parquet.settings()
     feeds = feed_list(settings).feeds
     read_settings = ReadSettings(
@@ -108,6 +115,9 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
     )
     dead_letter_files = (dead_letters | "WriteDeadLetters" >> dead_letter_writer).files
     fetch_files = (fetch_rows | "WriteFeedFetches" >> fetch_writer).files
+    if progress is not None:
+        for kind, counted in (("inputs", fetches), ("articles", enriched), ("dead_letters", dead_letters)):
+            _ = counted | f"Progress{kind.title()}" >> beam.ParDo(CountProgress(progress, kind))
     manifest = (
         (article_files, dead_letter_files, fetch_files, index_files)
         | "AllStagedFiles" >> beam.Flatten()

@@ -19,13 +19,11 @@ import argparse
 import contextlib
 import os
 import posixpath
-import re
 import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -34,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.durations import parse_duration
 from transforms.paths import list_files, validate_run_id
 from transforms.store import (
     INDEX_DATASET,
@@ -100,14 +99,11 @@ def operation_id(kind: str) -> str:
 
 
 def parse_age(text: str) -> timedelta:
-    """`90d`, `12h`, `30m`, `2w` -> a timedelta; a clear error for anything else."""
-    found = re.fullmatch(r"\s*(\d+)\s*([wdhm])\s*", text)
-    if not found:
-        raise MaintenanceError(f"cannot read the age {text!r}: use a number and a unit, e.g. 90d, 12h, 2w")
-    amount, unit = int(found.group(1)), found.group(2)
-    return {"w": timedelta(weeks=amount), "d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
-        unit, timedelta(minutes=amount)
-    )
+    """`90s`, `30m`, `12h`, `90d`, `2w` -> a timedelta (the one grammar of `pipeline.durations`)."""
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except ValueError as error:
+        raise MaintenanceError(str(error)) from None
 
 
 # --- recovery -------------------------------------------------------------------------------------
@@ -298,24 +294,6 @@ def repair_index(
 def _ensure_folder(folder: str) -> None:
     if is_local(folder):
         os.makedirs(folder, exist_ok=True)
-
-
-def add_repair_command(commands: Any) -> None:
-    """`newsbeam repair OUTPUT`: the command's arguments (its wiring lives here, beside its logic)."""
-    repair = commands.add_parser(
-        "repair",
-        help="rebuild a missing or broken version index from the article files (under the commit lock)",
-    )
-    repair.add_argument("--output", default=None, help="output folder or URL (or give it as OUTPUT)")
-    # SUPPRESS: without OUTPUT the positional leaves `output` alone, so `--output` and the config still count.
-    repair.add_argument(
-        "output", nargs="?", default=argparse.SUPPRESS, metavar="OUTPUT", help="output folder"
-    )
-    repair.add_argument("--config", type=Path, default=None, help="YAML config (for its output and options)")
-    repair.add_argument("--force", action="store_true", help="rebuild even when the index looks whole")
-    repair.add_argument(
-        "--lock-timeout", type=float, default=600.0, help="seconds to wait for another commit (default 600)"
-    )
 
 
 def run_repair(settings: Any, args: argparse.Namespace) -> int:

@@ -25,7 +25,6 @@ import sys
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -35,7 +34,8 @@ from apache_beam.pipeline import Pipeline
 
 from pipeline.build import DATASETS, build_stream
 from pipeline.config import ConfigError, Settings
-from pipeline.feeds import feed_list, parse_duration
+from pipeline.durations import parse_duration
+from pipeline.feeds import feed_list
 from pipeline.maintenance import MaintenanceError, check_index
 from pipeline.options import make_pipeline_options
 from pipeline.runners import LOCAL_ALIASES, make_runner
@@ -55,31 +55,9 @@ from transforms.write import (
     take_staging_lease,
 )
 
-STREAM_CONFIG = Path("configs/streaming.yaml")
 STREAM_LOGGER = "newsbeam.stream"
 STREAM_JOB_SERVER_TIMEOUT = 10 * 365 * 86400  # seconds: see stream_beam_args
 log = logging.getLogger(STREAM_LOGGER)
-
-
-def add_stream_command(commands: Any) -> None:
-    stream = commands.add_parser(
-        "stream",
-        help="poll feeds continuously and write windowed Parquet until stopped",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    stream.add_argument("--config", type=Path, default=None, help=f"YAML config (default {STREAM_CONFIG})")
-    stream.add_argument(
-        "--output", default=None, help="output folder or gs:// / s3:// URL (default from config)"
-    )
-    stream.add_argument("--runner", default=None, help="prism (local), or a Beam runner name")
-    stream.add_argument("--run-id", default=None, help="id of this run (default: time and random suffix)")
-    stream.add_argument(
-        "--duration",
-        default=None,
-        metavar="AGE",
-        help="stop after this long, e.g. 90, 10m, 2h (default from config `stream.duration`: until Ctrl-C)",
-    )
 
 
 def stream_feeds(settings: Settings) -> tuple[FeedSource, ...]:
