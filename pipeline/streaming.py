@@ -9,8 +9,11 @@ On Dataflow or Flink the same pipeline runs with `--runner=DataflowRunner ...` (
 through). The local runners have no drain and `cancel()` discards buffered windows, so a stop is
 a stop *flag*: the first Ctrl-C or SIGTERM creates `OUTPUT/_runs/<run_id>.stop`, the poll source
 sees it within a second and finishes, the watermark reaches the end of time, every window is
-written, and the job ends on its own. A second Ctrl-C cancels at once (buffered windows are lost,
-and a restart polls them again: nothing stored is written twice).
+committed, and the job ends on its own. Prism runs in a session of its own (pipeline/runners.py),
+so a terminal's Ctrl-C reaches only this process. A second Ctrl-C cancels at once: this process
+takes the commit lock (so no pane commit is half done), stops Prism and exits; the run's staging
+is left outside every dataset and removed, with any decided pane rolled forward, by the next start
+(`clean_abandoned_streams`). Buffered windows are lost then, and polled again by the restart.
 """
 
 from __future__ import annotations
@@ -37,11 +40,20 @@ from pipeline.build import DATASETS, build_stream
 from pipeline.config import ConfigError, Settings
 from pipeline.feeds import feed_list, parse_duration
 from pipeline.options import make_pipeline_options
-from pipeline.runners import LOCAL_ALIASES, make_runner
+from pipeline.runners import (
+    LOCAL_ALIASES,
+    PRISM_ALIASES,
+    PrismServer,
+    make_runner,
+    prism_binary,
+    prism_job_options,
+)
 from transforms.feed_state import FeedSource
 from transforms.parse import is_http_url
 from transforms.poll import PollSchedule, tick_seconds_for
 from transforms.schema import RunInfo
+from transforms.store import CommitLock
+from transforms.window_write import StreamRunMarker, clean_abandoned_streams
 from transforms.write import RUNS_DIR, join_path, remove_staging
 
 STREAM_CONFIG = Path("configs/streaming.yaml")
@@ -128,14 +140,14 @@ class _StopOnSignal:
         _request_stop(self._stop_file)
 
 
-_RUN_FILE = re.compile(r"^part-\d{8}T\d{6}Z-(?P<run>.+)-p\d{3}-[0-9a-f]+\.parquet$")
+_RUN_FILE = re.compile(r"^part-\d{8}T\d{6}Z-(?P<run>.+)-[0-9a-f]{16}\.parquet$")
 
 
 def files_of_run(output: str, run_id: str) -> dict[str, list[str]]:
     """The published files a streaming run wrote, per dataset (local outputs and object stores)."""
     found: dict[str, list[str]] = defaultdict(list)
     for dataset in DATASETS:
-        pattern = join_path(output, dataset, "**", f"part-*-{run_id}-p*.parquet")
+        pattern = join_path(output, dataset, "**", f"part-*-{run_id}-*.parquet")
         for metadata in FileSystems.match([pattern])[0].metadata_list:
             match = _RUN_FILE.match(metadata.path.rsplit("/", 1)[-1])
             if match and match.group("run") == run_id:
@@ -198,31 +210,55 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
         stop_file=stop_file,
     )
     logging.getLogger(STREAM_LOGGER).setLevel(logging.INFO)
-    options = make_pipeline_options(
-        settings.runner, settings.beam_options, stream_beam_args(settings, beam_args)
-    )
-    pipeline = Pipeline(runner=make_runner(settings.runner), options=options)
-    build_stream(pipeline, settings, run, schedule, feeds)
-    print(
-        f"newsbeam stream {run.run_id}: polling {len(feeds)} feeds every {schedule.tick_seconds:g}s or more, "
-        f"{settings.stream.window}s windows, into {settings.output}"
-        + (f", for {duration}s" if duration else "; Ctrl-C to stop"),
-        file=sys.stderr,
-    )
-    state = "unknown"
+    cleaned = clean_abandoned_streams(settings.output)
+    if cleaned:
+        print(f"newsbeam stream: cleaned the staging of stopped runs {', '.join(cleaned)}", file=sys.stderr)
+    with contextlib.ExitStack() as resources:
+        marker = resources.enter_context(StreamRunMarker(settings.output, run.run_id))
+        runner, job_flags = make_runner(settings.runner), []
+        if settings.runner.strip().lower() in PRISM_ALIASES:
+            prism = resources.enter_context(PrismServer(prism_binary()))
+            runner, job_flags = "PortableRunner", prism_job_options(prism)
+            print(f"newsbeam stream: Prism on {prism.endpoint} (runner pid {prism.pid})", file=sys.stderr)
+        options = make_pipeline_options(
+            settings.runner, settings.beam_options, stream_beam_args(settings, [*job_flags, *beam_args])
+        )
+        pipeline = Pipeline(runner=runner, options=options)
+        build_stream(pipeline, settings, run, schedule, feeds)
+        print(
+            f"newsbeam stream {run.run_id}: polling {len(feeds)} feeds every {schedule.tick_seconds:g}s or "
+            f"more, {settings.stream.window}s windows, into {settings.output}"
+            + (f", for {duration}s" if duration else "; Ctrl-C to stop"),
+            file=sys.stderr,
+        )
+        state = _run_until_stopped(pipeline, stop_file, settings.output)
+        if FileSystems.exists(stop_file):
+            FileSystems.delete([stop_file])
+        if state.upper().endswith("DONE"):
+            remove_staging(settings.output, run.run_id)  # the job is over: nothing is committing
+            marker.finished = True
+    print(stream_report(settings.output, run.run_id, state, time.time() - started))
+    return 0 if state.upper().endswith("DONE") else 1
+
+
+def _run_until_stopped(pipeline: Pipeline, stop_file: str, output: str) -> str:
+    """Run the job until it ends (after a stop flag: drained); a second Ctrl-C cancels it at once."""
     result = None
     with _StopOnSignal(stop_file) as stopper:
         try:
             result = pipeline.run()
             stopper.reinstall()
-            state = str(result.wait_until_finish())
+            return str(result.wait_until_finish())
         except KeyboardInterrupt:
-            state = "cancelled"
+            print(
+                "newsbeam stream: cancelling; the next start cleans up what this run staged", file=sys.stderr
+            )
+            # Held from here to the exit: no pane commit is under way or can begin (the SDK workers
+            # run in this process), so what readers see is whole.
+            lock = CommitLock(output, "a cancelled stream", timeout=60)
+            with contextlib.suppress(Exception):
+                lock.__enter__()
             if result is not None:
                 with contextlib.suppress(Exception):  # the job may already be gone
                     result.cancel()
-    if FileSystems.exists(stop_file):
-        FileSystems.delete([stop_file])
-    remove_staging(settings.output, run.run_id)
-    print(stream_report(settings.output, run.run_id, state, time.time() - started))
-    return 0 if state.upper().endswith("DONE") else 1
+            return "cancelled"

@@ -320,8 +320,13 @@ def fetch_row_counts(row: Record) -> dict[str, int]:
 
 
 def written_file_counts(written: dict[str, Any]) -> dict[str, int]:
-    late = written.get("late_rows", 0) if written.get("dataset") == "articles" else 0
-    return {"files_written": 1, "late": late}
+    """A pane commit's counts; the revisions its commit found stored already are duplicates too."""
+    articles = written.get("dataset") == "articles"
+    return {
+        "files_written": int(written.get("path") is not None),
+        "late": written.get("late_rows", 0) if articles else 0,
+        "duplicates": written.get("already_stored", 0) if articles else 0,
+    }
 
 
 class SumCounts(beam.CombineFn):

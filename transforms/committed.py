@@ -1,0 +1,155 @@
+"""What the store has committed: a per-worker cache of the version index, and the rule that decides.
+
+The streaming job's exactly-once rests here, not on the runner's state. `CommittedVersions` holds,
+per article id, every content hash stored and the latest stored version, read from the committed
+version index (`OUTPUT/_state/articles/`, transforms/store.py). It is refreshed by listing the
+index: only files not read before are read (index files are immutable once published), and when a
+known file has gone (`newsbeam compact` merged it) the cache is rebuilt. Commits made in this worker
+are noted directly, so the cache never lags behind its own writes.
+
+`decide_revisions` is the one rule, used by the window writer's commit under the commit lock (the
+decision) and by `DeduplicateStream` before it (a cheap early drop of what is already stored):
+
+- a content hash already stored for the id is never stored again;
+- a text whose `updated_at` is older than the latest stored version's never becomes a newer version;
+- anything else is the next version of its id, in fetch-time order within one decision.
+
+One cache per output is shared by every DoFn instance of the worker process (`shared_versions`);
+it holds about 150 bytes per stored version, the size of the index itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from transforms.store import StoredVersion, list_index_files, read_index
+
+ALREADY_STORED = "already_stored"
+STALE = "stale"
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass
+class KnownId:
+    """What is stored of one article id: all its content hashes and its latest version."""
+
+    hashes: set[str | None] = field(default_factory=set)
+    latest: StoredVersion | None = None
+
+    def add(self, content_hash: str | None, updated_at: datetime | None, version: int) -> None:
+        self.hashes.add(content_hash)
+        if self.latest is None or version > self.latest.version:
+            self.latest = StoredVersion(content_hash, updated_at, version)
+
+
+class CommittedVersions:
+    """The committed version index of one output, cached (see the module docstring). Thread-safe."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self._files: set[str] = set()
+        self._ids: dict[str, KnownId] = {}
+        self._refreshed_at = float("-inf")
+        self._lock = threading.RLock()
+
+    def refresh(self, max_age: float = 0.0) -> None:
+        """Read the index files published since the last refresh (at most every `max_age` seconds)."""
+        with self._lock:
+            if time.monotonic() - self._refreshed_at < max_age:
+                return
+            for attempt in range(5):
+                files = list_index_files(self.output)
+                if not self._files <= set(files):  # compaction replaced files we read: start again
+                    self._files, self._ids = set(), {}
+                new = [path for path in files if path not in self._files]
+                try:
+                    table = read_index(new)
+                except FileNotFoundError:  # retired between the listing and the read
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
+                self._merge(table)
+                self._files.update(new)
+                break
+            self._refreshed_at = time.monotonic()
+
+    def _merge(self, table: pa.Table) -> None:
+        for row in table.to_pylist():
+            self.note(row["article_id"], row["content_hash"], row["updated_at"], row["version"])
+
+    def note(
+        self, article_id: str, content_hash: str | None, updated_at: datetime | None, version: int
+    ) -> None:
+        with self._lock:
+            self._ids.setdefault(article_id, KnownId()).add(content_hash, updated_at, version)
+
+    def note_committed(self, index_file: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Rows this worker just published in `index_file`: known without reading the file back."""
+        with self._lock:
+            for row in rows:
+                self.note(row["article_id"], row.get("content_hash"), row.get("updated_at"), row["version"])
+            self._files.add(index_file)
+
+    def known(self, article_id: str) -> KnownId | None:
+        with self._lock:
+            found = self._ids.get(article_id)
+            return KnownId(set(found.hashes), found.latest) if found is not None else None
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+_SHARED: dict[str, CommittedVersions] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_versions(output: str) -> CommittedVersions:
+    """The worker's one cache of `output`'s committed versions."""
+    with _SHARED_LOCK:
+        if output not in _SHARED:
+            _SHARED[output] = CommittedVersions(output)
+        return _SHARED[output]
+
+
+def _fetch_order(record: dict[str, Any]) -> tuple[datetime, str, str]:
+    return (record.get("ingested_at") or _OLDEST, record["article_id"], record.get("content_hash") or "")
+
+
+def decide_revisions(
+    records: Iterable[dict[str, Any]], committed: CommittedVersions
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """(records to store, each with its `version`; (record, reason) for each one not to store).
+
+    Records are taken in fetch-time order, so several revisions of an id in one decision are
+    numbered in the order they were fetched; each later one is checked against the earlier ones too.
+    """
+    decided: dict[str, KnownId | None] = {}
+    kept: list[dict[str, Any]] = []
+    dropped: list[tuple[dict[str, Any], str]] = []
+    for record in sorted(records, key=_fetch_order):
+        article_id, content_hash = record["article_id"], record.get("content_hash")
+        if article_id not in decided:
+            decided[article_id] = committed.known(article_id)
+        known = decided[article_id]
+        if known is not None and content_hash in known.hashes:
+            dropped.append((record, ALREADY_STORED))
+            continue
+        updated_at: datetime | None = record.get("updated_at")
+        latest = known.latest if known is not None else None
+        if latest is not None and updated_at and latest.updated_at and updated_at < latest.updated_at:
+            dropped.append((record, STALE))
+            continue
+        version = latest.version + 1 if latest is not None else 1
+        if known is None:
+            known = decided[article_id] = KnownId()
+        known.add(content_hash, updated_at, version)
+        kept.append({**record, "version": version})
+    return kept, dropped
