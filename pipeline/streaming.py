@@ -205,8 +205,7 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
     stop_file = stop_file_path(settings.output, run.run_id)
     schedule = PollSchedule(
         tick_seconds=tick_seconds_for(feeds, settings.stream.poll_interval),
-        start_at=started,
-        stop_at=started + duration if duration else None,
+        duration=duration or None,  # counted from the first real poll, not from the launch
         stop_file=stop_file,
     )
     logging.getLogger(STREAM_LOGGER).setLevel(logging.INFO)

@@ -8,6 +8,9 @@ bundles). Each feed moves on to its next *phase* only once everything it served 
 visible in the dataset, so every revision served at a successful poll must become visible, or the
 scenario fails naming what never appeared.
 
+Meanwhile the scenario holds the output's commit lock for a moment now and then (a concurrent
+compaction), which makes the job's commits slow too.
+
 The job is run four times against the same output: stopped by SIGTERM, by Ctrl-C (SIGINT to its
 whole process group, as a terminal sends it), killed with SIGKILL (kill -9) and finally stopped by
 Ctrl-C once every feed has reached its last phase. Then every distinct (article_id, content_hash)
@@ -45,6 +48,7 @@ from transforms.enrich import enrich_article
 from transforms.normalize import EmptyEntryError, normalize_entry
 from transforms.parse import parse_input
 from transforms.schema import Outcome, RunInfo
+from transforms.store import CommitLock
 
 PROJECT = Path(__file__).resolve().parent.parent
 FEED_HEADERS = {"Content-Type": "application/rss+xml"}
@@ -78,19 +82,19 @@ def _story(name: str, n: int, phase: int | None = None) -> tuple[str, str]:
     )
 
 
-def edited_feed(name: str, phase: int) -> bytes:
-    """Three entries; the first is edited under the same guid at every phase, the others repeat."""
+def edited_feed(name: str, phase: int, entries: int = 3) -> bytes:
+    """`entries` entries; the first is edited under the same guid at every phase, the others repeat."""
     items = []
-    for n in range(3):
+    for n in range(entries):
         title, text = _story(name, n, phase if n == 0 else None)
         items.append(_item(f"{name}-{n}", title, text, f"http://scenario.test/{name}/{n}"))
     return _rss(name, items)
 
 
-def rotating_feed(name: str, phase: int) -> bytes:
-    """A window of the latest three entries: each phase one new entry comes, the oldest goes."""
+def rotating_feed(name: str, phase: int, entries: int = 3) -> bytes:
+    """A window of the latest `entries` entries: each phase one new entry comes, the oldest goes."""
     items = []
-    for n in range(phase, phase + 3):
+    for n in range(phase, phase + entries):
         title, text = _story(name, n)
         items.append(_item(f"{name}-{n}", title, text, f"http://scenario.test/{name}/{n}"))
     return _rss(name, list(reversed(items)))
@@ -131,15 +135,19 @@ class ScenarioFeed:
     answered_in_phase: int = 0
 
 
-def scenario_feeds() -> list[ScenarioFeed]:
-    feeds = [
-        ScenarioFeed(f"edits{n}", lambda p, name=f"edits{n}": edited_feed(name, p), delay=0.3 * (n % 2))
-        for n in range(4)
-    ]
-    feeds += [
-        ScenarioFeed(f"rotate{n}", lambda p, name=f"rotate{n}": rotating_feed(name, p), delay=0.2 * n)
-        for n in range(3)
-    ]
+def scenario_feeds(copies: int = 1, entries: int = 3) -> list[ScenarioFeed]:
+    """The feeds: `copies` of each edited and rotating feed (more load), each with `entries` entries."""
+    feeds = []
+    for n in range(4 * copies):
+        name = f"edits{n}"
+        feeds.append(
+            ScenarioFeed(name, lambda p, name=name: edited_feed(name, p, entries), delay=0.3 * (n % 2))
+        )
+    for n in range(3 * copies):
+        name = f"rotate{n}"
+        feeds.append(
+            ScenarioFeed(name, lambda p, name=name: rotating_feed(name, p, entries), delay=0.1 * (n % 3))
+        )
     feeds.append(
         ScenarioFeed("flaky", lambda p: rotating_feed("flaky", p), failing_phase=lambda p: p % 2 == 1)
     )
@@ -170,10 +178,10 @@ def revisions_of(body: bytes, feed_url: str) -> set[Revision]:
 class ChangingFeeds:
     """Serves the scenario's feeds and records every revision served, with when it was first served."""
 
-    def __init__(self, server: FeedServer, last_phase: int) -> None:
+    def __init__(self, server: FeedServer, last_phase: int, copies: int = 1, entries: int = 3) -> None:
         self.server = server
         self.last_phase = last_phase
-        self.feeds = {feed.name: feed for feed in scenario_feeds()}
+        self.feeds = {feed.name: feed for feed in scenario_feeds(copies, entries)}
         self.urls = {name: server.route(f"/{name}.xml", self._answerer(name)) for name in self.feeds}
         self.first_served: dict[Revision, tuple[float, int]] = {}  # revision -> (time, serve order)
         self.answers = 0
@@ -195,7 +203,7 @@ class ChangingFeeds:
                 feed.served_in_phase |= served
                 for revision in served:
                     if revision not in self.first_served:
-                        self.first_served[revision] = (time.time(), len(self.first_served))
+                        self.first_served[revision] = (time.monotonic(), len(self.first_served))
             headers = {**FEED_HEADERS, **({"ETag": etag} if feed.conditional else {})}
             return Reply(200, body, headers, delay=feed.delay)
 
@@ -263,12 +271,37 @@ def leftovers(output: Path) -> list[str]:
     return sorted(str(p.relative_to(output)) for p in found)
 
 
+class CommitContention:
+    """Holds the output's commit lock for `hold` seconds every `every` seconds, as a concurrent
+    `newsbeam compact` would: the job's commits wait, its stateful stages get slow, and the runner
+    splits their bundles."""
+
+    def __init__(self, output: Path, hold: float = 0.6, every: float = 1.5) -> None:
+        self.output, self.hold, self.every = output, hold, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._contend, daemon=True)
+
+    def __enter__(self) -> CommitContention:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _contend(self) -> None:
+        while not self._stop.wait(self.every):
+            with CommitLock(str(self.output), "the scenario's contention", timeout=30):
+                time.sleep(self.hold)
+
+
 class DatasetWatcher:
     """Reads the dataset every half second while the job runs; moves the feeds on; records read errors."""
 
     def __init__(self, output: Path, feeds: ChangingFeeds) -> None:
         self.output, self.feeds = output, feeds
         self.visible: set[Revision] = set()
+        self.visible_at: dict[Revision, float] = {}  # monotonic time the watcher first saw it
         self.errors: list[str] = []
         self.advances = 0
         self._stop = threading.Event()
@@ -289,6 +322,9 @@ class DatasetWatcher:
             self.errors.append(f"{type(error).__name__}: {error}")
             return
         self.visible = {(row["article_id"], row["content_hash"]) for row in rows}
+        now = time.monotonic()
+        for revision in self.visible:
+            self.visible_at.setdefault(revision, now)
         self.advances += self.feeds.advance(self.visible)
 
     def _watch(self) -> None:
@@ -382,10 +418,45 @@ def _alive(pid: int) -> bool:
 
 @dataclass
 class ScenarioReport:
+    """What the scenario saw; latencies are from first served (or from the first poll of the run that
+    stored it, for revisions a stopped run left unstored) to visible, as the watcher saw it (+0.5 s)."""
+
     revisions: int
     runs: int
     phase_advances: int
     seconds: float
+    latency_max: float
+    latency_median: float
+    latency_after_restart_max: float
+
+    def summary(self) -> str:
+        return (
+            f"{self.revisions} revisions in {self.runs} runs, {self.phase_advances} feed changes, "
+            f"{self.seconds:.0f}s; latency served -> visible: median {self.latency_median:.1f}s, "
+            f"max {self.latency_max:.1f}s, "
+            f"max from a restart's first poll {self.latency_after_restart_max:.1f}s"
+        )
+
+
+def _latencies(
+    first_served: dict[Revision, tuple[float, int]],
+    visible_at: dict[Revision, float],
+    first_polls: list[float],
+) -> tuple[float, float, float]:
+    """(max, median, max after a restart) of served -> visible; a revision served before a restart and
+    stored after it counts from the restarted run's first poll."""
+    spans, after_restart = [], [0.0]
+    for revision, (served, _) in first_served.items():
+        seen = visible_at.get(revision)
+        if seen is None:
+            continue
+        restarts = [at for at in first_polls if served < at <= seen]
+        start = restarts[-1] if restarts else served
+        spans.append(seen - start)
+        if restarts:
+            after_restart.append(seen - start)
+    spans.sort()
+    return (spans[-1] if spans else 0.0), (spans[len(spans) // 2] if spans else 0.0), max(after_restart)
 
 
 def run_exactly_once_scenario(
@@ -397,24 +468,29 @@ def run_exactly_once_scenario(
     startup_timeout: float = 60.0,
     advances_per_run: int = 12,
     last_phase: int = 6,
+    copies: int = 1,
+    entries: int = 3,
 ) -> ScenarioReport:
     """Run the scenario of the module docstring; raises `ScenarioFailure` (an AssertionError) on a breach.
 
     `startup_timeout` is how long a run may take to show its first progress (runner start-up);
-    `advances_per_run` how many feed phase changes each interrupted run must see before it is stopped.
+    `advances_per_run` how many feed phase changes each interrupted run must see before it is stopped;
+    `copies` and `entries` scale the load (feeds and entries per feed; benchmarks/ uses more).
     """
     started = time.monotonic()
     output = work / "out"
     env = {**os.environ, **(env or {})}
     runs: list[JobRun] = []
+    first_polls: list[Callable[[], float | None]] = []  # filled in when each run's first request arrives
     with FeedServer() as server:
-        feeds = ChangingFeeds(server, last_phase)
+        feeds = ChangingFeeds(server, last_phase, copies, entries)
         config = write_config(work, feeds.urls, runner, beam_options)
-        with DatasetWatcher(output, feeds) as watcher:
+        with DatasetWatcher(output, feeds) as watcher, CommitContention(output):
             stops = [("sigterm", signal.SIGTERM), ("ctrl-c", signal.SIGINT), ("kill-9", signal.SIGKILL)]
             for name, how in stops:
                 run = start_job(config, work, name, env)
                 runs.append(run)
+                first_polls.append(_first_request_after(server, time.monotonic()))
                 before = watcher.advances
                 progressed = wait_for(
                     lambda run=run, before=before: (
@@ -438,6 +514,7 @@ def run_exactly_once_scenario(
                     raise _fail(f"run {name} printed no report", run)
             final = start_job(config, work, "final", env)
             runs.append(final)
+            first_polls.append(_first_request_after(server, time.monotonic()))
             done = wait_for(
                 lambda: feeds.done(watcher.visible) or final.process.poll() is not None, startup_timeout + 90
             )
@@ -459,6 +536,15 @@ def run_exactly_once_scenario(
         return ScenarioReport(
             len(feeds.first_served), len(runs), watcher.advances, time.monotonic() - started
         )
+
+
+def _first_request_after(server: FeedServer, since: float) -> Callable[[], float | None]:
+    """When the server got its first request after `since` (asked later, once the run has polled)."""
+
+    def first() -> float | None:
+        return next((request.at for request in list(server.requests) if request.at >= since), None)
+
+    return first
 
 
 def _check_runner_gone(run: JobRun) -> None:

@@ -22,6 +22,7 @@ from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing.test_stream import TestStream as EventStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import PROJECT
 from transforms.committed import ALREADY_STORED, STALE, CommittedVersions, decide_revisions
@@ -32,9 +33,11 @@ from transforms.poll import (
     PollSchedule,
     conditions_after,
     feeds_due,
+    next_tick_due,
     schedule_from_json,
     schedule_to_json,
     tick_seconds_for,
+    too_soon,
     total_ticks,
 )
 from transforms.schema import ARTICLE_SCHEMA
@@ -178,10 +181,24 @@ def test_feeds_due_on_their_own_intervals() -> None:
 
 
 def test_schedule_round_trip_and_tick_count() -> None:
-    schedule = PollSchedule(tick_seconds=2, start_at=T0, stop_at=T0 + 7, stop_file="/tmp/x.stop")
+    schedule = PollSchedule(tick_seconds=2, duration=7, stop_file="/tmp/x.stop")
     assert schedule_from_json(schedule_to_json(schedule)) == schedule
-    assert total_ticks(schedule) == 4  # T0, +2, +4, +6
-    assert total_ticks(PollSchedule(tick_seconds=2, start_at=T0)) > 10**15
+    assert total_ticks(schedule) == 4  # 0, +2, +4, +6 after the first real tick
+    assert total_ticks(PollSchedule(tick_seconds=2)) > 10**15
+
+
+def test_ticks_start_at_the_first_real_poll_and_never_catch_up() -> None:
+    """A runner that starts late (Flink: 25-48 s) or stalls gets one tick now, not every missed one."""
+    assert next_tick_due(None, None, 5, now=T0 + 40) == T0 + 40  # the first tick: at once
+    assert next_tick_due(Timestamp.of(T0 + 5), None, 5, now=T0 + 60) == T0 + 5  # one overdue tick, then...
+    assert next_tick_due(Timestamp.of(T0 + 5), T0 + 60, 5, now=T0 + 60) == T0 + 65  # ...a tick after it
+    assert next_tick_due(Timestamp.of(T0 + 65), T0 + 60, 5, now=T0 + 61) == T0 + 65
+
+
+def test_a_replayed_tick_polls_nothing() -> None:
+    assert too_soon(T0 + 4.9, T0, interval=5)
+    assert not too_soon(T0 + 5, T0, interval=5)
+    assert not too_soon(T0, None, interval=5)
 
 
 def test_conditions_after_keeps_validators_of_the_last_200() -> None:

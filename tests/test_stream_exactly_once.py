@@ -25,3 +25,4 @@ def test_every_served_revision_is_stored_exactly_once_across_stops_and_kills(tmp
         tmp_path, "prism", {"environment_type": "LOOPBACK"}, env={"NEWSBEAM_PRISM": str(prism)}
     )
     assert report.revisions >= 60 and report.runs == 4, report
+    print(report.summary())  # figures only: timing is for benchmarks/, not for assertions

@@ -119,12 +119,20 @@ class WindowFileSpec:
 
 
 class PaneCommit(NamedTuple):
-    """What one pane's commit did: the files published (articles first) and the rows kept and dropped."""
+    """What one pane's commit did: the files published (articles first), the rows kept and dropped,
+    and the longest time from a kept row's fetch to its publication (milliseconds)."""
 
     paths: list[str]
     rows: int
     already_stored: int
     stale: int
+    latency_ms: int = 0
+
+
+def latency_ms(records: Iterable[dict[str, Any]], published_at: datetime) -> int:
+    """Milliseconds from the earliest fetch of `records` to `published_at` (0 when none has a fetch time)."""
+    fetched = [r["ingested_at"] for r in records if isinstance(r.get("ingested_at"), datetime)]
+    return max(0, round((published_at - min(fetched)).total_seconds() * 1000)) if fetched else 0
 
 
 def pane_marker_dir(output: str) -> str:
@@ -197,7 +205,8 @@ def commit_pane(
         FileSystems.delete([marker])
         if committed is not None and spec.with_index:
             committed.note_committed(moves[-1]["final_path"], index_rows)
-        return PaneCommit([move["final_path"] for move in moves], len(records), already, stale)
+        latency = latency_ms(records, datetime.now(UTC))
+        return PaneCommit([move["final_path"] for move in moves], len(records), already, stale, latency)
 
 
 # --- a stream's run marker: what the next start may clean ---------------------------------------------
@@ -335,6 +344,7 @@ class _WriteWindowPanesFn(beam.DoFn):
             "pane": index,
             "late_rows": result.rows if index > 0 else 0,
             "already_stored": result.already_stored + result.stale,
+            "latency_ms": result.latency_ms,
         }
 
     @userstate.on_timer(CLEANUP)
