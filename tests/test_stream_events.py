@@ -25,7 +25,18 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import PROJECT
-from transforms.committed import ALREADY_STORED, STALE, CommittedVersions, decide_revisions
+from transforms.committed import (
+    ALREADY_STORED,
+    STALE,
+    CommittedEntries,
+    CommittedVersions,
+    body_digest,
+    decide_revisions,
+    entry_fingerprint,
+    fetch_millis,
+    report_records_committed,
+    shared_entries,
+)
 from transforms.dedupe import DeduplicateStream
 from transforms.feed_state import FeedSource
 from transforms.fetch import FetchResult
@@ -370,3 +381,71 @@ def test_without_a_store_nothing_is_dropped() -> None:
     with streaming_pipeline() as p:
         unique, _ = p | stream | DeduplicateStream(None)
         assert_that(unique | beam.Map(lambda a: a["article_id"]), equal_to(["a", "a"]))
+
+
+# --- polls: one at a time, never too often, costing what is new -------------------------------------
+
+
+def raw_entry(guid: str, text: str, ordinal: int = 0) -> dict[str, Any]:
+    return {
+        "entry_id": guid,
+        "link": f"http://news.test/{guid}",
+        "title": guid,
+        "summary": text,
+        "ordinal": ordinal,
+    }
+
+
+def test_known_entries_skip_the_stages_and_a_committed_body_is_not_parsed() -> None:
+    known = CommittedEntries()
+    feed, body = "http://feeds.test/a.xml", b"<rss>v1</rss>"
+    first = [raw_entry("a", "one", 0), raw_entry("b", "two", 1)]
+    assert known.entries_to_process(feed, body_digest(body), 1000, first) == first
+    assert not known.body_committed(feed, body_digest(body))
+    known.report_committed(feed, 1000, 0)  # a's revision committed; b's was lost by the runner
+    again = known.entries_to_process(feed, body_digest(body), 2000, first)
+    assert again == [first[1]]  # b is sent on again, a skips normalize, detect and enrich
+    known.report_committed(feed, 2000, 1)
+    assert known.entries_to_process(feed, body_digest(body), 3000, first) == []
+    assert known.body_committed(feed, body_digest(body))  # from now on this body is not even parsed
+    edited = [raw_entry("a", "one, edited", 0), first[1]]
+    assert known.entries_to_process(feed, body_digest(b"<rss>v2</rss>"), 4000, edited) == [edited[0]]
+    assert entry_fingerprint(edited[0]) != entry_fingerprint(first[0])
+
+
+def test_records_report_their_poll_as_committed() -> None:
+    feed = "http://feeds.test/reported.xml"
+    fetched = datetime(2025, 11, 29, 0, 0, 1, 234000, tzinfo=UTC)
+    entries = shared_entries()
+    assert entries.entries_to_process(feed, "d1", fetch_millis(fetched), [raw_entry("x", "t", 3)])
+    report_records_committed([{"source": feed, "ordinal": 3, "ingested_at": fetched}])
+    assert (
+        entries.entries_to_process(feed, "d1", fetch_millis(fetched) + 1000, [raw_entry("x", "t", 3)]) == []
+    )
+
+
+def test_polls_of_a_feed_skip_replayed_ticks_and_ask_no_304_before_a_commit(feed_server: Any) -> None:
+    """No sink reports the entries committed here, so every poll is a full GET that sends them on."""
+    from tests.feedserver import conditional
+    from tests.test_stream_e2e import ONE, TWO, rss
+    from transforms.fetch import FetchSettings
+    from transforms.poll import PollFeeds
+
+    url = feed_server.route("/etag.xml", conditional(rss(ONE, TWO), '"v1"'))
+    ticks = (
+        EventStream()
+        .advance_watermark_to(T0)
+        .add_elements([TimestampedValue(0, T0)])
+        .add_elements([TimestampedValue(0, T0)])  # the same tick again: a replayed bundle
+        .add_elements([TimestampedValue(1, T0 + 2)])
+        .add_elements([TimestampedValue(2, T0 + 4)])
+        .advance_watermark_to_infinity()
+    )
+    settings = FetchSettings(allow_private_hosts=True, max_attempts=1)
+    with streaming_pipeline() as p:
+        entries, fetches, _ = p | ticks | PollFeeds((FeedSource(url),), 2, 2, settings)
+        assert_that(fetches | beam.Map(lambda row: row["outcome"]), equal_to(["ok"] * 3), label="fetches")
+        assert_that(entries | beam.Map(lambda e: e["title"]), equal_to([ONE[1], TWO[1]] * 3), label="entries")
+    hits = feed_server.hits("/etag.xml")
+    assert len(hits) == 3
+    assert all("if-none-match" not in hit.headers for hit in hits)

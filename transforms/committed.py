@@ -16,12 +16,25 @@ decision) and by `DeduplicateStream` before it (a cheap early drop of what is al
 
 One cache per output is shared by every DoFn instance of the worker process (`shared_versions`);
 it holds about 150 bytes per stored version, the size of the index itself.
+
+**Polls that cost what is new.** `CommittedEntries` (one per worker process, `shared_entries`)
+keeps, per feed, the fingerprint of each raw entry whose revision is committed (its guid or link
+and a hash of its raw title, summary and content: `entry_fingerprint`) and the digest of the last
+body all of whose entries were committed. A poll whose body has that digest is not parsed; an entry
+whose fingerprint is known skips normalize, detect and enrich. The poll registers the fingerprints
+of the entries it sends on, by (feed, fetch time, position); `DeduplicateStream` (an entry already
+stored) and the window writer's commit (an entry decided) report them committed. An entry the
+runner loses is never reported, so it is sent on again by the next poll. Where the poll and the
+commit run in different worker processes (a cluster), nothing is learned and every poll is
+parsed: slower, never wrong.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -153,3 +166,85 @@ def decide_revisions(
         known.add(content_hash, updated_at, version)
         kept.append({**record, "version": version})
     return kept, dropped
+
+
+# --- fingerprints of committed raw entries --------------------------------------------------------
+
+PENDING_POLLS_KEPT = 32  # per feed: entries of older polls never reported are forgotten
+
+
+def entry_fingerprint(entry: dict[str, Any]) -> str:
+    """An entry's identity and raw content: guid or link, and its raw title, summary and content."""
+    digest = hashlib.sha256()
+    key = entry.get("entry_id") or entry.get("link") or f"#{entry.get('ordinal', 0)}"
+    for part in (key, entry.get("title"), entry.get("summary"), entry.get("content")):
+        digest.update((part or "").encode("utf-8", errors="surrogatepass"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()[:32]
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def fetch_millis(fetched_at: datetime | float) -> int:
+    """A fetch time as whole milliseconds: how a poll and the records it produced name that poll."""
+    seconds = fetched_at.timestamp() if isinstance(fetched_at, datetime) else fetched_at
+    return round(seconds * 1000)
+
+
+class CommittedEntries:
+    """Per feed: fingerprints of committed raw entries and the last fully committed body (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._committed: dict[str, set[str]] = {}
+        self._bodies: dict[str, str] = {}
+        self._pending: dict[str, OrderedDict[int, dict[int, str]]] = {}
+
+    def body_committed(self, feed: str, digest: str | None) -> bool:
+        with self._lock:
+            return digest is not None and self._bodies.get(feed) == digest
+
+    def entries_to_process(
+        self, feed: str, digest: str, fetched_ms: int, entries: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The entries of a parsed body that are not known committed; those are expected back."""
+        fingerprints = [entry_fingerprint(entry) for entry in entries]
+        with self._lock:
+            known = self._committed.get(feed, set()) & set(fingerprints)  # forget what the feed dropped
+            self._committed[feed] = known
+            fresh = [(e, fp) for e, fp in zip(entries, fingerprints, strict=True) if fp not in known]
+            if not fresh:
+                self._bodies[feed] = digest
+                return []
+            pending = self._pending.setdefault(feed, OrderedDict())
+            pending[fetched_ms] = {entry.get("ordinal", 0): fp for entry, fp in fresh}
+            while len(pending) > PENDING_POLLS_KEPT:
+                pending.popitem(last=False)
+        return [entry for entry, _ in fresh]
+
+    def report_committed(self, feed: str, fetched_ms: int, ordinal: int) -> None:
+        """The revision of the entry at `ordinal` of the poll of `feed` at `fetched_ms` is committed."""
+        with self._lock:
+            polls = self._pending.get(feed)
+            poll = polls.get(fetched_ms) if polls is not None else None
+            fingerprint = poll.pop(ordinal, None) if poll is not None else None
+            if fingerprint is not None:
+                self._committed.setdefault(feed, set()).add(fingerprint)
+
+
+_ENTRIES = CommittedEntries()
+
+
+def shared_entries() -> CommittedEntries:
+    """The worker process's one `CommittedEntries`."""
+    return _ENTRIES
+
+
+def report_records_committed(records: Iterable[dict[str, Any]]) -> None:
+    """Report records decided (stored or found stored): each has `source`, `ordinal`, `ingested_at`."""
+    for record in records:
+        fetched = record.get("ingested_at")
+        if isinstance(fetched, datetime) and record.get("source"):
+            _ENTRIES.report_committed(record["source"], fetch_millis(fetched), record.get("ordinal", 0))

@@ -27,7 +27,7 @@ import pyarrow as pa
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.committed import decide_revisions, shared_versions
+from transforms.committed import decide_revisions, report_records_committed, shared_versions
 from transforms.schema import Record
 from transforms.store import (
     StoredVersion,
@@ -328,6 +328,7 @@ class _KeepUncommittedFn(beam.DoFn):
         self._committed.refresh(max_age=REFRESH_SECONDS)
         kept, _dropped = decide_revisions([article], self._committed)
         if not kept:
+            report_records_committed([article])  # the next poll need not even normalize it
             self._duplicates.inc()
             yield beam.pvalue.TaggedOutput(
                 STREAM_DUPLICATES, {"source": article["source"], "article_id": article["article_id"]}

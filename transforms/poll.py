@@ -52,10 +52,18 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
+from transforms.committed import body_digest, fetch_millis, shared_entries
 from transforms.feed_state import FeedSource
 from transforms.fetch import FetchResult, FetchSettings, fetch, make_session
 from transforms.parse import ParsedInput
-from transforms.read import DEAD_LETTERS, FETCHES, fetched_to_outputs, parsed_to_outputs
+from transforms.read import (
+    DEAD_LETTERS,
+    FETCHES,
+    fetched_to_outputs,
+    http_fields,
+    ms_since,
+    parsed_to_outputs,
+)
 from transforms.schema import Outcome, Record, SourceType
 
 # An open-ended stream still needs a finite offset range; this one outlasts any deployment.
@@ -264,9 +272,12 @@ class _PollFeedFn(beam.DoFn):
         self._not_modified = Metrics.counter("poll", "not_modified")
         self._entries = Metrics.counter("poll", "entries")
         self._too_soon = Metrics.counter("poll", "ticks_too_soon")
+        self._unchanged_bodies = Metrics.counter("poll", "unchanged_bodies")
+        self._known_entries = Metrics.counter("poll", "known_entries")
 
     def setup(self) -> None:
         self._session = make_session(self._settings)
+        self._entries_committed = shared_entries()
 
     def teardown(self) -> None:
         self._session.close()
@@ -293,19 +304,23 @@ class _PollFeedFn(beam.DoFn):
     def _poll(
         self, url: str, known: dict[str, Any], feed: FeedSource | None
     ) -> tuple[list[Any], dict[str, Any]]:
-        started_at = datetime.now(UTC)
+        now = datetime.now(UTC)
+        started_at = now.replace(microsecond=now.microsecond // 1000 * 1000)  # whole ms: names the poll
         clock = time.monotonic()
         fetched = started_at.timestamp()
         self._polls.inc()
+        # The validators go out only when everything the last full body held is committed: a 304
+        # must not hide an entry that the runner lost on its way to the sink.
+        conditional = self._entries_committed.body_committed(url, known.get("digest"))
         try:
             result = fetch(
                 self._session,
                 known.get("target") or url,
                 self._settings,
-                etag=known.get("etag"),
-                last_modified=known.get("last_modified"),
+                etag=known.get("etag") if conditional else None,
+                last_modified=known.get("last_modified") if conditional else None,
             )
-            outputs = list(fetched_to_outputs(url, result, started_at, clock, feed=feed))
+            outputs = list(self._outputs(url, result, started_at, clock, feed))
         except Exception as error:  # fetch() and parsing never raise; a bug stays this poll's, as in batch
             message = f"{type(error).__name__}: {error}"
             parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=message)
@@ -313,11 +328,40 @@ class _PollFeedFn(beam.DoFn):
             return [_at(output, fetched) for output in outputs], dict(known)
         if result.not_modified:
             self._not_modified.inc()
-        self._entries.inc(sum(1 for output in outputs if isinstance(output, dict)))
-        return [_at(output, fetched) for output in outputs], {
-            **conditions_after(known, result),
-            "fetched_at": fetched,
-        }
+        after = {**conditions_after(known, result), "fetched_at": fetched}
+        if result.ok and not result.not_modified and result.body is not None:
+            after["digest"] = body_digest(result.body)
+        return [_at(output, fetched) for output in outputs], after
+
+    def _outputs(
+        self, url: str, result: FetchResult, started_at: datetime, clock: float, feed: FeedSource | None
+    ) -> Iterator[Any]:
+        """A poll's outputs, as a batch read gives them, less what is known committed."""
+        if not (result.ok and not result.not_modified and result.body is not None):
+            yield from fetched_to_outputs(url, result, started_at, clock, feed=feed)
+            return
+        digest = body_digest(result.body)
+        if self._entries_committed.body_committed(url, digest):
+            self._unchanged_bodies.inc()
+            unchanged = ParsedInput(
+                Outcome.NOT_MODIFIED, message="the body is unchanged since it was committed"
+            )
+            http = http_fields(url, result)
+            yield from parsed_to_outputs(
+                url, SourceType.FEED, unchanged, result.body, started_at, ms_since(clock), **http
+            )
+            return
+        outputs = list(fetched_to_outputs(url, result, started_at, clock, feed=feed))
+        entries = [output for output in outputs if isinstance(output, dict)]
+        fresh = self._entries_committed.entries_to_process(url, digest, fetch_millis(started_at), entries)
+        self._entries.inc(len(entries))
+        self._known_entries.inc(len(entries) - len(fresh))
+        yield from fresh
+        for output in outputs:
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                if output.tag == FETCHES:
+                    output.value["already_stored"] = len(entries) - len(fresh)
+                yield output
 
 
 def _at(output: Any, timestamp: float) -> Any:
@@ -389,7 +433,12 @@ log = logging.getLogger("newsbeam.stream")
 
 
 def fetch_row_counts(row: Record) -> dict[str, int]:
-    return {"feeds_polled": 1, "not_modified": int(row.get("outcome") == str(Outcome.NOT_MODIFIED))}
+    """A poll's counts: a 304 or an unchanged body is `not_modified`; known committed entries, duplicates."""
+    return {
+        "feeds_polled": 1,
+        "not_modified": int(row.get("outcome") == str(Outcome.NOT_MODIFIED)),
+        "duplicates": row.get("already_stored") or 0,
+    }
 
 
 def written_file_counts(written: dict[str, Any]) -> dict[str, int]:

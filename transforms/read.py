@@ -203,11 +203,11 @@ def read_file(path: str, settings: ReadSettings, started_at: datetime, clock: fl
         parsed = ParsedInput(
             Outcome.ERROR, error_type="unreadable", message=f"{type(error).__name__}: {error}"
         )
-        yield from parsed_to_outputs(path, source_type, parsed, None, started_at, _ms_since(clock))
+        yield from parsed_to_outputs(path, source_type, parsed, None, started_at, ms_since(clock))
         return
     seed = source_type == SourceType.SEED_FILE
     parsed = parse_seed_file(body, path) if seed else parse_input(body, path)
-    yield from parsed_to_outputs(path, source_type, parsed, body, started_at, _ms_since(clock))
+    yield from parsed_to_outputs(path, source_type, parsed, body, started_at, ms_since(clock))
 
 
 def fetched_to_outputs(
@@ -224,15 +224,7 @@ def fetched_to_outputs(
     listed URL, or where a permanent redirect moved it). `feed` brings the listed name and
     language, used when the feed states none.
     """
-    http = {
-        "url": result.url or url,
-        "final_url": result.final_url,
-        "http_status": result.status,
-        "etag": result.etag,
-        "last_modified": result.last_modified,
-        "attempts": result.attempts,
-        "error_class": result.error_class,
-    }
+    http = http_fields(url, result)
     if result.not_modified:
         parsed = ParsedInput(Outcome.NOT_MODIFIED)
     elif not result.ok or result.body is None:
@@ -246,8 +238,21 @@ def fetched_to_outputs(
         if feed is not None:
             _apply_hints(parsed, feed)
     yield from parsed_to_outputs(
-        url, SourceType.FEED, parsed, result.body, started_at, _ms_since(clock), **http
+        url, SourceType.FEED, parsed, result.body, started_at, ms_since(clock), **http
     )
+
+
+def http_fields(url: str, result: FetchResult) -> dict[str, Any]:
+    """The `feed_fetches` columns that describe one HTTP fetch."""
+    return {
+        "url": result.url or url,
+        "final_url": result.final_url,
+        "http_status": result.status,
+        "etag": result.etag,
+        "last_modified": result.last_modified,
+        "attempts": result.attempts,
+        "error_class": result.error_class,
+    }
 
 
 def _apply_hints(parsed: ParsedInput, feed: FeedSource) -> None:
@@ -260,7 +265,7 @@ def _apply_hints(parsed: ParsedInput, feed: FeedSource) -> None:
             entry["feed_title"] = feed.name
 
 
-def _ms_since(clock: float) -> int:
+def ms_since(clock: float) -> int:
     return int((time.monotonic() - clock) * 1000)
 
 
@@ -463,9 +468,7 @@ class _ReadGroupFn(beam.DoFn):
         except Exception as error:  # fetch() and parsing never raise; if a bug does, it stays this feed's
             result = FetchResult(url=url, error_type="read_crash", message=f"{type(error).__name__}: {error}")
             parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=result.message)
-            outputs = list(
-                parsed_to_outputs(url, SourceType.FEED, parsed, None, started_at, _ms_since(clock))
-            )
+            outputs = list(parsed_to_outputs(url, SourceType.FEED, parsed, None, started_at, ms_since(clock)))
         row = next(o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput) and o.tag == FETCHES)
         fresh = [s for s in (result.max_age, rss_ttl_seconds(result.body)) if s is not None]
         outputs.append(

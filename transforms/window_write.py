@@ -52,7 +52,13 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.committed import ALREADY_STORED, CommittedVersions, decide_revisions, shared_versions
+from transforms.committed import (
+    ALREADY_STORED,
+    CommittedVersions,
+    decide_revisions,
+    report_records_committed,
+    shared_versions,
+)
 from transforms.store import INDEX_DATASET, INDEX_SCHEMA, CommitLock, fault_point, index_record
 from transforms.write import (
     RUNS_DIR,
@@ -329,6 +335,8 @@ class _WriteWindowPanesFn(beam.DoFn):
         start_text, partition = key.split("|", 1)
         start, index = int(start_text), pane.read() or 0
         result = commit_pane(self._spec, partition, start, records, self._committed)
+        if self._spec.with_index:
+            report_records_committed(records)  # each one stored now or found stored: decided
         buffer.clear()
         pane.write(index + 1)
         cleanup.set(Timestamp.of(start + self._spec.window_seconds + self._spec.cleanup_after))
