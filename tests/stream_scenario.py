@@ -52,6 +52,7 @@ from transforms.store import CommitLock
 
 PROJECT = Path(__file__).resolve().parent.parent
 FEED_HEADERS = {"Content-Type": "application/rss+xml"}
+IN_FLIGHT_DELAY = 1.5  # seconds after a feed change to stop a run: a poll later, before its window ends
 Revision = tuple[str, str]  # (article_id, content_hash)
 
 
@@ -504,6 +505,9 @@ def run_exactly_once_scenario(
                     raise _fail(
                         f"run {name} made no progress: never stored {feeds.missing(watcher.visible)}", run
                     )
+                # Feeds have just moved on: a moment later their new revisions are served but not yet
+                # committed, which is when a stop or a kill must not lose or double anything.
+                time.sleep(IN_FLIGHT_DELAY)
                 code = _stop(run, how, timeout=90)
                 expected = -signal.SIGKILL if how == signal.SIGKILL else 0
                 if code != expected:
@@ -514,10 +518,15 @@ def run_exactly_once_scenario(
                     raise _fail(f"run {name} printed no report", run)
             final = start_job(config, work, "final", env)
             runs.append(final)
-            first_polls.append(_first_request_after(server, time.monotonic()))
-            done = wait_for(
-                lambda: feeds.done(watcher.visible) or final.process.poll() is not None, startup_timeout + 90
-            )
+            final_started = time.monotonic()
+            first_polls.append(_first_request_after(server, final_started))
+
+            def finished() -> bool:  # everything stored, and every feed polled twice by this run
+                polled = Counter(r.path for r in list(server.requests) if r.at >= final_started)
+                every_feed = all(polled[f"/{name}.xml"] >= 2 for name in feeds.feeds)
+                return every_feed and feeds.done(watcher.visible)
+
+            done = wait_for(lambda: finished() or final.process.poll() is not None, startup_timeout + 90)
             if not done or final.process.poll() is not None:
                 if final.process.poll() is None:
                     _stop(final, signal.SIGKILL, 30)
@@ -533,8 +542,10 @@ def run_exactly_once_scenario(
         left = leftovers(output)
         if left:
             raise _fail(f"left behind: {left[:10]}", *runs)
+        polls = [at() for at in first_polls]
+        latency = _latencies(feeds.first_served, watcher.visible_at, [at for at in polls if at is not None])
         return ScenarioReport(
-            len(feeds.first_served), len(runs), watcher.advances, time.monotonic() - started
+            len(feeds.first_served), len(runs), watcher.advances, time.monotonic() - started, *latency
         )
 
 
