@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  changed body, 1 new entry:      {changed * 1e3:8.3f} ms  = parse + {per_unchanged * 1e3:.4f} ms "
         "per unchanged entry (target <= 0.1)"
     )
-    print(
-        f"  all entries new (reference):    {fresh_url_entries * 1e3:8.3f} ms, then the stages per entry"
-    )
+    print(f"  all entries new (reference):    {fresh_url_entries * 1e3:8.3f} ms, then the stages per entry")
     ok = unchanged / n <= 1e-4 and per_unchanged <= 1e-4
     print("targets met" if ok else "targets NOT met")
     return 0 if ok else 1

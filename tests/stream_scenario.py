@@ -404,7 +404,7 @@ def _stop(run: JobRun, how: signal.Signals, timeout: float) -> int:
         raise _fail(f"the job did not stop within {timeout:.0f}s of {how.name}", run) from None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -563,7 +563,7 @@ def _check_runner_gone(run: JobRun) -> None:
     for line in run.text()[1].splitlines():
         if "runner pid" in line:
             pid = int(line.rsplit("runner pid", 1)[1].split()[0].strip(" ):,"))
-            if not wait_for(lambda pid=pid: not _alive(pid), 15):
+            if not wait_for(lambda pid=pid: not process_alive(pid), 15):
                 os.kill(pid, signal.SIGKILL)
                 raise _fail(f"the runner (pid {pid}) outlived its launcher's kill -9", run)
 
