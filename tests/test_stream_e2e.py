@@ -91,7 +91,7 @@ def write_config(tmp_path: Path, feeds: dict[str, str]) -> Path:
         "runner": "prism",
         "output": str(tmp_path / "out"),
         "feeds": [{"url": url} for url in feeds.values()],
-        "stream": {"poll_interval": POLL, "window": WINDOW, "expire_after": "1h", "dedupe_buckets": 8},
+        "stream": {"poll_interval": POLL, "window": WINDOW},
         "fetch": {"allow_private_hosts": True, "max_attempts": 1, "total_timeout": 10},
         "beam_options": {"environment_type": "LOOPBACK"},
     }

@@ -15,7 +15,7 @@ decision) and by `DeduplicateStream` before it (a cheap early drop of what is al
 - anything else is the next version of its id, in fetch-time order within one decision.
 
 One cache per output is shared by every DoFn instance of the worker process (`shared_versions`);
-it holds about 150 bytes per stored version, the size of the index itself.
+it holds a few hundred bytes per stored article id (the old start-up seed held as much).
 
 **Polls that cost what is new.** `CommittedEntries` (one per worker process, `shared_entries`)
 keeps, per feed, the fingerprint of each raw entry whose revision is committed (its guid or link
