@@ -471,12 +471,15 @@ def run_exactly_once_scenario(
     last_phase: int = 6,
     copies: int = 1,
     entries: int = 3,
+    after_kill: Callable[[JobRun], None] | None = None,
 ) -> ScenarioReport:
     """Run the scenario of the module docstring; raises `ScenarioFailure` (an AssertionError) on a breach.
 
     `startup_timeout` is how long a run may take to show its first progress (runner start-up);
     `advances_per_run` how many feed phase changes each interrupted run must see before it is stopped;
     `copies` and `entries` scale the load (feeds and entries per feed; benchmarks/ uses more).
+    `after_kill` runs after the kill -9 of the launcher: on a cluster runner the job outlives its
+    launcher, so this is where to cancel it (Prism dies with the launcher and needs nothing).
     """
     started = time.monotonic()
     output = work / "out"
@@ -514,6 +517,8 @@ def run_exactly_once_scenario(
                     raise _fail(f"run {name} exited {code}, not {expected}", run)
                 if how == signal.SIGKILL:
                     _check_runner_gone(run)
+                    if after_kill is not None:
+                        after_kill(run)
                 elif "rows in" not in run.text()[0]:
                     raise _fail(f"run {name} printed no report", run)
             final = start_job(config, work, "final", env)
