@@ -108,11 +108,13 @@ def _request_stop(path: str) -> None:
 
 
 class _StopOnSignal:
-    """First SIGINT/SIGTERM: create the stop file. Second: KeyboardInterrupt (cancel)."""
+    """First SIGINT/SIGTERM: create the stop file. Second: KeyboardInterrupt (cancel). Installed from
+    before the runner starts to after the report, so that no Ctrl-C in between kills the command."""
 
     def __init__(self, stop_file: str) -> None:
         self._stop_file = stop_file
         self._signalled = False
+        self._ignoring = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopOnSignal:
@@ -125,11 +127,17 @@ class _StopOnSignal:
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, self._handle)
 
+    def ignore_further(self) -> None:
+        """From now on (a cancel or the job's end) signals are ignored until the command returns."""
+        self._ignoring = True
+
     def __exit__(self, *exc: object) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self._ignoring:
+            return
         if self._signalled:
             raise KeyboardInterrupt
         self._signalled = True
@@ -212,6 +220,29 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
     cleaned = clean_abandoned_streams(settings.output)
     if cleaned:
         print(f"newsbeam stream: cleaned the staging of stopped runs {', '.join(cleaned)}", file=sys.stderr)
+    with _StopOnSignal(stop_file) as stopper:
+        try:
+            state = _run_job(settings, args, beam_args, run, schedule, feeds, duration, stopper)
+        except KeyboardInterrupt:  # a second Ctrl-C before the job was submitted
+            state = "cancelled"
+        finally:
+            stopper.ignore_further()  # the job is over: a late Ctrl-C must not break the report
+        print(stream_report(settings.output, run.run_id, state, time.time() - started))
+    return 0 if state.upper().endswith("DONE") else 1
+
+
+def _run_job(
+    settings: Settings,
+    args: argparse.Namespace,
+    beam_args: list[str],
+    run: RunInfo,
+    schedule: PollSchedule,
+    feeds: tuple[FeedSource, ...],
+    duration: int | None,
+    stopper: _StopOnSignal,
+) -> str:
+    """Start the runner, submit the job and wait for its end; returns its final state."""
+    stop_file = schedule.stop_file or ""
     with contextlib.ExitStack() as resources:
         marker = resources.enter_context(StreamRunMarker(settings.output, run.run_id))
         runner, job_flags = make_runner(settings.runner), []
@@ -230,34 +261,31 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
             + (f", for {duration}s" if duration else "; Ctrl-C to stop"),
             file=sys.stderr,
         )
-        state = _run_until_stopped(pipeline, stop_file, settings.output)
+        state = _run_until_stopped(pipeline, settings.output, stopper)
         if FileSystems.exists(stop_file):
             FileSystems.delete([stop_file])
         if state.upper().endswith("DONE"):
             remove_staging(settings.output, run.run_id)  # the job is over: nothing is committing
             marker.finished = True
-    print(stream_report(settings.output, run.run_id, state, time.time() - started))
-    return 0 if state.upper().endswith("DONE") else 1
+    return state
 
 
-def _run_until_stopped(pipeline: Pipeline, stop_file: str, output: str) -> str:
+def _run_until_stopped(pipeline: Pipeline, output: str, stopper: _StopOnSignal) -> str:
     """Run the job until it ends (after a stop flag: drained); a second Ctrl-C cancels it at once."""
     result = None
-    with _StopOnSignal(stop_file) as stopper:
-        try:
-            result = pipeline.run()
-            stopper.reinstall()
-            return str(result.wait_until_finish())
-        except KeyboardInterrupt:
-            print(
-                "newsbeam stream: cancelling; the next start cleans up what this run staged", file=sys.stderr
-            )
-            # Held from here to the exit: no pane commit is under way or can begin (the SDK workers
-            # run in this process), so what readers see is whole.
-            lock = CommitLock(output, "a cancelled stream", timeout=60)
-            with contextlib.suppress(Exception):
-                lock.__enter__()
-            if result is not None:
-                with contextlib.suppress(Exception):  # the job may already be gone
-                    result.cancel()
-            return "cancelled"
+    try:
+        result = pipeline.run()
+        stopper.reinstall()
+        return str(result.wait_until_finish())
+    except KeyboardInterrupt:
+        stopper.ignore_further()
+        print("newsbeam stream: cancelling; the next start cleans up what this run staged", file=sys.stderr)
+        # Held from here to the exit: no pane commit is under way or can begin (the SDK workers
+        # run in this process), so what readers see is whole.
+        lock = CommitLock(output, "a cancelled stream", timeout=60)
+        with contextlib.suppress(Exception):
+            lock.__enter__()
+        if result is not None:
+            with contextlib.suppress(Exception):  # the job may already be gone
+                result.cancel()
+        return "cancelled"
