@@ -133,7 +133,9 @@ class _StopOnSignal:
 
     def __exit__(self, *exc: object) -> None:
         for number, handler in self._previous.items():
-            signal.signal(number, handler)
+            # Once the job is over the command only exits: a late Ctrl-C would otherwise land in the
+            # interpreter's shutdown, when Python has put back the default action, and kill it.
+            signal.signal(number, signal.SIG_IGN if self._ignoring else handler)
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
         if self._ignoring:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -51,8 +50,8 @@ def test_a_second_ctrl_c_stops_at_once_and_the_next_start_cleans_up(tmp_path: Pa
         assert wait_for(lambda: bool(stored_articles(output)) or first.poll() is not None, 120)
         assert first.poll() is None, (tmp_path / "first.err").read_text()
         os.killpg(first.pid, signal.SIGINT)
-        time.sleep(0.3)
-        os.killpg(first.pid, signal.SIGINT)  # the second Ctrl-C: no drain
+        assert wait_for(lambda: b"stopping" in (tmp_path / "first.err").read_bytes(), 30, poll=0.02)
+        os.killpg(first.pid, signal.SIGINT)  # the second Ctrl-C, while the first one drains
         code = first.wait(timeout=30)
         log = (tmp_path / "first.err").read_text(errors="replace")
         assert code == 1 and "cancelling" in log, log[-3000:]
