@@ -67,8 +67,10 @@ $(PRISM):
 # Beam's filesystems. `cluster-deps` installs, idempotently: the gcp and aws extras into .venv, and into
 # .cluster/ the Flink distribution (PyPI), the job server's classpath (Maven), pyspark and moto's S3 server.
 # tests/cluster/ starts and stops a cluster of its own; `make test` runs it with the rest of the suite.
-.PHONY: cluster-deps cluster-up cluster-down test-cluster
+.PHONY: cluster-deps cluster-up cluster-down cluster-status test-cluster
 CLUSTER := $(BIN)/python deploy/flink/cluster.py
+# e.g. CLUSTER_ARGS="--state=/tmp/c2" (another cluster beside the default one) or "--standard-ports"
+CLUSTER_ARGS ?=
 
 $(VENV)/.installed-cluster: $(VENV)/.installed-test
 	$(PIP_INSTALL) -e ".[test,gcp,aws]"
@@ -77,11 +79,14 @@ $(VENV)/.installed-cluster: $(VENV)/.installed-test
 cluster-deps: $(VENV)/.installed-cluster
 	$(CLUSTER) install
 
-cluster-up: cluster-deps  # ports and pids in .cluster/flink/cluster.json; `newsbeam run --runner flink` uses it
-	$(CLUSTER) up
+cluster-up: cluster-deps  # free ports and pids in .cluster/flink/cluster.json; `newsbeam run --runner flink` uses it
+	$(CLUSTER) up $(CLUSTER_ARGS)
+
+cluster-status:  # healthy or not, the web UI's address, the job endpoint, the logs
+	$(CLUSTER) status $(filter --state%,$(CLUSTER_ARGS))
 
 cluster-down:
-	$(CLUSTER) down
+	$(CLUSTER) down $(filter --state%,$(CLUSTER_ARGS))
 
 test-cluster: cluster-deps
 	$(BIN)/pytest -q tests/cluster

@@ -30,7 +30,7 @@ from transforms.feed_state import FeedSource, WriteFeedState, state_path
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
 from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
-from transforms.read import ReadSettings, ReadSources
+from transforms.read import ReadSettings, ReadSources, pattern_as_text
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, RunInfo
 from transforms.window_write import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
 from transforms.write import CommitRun, WritePartitionedParquet, WriteVersionIndex
@@ -53,7 +53,8 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         force=settings.state.force,
     )
 
-    inputs = [*settings.inputs, *(feed.url for feed in feeds)]
+    # A path given in bytes that are not UTF-8 travels as text (`pattern_as_text`), as every path does.
+    inputs = [pattern_as_text(pattern) for pattern in (*settings.inputs, *(feed.url for feed in feeds))]
     patterns = p | "Inputs" >> beam.Create(inputs)
     read = ReadSources(read_settings)
     entries, fetches, read_failures = patterns | "ReadSources" >> read
@@ -71,18 +72,19 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         parquet,
         defaults={"version": 1},
         row_refs=article_ref,
+        rejects_to_dead_letters=True,
     )
-    deduplicated = staged_articles | "DeduplicateArticles" >> DeduplicateArticles(
-        settings.output, run.run_id, parquet
-    )
+    deduplicate = DeduplicateArticles(settings.output, run.run_id, parquet)
+    deduplicated = (staged_articles.files, staged_articles.row_refs) | "DeduplicateArticles" >> deduplicate
     article_files = deduplicated["files"]
     duplicates, already_stored = deduplicated[DUPLICATES], deduplicated[ALREADY_STORED]
     index_files = deduplicated[INDEX_ROWS] | "WriteVersionIndex" >> WriteVersionIndex(
         settings.output, run.run_id, parquet
     )
 
+    write_failures = staged_articles.dead_letters
     dead_letters = (
-        (read_failures, normalize_failures, detect_failures, enrich_failures)
+        (read_failures, normalize_failures, detect_failures, enrich_failures, write_failures)
         | "AllDeadLetters" >> beam.Flatten()
         | "StampDeadLetters" >> beam.Map(run.stamp)
     )
@@ -91,12 +93,14 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         | "CountPerSource" >> CountPerSource()
         | "StampFetchRows" >> beam.Map(run.stamp)
     )
-    dead_letter_files = dead_letters | "WriteDeadLetters" >> WritePartitionedParquet(
+    dead_letter_writer = WritePartitionedParquet(
         settings.output, DEAD_LETTERS, DEAD_LETTER_SCHEMA, ("ingest_date",), run.run_id, parquet
     )
-    fetch_files = fetch_rows | "WriteFeedFetches" >> WritePartitionedParquet(
+    fetch_writer = WritePartitionedParquet(
         settings.output, FEED_FETCHES, FEED_FETCH_SCHEMA, ("ingest_date",), run.run_id, parquet
     )
+    dead_letter_files = (dead_letters | "WriteDeadLetters" >> dead_letter_writer).files
+    fetch_files = (fetch_rows | "WriteFeedFetches" >> fetch_writer).files
     manifest = (
         (article_files, dead_letter_files, fetch_files, index_files)
         | "AllStagedFiles" >> beam.Flatten()
@@ -139,6 +143,7 @@ def build_stream(
     parquet = settings.parquet.settings()
 
     def spec(dataset: str, schema: Any, keys: tuple[str, ...], with_index: bool = False) -> WindowFileSpec:
+        # Articles: a record Arrow rejects becomes a dead letter of the same pane.
         return WindowFileSpec(
             settings.output,
             dataset,
@@ -149,6 +154,7 @@ def build_stream(
             parquet,
             with_index,
             stream.cleanup_after,
+            rejects_to_dead_letters=with_index,
         )
 
     ticks = p | "PollTicks" >> GeneratePollTicks(schedule)

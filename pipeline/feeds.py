@@ -7,7 +7,8 @@ duplicates and junk, so an OPML file that parses gives its good feeds and a list
 Config entries are stricter: a bad URL there fails the config at start (see pipeline/config.py).
 
 Feeds are de-duplicated by a light canonical form of their URL (lower-case scheme and host, no
-default port, no fragment); the first listing wins, config entries before OPML ones.
+default port, no fragment, no credentials); the first listing wins, config entries before OPML
+ones. Problems name feed URLs redacted (`transforms.fetch.redact_url`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from lxml import etree
 
 from transforms.feed_state import FeedSource
+from transforms.fetch import redact_url
 
 if TYPE_CHECKING:  # config.py imports this module for its validators
     from pipeline.config import Settings
@@ -36,21 +38,22 @@ class FeedListError(ValueError):
 
 
 def check_feed_url(url: str) -> str:
-    """The URL stripped, or ValueError naming what is wrong with it."""
+    """The URL stripped, or ValueError naming what is wrong with it (the URL redacted)."""
     url = url.strip()
     if not url:
         raise ValueError("the feed URL is empty")
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
         port_ok = parts.port is None or 0 < parts.port < 65536
     except ValueError as error:
-        raise ValueError(f"{url!r} is not a valid URL: {error}") from None
+        raise ValueError(f"{shown!r} is not a valid URL: {redact_url(str(error))}") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"{url!r} is not an http(s) URL")
+        raise ValueError(f"{shown!r} is not an http(s) URL")
     if not parts.hostname:
-        raise ValueError(f"{url!r} has no host")
+        raise ValueError(f"{shown!r} has no host")
     if not port_ok or any(ch.isspace() for ch in url):
-        raise ValueError(f"{url!r} is not a valid URL")
+        raise ValueError(f"{shown!r} is not a valid URL")
     return url
 
 
@@ -77,14 +80,14 @@ def parse_duration(value: int | float | str) -> int:
 
 
 def canonical_feed_url(url: str) -> str:
-    """The form two listings of one feed share: lower-case scheme and host, no default port, no fragment."""
+    """The form two listings of one feed share: lower-case scheme and host, no default port, no
+    fragment, no credentials (a feed is recorded without them, so two listings that differ only
+    in their credentials would be one `source`)."""
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     port = parts.port
     netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
-    if parts.username:
-        netloc = f"{parts.username}{':' + parts.password if parts.password else ''}@{netloc}"
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
 
 
@@ -101,9 +104,9 @@ def unique_feeds(listings: Iterable[tuple[str, FeedSource]]) -> FeedList:
     for origin, feed in listings:
         key = canonical_feed_url(feed.url)
         if key in seen:
-            result.problems.append(f"{origin}: duplicate of {seen[key]}: {feed.url}")
+            result.problems.append(f"{origin}: duplicate of {seen[key]}: {redact_url(feed.url)}")
             continue
-        seen[key] = f"{origin} ({feed.url})"
+        seen[key] = f"{origin} ({redact_url(feed.url)})"
         result.feeds.append(feed)
     return result
 

@@ -1,14 +1,16 @@
 """A real HTTP server on 127.0.0.1 whose answers the tests script, path by path.
 
 Each path has a list of `Reply`s served in turn (the last one repeats) or a function of the
-request. Replies can be slow, stall mid-body, reset the connection, redirect or answer 304 to
-a conditional GET, so that fetching is tested against real sockets rather than a mocked client.
+request. Replies can be slow, stall mid-body, drip one byte at a time (a slowloris server),
+reset the connection, redirect or answer 304 to a conditional GET, so that fetching is tested
+against real sockets rather than a mocked client.
 """
 
 from __future__ import annotations
 
 import gzip
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -26,6 +28,11 @@ class Reply:
     delay: float = 0.0  # seconds before the status line
     stall_after: int | None = None  # send this many body bytes, then stall for `stall_seconds`
     stall_seconds: float = 30.0
+    # Send the answer one byte at a time, this many seconds apart (an honest Content-Length, a
+    # server that never stalls long enough for a read timeout); `drip_head` drips the status
+    # line and headers too, else only the body.
+    drip_every: float | None = None
+    drip_head: bool = False
     reset: bool = False  # close the connection with a TCP RST instead of answering
     gzip: bool = False  # gzip the body and say so in Content-Encoding
 
@@ -73,10 +80,14 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FeedServer:
-    def __init__(self, host: str = "127.0.0.1", latency: float = 0.0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", latency: float = 0.0, port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
         """`host` may be any 127.x.y.z address (each is a different host to a client); `latency`
-        delays every answer, as a distant server would."""
+        delays every answer, as a distant server would; `port` 0 lets the system pick one; with
+        `tls` (a server context) it speaks HTTPS."""
         self.host = host
+        self.scheme = "https" if tls else "http"
         self.latency = latency
         self.routes: dict[str, Route] = {}
         self.requests: list[Request] = []
@@ -105,7 +116,9 @@ class FeedServer:
                     with server._lock:
                         server.in_flight -= 1
 
-        self._httpd = _QuietServer((host, 0), Handler)
+        self._httpd = _QuietServer((host, port), Handler)
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self._httpd.daemon_threads = True
         # A short poll interval: stop() waits for it, and every test stops a server.
         self._thread = threading.Thread(
@@ -117,7 +130,7 @@ class FeedServer:
         return int(self._httpd.server_address[1])
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def route(self, path: str, *replies: Reply | Callable[[Request], Reply]) -> str:
         """Serve `replies` in turn on `path` (the last repeats); returns the path's URL."""
@@ -171,10 +184,13 @@ class FeedServer:
             handler.close_connection = True
             return
         body = gzip.compress(reply.body) if reply.gzip else reply.body
-        handler.send_response(reply.status)
         headers = {"Content-Length": str(len(body)), **reply.headers}
         if reply.gzip:
             headers.setdefault("Content-Encoding", "gzip")
+        if reply.drip_every is not None:
+            self._drip(handler, reply, headers, body)
+            return
+        handler.send_response(reply.status)
         for name, value in headers.items():
             handler.send_header(name, value)
         handler.end_headers()
@@ -188,3 +204,36 @@ class FeedServer:
             handler.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True
+
+    def _drip(
+        self, handler: BaseHTTPRequestHandler, reply: Reply, headers: dict[str, str], body: bytes
+    ) -> None:
+        head = f"HTTP/1.1 {reply.status} {handler.responses[reply.status][0]}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+        if not reply.drip_head:
+            handler.wfile.write(head.encode("latin-1"))
+            handler.wfile.flush()
+        data = (head.encode("latin-1") if reply.drip_head else b"") + body
+        handler.close_connection = True
+        try:
+            for index in range(len(data)):
+                handler.wfile.write(data[index : index + 1])
+                handler.wfile.flush()
+                time.sleep(reply.drip_every or 0.0)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def servers_on_one_port(*hosts: str, tries: int = 20) -> list[FeedServer]:
+    """Started servers on the same port of several 127.x addresses: one name that resolves to
+    either address reaches one or the other (what a DNS rebinding test needs)."""
+    for _ in range(tries):
+        first = FeedServer(hosts[0]).start()
+        servers = [first]
+        try:
+            servers += [FeedServer(host, port=first.port).start() for host in hosts[1:]]
+            return servers
+        except OSError:  # that port is taken on another address: try another one
+            for server in servers:
+                server.stop()
+    raise OSError(f"no free port on all of {hosts}")

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
+import socket
+import ssl
 import zlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+import trustme
 
-from tests.feedserver import FeedServer, Reply, conditional, gzip_bomb
+import transforms.fetch as fetch_module
+from tests.feedserver import FeedServer, Reply, conditional, gzip_bomb, servers_on_one_port
 from transforms.fetch import (
+    FetchError,
     FetchSettings,
-    check_target,
+    HopPolicy,
+    carry_credentials,
+    check_addresses,
+    check_url,
     error_class,
     fetch,
     make_session,
     max_age_seconds,
+    redact_url,
     retry_after_seconds,
+    split_credentials,
 )
 
 RSS = (
@@ -39,6 +52,28 @@ FAST = FetchSettings(
 @pytest.fixture
 def session() -> requests.Session:
     return make_session(FAST)
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """A fake system resolver: each name in the returned dict answers its addresses in turn, one
+    per lookup (the last repeats), as a rebinding DNS server does; 127.0.0.2 plays a public address."""
+    answers: dict[str, list[str]] = {}
+    real_getaddrinfo = socket.getaddrinfo
+    real_ip_is_private = fetch_module.ip_is_private
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in answers:
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        queue = answers[host]
+        ip = queue.pop(0) if len(queue) > 1 else queue[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, int(port or 0)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(
+        fetch_module, "ip_is_private", lambda ip: ip != "127.0.0.2" and real_ip_is_private(ip)
+    )
+    return answers
 
 
 def test_200_with_validators_then_304_without_body(
@@ -223,24 +258,15 @@ def test_private_address_refused_without_allow_private_hosts(feed_server: FeedSe
 
 
 def test_redirect_from_public_to_private_refused_even_when_private_hosts_are_allowed(
-    feed_server: FeedServer, session: requests.Session
+    feed_server: FeedServer, fake_dns: dict[str, list[str]]
 ) -> None:
-    # 127.0.0.1 plays a public host; "localhost" is private (as it is).
-    metadata = f"http://localhost:{feed_server.port}/latest/meta-data"
-    feed_server.route("/latest/meta-data", Reply(200, b"secret"))
-    url = feed_server.route("/feed", Reply(302, headers={"Location": metadata}))
-    result = fetch(session, url, FAST, host_is_private=lambda host: host == "localhost")
+    # 127.0.0.2 plays a public host; the metadata server on 127.0.0.1 is private (as it is).
+    metadata = feed_server.route("/latest/meta-data", Reply(200, b"secret"))
+    with FeedServer("127.0.0.2") as public:
+        url = public.route("/feed", Reply(302, headers={"Location": metadata}))
+        result = fetch(make_session(FAST), url, FAST)
     assert result.error_type == "private_redirect" and result.body is None
-    assert feed_server.hits("/latest/meta-data") == []
-
-
-def test_a_name_that_resolves_public_but_connects_private_is_refused(feed_server: FeedServer) -> None:
-    # DNS rebinding: the name looked public when checked, the connection went to 127.0.0.1.
-    settings = FetchSettings(max_attempts=1, allow_private_hosts=False)
-    url = feed_server.route("/feed", Reply(200, RSS))
-    result = fetch(make_session(settings), url, settings, host_is_private=lambda host: False)
-    assert result.error_type == "private_address" and result.body is None
-    assert "connected to a private address" in (result.message or "")
+    assert feed_server.requests == []
 
 
 def test_redirect_between_private_hosts_allowed_for_intranets(
@@ -255,25 +281,28 @@ def test_redirect_between_private_hosts_allowed_for_intranets(
     assert result.final_url == f"http://localhost:{feed_server.port}/new"
 
 
-def test_check_target_rules() -> None:
-    allow = FetchSettings(allow_private_hosts=True)
-    deny = FetchSettings(allow_private_hosts=False)
-
-    def private(host: str) -> bool:
-        return host.startswith(("10.", "169.254."))
-
-    assert check_target("http://news.example/", deny, host_is_private=private) is True
-    assert check_target("http://10.0.0.5/", allow, host_is_private=private) is False
-    assert (
-        check_target("http://10.0.0.5/", allow, redirected_from_public=False, host_is_private=private)
-        is False
+def test_url_and_address_rules() -> None:
+    listed, redirected = (
+        HopPolicy(allow_private=True),
+        HopPolicy(allow_private=True, redirected_from_public=True),
     )
-    with pytest.raises(Exception, match="private"):
-        check_target("http://169.254.169.254/", allow, redirected_from_public=True, host_is_private=private)
-    with pytest.raises(Exception, match="private"):
-        check_target("http://10.0.0.5/", deny, host_is_private=private)
-    with pytest.raises(Exception, match="non-http"):
-        check_target("ftp://news.example/", allow, host_is_private=private)
+    strict = HopPolicy(allow_private=False)
+    assert check_url("http://news.example/feed") == "news.example"
+    with pytest.raises(FetchError, match="non-http"):
+        check_url("ftp://news.example/")
+    with pytest.raises(FetchError, match="redirect target"):
+        check_url("file:///etc/passwd", redirect=True)
+    assert check_addresses("news.example", ["93.184.216.34"], strict) is True
+    assert check_addresses("intranet", ["10.0.0.5"], listed) is False
+    assert check_addresses("intranet", ["10.0.0.5"], HopPolicy(True, redirected_from_public=False)) is False
+    for addresses, policy in (
+        (["169.254.169.254"], redirected),
+        (["10.0.0.5"], strict),
+        (["93.184.216.34", "127.0.0.1"], strict),  # one private address makes the host private
+        (["::ffff:127.0.0.1"], strict),
+    ):
+        with pytest.raises(FetchError, match="private"):
+            check_addresses("host", addresses, policy)
 
 
 def test_permanent_redirect_is_reported_temporary_is_not(
@@ -317,3 +346,159 @@ def test_header_helpers() -> None:
         "content",
         None,
     ]
+
+
+# --- a slowloris server: the deadline holds on the socket, not only between reads --------------
+
+
+def test_a_body_dripping_one_byte_at_a_time_ends_at_the_total_deadline(feed_server: FeedServer) -> None:
+    # An honest Content-Length and a byte every 50 ms: no read ever times out, yet the body would
+    # take 10 s. The fetch must end at its 1 s deadline, as a timeout, without retrying.
+    settings = FetchSettings(allow_private_hosts=True, read_timeout=2, total_timeout=1.0, max_attempts=3)
+    url = feed_server.route("/drip", Reply(200, RSS, drip_every=0.05))
+    result = fetch(make_session(settings), url, settings)
+    assert (result.error_type, result.error_class, result.body) == ("timeout", "timeout", None)
+    assert "total time limit of 1s" in (result.message or "")
+    assert 1000 <= result.elapsed_ms < 2000  # not the 8 s the body takes
+    assert len(feed_server.hits("/drip")) == 1
+
+
+def test_headers_dripping_one_byte_at_a_time_end_at_the_total_deadline(feed_server: FeedServer) -> None:
+    settings = FetchSettings(allow_private_hosts=True, read_timeout=2, total_timeout=1.0, max_attempts=3)
+    url = feed_server.route("/drip", Reply(200, RSS, drip_every=0.05, drip_head=True))
+    result = fetch(make_session(settings), url, settings)
+    assert (result.error_type, result.status, result.body) == ("timeout", None, None)
+    assert 1000 <= result.elapsed_ms < 2000  # not the 8 s the body takes
+
+
+# --- DNS rebinding: the address checked is the address connected to ---------------------------
+
+
+def test_a_rebinding_name_never_reaches_the_private_address(fake_dns: dict[str, list[str]]) -> None:
+    # Resolved for the check: "public" 127.0.0.2; for the connection: 127.0.0.1. One lookup only,
+    # and the request goes to the address that was checked, with the name in its Host header.
+    settings = FetchSettings(allow_private_hosts=False, max_attempts=1, connect_timeout=1, read_timeout=1)
+    public, private = servers_on_one_port("127.0.0.2", "127.0.0.1")
+    try:
+        public.route("/feed", Reply(200, RSS))
+        private.route("/feed", Reply(200, b"secret"))
+        fake_dns["rebind.test"] = ["127.0.0.2", "127.0.0.1"]
+        result = fetch(make_session(settings), f"http://rebind.test:{public.port}/feed", settings)
+        assert private.requests == []
+        assert result.ok and result.body == RSS
+        assert [r.headers["host"] for r in public.hits("/feed")] == [f"rebind.test:{public.port}"]
+    finally:
+        public.stop()
+        private.stop()
+
+
+def test_a_redirect_to_a_rebinding_name_never_reaches_the_private_address(
+    fake_dns: dict[str, list[str]],
+) -> None:
+    # Intranet feeds allowed, but a public host may not redirect to a private address: the hop's
+    # name resolves "public" for the check and private for the connection.
+    settings = FetchSettings(allow_private_hosts=True, max_attempts=1, connect_timeout=1, read_timeout=1)
+    public, private = servers_on_one_port("127.0.0.2", "127.0.0.1")
+    try:
+        hop = f"http://metadata.test:{public.port}/latest/meta-data"
+        public.route("/feed", Reply(302, headers={"Location": hop}))
+        public.route("/latest/meta-data", Reply(200, RSS))
+        private.route("/latest/meta-data", Reply(200, b"secret"))
+        fake_dns["metadata.test"] = ["127.0.0.2", "127.0.0.1"]
+        result = fetch(make_session(settings), f"http://127.0.0.2:{public.port}/feed", settings)
+        assert private.requests == []
+        assert result.ok and result.body == RSS and result.final_url == hop
+    finally:
+        public.stop()
+        private.stop()
+
+
+@pytest.fixture(scope="module")
+def test_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_name(
+    fake_dns: dict[str, list[str]], test_ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the TCP peer is pinned: SNI and the certificate check still use the feed's name.
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    test_ca.issue_cert("feeds.test").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    test_ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_file))  # as a user trusts a private CA
+    settings = FetchSettings(allow_private_hosts=False, max_attempts=1, connect_timeout=1, read_timeout=1)
+    fake_dns["feeds.test"] = ["127.0.0.2"]
+    fake_dns["other.test"] = ["127.0.0.2"]
+    with FeedServer("127.0.0.2", tls=context) as server:
+        server.route("/feed", Reply(200, RSS))
+        session = make_session(settings)
+        result = fetch(session, f"https://feeds.test:{server.port}/feed", settings)
+        assert result.ok and result.body == RSS
+        assert server.hits("/feed")[0].headers["host"] == f"feeds.test:{server.port}"
+        for wrong_name in (f"https://other.test:{server.port}/feed", f"https://127.0.0.2:{server.port}/feed"):
+            refused = fetch(session, wrong_name, settings)
+            assert refused.error_type == "tls_error", wrong_name  # the certificate is for feeds.test
+        assert len(server.hits("/feed")) == 1
+
+
+# --- credentials in a feed URL -------------------------------------------------------------------
+
+
+def test_redact_url() -> None:
+    assert (
+        redact_url("https://user:pa55@host.example:8443/feed?x=1") == "https://***@host.example:8443/feed?x=1"
+    )
+    assert redact_url("http://token@host.example/") == "http://***@host.example/"
+    assert redact_url("http://us%40er:p@ss@host.example/a@b") == "http://***@host.example/a@b"
+    assert redact_url("http://***@host.example/") == "http://***@host.example/"
+    for unchanged in ("http://host.example/a@b", "/data/feeds/a@b.xml", "mailto:a@b.example", "seeds/x.txt"):
+        assert redact_url(unchanged) == unchanged
+    assert (
+        redact_url("ConnectionError: http://u:p@a.example/ and https://v:q@b.example/")
+        == "ConnectionError: http://***@a.example/ and https://***@b.example/"
+    )
+
+
+def test_split_and_carry_credentials() -> None:
+    assert split_credentials("http://us%40er:p%3Ass@host.example/f") == (
+        "http://host.example/f",
+        ("us@er", "p:ss"),
+    )
+    assert split_credentials("http://host.example/f") == ("http://host.example/f", None)
+    listed = "http://u:p@host.example/old"
+    assert carry_credentials("http://host.example/new", listed) == "http://u:p@host.example/new"
+    assert carry_credentials("https://host.example/new", listed) == "https://u:p@host.example/new"
+    assert carry_credentials("http://elsewhere.example/new", listed) == "http://elsewhere.example/new"
+    assert carry_credentials("http://host.example:8080/new", listed) == "http://host.example:8080/new"
+    assert (
+        carry_credentials("http://host.example/new", "http://host.example/old") == "http://host.example/new"
+    )
+
+
+def test_credentials_go_as_basic_auth_to_their_origin_only(feed_server: FeedServer) -> None:
+    with FeedServer("127.0.0.2") as other:
+        other.route("/feed", Reply(200, RSS))
+        feed_server.route("/here", Reply(200, RSS))
+        feed_server.route("/moved", Reply(301, headers={"Location": "/here"}))
+        feed_server.route("/away", Reply(302, headers={"Location": other.url("/feed")}))
+        listed = f"http://alice:pa55w0rd@127.0.0.1:{feed_server.port}"
+        session = make_session(FAST)
+        moved = fetch(session, f"{listed}/moved", FAST)
+        away = fetch(session, f"{listed}/away", FAST)
+    auth = "Basic " + base64.b64encode(b"alice:pa55w0rd").decode()
+    assert [r.headers.get("authorization") for r in feed_server.requests] == [auth, auth, auth]
+    assert [r.headers.get("authorization") for r in other.requests] == [None]  # another origin
+    assert moved.ok and away.ok
+    assert moved.url == f"http://***@127.0.0.1:{feed_server.port}/moved"
+    assert moved.final_url == moved.permanent_redirect == feed_server.url("/here")
+    assert away.final_url == other.url("/feed")
+
+
+def test_credentials_in_a_redirect_location_are_dropped(feed_server: FeedServer) -> None:
+    target = f"http://mallory:stolen@127.0.0.1:{feed_server.port}/feed"
+    feed_server.route("/feed", Reply(200, RSS))
+    url = feed_server.route("/go", Reply(301, headers={"Location": target}))
+    result = fetch(make_session(FAST), url, FAST)
+    assert result.ok and result.final_url == result.permanent_redirect == feed_server.url("/feed")
+    assert "authorization" not in feed_server.hits("/feed")[0].headers

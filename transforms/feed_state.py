@@ -33,6 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import AsSingleton, PCollection
 from apache_beam.transforms.combiners import ToListCombineFn
 
+from transforms.fetch import redact_url
 from transforms.schema import TIMESTAMP, Outcome
 from transforms.store import CommitLock
 
@@ -71,7 +72,7 @@ class StatePolicy:
 
 @dataclass(frozen=True)
 class FeedState:
-    url: str  # the feed as listed: the key
+    url: str  # the feed as listed, redacted (`transforms.fetch.redact_url`): the key
     fetch_url: str | None = None  # where a permanent redirect moved it; fetched instead of `url`
     etag: str | None = None
     last_modified: str | None = None
@@ -204,6 +205,11 @@ def _to_row(state: FeedState) -> dict[str, Any]:
 def _from_row(row: Mapping[str, Any]) -> FeedState:
     values: dict[str, Any] = {name: row.get(name) for name in STATE_SCHEMA.names}
     values["consecutive_failures"] = int(values["consecutive_failures"] or 0)
+    # A state file written before URLs were redacted holds feed URLs with credentials: read under
+    # the redacted key, they are found again and the next write drops the credentials.
+    values["url"] = redact_url(values["url"])
+    if values["fetch_url"]:
+        values["fetch_url"] = redact_url(values["fetch_url"])
     return FeedState(**values)
 
 

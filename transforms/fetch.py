@@ -1,16 +1,24 @@
-"""Fetch one feed over HTTP the way a careful feed reader does, without ever raising.
+"""Fetch one feed (or page) over HTTP the way a careful feed reader does, without ever raising.
 
 `fetch()` returns a `FetchResult` for every outcome: a body, a 304, or a named error. It bounds
-each request (connect and read timeouts, a total deadline, a body-size cap that also holds after
+each request: connect and read timeouts, and a total deadline enforced on the socket itself (every
+read waits at most for what is left of the deadline, so a server that drips one byte at a time,
+headers or body, is cut off at the deadline), and a body-size cap that also holds after
 gzip/deflate decoding, decoded here in bounded steps so that a gzip bomb never inflates past the
-cap), follows redirects itself so that each hop is checked (only http/https; a private, loopback
-or link-local target is refused outright unless `allow_private_hosts` is set for intranet feeds,
-and even then never reached by a redirect from a public host, the classic way to reach a cloud
-metadata server; the rule is applied to the name before connecting and again to the address
-actually connected to, against DNS rebinding), and retries 5xx answers, timeouts and dropped
-connections with exponential backoff and full jitter, honouring `Retry-After` on 429 and 503 up
-to a cap. A conditional GET sends the stored `ETag` / `Last-Modified`; a 304 is a success
-without a body.
+cap. It follows redirects itself so that each hop is checked: only http/https; and a private,
+loopback or link-local address is refused outright unless `allow_private_hosts` is set for intranet
+feeds, and even then never reached by a redirect from a public host (the classic way to reach a
+cloud metadata server). The address rule runs inside the connection: the name is resolved once,
+the addresses are checked, and the socket connects to exactly those addresses (the Host header,
+TLS SNI and certificate check keep the name), so a name that resolves to a public address for the
+check and to a private one for the connection (DNS rebinding) never reaches the private address.
+It retries 5xx answers, timeouts and dropped connections with exponential backoff and full
+jitter, honouring `Retry-After` on 429 and 503 up to a cap. A conditional GET sends the stored
+`ETag` / `Last-Modified`; a 304 is a success without a body.
+
+Credentials in a URL (`https://user:password@host/feed`) are sent as basic auth, only to that
+URL's origin, and never recorded: `redact_url()` is the one function every dataset, state file,
+manifest and message uses for a URL (`https://***@host/feed`).
 
 The session comes from `make_session()`, built once per worker in a `DoFn.setup()`.
 """
@@ -18,19 +26,27 @@ The session comes from `make_session()`, built once per worker in a `DoFn.setup(
 from __future__ import annotations
 
 import email.utils
+import http.client
+import io
 import ipaddress
 import random
 import re
 import socket
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC
-from urllib.parse import urljoin, urlsplit
+from typing import Any, cast
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import create_connection
 
 FEED_ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, application/rdf+xml, "
@@ -80,7 +96,7 @@ class FetchSettings:
 
 @dataclass
 class FetchResult:
-    url: str
+    url: str  # as requested, redacted; final_url and permanent_redirect never carry credentials
     final_url: str | None = None
     status: int | None = None
     body: bytes | None = None
@@ -124,62 +140,252 @@ def error_class(error_type: str | None) -> str | None:
     return _ERROR_CLASSES.get(error_type, "content")
 
 
-def make_session(settings: FetchSettings, pool_size: int | None = None) -> requests.Session:
-    session = requests.Session()
-    size = pool_size or max(settings.max_concurrent, 1)
-    # Retries and redirects are handled in fetch() so that each hop and attempt is checked.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers.update(
-        {"User-Agent": settings.user_agent, "Accept": FEED_ACCEPT, "Accept-Encoding": "gzip, deflate"}
-    )
-    return session
+# --- URLs with credentials ---------------------------------------------------------------------
+
+# The userinfo of a URL: after the scheme, up to the last "@" before the path (a password may
+# hold an unescaped "@"; "/", "?", "#" and spaces end the authority).
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]*@")
 
 
-def is_private_address(host: str) -> bool:
-    """True when any address the host resolves to is not globally routable.
+def redact_url(text: str) -> str:
+    """A URL (or a message quoting URLs) as it may be recorded: `user:password@` becomes `***@`.
+
+    The one redaction rule for every dataset, state file, manifest, log line and report. Text
+    without credentials (file paths, URLs without userinfo, redacted URLs) comes back unchanged.
+    """
+    return _USERINFO.sub(r"\g<scheme>***@", text)
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without its userinfo, and the (user, password) it held, percent-decoded."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, None
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _colon, password = userinfo.partition(":")
+    plain = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return plain, (unquote(user), unquote(password))
+
+
+def carry_credentials(target: str, listed: str) -> str:
+    """`target` (where the listed feed moved) with the listed URL's credentials when it is on the
+    same origin, so that a moved feed is still fetched with them; else `target` as it is."""
+    plain, credentials = split_credentials(listed)
+    if credentials is None or split_credentials(target)[1] is not None or not same_origin(plain, target):
+        return target
+    userinfo = urlsplit(listed).netloc.rpartition("@")[0]
+    parts = urlsplit(target)
+    return urlunsplit((parts.scheme, f"{userinfo}@{parts.netloc}", parts.path, parts.query, parts.fragment))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
+def same_origin(first: str, second: str) -> bool:
+    """Whether credentials given for `first` may go to `second`: the same scheme, host and port,
+    or the upgrade from http on port 80 to https on 443 of the same host (as requests allows)."""
+    try:
+        a, b = _origin(first), _origin(second)
+    except ValueError:
+        return False
+    return a == b or (a[1] == b[1] and a[0::2] == ("http", 80) and b[0::2] == ("https", 443))
+
+
+# --- the address rule, applied inside the connection ------------------------------------------
+
+
+def ip_is_private(ip: str) -> bool:
+    """True for an address that is not globally routable.
 
     That covers private, loopback, link-local (169.254.169.254, the cloud metadata server),
     shared (100.64/10), reserved, multicast and unspecified addresses.
     """
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except (socket.gaierror, UnicodeError):
-        return False  # unresolvable: the request itself will fail with a clear error
-    return any(ip_is_private(str(info[4][0])) for info in infos)
-
-
-def ip_is_private(ip: str) -> bool:
-    """True for an address that is not globally routable (see `is_private_address`)."""
     address = ipaddress.ip_address(ip.split("%")[0])
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return not address.is_global or address.is_multicast
 
 
-def peer_ip(response: requests.Response) -> str | None:
-    """The address the response actually came from (None when the socket does not say)."""
-    try:
-        sock = response.raw.connection.sock  # type: ignore[union-attr]
-        return str(sock.getpeername()[0])
-    except (AttributeError, OSError, TypeError, IndexError):
-        return None
+def resolve_host(host: str, port: int) -> list[str]:
+    """The addresses of `host` from one lookup, in the resolver's order, without repeats."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def check_peer(
-    response: requests.Response, settings: FetchSettings, redirected_from_public: bool | None
-) -> None:
-    """Apply the address rule to the address connected to, not only to what the name resolved to
-    before: a name that resolves to a public address for the check and to a private one for the
-    connection (DNS rebinding) is refused before its body is read."""
-    ip = peer_ip(response)
-    if ip is None or not ip_is_private(ip):
-        return
-    if not settings.allow_private_hosts:
-        raise FetchError("private_address", f"refusing {ip}: connected to a private address")
-    if redirected_from_public:
-        raise FetchError("private_redirect", f"refusing {ip}: a public host redirected to a private address")
+@dataclass(frozen=True)
+class HopPolicy:
+    """What the connection of one request must hold to: set by fetch() around each request."""
+
+    allow_private: bool = False
+    redirected_from_public: bool | None = None  # None: the URL as listed, not a redirect target
+    deadline: float | None = None  # time.monotonic() by which every read must be done
+    # The connection used appends the address it is connected to (a response without a body
+    # gives its connection back before the caller could ask it).
+    connected: list[str] | None = None
+
+
+# A session used outside fetch() gets the strict rule (no private address) and no deadline.
+_STRICT = HopPolicy()
+_HOP: ContextVar[HopPolicy] = ContextVar("newsbeam_fetch_hop", default=_STRICT)
+
+
+def check_addresses(host: str, addresses: Sequence[str], hop: HopPolicy) -> bool:
+    """Apply the address rule to the addresses a host resolved to; returns whether all are public.
+
+    Any private address makes the host private: refused without `allow_private`, and refused
+    after a redirect from a public host even with it.
+    """
+    private = [ip for ip in addresses if ip_is_private(ip)]
+    if private and not hop.allow_private:
+        raise FetchError(
+            "private_address", f"refusing {host} ({private[0]}): a private, loopback or link-local address"
+        )
+    if private and hop.redirected_from_public:
+        raise FetchError(
+            "private_redirect",
+            f"refusing a redirect from a public host to {host} ({private[0]}), a private address",
+        )
+    return not private
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's byte stream whose every read waits at most until the deadline (and at most the
+    socket's own timeout): a server sending one byte just before each read timeout is cut off."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the total time limit was reached")
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(remaining if timeout is None else min(timeout, remaining))
+        try:
+            return self._raw.readinto(buffer)
+        finally:
+            self._sock.settimeout(timeout)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """What http.client.HTTPResponse reads from: the socket, through a `_DeadlineReader`."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str, *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """Status line, headers and body all read under the deadline of the fetch that sent the request."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        deadline = _HOP.get().deadline
+        if deadline is not None:
+            sock = cast(socket.socket, _DeadlineSocket(sock, deadline))
+        super().__init__(sock, *args, **kwargs)
+
+
+class _PinnedConnection(HTTPConnection):
+    """An urllib3 connection that resolves its host once, checks the addresses and connects to
+    exactly them; a kept-alive connection is checked again before each request (a redirect from
+    a public host may not reuse a connection to a private one). Its responses read under the
+    fetch's deadline."""
+
+    checked_address: str | None = None
+    response_class = _DeadlineResponse
+
+    def _new_conn(self) -> socket.socket:
+        hop = _HOP.get()
+        try:
+            addresses = resolve_host(self._dns_host, self.port)
+        except socket.gaierror as error:
+            raise NameResolutionError(self.host, self, error) from error
+        check_addresses(self.host, addresses, hop)
+        last: OSError | None = None
+        for address in addresses:
+            try:
+                sock = create_connection(
+                    (address, self.port), self.timeout, self.source_address, self.socket_options
+                )
+            except TimeoutError as error:
+                raise ConnectTimeoutError(
+                    self, f"Connection to {self.host} ({address}) timed out. (connect timeout={self.timeout})"
+                ) from error
+            except OSError as error:
+                last = error
+                continue
+            self.checked_address = address
+            return sock
+        raise NewConnectionError(self, f"Failed to establish a new connection: {last}")
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        hop = _HOP.get()
+        if self.sock is not None and self.checked_address is not None:
+            check_addresses(self.host, [self.checked_address], hop)
+        super().request(*args, **kwargs)  # connects (and checks) a new connection
+        if hop.connected is not None and self.checked_address is not None:
+            hop.connected.append(self.checked_address)
+
+
+class _PinnedHTTPSConnection(_PinnedConnection, HTTPSConnection):
+    """The same over TLS: only the TCP peer is pinned; SNI and the certificate check use the name."""
+
+
+class _PinnedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _PinnedConnection
+
+
+class _PinnedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _PinnedHTTPSConnection
+
+
+_PINNED_POOLS = {"http": _PinnedHTTPConnectionPool, "https": _PinnedHTTPSConnectionPool}
+
+
+class _PinnedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter with pinned, deadline-bound connections (through a proxy too, where the
+    address checked is the proxy's, as it is the one connected to)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _PINNED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _PINNED_POOLS
+        return manager
+
+
+def make_session(settings: FetchSettings, pool_size: int | None = None) -> requests.Session:
+    session = requests.Session()
+    size = pool_size or max(settings.max_concurrent, 1)
+    # Retries and redirects are handled in fetch() so that each hop and attempt is checked.
+    adapter = _PinnedAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers.update(
+        {"User-Agent": settings.user_agent, "Accept": FEED_ACCEPT, "Accept-Encoding": "gzip, deflate"}
+    )
+    return session
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -220,16 +426,14 @@ def fetch(
     etag: str | None = None,
     last_modified: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    host_is_private: Callable[[str], bool] = is_private_address,
 ) -> FetchResult:
-    """GET one feed; every failure is a FetchResult with an error_type, never an exception.
+    """GET one URL; every failure is a FetchResult with an error_type, never an exception.
 
-    `host_is_private` classifies hosts for the redirect rule; tests on 127.0.0.1 pass one that
-    calls some local names public, so that a real server can play a public host.
+    Credentials in `url` are sent as basic auth to its origin; the result names the URL redacted.
     """
     started = time.monotonic()
     deadline = started + settings.total_timeout
-    result = FetchResult(url=url)
+    result = FetchResult(url=redact_url(url))
     headers: dict[str, str] = {}
     if etag:
         headers["If-None-Match"] = etag
@@ -239,7 +443,7 @@ def fetch(
         for attempt in range(1, settings.max_attempts + 1):
             result.attempts = attempt
             try:
-                _get_following_redirects(session, url, headers, settings, deadline, result, host_is_private)
+                _get_following_redirects(session, url, headers, settings, deadline, result)
                 if result.status in RETRY_STATUSES or result.status == 429:
                     wait = _wait_before_retry(result, attempt, settings)
                     if wait is None or attempt == settings.max_attempts or time.monotonic() + wait > deadline:
@@ -270,7 +474,10 @@ def fetch(
             result.message = f"HTTP {result.status}"
             result.body = None
     except Exception as error:  # a bug or an exotic library error stays this feed's problem
-        result.error_type, result.message = "fetch_crash", f"{type(error).__name__}: {error}"[:500]
+        result.error_type, result.message = (
+            "fetch_crash",
+            redact_url(f"{type(error).__name__}: {error}")[:500],
+        )
         result.body = None
     finally:
         result.elapsed_ms = int((time.monotonic() - started) * 1000)
@@ -294,19 +501,11 @@ def _wait_before_retry(result: FetchResult, attempt: int, settings: FetchSetting
     return _backoff(attempt, settings)
 
 
-def check_target(
-    url: str,
-    settings: FetchSettings,
-    *,
-    redirected_from_public: bool | None = None,
-    host_is_private: Callable[[str], bool] = is_private_address,
-) -> bool:
-    """Refuse a URL fetch() must not request; returns whether its host is public.
+def check_url(url: str, *, redirect: bool = False) -> str:
+    """Refuse a URL fetch() must not request (not http/https, no host); returns its host.
 
-    `redirected_from_public` is None for the URL as listed, else whether the hop that redirected
-    here was a public host: public -> private is refused even with `allow_private_hosts`.
+    Where the host may be reached is the address rule's job, at connect time (`check_addresses`).
     """
-    redirect = redirected_from_public is not None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FetchError(
@@ -319,14 +518,13 @@ def check_target(
         raise FetchError("bad_url", f"{url[:200]}: {error}") from error
     if not host:
         raise FetchError("bad_url", f"no host in {url[:200]}")
-    private = host_is_private(host)
-    if private and not settings.allow_private_hosts:
-        raise FetchError("private_address", f"refusing {host}: a private, loopback or link-local address")
-    if private and redirected_from_public:
-        raise FetchError(
-            "private_redirect", f"refusing a redirect from a public host to {host}, a private address"
-        )
-    return not private
+    return host
+
+
+def _timed_out(kind: str, error: Exception, settings: FetchSettings, deadline: float) -> FetchError:
+    if time.monotonic() >= deadline:  # the deadline, not one slow read: not worth a retry
+        return FetchError("timeout", f"total time limit of {settings.total_timeout:g}s reached")
+    return FetchError(kind, str(error)[:300], retryable=True)
 
 
 def _get_following_redirects(
@@ -336,40 +534,43 @@ def _get_following_redirects(
     settings: FetchSettings,
     deadline: float,
     result: FetchResult,
-    host_is_private: Callable[[str], bool],
 ) -> None:
-    current = url
-    seen = {url}
+    listed, credentials = split_credentials(url)
+    current = listed
+    seen = {listed}
     permanent = True
     from_public: bool | None = None
     for _hop in range(settings.max_redirects + 1):
-        redirected_from_public = from_public
-        from_public = check_target(
-            current, settings, redirected_from_public=redirected_from_public, host_is_private=host_is_private
-        )
+        check_url(current, redirect=from_public is not None)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError("timeout", f"total time limit of {settings.total_timeout:g}s reached")
+        connected: list[str] = []
+        hop = HopPolicy(settings.allow_private_hosts, from_public, deadline, connected)
+        token = _HOP.set(hop)
         try:
             response = session.get(
                 current,
                 headers=headers,
+                auth=credentials if credentials and same_origin(listed, current) else None,
                 allow_redirects=False,
                 stream=True,
                 timeout=(min(settings.connect_timeout, remaining), min(settings.read_timeout, remaining)),
             )
         except requests.exceptions.ConnectTimeout as error:
-            raise FetchError("connect_timeout", str(error)[:300], retryable=True) from error
+            raise _timed_out("connect_timeout", error, settings, deadline) from error
         except requests.exceptions.ReadTimeout as error:
-            raise FetchError("read_timeout", str(error)[:300], retryable=True) from error
+            raise _timed_out("read_timeout", error, settings, deadline) from error
         except requests.exceptions.SSLError as error:
             raise FetchError("tls_error", str(error)[:300]) from error
         except requests.exceptions.ConnectionError as error:
             raise FetchError("connection_error", str(error)[:300], retryable=True) from error
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, ValueError) as error:
             raise FetchError("bad_url", str(error)[:300]) from error
+        finally:
+            _HOP.reset(token)
         with response:
-            check_peer(response, settings, redirected_from_public)
+            from_public = bool(connected) and not any(ip_is_private(ip) for ip in connected)
             result.status = response.status_code
             result.final_url = current
             result.headers = {k.lower(): v for k, v in response.headers.items()}
@@ -378,12 +579,13 @@ def _get_following_redirects(
                 if not location:
                     raise FetchError("bad_redirect", f"HTTP {response.status_code} without Location")
                 permanent = permanent and response.status_code in PERMANENT_REDIRECTS
-                current = urljoin(current, location.strip())
+                # Credentials in a Location are dropped, never followed: they would be recorded.
+                current = split_credentials(urljoin(current, location.strip()))[0]
                 if current in seen:
                     raise FetchError("redirect_loop", f"redirect loop back to {current[:200]}")
                 seen.add(current)
                 continue
-            if permanent and current != url:
+            if permanent and current != listed:
                 result.permanent_redirect = current
             result.etag = response.headers.get("etag")
             result.last_modified = response.headers.get("last-modified")
@@ -398,7 +600,9 @@ def _get_following_redirects(
                     deadline,
                 )
             return
-    raise FetchError("too_many_redirects", f"more than {settings.max_redirects} redirects from {url[:200]}")
+    raise FetchError(
+        "too_many_redirects", f"more than {settings.max_redirects} redirects from {listed[:200]}"
+    )
 
 
 class _Decoder:
@@ -497,6 +701,10 @@ def read_body(
             "too_large", f"body over the {settings.max_bytes}-byte cap (after decoding)"
         ) from None
     except (TimeoutError, urllib3.exceptions.ReadTimeoutError) as error:
+        if time.monotonic() >= deadline:
+            raise FetchError(
+                "timeout", f"total time limit of {settings.total_timeout:g}s reached mid-body"
+            ) from error
         raise FetchError("read_timeout", f"stalled mid-body: {error}", retryable=True) from error
     except urllib3.exceptions.DecodeError as error:
         raise FetchError("bad_encoding", f"undecodable content-encoding: {error}") from error

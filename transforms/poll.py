@@ -54,7 +54,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from transforms.committed import body_digest, fetch_millis, shared_entries
 from transforms.feed_state import FeedSource
-from transforms.fetch import FetchResult, FetchSettings, fetch, make_session
+from transforms.fetch import FetchResult, FetchSettings, carry_credentials, fetch, make_session, redact_url
 from transforms.parse import ParsedInput
 from transforms.read import (
     DEAD_LETTERS,
@@ -311,20 +311,21 @@ class _PollFeedFn(beam.DoFn):
         self._polls.inc()
         # The validators go out only when everything the last full body held is committed: a 304
         # must not hide an entry that the runner lost on its way to the sink.
-        conditional = self._entries_committed.body_committed(url, known.get("digest"))
+        conditional = self._entries_committed.body_committed(redact_url(url), known.get("digest"))
         try:
+            moved = known.get("target")
             result = fetch(
                 self._session,
-                known.get("target") or url,
+                carry_credentials(moved, url) if moved else url,
                 self._settings,
                 etag=known.get("etag") if conditional else None,
                 last_modified=known.get("last_modified") if conditional else None,
             )
             outputs = list(self._outputs(url, result, started_at, clock, feed))
         except Exception as error:  # fetch() and parsing never raise; a bug stays this poll's, as in batch
-            message = f"{type(error).__name__}: {error}"
+            message = redact_url(f"{type(error).__name__}: {error}")
             parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=message)
-            outputs = list(parsed_to_outputs(url, SourceType.FEED, parsed, None, started_at, 0))
+            outputs = list(parsed_to_outputs(redact_url(url), SourceType.FEED, parsed, None, started_at, 0))
             return [_at(output, fetched) for output in outputs], dict(known)
         if result.not_modified:
             self._not_modified.inc()
@@ -340,20 +341,20 @@ class _PollFeedFn(beam.DoFn):
         if not (result.ok and not result.not_modified and result.body is not None):
             yield from fetched_to_outputs(url, result, started_at, clock, feed=feed)
             return
-        digest = body_digest(result.body)
-        if self._entries_committed.body_committed(url, digest):
+        digest, source = body_digest(result.body), redact_url(url)  # `source`: as the records name the feed
+        if self._entries_committed.body_committed(source, digest):
             self._unchanged_bodies.inc()
             unchanged = ParsedInput(
                 Outcome.NOT_MODIFIED, message="the body is unchanged since it was committed"
             )
             http = http_fields(url, result)
             yield from parsed_to_outputs(
-                url, SourceType.FEED, unchanged, result.body, started_at, ms_since(clock), **http
+                redact_url(url), SourceType.FEED, unchanged, result.body, started_at, ms_since(clock), **http
             )
             return
         outputs = list(fetched_to_outputs(url, result, started_at, clock, feed=feed))
         entries = [output for output in outputs if isinstance(output, dict)]
-        fresh = self._entries_committed.entries_to_process(url, digest, fetch_millis(started_at), entries)
+        fresh = self._entries_committed.entries_to_process(source, digest, fetch_millis(started_at), entries)
         self._entries.inc(len(entries))
         self._known_entries.inc(len(entries) - len(fresh))
         yield from fresh

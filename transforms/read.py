@@ -4,20 +4,32 @@ Inputs arrive as a few patterns (paths, globs, folders, URLs); they are expanded
 pipeline, one element per file or URL, and grouped (files in shards of about equal bytes, feeds by
 host) so that reading runs in parallel. Each input gives exactly one `feed_fetches` row with a
 named outcome, and a dead letter when it fails: a broken feed, an HTTP error, a timeout or
-undecodable bytes never stop the run.
+undecodable bytes never stop the run. A feed URL is recorded (as `source`, in the fetch row, the
+dead letter and the feed state) redacted: credentials in it are used for the request only.
+
+Local patterns are expanded by a walk that always ends: symlinks are followed, but each folder
+is entered once (by device and inode), so links that loop cannot make it run for ever. A path
+that is no regular file (a FIFO, a socket, a device) is never opened for reading, where it could
+block for ever: it gets a `skipped` row saying what it is. A file name that is not UTF-8 travels
+as text with each undecodable byte written `\\xNN` (`path_as_text`), the form every dataset shows;
+the file is opened under its real name (`path_from_text`).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import heapq
 import os
 import queue
+import re
+import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import apache_beam as beam
@@ -38,9 +50,27 @@ from transforms.feed_state import (
     rss_ttl_seconds,
     state_after,
 )
-from transforms.fetch import FetchResult, FetchSettings, error_class, fetch, make_session
-from transforms.parse import ParsedInput, is_http_url, parse_input, parse_seed_file
-from transforms.schema import Outcome, Record, SourceType, Stage, dead_letter
+from transforms.fetch import (
+    FetchResult,
+    FetchSettings,
+    carry_credentials,
+    error_class,
+    fetch,
+    make_session,
+    redact_url,
+    split_credentials,
+)
+from transforms.parse import ParsedInput, RawEntry, is_http_url, parse_input, parse_seed_file
+from transforms.schema import (
+    SOURCE_KEY,
+    Outcome,
+    Record,
+    SourceType,
+    Stage,
+    dead_letter,
+    escaped_text,
+    valid_text,
+)
 
 FETCHES = "fetches"
 DEAD_LETTERS = "dead_letters"
@@ -77,17 +107,80 @@ def _wanted_in_folder(path: str) -> bool:
     return lowered.endswith(SEED_EXTENSIONS + FEED_EXTENSIONS) or "." not in name
 
 
+# --- file names as text ---------------------------------------------------------------------------
+#
+# Linux file names are bytes; Python hands out the undecodable ones with lone surrogates
+# (surrogateescape), which Beam's coders and Arrow reject. Inside the pipeline a local path is text
+# in which each undecodable byte is written `\xNN` (Python's backslashreplace) and a backslash that
+# would read as such an escape is written `\x5c`, so the text maps back to exactly one name.
+# Valid UTF-8 names (nearly all) are their own text.
+
+_BYTE_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+_LOOKS_ESCAPED = re.compile(rb"\\(?=x[0-9a-fA-F]{2})")
+
+
+def path_as_text(path: str) -> str:
+    """A local path (as `os` gives it) as valid UTF-8 text: the form `source` shows."""
+    raw = os.fsencode(path)
+    if b"\\x" in raw:
+        raw = _LOOKS_ESCAPED.sub(rb"\\x5c", raw)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def pattern_as_text(pattern: str) -> str:
+    """An input pattern as the pipeline carries it: a local path as `path_as_text`, a URL unchanged."""
+    return pattern if "://" in pattern else path_as_text(pattern)
+
+
+def path_from_text(text: str) -> str:
+    """The local path `path_as_text` made `text` from (the name to open)."""
+    if "\\x" not in text:
+        return text
+    parts, last = [], 0
+    for match in _BYTE_ESCAPE.finditer(text):
+        parts += [text[last : match.start()].encode("utf-8"), bytes([int(match.group(1), 16)])]
+        last = match.end()
+    parts.append(text[last:].encode("utf-8"))
+    return os.fsdecode(b"".join(parts))
+
+
+def source_key_of(path: str) -> str:
+    """What identifies a file in ids: its resolved path (absolute, symlinks followed), as text."""
+    if "://" in path:
+        return path
+    return path_as_text(os.path.realpath(path_from_text(path)))
+
+
+# --- pattern expansion ------------------------------------------------------------------------------
+
+
 def expand_pattern(pattern: str) -> Iterator[str]:
     """The files (or the URL) an input pattern names, in a stable order."""
     if is_http_url(pattern):
         yield pattern
         return
+    if "://" in pattern:
+        yield from _expand_remote(pattern)
+        return
+    local = path_from_text(pattern)
+    if glob.has_magic(local):
+        paths = sorted(set(_local_glob(local)))
+    elif os.path.lexists(local) and not os.path.isdir(local):
+        paths = [local]
+    else:
+        paths = sorted(p for p in _walk(local, ["**"], 0, set()) if _wanted_in_folder(p))
+    if not paths:
+        raise FileNotFoundError(f"no input matches {pattern}")
+    yield from (path_as_text(path) for path in paths)
+
+
+def _expand_remote(pattern: str) -> Iterator[str]:
     is_glob = any(ch in pattern for ch in "*?[")
-    if not is_glob and FileSystems.exists(pattern) and not _is_folder(pattern):
+    if not is_glob and not pattern.endswith("/") and FileSystems.exists(pattern):
         yield pattern
         return
     query = pattern if is_glob else FileSystems.join(pattern.rstrip("/"), "**")
-    paths = sorted(_match(query))
+    paths = sorted(m.path for m in FileSystems.match([query])[0].metadata_list)
     if not is_glob:
         paths = [p for p in paths if _wanted_in_folder(p)]
     if not paths:
@@ -95,32 +188,113 @@ def expand_pattern(pattern: str) -> Iterator[str]:
     yield from paths
 
 
-def _match(query: str) -> list[str]:
-    if "://" in query:
-        return [m.path for m in FileSystems.match([query])[0].metadata_list]
-    import glob
+def _local_glob(pattern: str) -> Iterator[str]:
+    """Python's glob (`*`, `?`, `[...]` within a name, `**` across folders, hidden names only when
+    the pattern spells their dot), but over a walk that ends whatever the symlinks.
 
-    # Beam's local match silently skips what it cannot stat (a dangling symlink, a file removed
-    # while listing), and such an input would vanish without its fetch row; Python's glob lists
-    # it, and reading it then fails into a dead letter.
-    return [path for path in glob.glob(query, recursive=True) if not os.path.isdir(path)]
+    Python's own glob follows symlinked folders without remembering them: a link to `.` makes
+    `**` list paths until the kernel's 40-link limit, and two such links 2^40 of them. Dangling
+    links and other non-folders are listed (reading them then fails into a dead letter or a
+    `skipped` row), folders are not.
+    """
+    absolute = pattern.startswith("/")
+    parts = [part for part in pattern.split("/") if part]
+    yield from _walk("/" if absolute else "", parts, 0, set())
 
 
-def _is_folder(path: str) -> bool:
-    if "://" in path:
-        return path.endswith("/")
-    return os.path.isdir(path)
+def _walk(folder: str, parts: list[str], at: int, visited: set[tuple[int, int, int]]) -> Iterator[str]:
+    """The non-folders under `folder` matching `parts[at:]`.
+
+    `visited` holds (device, inode, position in the pattern) of every folder a `**` entered: each
+    folder is walked once per position, so the walk is bounded by folders x pattern parts.
+    """
+    part, last = parts[at], at == len(parts) - 1
+    if part == "**":
+        identity = _folder_identity(folder)
+        if identity is None or (*identity, at) in visited:
+            return
+        visited.add((*identity, at))
+        if not last:
+            yield from _walk(folder, parts, at + 1, visited)
+        for name, path, is_folder in _entries(folder):
+            if name.startswith("."):
+                continue
+            if is_folder:
+                yield from _walk(path, parts, at, visited)
+            elif last:
+                yield path
+    elif glob.has_magic(part):
+        for name, path, is_folder in _entries(folder):
+            if name.startswith(".") and not part.startswith("."):
+                continue
+            if not fnmatch.fnmatchcase(name, part):
+                continue
+            if last and not is_folder:
+                yield path
+            elif not last and is_folder:
+                yield from _walk(path, parts, at + 1, visited)
+    else:
+        path = os.path.join(folder, part) if folder else part
+        if last:
+            if os.path.lexists(path) and not os.path.isdir(path):
+                yield path
+        elif os.path.isdir(path):
+            yield from _walk(path, parts, at + 1, visited)
+
+
+def _folder_identity(folder: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(folder or ".")
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _entries(folder: str) -> list[tuple[str, str, bool]]:
+    """(name, path, is a folder, symlinks followed) of a folder's entries, by name; none if unreadable."""
+    try:
+        with os.scandir(folder or ".") as scan:
+            entries = [
+                (e.name, os.path.join(folder, e.name) if folder else e.name, _is_folder_entry(e))
+                for e in scan
+            ]
+    except OSError:
+        return []
+    return sorted(entries)
+
+
+def _is_folder_entry(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks; False for a dangling or looping link
+    except OSError:
+        return False
 
 
 def fetch_row(source: str, source_type: str, started_at: datetime, **values: Any) -> Record:
+    """One input's `feed_fetches` row, its text made valid UTF-8 (`escaped_text`): always writable."""
     row: Record = {
-        "source": source,
+        "source": escaped_text(source),
         "source_type": str(source_type),
         "started_at": started_at,
         "entries": 0,
     }
-    row.update(values)
+    row.update((k, escaped_text(v) if isinstance(v, str) else v) for k, v in values.items())
     return row
+
+
+def valid_entry(entry: RawEntry) -> RawEntry:
+    """An entry whose text is valid Unicode (`valid_text`); the same entry when it already is.
+
+    A lone surrogate (JSON Feed's `\\ud800`) in any record makes Beam fail the bundle when it
+    samples the element's size, wherever that happens: text is repaired here, before it travels.
+    """
+    values = cast(dict[str, Any], entry)  # a TypedDict, walked by key
+    for key, value in values.items():
+        if isinstance(value, str):
+            values[key] = valid_text(value)
+        elif isinstance(value, list):
+            values[key] = [valid_text(v) if isinstance(v, str) else v for v in value]
+    return entry
 
 
 def parsed_to_outputs(
@@ -133,7 +307,8 @@ def parsed_to_outputs(
     **http: Any,
 ) -> Iterator[Any]:
     """The entries, the fetch row and (for a failed input) the dead letter of one parsed input."""
-    yield from parsed.entries
+    for entry in parsed.entries:
+        yield valid_entry(entry)
     yield beam.pvalue.TaggedOutput(
         FETCHES,
         fetch_row(
@@ -142,7 +317,7 @@ def parsed_to_outputs(
             started_at,
             outcome=str(parsed.outcome),
             feed_format=parsed.feed_format,
-            feed_title=parsed.feed_title,
+            feed_title=valid_text(parsed.feed_title) if parsed.feed_title else parsed.feed_title,
             error_type=parsed.error_type,
             message=parsed.message,
             bytes=len(body) if body is not None else None,
@@ -170,9 +345,9 @@ class _ExpandPatternFn(beam.DoFn):
     def process(self, pattern: str) -> Iterator[Any]:
         try:
             yield from expand_pattern(pattern)
-        except (FileNotFoundError, OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # RecursionError: a folder tree too deep
             started = datetime.now(UTC)
-            message = str(error)
+            message, pattern = redact_url(str(error)), redact_url(pattern)
             yield beam.pvalue.TaggedOutput(
                 FETCHES,
                 fetch_row(
@@ -189,25 +364,84 @@ class _ExpandPatternFn(beam.DoFn):
             )
 
 
+class NotRegularFileError(OSError):
+    """A path that names no regular file: reading a FIFO or a device may block for ever."""
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def _kind_of(mode: int) -> str | None:
+    """What a file mode names when it is not a regular file (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def _read_local(path: str, cap: int) -> bytes:
+    """At most `cap` bytes of a local regular file; `NotRegularFileError` for anything else.
+
+    The kind is checked before opening and again on the open file (the path may change in
+    between); the open itself never waits, even for a FIFO nobody writes to.
+    """
+    kind = _kind_of(os.stat(path).st_mode)
+    if kind is None:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(descriptor, "rb") as stream:
+            kind = _kind_of(os.fstat(descriptor).st_mode)
+            if kind is None:
+                os.set_blocking(descriptor, True)
+                return stream.read(cap)
+    raise NotRegularFileError(f"{kind}, not a regular file: not read")
+
+
 def read_file(path: str, settings: ReadSettings, started_at: datetime, clock: float) -> Iterator[Any]:
-    """The outputs of one feed or seed file (or object-store URL): what `parsed_to_outputs` gives."""
+    """The outputs of one feed or seed file (or object-store URL): what `parsed_to_outputs` gives.
+
+    `path` is as `expand_pattern` gives it (for a local file, `path_as_text`); it is the entries' and
+    the rows' `source`. A path that is no regular file gives a `skipped` row and nothing else.
+    """
     source_type = source_type_of(path)
     try:
         # Read one byte past the cap instead of asking for the size first: one call less per file on
         # object stores, and a file that grows after its listing is still capped.
-        with FileSystems.open(path, compression_type="uncompressed") as stream:
-            body = stream.read(settings.max_file_bytes + 1)
+        if "://" in path:
+            with FileSystems.open(path, compression_type="uncompressed") as stream:
+                body = stream.read(settings.max_file_bytes + 1)
+        else:
+            body = _read_local(path_from_text(path), settings.max_file_bytes + 1)
         if len(body) > settings.max_file_bytes:
             raise ValueError(f"the file is larger than the {settings.max_file_bytes}-byte cap")
+    except NotRegularFileError as error:
+        parsed = ParsedInput(Outcome.SKIPPED, error_type="not_a_regular_file", message=f"{path} is {error}")
+        yield from parsed_to_outputs(path, source_type, parsed, None, started_at, ms_since(clock))
+        return
     except Exception as error:
         parsed = ParsedInput(
-            Outcome.ERROR, error_type="unreadable", message=f"{type(error).__name__}: {error}"
+            Outcome.ERROR, error_type="unreadable", message=f"{type(error).__name__}: {_strip_path(error)}"
         )
         yield from parsed_to_outputs(path, source_type, parsed, None, started_at, ms_since(clock))
         return
     seed = source_type == SourceType.SEED_FILE
     parsed = parse_seed_file(body, path) if seed else parse_input(body, path)
+    key = source_key_of(path)
+    if key != path:
+        for entry in parsed.entries:
+            cast(dict[str, Any], entry)[SOURCE_KEY] = key
     yield from parsed_to_outputs(path, source_type, parsed, body, started_at, ms_since(clock))
+
+
+def _strip_path(error: Exception) -> str:
+    """An error's message; for an OS error without the path, which `source` already shows as text."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
 
 
 def fetched_to_outputs(
@@ -220,10 +454,11 @@ def fetched_to_outputs(
 ) -> Iterator[Any]:
     """The entries, fetch row and dead letter of one HTTP fetch (shared by batch reads and stream polls).
 
-    `url` is the feed as listed (the articles' `source`); `result.url` is what was requested (the
-    listed URL, or where a permanent redirect moved it). `feed` brings the listed name and
-    language, used when the feed states none.
+    `url` is the feed as listed; redacted, it is the articles' `source`. `result.url` is what was
+    requested (the listed URL, or where a permanent redirect moved it), redacted too. `feed`
+    brings the listed name and language, used when the feed states none.
     """
+    source = redact_url(url)
     http = http_fields(url, result)
     if result.not_modified:
         parsed = ParsedInput(Outcome.NOT_MODIFIED)
@@ -231,21 +466,24 @@ def fetched_to_outputs(
         parsed = ParsedInput(Outcome.ERROR, error_type=result.error_type or "no_body", message=result.message)
     else:
         parsed = parse_input(
-            result.body, url, content_type=result.content_type, base_url=result.final_url or url
+            result.body,
+            source,
+            content_type=result.content_type,
+            base_url=result.final_url or split_credentials(url)[0],
         )
         if parsed.outcome in (Outcome.ERROR, Outcome.NOT_A_FEED):
             http["error_class"] = error_class(parsed.error_type)
         if feed is not None:
             _apply_hints(parsed, feed)
     yield from parsed_to_outputs(
-        url, SourceType.FEED, parsed, result.body, started_at, ms_since(clock), **http
+        source, SourceType.FEED, parsed, result.body, started_at, ms_since(clock), **http
     )
 
 
 def http_fields(url: str, result: FetchResult) -> dict[str, Any]:
-    """The `feed_fetches` columns that describe one HTTP fetch."""
+    """The `feed_fetches` columns that describe one HTTP fetch (credentials in the URL redacted)."""
     return {
-        "url": result.url or url,
+        "url": result.url or redact_url(url),
         "final_url": result.final_url,
         "http_status": result.status,
         "etag": result.etag,
@@ -282,7 +520,7 @@ def skipped_outputs(url: str, state: FeedState, reason: str, now: datetime) -> I
     yield beam.pvalue.TaggedOutput(
         FETCHES,
         fetch_row(
-            url,
+            redact_url(url),
             SourceType.FEED,
             now,
             outcome=str(Outcome.SKIPPED),
@@ -316,7 +554,7 @@ def file_size(path: str) -> int:
     """A file's size in bytes; 0 when it cannot be had (reading the file then fails into a dead letter)."""
     try:
         if "://" not in path:
-            return os.path.getsize(path)
+            return os.path.getsize(path_from_text(path))
         return int(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
     except Exception:
         return 0
@@ -357,7 +595,7 @@ class _PlanReadsFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FILES, (source, file_size(source)))
             return
         now = datetime.now(UTC)
-        state = self._states.get(source)
+        state = self._states.get(redact_url(source))  # stored under the URL as recorded
         reason = poll_decision(state, now, force=self._settings.force)
         if state is not None and reason is not None:
             self._skipped.inc()
@@ -456,19 +694,25 @@ class _ReadGroupFn(beam.DoFn):
         started_at = datetime.now(UTC)
         clock = time.monotonic()
         feed = self._settings.feeds.get(url)
+        source = redact_url(url)
         try:
+            # Where the feed moved for good, with the listed URL's credentials if on the same origin.
+            target = carry_credentials(state.fetch_url, url) if state and state.fetch_url else url
             result = fetch(
                 self._session,
-                state.target if state else url,
+                target,
                 self._settings.fetch,
                 etag=state.etag if state else None,
                 last_modified=state.last_modified if state else None,
             )
             outputs = list(fetched_to_outputs(url, result, started_at, clock, feed=feed))
         except Exception as error:  # fetch() and parsing never raise; if a bug does, it stays this feed's
-            result = FetchResult(url=url, error_type="read_crash", message=f"{type(error).__name__}: {error}")
-            parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=result.message)
-            outputs = list(parsed_to_outputs(url, SourceType.FEED, parsed, None, started_at, ms_since(clock)))
+            message = redact_url(f"{type(error).__name__}: {error}")
+            result = FetchResult(url=source, error_type="read_crash", message=message)
+            parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=message)
+            outputs = list(
+                parsed_to_outputs(source, SourceType.FEED, parsed, None, started_at, ms_since(clock))
+            )
         row = next(o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput) and o.tag == FETCHES)
         fresh = [s for s in (result.max_age, rss_ttl_seconds(result.body)) if s is not None]
         outputs.append(
@@ -476,7 +720,7 @@ class _ReadGroupFn(beam.DoFn):
                 FEED_STATES,
                 state_after(
                     state,
-                    url,
+                    source,
                     started_at,
                     outcome=row["outcome"],
                     status=result.status,

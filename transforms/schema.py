@@ -11,6 +11,7 @@ It imports nothing else of newsbeam's, so every stage can import it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +42,9 @@ class Outcome(enum.StrEnum):
     NOT_A_FEED = "not_a_feed"  # HTML, plain text, JSON that is no JSON Feed, ...
     ERROR = "error"  # unreadable, undecodable, HTTP or network failure
     NOT_MODIFIED = "not_modified"  # HTTP 304 to a conditional GET
-    SKIPPED = "skipped"  # not polled this run: still fresh (ttl, max-age) or backing off after failures
+    # Not read this run: a feed still fresh (ttl, max-age) or backing off after failures, or a path that
+    # is no regular file (a FIFO, socket or device: reading one could block for ever).
+    SKIPPED = "skipped"
 
 
 class SourceType(enum.StrEnum):
@@ -227,6 +230,51 @@ Record = dict[str, Any]
 EXCERPT_CHARS = 2000
 
 
+# --- text that Arrow and Beam accept -----------------------------------------------------------
+#
+# Arrow strings and Beam's coders need valid UTF-8, but Python strings may hold lone surrogates:
+# JSON's `\ud800` escape decodes to one, and so does an undecodable byte of a file name
+# (surrogateescape, how `os` hands out such names). Two rules, each used in one kind of place:
+# - content (what articles and fetch rows say about their input) is repaired as a UTF-8 decoder
+#   repairs ill-formed input: each lone surrogate becomes U+FFFD (`valid_text`);
+# - diagnostics (dead-letter messages, excerpts, refs) show what was there: `\ud800` (`escaped_text`).
+# File paths have a rule of their own (transforms/read.py: `path_as_text`).
+
+
+def valid_text(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD; unchanged (and fast) when it is valid."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def escaped_text(text: str) -> str:
+    """`text` with each lone surrogate written as its escape (`\\ud800`), to show what was there."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+# Not a column: what identifies the source in ids, set by the read stage on the entries of a file
+# (its resolved path, so that the spelling of the path does not change ids); `source` otherwise.
+SOURCE_KEY = "source_key"
+
+
+def entry_ref(entry: Mapping[str, Any]) -> str:
+    """How every stage names one entry of its source: its own id, else its link, else `#<ordinal>`.
+
+    One rule for raw entries (`link`) and articles (`url`): a dead letter with a ref is one entry of
+    its source and is counted in that source's books; only a whole input's dead letter has none.
+    """
+    return escaped_text(
+        str(entry.get("entry_id") or entry.get("link") or entry.get("url") or f"#{entry.get('ordinal', 0)}")
+    )
+
+
 def excerpt(data: object, limit: int = EXCERPT_CHARS) -> str | None:
     """The start of a failing input, bounded, decoded leniently so that any bytes fit."""
     if data is None:
@@ -235,7 +283,7 @@ def excerpt(data: object, limit: int = EXCERPT_CHARS) -> str | None:
         data = data[: limit * 4].decode("utf-8", errors="replace")
     elif not isinstance(data, str):  # a record field of the wrong type is what failed: show it
         data = repr(data)
-    return data[:limit]
+    return escaped_text(data[:limit])
 
 
 def dead_letter(
@@ -248,14 +296,17 @@ def dead_letter(
     entry_ref: str | None = None,
     data: bytes | str | None = None,
 ) -> Record:
-    """A dead-letter record; the run columns (`run_id`, `failed_at`, ...) are added when written."""
+    """A dead-letter record; the run columns (`run_id`, `failed_at`, ...) are added when written.
+
+    Its text is made valid UTF-8 (`escaped_text`): a dead letter must always be writable.
+    """
     return {
         "stage": str(stage),
-        "error_type": error_type,
-        "message": message[:1000],
-        "source": source,
+        "error_type": escaped_text(error_type),
+        "message": escaped_text(message[:1000]),
+        "source": escaped_text(source),
         "source_type": source_type,
-        "entry_ref": entry_ref,
+        "entry_ref": escaped_text(entry_ref) if entry_ref is not None else None,
         "excerpt": excerpt(data),
         "failed_at": datetime.now(UTC),
     }
@@ -269,7 +320,7 @@ def failed_article(stage: Stage, error: Exception, article: Record) -> Record:
         str(error),
         article["source"],
         article["source_type"],
-        entry_ref=article.get("entry_id") or article.get("url"),
+        entry_ref=entry_ref(article),
         data=article.get("title"),
     )
 

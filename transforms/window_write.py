@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,20 +60,26 @@ from transforms.committed import (
     report_records_committed,
     shared_versions,
 )
+from transforms.schema import DEAD_LETTER_SCHEMA
 from transforms.store import INDEX_DATASET, INDEX_SCHEMA, CommitLock, fault_point, index_record
 from transforms.write import (
+    DEAD_LETTER_DATASET,
     RUNS_DIR,
     STAGING_DIR,
     ParquetSettings,
+    RejectedRecord,
+    convert_records,
     join_path,
     partition_path,
     publish,
     read_json,
     records_to_table,
+    rejected_dead_letter,
     remove_staging,
     write_json_atomically,
     write_parquet,
 )
+from transforms.write import _refuse as refuse_records
 
 PENDING_PANES_DIR = "_pending_panes"
 RUNNING_SUFFIX = ".running"
@@ -122,6 +129,7 @@ class WindowFileSpec:
     settings: ParquetSettings = field(default_factory=ParquetSettings)
     with_index: bool = False  # articles: decide against the version index, publish its delta with them
     cleanup_after: int = 86_400  # seconds after a window's end its pane counter is forgotten
+    rejects_to_dead_letters: bool = False  # articles: a record Arrow rejects becomes a dead letter
 
 
 class PaneCommit(NamedTuple):
@@ -183,14 +191,20 @@ def commit_pane(
         file_schema = pa.schema(
             [f for f in spec.schema if f.name not in spec.partition_keys], metadata=spec.schema.metadata
         )
-        tables = [
-            (join_path(spec.output, spec.dataset, partition, name), records_to_table(records, file_schema))
-        ]
-        index_rows = [index_record(r) for r in records] if spec.with_index else []
-        if spec.with_index:
+        # Records Arrow rejects (transforms/write.py, `convert_records`) become `write` dead letters
+        # of the same pane when the spec says so; they are not stored, so not in the index.
+        table, written, rejected = convert_records(records, file_schema)
+        if rejected and not spec.rejects_to_dead_letters:
+            raise refuse_records(spec.dataset, rejected)
+        tables = []
+        if written:
+            tables.append((join_path(spec.output, spec.dataset, partition, name), table))
+        index_rows = [index_record(r) for r in written] if spec.with_index else []
+        if index_rows:
             tables.append(
                 (join_path(spec.output, INDEX_DATASET, name), records_to_table(index_rows, INDEX_SCHEMA))
             )
+        tables += _window_dead_letter_tables(spec, name, rejected)
         moves = []
         for number, (final, table) in enumerate(tables):
             staged = join_path(
@@ -209,10 +223,32 @@ def commit_pane(
             else:
                 publish([move])
         FileSystems.delete([marker])
-        if committed is not None and spec.with_index:
-            committed.note_committed(moves[-1]["final_path"], index_rows)
-        latency = latency_ms(records, datetime.now(UTC))
-        return PaneCommit([move["final_path"] for move in moves], len(records), already, stale, latency)
+        if committed is not None and index_rows:
+            committed.note_committed(join_path(spec.output, INDEX_DATASET, name), index_rows)
+        latency = latency_ms(written, datetime.now(UTC))
+        return PaneCommit([move["final_path"] for move in moves], len(written), already, stale, latency)
+
+
+def _window_dead_letter_tables(
+    spec: WindowFileSpec, name: str, rejected: list[RejectedRecord]
+) -> list[tuple[str, pa.Table]]:
+    """The dead letters of a pane's rejected records, one table per `ingest_date` (the records' own)."""
+    by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for bad in rejected:
+        letter = rejected_dead_letter(spec.dataset, bad)
+        letter.update(
+            ingest_date=bad.record.get("ingest_date"),
+            run_id=bad.record.get("run_id") or spec.run_id,
+            pipeline_version=bad.record.get("pipeline_version"),
+        )
+        by_date[partition_path(letter, ("ingest_date",))].append(letter)
+    schema = pa.schema(
+        [f for f in DEAD_LETTER_SCHEMA if f.name != "ingest_date"], metadata=DEAD_LETTER_SCHEMA.metadata
+    )
+    return [
+        (join_path(spec.output, DEAD_LETTER_DATASET, folder, name), records_to_table(letters, schema))
+        for folder, letters in sorted(by_date.items())
+    ]
 
 
 # --- a stream's run marker: what the next start may clean ---------------------------------------------
@@ -341,12 +377,14 @@ class _WriteWindowPanesFn(beam.DoFn):
         pane.write(index + 1)
         cleanup.set(Timestamp.of(start + self._spec.window_seconds + self._spec.cleanup_after))
         self._rows.inc(result.rows)
-        self._files.inc(len(result.paths[:1]))
+        self._files.inc(1 if result.rows else 0)
         self._already.inc(result.already_stored)
         self._stale.inc(result.stale)
         yield {
             "dataset": self._spec.dataset,
-            "path": result.paths[0] if result.paths else None,
+            "path": result.paths[0]
+            if result.rows
+            else None,  # the articles file (index and dead letters follow)
             "rows": result.rows,
             "window_start": start,
             "pane": index,

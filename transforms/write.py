@@ -38,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 import apache_beam as beam
@@ -53,6 +53,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.fetch import redact_url
+from transforms.schema import Stage, dead_letter, entry_ref, escaped_text
 from transforms.store import (
     INDEX_DATASET,
     INDEX_SCHEMA,
@@ -83,6 +85,8 @@ class ParquetSettings:
 
 
 ROW_REFS = "row_refs"
+DEAD_LETTERS = "dead_letters"
+DEAD_LETTER_DATASET = "dead_letters"  # where the streaming writer puts the dead letters of rejected rows
 RowRefs = Callable[[dict[str, Any], str, int], Any]
 
 
@@ -153,6 +157,80 @@ def records_to_table(
     return pa.Table.from_pydict(columns, schema=schema)
 
 
+# What Arrow raises for a value its column cannot hold: a lone surrogate in a string
+# (UnicodeEncodeError), a number out of the type's range (ArrowInvalid), a wrong type (ArrowTypeError).
+CONVERSION_ERRORS = (pa.ArrowException, UnicodeError, ValueError, TypeError, OverflowError)
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """A record Arrow cannot convert: the first column (in schema order) that fails, and why."""
+
+    record: dict[str, Any]
+    column: str
+    error: Exception
+
+
+def convert_records(
+    records: list[dict[str, Any]], schema: pa.Schema, defaults: Mapping[str, Any] | None = None
+) -> tuple[pa.Table, list[dict[str, Any]], list[RejectedRecord]]:
+    """(table of the records Arrow accepts, those records in table order, the rejected ones).
+
+    The whole batch is converted at once; only when that fails is each column tried on its own,
+    and each value of a failing column, to find the bad records (cost in the failure path only).
+    """
+    try:
+        return records_to_table(records, schema, defaults), records, []
+    except CONVERSION_ERRORS as batch_error:
+        failure = batch_error
+    defaults = defaults or {}
+    bad: dict[int, RejectedRecord] = {}
+    for column in schema:
+        values = [r.get(column.name, defaults.get(column.name)) for r in records]
+        try:
+            pa.array(values, column.type)
+            continue
+        except CONVERSION_ERRORS:
+            pass
+        for index, value in enumerate(values):
+            if index in bad:
+                continue
+            try:
+                pa.array([value], column.type)
+            except CONVERSION_ERRORS as error:
+                bad[index] = RejectedRecord(records[index], column.name, error)
+    if not bad:  # no single value is to blame: nothing to set aside, fail as the batch failed
+        raise failure
+    good = [record for index, record in enumerate(records) if index not in bad]
+    return records_to_table(good, schema, defaults), good, [bad[index] for index in sorted(bad)]
+
+
+def rejected_dead_letter(dataset: str, rejected: RejectedRecord) -> dict[str, Any]:
+    """The `write` dead letter of an entry (an article) Arrow rejected: counted in its source's books."""
+    record = rejected.record
+    return dead_letter(
+        Stage.WRITE,
+        type(rejected.error).__name__,
+        f"{dataset} column `{rejected.column}`: {rejected.error}",
+        str(record.get("source") or ""),
+        str(record.get("source_type") or ""),
+        entry_ref=entry_ref(record),
+        data=repr(record),
+    )
+
+
+class RecordRejectedError(ValueError):
+    """A record of a dataset whose records must all be written (not entries) that Arrow rejects."""
+
+
+def _refuse(dataset: str, rejected: list[RejectedRecord]) -> RecordRejectedError:
+    first = rejected[0]
+    return RecordRejectedError(
+        f"{len(rejected)} {dataset} record(s) cannot be written, the first (source "
+        f"{escaped_text(str(first.record.get('source')))}) in column `{first.column}`: {first.error}"
+    )
+
+
 def write_parquet(table: pa.Table, path: str, settings: ParquetSettings) -> None:
     with FileSystems.create(path) as stream:
         pq.write_table(
@@ -177,11 +255,13 @@ class _StageFilesFn(beam.DoFn):
         settings: ParquetSettings,
         defaults: Mapping[str, Any] | None = None,
         row_refs: RowRefs | None = None,
+        rejects_to_dead_letters: bool = False,
     ) -> None:
         self._output = output
         self._dataset = dataset
         self._defaults = dict(defaults or {})
         self._row_refs = row_refs
+        self._rejects_to_dead_letters = rejects_to_dead_letters
         # Hive layout: partition values live in the folder names, not in the files, as every
         # engine (Spark, BigQuery, Athena) expects.
         self._schema = pa.schema(
@@ -192,6 +272,7 @@ class _StageFilesFn(beam.DoFn):
         self._settings = settings
         self._rows = Metrics.counter("write", f"{dataset}_rows")
         self._files = Metrics.counter("write", f"{dataset}_files")
+        self._rejected = Metrics.counter("write", f"{dataset}_dead_letters")
 
     def start_bundle(self) -> None:
         self._buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -226,10 +307,18 @@ class _StageFilesFn(beam.DoFn):
         self._buffered = 0
 
     def _write(self, partition: str, records: list[dict[str, Any]]) -> Iterator[Any]:
+        table, records, rejected = convert_records(records, self._schema, self._defaults)
+        if rejected and not self._rejects_to_dead_letters:
+            raise _refuse(self._dataset, rejected)
+        for bad in rejected:
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, rejected_dead_letter(self._dataset, bad))
+        if not records:
+            return
         name = f"part-{self._run_id}-{self._bundle}-{self._sequence:04d}.parquet"
         self._sequence += 1
         staged_path = join_path(self._output, STAGING_DIR, self._run_id, self._dataset, partition, name)
-        write_parquet(records_to_table(records, self._schema, self._defaults), staged_path, self._settings)
+        write_parquet(table, staged_path, self._settings)
         per_source: dict[str, int] = defaultdict(int)
         for record in records:
             per_source[record.get("source") or ""] += 1
@@ -248,12 +337,27 @@ class _StageFilesFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(ROW_REFS, self._row_refs(record, staged_path, row))
 
 
+class StagedOutputs(NamedTuple):
+    """What `WritePartitionedParquet` gives: staged files, row refs (empty without `row_refs`) and
+    the `write` dead letters of records Arrow rejected (empty unless `rejects_to_dead_letters`)."""
+
+    files: PCollection
+    row_refs: PCollection
+    dead_letters: PCollection
+
+
 class WritePartitionedParquet(beam.PTransform):
     """Records -> Parquet files in staging, one `StagedFile` each; `CommitRun` publishes them.
 
-    `defaults` fills the columns the records lack. With `row_refs`, the transform returns (files,
-    refs): `row_refs(record, staged path, row number)` for every row written, a compact reference
-    that later steps can decide on without holding the records (see transforms/dedupe.py).
+    `defaults` fills the columns the records lack. With `row_refs`, `row_refs(record, staged path,
+    row number)` comes out for every row written, a compact reference that later steps can decide
+    on without holding the records (see transforms/dedupe.py).
+
+    A record Arrow cannot convert (a lone surrogate, a number out of range, a wrong type) never
+    fails the bundle silently: with `rejects_to_dead_letters` (records that are entries of their
+    sources: articles) it becomes a `write` dead letter naming the entry and the column, and the
+    other records are written; without (fetch rows, dead letters, the index: records the run must
+    write, built valid) the bundle fails with an error naming the column and the source.
     """
 
     def __init__(
@@ -266,18 +370,26 @@ class WritePartitionedParquet(beam.PTransform):
         settings: ParquetSettings | None = None,
         defaults: Mapping[str, Any] | None = None,
         row_refs: RowRefs | None = None,
+        rejects_to_dead_letters: bool = False,
     ) -> None:
         super().__init__()
         self._fn = _StageFilesFn(
-            output, dataset, schema, partition_keys, run_id, settings or ParquetSettings(), defaults, row_refs
+            output,
+            dataset,
+            schema,
+            partition_keys,
+            run_id,
+            settings or ParquetSettings(),
+            defaults,
+            row_refs,
+            rejects_to_dead_letters,
         )
-        self._with_refs = row_refs is not None
 
-    def expand(self, records: PCollection) -> Any:
-        staged = records | "StageParquetFiles" >> beam.ParDo(self._fn).with_outputs(ROW_REFS, main="files")
-        if self._with_refs:
-            return staged.files, staged[ROW_REFS]
-        return staged.files
+    def expand(self, records: PCollection) -> StagedOutputs:
+        staged = records | "StageParquetFiles" >> beam.ParDo(self._fn).with_outputs(
+            ROW_REFS, DEAD_LETTERS, main="files"
+        )
+        return StagedOutputs(staged.files, staged[ROW_REFS], staged[DEAD_LETTERS])
 
 
 # --- commit -------------------------------------------------------------------------------------
@@ -530,7 +642,7 @@ def commit_run(
             "run_id": run_id,
             "kind": "run",
             "started_at": started_at.isoformat(),
-            "inputs": inputs,
+            "inputs": [redact_url(source) for source in inputs],
             "counts": count_files(files),
             "files": [asdict(f) | {"rows_per_source": None} for f in files],
             # Rows dropped or renumbered because another run committed them meanwhile.
@@ -612,4 +724,4 @@ class WriteVersionIndex(beam.PTransform):
         self._write = WritePartitionedParquet(output, INDEX_DATASET, INDEX_SCHEMA, (), run_id, settings)
 
     def expand(self, articles: PCollection) -> PCollection:
-        return articles | "StageIndexDelta" >> self._write  # the writer keeps only the index's columns
+        return (articles | "StageIndexDelta" >> self._write).files  # the writer keeps the index's columns
