@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             {"environment_type": "LOOPBACK"},
             env={"NEWSBEAM_PRISM": str(prism.resolve())},
             startup_timeout=120,
+            stop_timeout=600,
             advances_per_run=args.advances,
             last_phase=args.phases,
             copies=args.copies,

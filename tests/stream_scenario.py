@@ -472,12 +472,14 @@ def run_exactly_once_scenario(
     copies: int = 1,
     entries: int = 3,
     after_kill: Callable[[JobRun], None] | None = None,
+    stop_timeout: float = 90.0,
 ) -> ScenarioReport:
     """Run the scenario of the module docstring; raises `ScenarioFailure` (an AssertionError) on a breach.
 
     `startup_timeout` is how long a run may take to show its first progress (runner start-up);
     `advances_per_run` how many feed phase changes each interrupted run must see before it is stopped;
     `copies` and `entries` scale the load (feeds and entries per feed; benchmarks/ uses more).
+    `stop_timeout` bounds each drain after a stop signal (more load, longer drains).
     `after_kill` runs after the kill -9 of the launcher: on a cluster runner the job outlives its
     launcher, so this is where to cancel it (Prism dies with the launcher and needs nothing).
     """
@@ -511,7 +513,7 @@ def run_exactly_once_scenario(
                 # Feeds have just moved on: a moment later their new revisions are served but not yet
                 # committed, which is when a stop or a kill must not lose or double anything.
                 time.sleep(IN_FLIGHT_DELAY)
-                code = _stop(run, how, timeout=90)
+                code = _stop(run, how, timeout=stop_timeout)
                 expected = -signal.SIGKILL if how == signal.SIGKILL else 0
                 if code != expected:
                     raise _fail(f"run {name} exited {code}, not {expected}", run)
@@ -537,7 +539,7 @@ def run_exactly_once_scenario(
                     _stop(final, signal.SIGKILL, 30)
                 raise _fail(f"never stored: {feeds.missing(watcher.visible)}", *runs)
             time.sleep(2.5)  # a last poll or two of unchanged feeds: they must store nothing new
-            code = _stop(final, signal.SIGINT, timeout=90)
+            code = _stop(final, signal.SIGINT, timeout=stop_timeout)
             if code != 0:
                 raise _fail(f"the final run exited {code}", final)
             watcher.refresh()
