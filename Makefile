@@ -65,7 +65,8 @@ $(PRISM):
 # Running at scale (README): a real Flink 1.19 cluster on 127.0.0.1 (JobManager, 2 TaskManagers, Beam's
 # Flink job server, a Python worker pool per TaskManager), Dataflow launches and s3:// / gs:// through
 # Beam's filesystems. `cluster-deps` installs, idempotently: the gcp and aws extras into .venv, and into
-# .cluster/ the Flink distribution (PyPI), the job server's classpath (Maven), pyspark and moto's S3 server.
+# .cluster/ the Flink distribution (PyPI), the job server's classpath (Maven), pyspark, moto's S3 server and
+# fake-gcs-server (built with Go from its module, like Prism).
 # tests/cluster/ starts and stops a cluster of its own; `make test` runs it with the rest of the suite.
 .PHONY: cluster-deps cluster-up cluster-down cluster-status test-cluster
 CLUSTER := $(BIN)/python deploy/flink/cluster.py

@@ -51,6 +51,7 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         state_path=(settings.state.path or state_path(settings.output)) if settings.state.enabled else None,
         state_policy=settings.state.policy(),
         force=settings.state.force,
+        max_entries_per_feed=settings.fetch.max_entries_per_feed,
     )
 
     # A path given in bytes that are not UTF-8 travels as text (`pattern_as_text`), as every path does.
@@ -159,7 +160,11 @@ def build_stream(
 
     ticks = p | "PollTicks" >> GeneratePollTicks(schedule)
     entries, fetches, read_failures = ticks | "PollFeeds" >> PollFeeds(
-        feeds, schedule.tick_seconds, stream.poll_interval, settings.fetch.settings()
+        feeds,
+        schedule.tick_seconds,
+        stream.poll_interval,
+        settings.fetch.settings(),
+        settings.fetch.max_entries_per_feed,
     )
     normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(now=None)
     detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())

@@ -30,14 +30,23 @@ from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.feeds import FeedListError, feed_list
 from pipeline.launch import DATAFLOW_CONFIG, describe, launch_dataflow
 from pipeline.launch import __doc__ as launch_doc
-from pipeline.maintenance import MaintenanceError, compact, parse_age, prepare_run, prune
+from pipeline.maintenance import (
+    MaintenanceError,
+    add_repair_command,
+    compact,
+    parse_age,
+    prepare_run,
+    prune,
+    run_repair,
+)
 from pipeline.options import make_pipeline_options
 from pipeline.report import render_report
 from pipeline.runners import RunnerError, make_runner
 from pipeline.streaming import STREAM_CONFIG, add_stream_command, run_stream
+from transforms.paths import RunIdError, validate_run_id
 from transforms.schema import RunInfo
-from transforms.store import CommitLockTimeout
-from transforms.write import manifest_path, read_json
+from transforms.store import CommitLockLost, CommitLockTimeout
+from transforms.write import manifest_path, read_json, release_staging_lease
 
 DEFAULT_CONFIG = Path("configs/local.yaml")
 
@@ -88,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="poll every feed now, ignoring ttl/max-age and failure backoff"
     )
     _add_maintenance_commands(commands)
+    add_repair_command(commands)
     add_stream_command(commands)
     _add_launch_command(commands)
     return parser
@@ -184,8 +194,11 @@ def run_batch(settings: Settings, beam_args: list[str], run_id: str | None = Non
     clock = time.monotonic()
     pipeline = Pipeline(runner=make_runner(settings.runner), options=options)
     build_batch(pipeline, settings, run)
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:  # a failed run's staging is garbage for the next run once this lease is free
+        release_staging_lease(settings.output, run.run_id)
     manifest = read_json(manifest_path(settings.output, run.run_id))
     print(render_report(manifest, settings.output, time.monotonic() - clock, _metrics(result)))
     return manifest
@@ -201,10 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         config = DEFAULT_CONFIG
     try:
         overrides = {"inputs": getattr(args, "input", None), "output": args.output}
+        if getattr(args, "run_id", None) is not None:
+            validate_run_id(args.run_id)
         settings = load_settings(config, overrides | {"runner": getattr(args, "runner", None)})
         if args.command in ("compact", "prune"):
             run_maintenance(args.command, settings, args)
             return 0
+        if args.command == "repair":
+            return run_repair(settings, args)
         if getattr(args, "opml", None):  # a missing or broken file fails in feed_list with its name
             settings = settings.model_copy(update={"opml": [str(path) for path in args.opml]})
         if getattr(args, "force", False):
@@ -226,15 +243,16 @@ def main(argv: list[str] | None = None) -> int:
             run_id = args.run_id or new_run_id(datetime.now(UTC).replace(microsecond=0))
             launched = launch_dataflow(settings, beam_args, run_id, pipeline_version(), args.dry_run)
             print(describe(launched))
-    except (ConfigError, RunnerError, FeedListError) as error:
+    except (ConfigError, RunnerError, FeedListError, RunIdError) as error:
         print(f"newsbeam: configuration error: {error}", file=sys.stderr)
         return 2
-    except (CommitLockTimeout, MaintenanceError) as error:
+    except (CommitLockTimeout, CommitLockLost, MaintenanceError) as error:
         print(f"newsbeam: {error}", file=sys.stderr)
         return 3
     except Exception as error:
-        # A commit step that waited too long for the lock fails inside the runner, which wraps it.
-        if CommitLockTimeout.__name__ not in f"{type(error).__name__} {error}":
+        # A commit step that waited too long for the lock, or lost it, fails in the runner, which wraps it.
+        text = f"{type(error).__name__} {error}"
+        if CommitLockTimeout.__name__ not in text and CommitLockLost.__name__ not in text:
             raise
         print(f"newsbeam: {str(error).splitlines()[0]}", file=sys.stderr)
         return 3

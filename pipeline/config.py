@@ -20,6 +20,7 @@ from pipeline.feeds import check_feed_url, check_language, parse_duration
 from transforms.feed_state import FeedSource, StatePolicy
 from transforms.fetch import FetchSettings
 from transforms.language import LanguageSettings
+from transforms.read import MAX_ENTRIES_PER_FEED
 from transforms.schema import PARTITIONABLE_ARTICLE_KEYS
 from transforms.write import ParquetSettings
 
@@ -69,9 +70,12 @@ class FetchConfig(_Strict):
     allow_private_hosts: bool = False
     max_concurrent: int = Field(16, ge=1, le=512)  # feeds fetched at once per worker
     max_per_host: int = Field(2, ge=1, le=64)  # requests at once to one host, across workers
+    max_entries_per_feed: int = Field(
+        MAX_ENTRIES_PER_FEED, ge=1
+    )  # of any feed, file or URL; the rest are cut
 
     def settings(self) -> FetchSettings:
-        return FetchSettings(**self.model_dump())
+        return FetchSettings(**self.model_dump(exclude={"max_entries_per_feed"}))
 
 
 class FeedConfig(_Strict):

@@ -39,6 +39,7 @@ from pipeline.build import build_batch
 from pipeline.config import ConfigError, Settings
 from pipeline.options import make_pipeline_options
 from pipeline.runners import DATAFLOW_ALIASES, RunnerError
+from transforms.paths import validate_run_id
 from transforms.schema import RunInfo
 
 DATAFLOW_CONFIG = Path("configs/dataflow.yaml")
@@ -91,6 +92,7 @@ def dataflow_problems(options: PipelineOptions, output: str, inputs: list[str]) 
 def launch_dataflow(
     settings: Settings, beam_args: list[str], run_id: str, version: str, dry_run: bool = False
 ) -> Launched:
+    validate_run_id(run_id)
     if settings.runner.strip().lower() not in DATAFLOW_ALIASES:
         raise RunnerError(f"runner: `launch` submits to Dataflow; got {settings.runner!r} (use `run`)")
     extra = [f"--setup_file={SETUP_FILE}"]  # config and command line come later and win

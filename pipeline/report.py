@@ -24,6 +24,7 @@ FETCH_COUNT_COLUMNS = (
     "source",
     "outcome",
     "entries",
+    "entries_cut",
     "articles_written",
     "duplicates",
     "dead_letters",
@@ -43,10 +44,12 @@ def render_report(
     counts = manifest.get("counts", {})
     articles = counts.get("articles", {})
     outcomes = Counter(row["outcome"] for row in fetches)
+    cut = sum(r["entries_cut"] or 0 for r in fetches)
     lines = [
         f"newsbeam run {manifest['run_id']}: {manifest['status']} in {elapsed_seconds:.1f}s",
         f"  inputs read:       {len(fetches)} ({', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))})",
-        f"  entries found:     {sum(r['entries'] or 0 for r in fetches)}",
+        f"  entries found:     {sum(r['entries'] or 0 for r in fetches)}"
+        + (f" ({cut} not read: over fetch.max_entries_per_feed)" if cut else ""),
         f"  articles written:  {articles.get('rows', 0)}",
     ]
     per_language = sorted(

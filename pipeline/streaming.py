@@ -13,7 +13,7 @@ committed, and the job ends on its own. Prism runs in a session of its own (pipe
 so a terminal's Ctrl-C reaches only this process. A second Ctrl-C cancels at once: this process
 takes the commit lock (so no pane commit is half done), stops Prism and exits; the run's staging
 is left outside every dataset and removed, with any decided pane rolled forward, by the next start
-(`clean_abandoned_streams`). Buffered windows are lost then, and polled again by the restart.
+(`recover_panes`, `recover_runs`). Buffered windows are lost then, and polled again by the restart.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from apache_beam.pipeline import Pipeline
 from pipeline.build import DATASETS, build_stream
 from pipeline.config import ConfigError, Settings
 from pipeline.feeds import feed_list, parse_duration
+from pipeline.maintenance import MaintenanceError, check_index
 from pipeline.options import make_pipeline_options
 from pipeline.runners import (
     LOCAL_ALIASES,
@@ -50,11 +51,20 @@ from pipeline.runners import (
 )
 from transforms.feed_state import FeedSource
 from transforms.parse import is_http_url
+from transforms.paths import delete_inside, list_files, validate_run_id
 from transforms.poll import PollSchedule, tick_seconds_for
 from transforms.schema import RunInfo
 from transforms.store import CommitLock
-from transforms.window_write import StreamRunMarker, clean_abandoned_streams
-from transforms.write import RUNS_DIR, join_path, remove_staging
+from transforms.window_write import recover_panes
+from transforms.write import (
+    RUNS_DIR,
+    StagingInUseError,
+    check_staging_free,
+    join_path,
+    recover_runs,
+    remove_staging,
+    take_staging_lease,
+)
 
 STREAM_CONFIG = Path("configs/streaming.yaml")
 STREAM_LOGGER = "newsbeam.stream"
@@ -157,8 +167,7 @@ def files_of_run(output: str, run_id: str) -> dict[str, list[str]]:
     """The published files a streaming run wrote, per dataset (local outputs and object stores)."""
     found: dict[str, list[str]] = defaultdict(list)
     for dataset in DATASETS:
-        pattern = join_path(output, dataset, "**", f"part-*-{run_id}-*.parquet")
-        for metadata in FileSystems.match([pattern])[0].metadata_list:
+        for metadata in list_files(join_path(output, dataset), ".parquet", recursive=True):
             match = _RUN_FILE.match(metadata.path.rsplit("/", 1)[-1])
             if match and match.group("run") == run_id:
                 found[dataset].append(metadata.path)
@@ -198,6 +207,7 @@ def stream_beam_args(settings: Settings, beam_args: list[str]) -> list[str]:
 def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str], run_id: str) -> int:
     from pipeline.cli import pipeline_version  # the CLI module imports this one
 
+    validate_run_id(run_id)
     if settings.runner.strip().lower() in LOCAL_ALIASES:
         raise ConfigError(
             f"runner: {settings.runner!r} runs batch pipelines only (an unbounded one never emits its "
@@ -219,9 +229,19 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
         stop_file=stop_file,
     )
     logging.getLogger(STREAM_LOGGER).setLevel(logging.INFO)
-    cleaned = clean_abandoned_streams(settings.output)
-    if cleaned:
-        print(f"newsbeam stream: cleaned the staging of stopped runs {', '.join(cleaned)}", file=sys.stderr)
+    options = make_pipeline_options(
+        settings.runner, settings.beam_options, stream_beam_args(settings, beam_args)
+    )
+    FileSystems.set_options(options)  # s3:// and gs:// outputs need them before the pipeline exists
+    with CommitLock(settings.output, f"recovery before stream {run_id}"):
+        recover_panes(settings.output)  # panes a stopped stream decided are published, whole
+        recover_runs(settings.output)  # removes the staging of runs that died before their decision
+        check_index(settings.output)  # a damaged index would seed the stream's dedupe wrongly
+        try:
+            check_staging_free(settings.output, run_id)
+        except StagingInUseError as error:
+            raise MaintenanceError(str(error)) from None
+        take_staging_lease(settings.output, run_id)  # released by remove_staging when it ends
     with _StopOnSignal(stop_file) as stopper:
         try:
             state = _run_job(settings, args, beam_args, run, schedule, feeds, duration, stopper)
@@ -246,7 +266,6 @@ def _run_job(
     """Start the runner, submit the job and wait for its end; returns its final state."""
     stop_file = schedule.stop_file or ""
     with contextlib.ExitStack() as resources:
-        marker = resources.enter_context(StreamRunMarker(settings.output, run.run_id))
         runner, job_flags = make_runner(settings.runner), []
         if settings.runner.strip().lower() in PRISM_ALIASES:
             prism = resources.enter_context(PrismServer(prism_binary()))
@@ -265,10 +284,11 @@ def _run_job(
         )
         state = _run_until_stopped(pipeline, settings.output, stopper)
         if FileSystems.exists(stop_file):
-            FileSystems.delete([stop_file])
+            delete_inside(join_path(settings.output, RUNS_DIR), [stop_file])
         if state.upper().endswith("DONE"):
-            remove_staging(settings.output, run.run_id)  # the job is over: nothing is committing
-            marker.finished = True
+            # The job is over: nothing is committing. After a cancel the staging stays with its lease
+            # released when this process ends; the next start (or any run's recovery) removes it.
+            remove_staging(settings.output, run.run_id)
     return state
 
 

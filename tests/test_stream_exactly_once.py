@@ -70,7 +70,4 @@ def test_a_second_ctrl_c_stops_at_once_and_the_next_start_cleans_up(tmp_path: Pa
         assert second.returncode == 0, second.stderr[-3000:]
     rows = check_dataset(output)  # every revision once, in its fetch window
     assert {row["run_id"] for row in rows} <= {"first", "second"}
-    assert "cleaned the staging of stopped runs first" in second.stderr or not any(
-        (output / "_staging").glob("first")
-    )
     assert leftovers(output) == [] and scenario_leftovers(output) == []

@@ -59,6 +59,7 @@ from transforms.parse import ParsedInput
 from transforms.read import (
     DEAD_LETTERS,
     FETCHES,
+    MAX_ENTRIES_PER_FEED,
     fetched_to_outputs,
     http_fields,
     ms_since,
@@ -263,11 +264,16 @@ class _PollFeedFn(beam.DoFn):
     _TIMESTAMP_PARAM = beam.DoFn.TimestampParam
 
     def __init__(
-        self, settings: FetchSettings, feeds: tuple[FeedSource, ...], default_interval: float
+        self,
+        settings: FetchSettings,
+        feeds: tuple[FeedSource, ...],
+        default_interval: float,
+        max_entries: int = MAX_ENTRIES_PER_FEED,
     ) -> None:
         self._settings = settings
         self._feeds = {feed.url: feed for feed in feeds}
         self._default = default_interval
+        self._max_entries = max_entries
         self._polls = Metrics.counter("poll", "feeds_polled")
         self._not_modified = Metrics.counter("poll", "not_modified")
         self._entries = Metrics.counter("poll", "entries")
@@ -339,7 +345,9 @@ class _PollFeedFn(beam.DoFn):
     ) -> Iterator[Any]:
         """A poll's outputs, as a batch read gives them, less what is known committed."""
         if not (result.ok and not result.not_modified and result.body is not None):
-            yield from fetched_to_outputs(url, result, started_at, clock, feed=feed)
+            yield from fetched_to_outputs(
+                url, result, started_at, clock, feed=feed, max_entries=self._max_entries
+            )
             return
         digest, source = body_digest(result.body), redact_url(url)  # `source`: as the records name the feed
         if self._entries_committed.body_committed(source, digest):
@@ -352,7 +360,9 @@ class _PollFeedFn(beam.DoFn):
                 redact_url(url), SourceType.FEED, unchanged, result.body, started_at, ms_since(clock), **http
             )
             return
-        outputs = list(fetched_to_outputs(url, result, started_at, clock, feed=feed))
+        outputs = list(
+            fetched_to_outputs(url, result, started_at, clock, feed=feed, max_entries=self._max_entries)
+        )
         entries = [output for output in outputs if isinstance(output, dict)]
         fresh = self._entries_committed.entries_to_process(source, digest, fetch_millis(started_at), entries)
         self._entries.inc(len(entries))
@@ -391,6 +401,7 @@ class PollFeeds(beam.PTransform):
         tick_seconds: float,
         default_interval: float,
         settings: FetchSettings,
+        max_entries_per_feed: int = MAX_ENTRIES_PER_FEED,
     ) -> None:
         super().__init__()
         if not feeds:
@@ -399,6 +410,7 @@ class PollFeeds(beam.PTransform):
         self._tick_seconds = tick_seconds
         self._default = default_interval
         self._settings = settings
+        self._max_entries = max_entries_per_feed
 
     def expand(self, ticks: PCollection) -> tuple[PCollection, PCollection, PCollection]:
         feeds, tick_seconds, default = self._feeds, self._tick_seconds, self._default
@@ -410,7 +422,7 @@ class PollFeeds(beam.PTransform):
             ).with_output_types(tuple[str, int])
             # Keyed by feed URL: each feed's conditions are its own state, and polls spread over workers.
             | "FetchFeed"
-            >> beam.ParDo(_PollFeedFn(self._settings, feeds, default)).with_outputs(
+            >> beam.ParDo(_PollFeedFn(self._settings, feeds, default, self._max_entries)).with_outputs(
                 FETCHES, DEAD_LETTERS, main="entries"
             )
         )

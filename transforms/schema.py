@@ -18,9 +18,10 @@ from typing import Any
 
 import pyarrow as pa
 
-# 1: the first layout. 2: `articles.version` and `feed_fetches.already_stored` added. Files of every
-# version read together by column name (DuckDB `union_by_name`, a pyarrow dataset with the newest schema).
-SCHEMA_VERSION = 2
+# 1: the first layout. 2: `articles.version` and `feed_fetches.already_stored` added. 3:
+# `feed_fetches.entries_cut` added. Files of every version read together by column name (DuckDB
+# `union_by_name`, a pyarrow dataset with the newest schema).
+SCHEMA_VERSION = 3
 
 # Spark cannot read nanosecond timestamps; microseconds in UTC are read by every engine.
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -98,7 +99,7 @@ ARTICLE_COLUMNS: tuple[Column, ...] = (
     Column(
         "published_at_source",
         pa.string(),
-        "Which field gave `published_at` (e.g. `feed:published`), or `none`",
+        "Which field gave `published_at` (`feed:published`, `feed:dc:date`, `feed:date_published`, ...), or `none`",
     ),
     Column("updated_at", TIMESTAMP, "Last update time in UTC; null when the input gives none"),
     Column(
@@ -191,7 +192,12 @@ FEED_FETCH_COLUMNS: tuple[Column, ...] = (
     Column("last_modified", pa.string(), "`Last-Modified` the server sent (HTTP sources)"),
     Column("attempts", pa.int16(), "Requests made for the feed, retries included (HTTP sources)"),
     Column("bytes", pa.int64(), "Size of the body read"),
-    Column("entries", pa.int32(), "Entries found in the input"),
+    Column("entries", pa.int32(), "Entries found in the input (`entries_cut` of them not read)"),
+    Column(
+        "entries_cut",
+        pa.int32(),
+        "Entries beyond `fetch.max_entries_per_feed`, not read; a `too_many_entries` dead letter says so",
+    ),
     Column("articles_written", pa.int32(), "Entries written as articles in this run"),
     Column("duplicates", pa.int32(), "Entries dropped as duplicates of another entry in this run"),
     Column(

@@ -21,22 +21,19 @@ the same for the index delta under `OUTPUT/_state/articles/`. A retried or dupli
 the same rows as already stored (nothing is added) or, when its first attempt died before
 publishing, the same rows under the same names (it replaces).
 
-**Atomic for readers and crash-safe:** the pane's files (articles and their index delta) are
-written to `OUTPUT/_staging/<run_id>/`, then a marker listing the moves is written to
-`OUTPUT/_runs/_pending_panes/` (the decision), then the files are renamed into place and the marker
-removed. A crash after the marker is rolled forward by the next pane commit or the next start
-(`recover_panes`); a crash before it leaves only staging, which the next start cleans
-(`clean_abandoned_streams`).
+**Atomic for readers and crash-safe:** under the commit lock, the pane's files (articles, their
+index delta, the dead letters of rejected rows) are written to `OUTPUT/_runs/_pending_panes/<pane>/`,
+then the decision, a marker listing the moves, beside it (`<pane>.json`), then the files are renamed
+into place and both removed. A crash after the marker is rolled forward by the next pane commit or
+stream start (`recover_panes`); a crash before it leaves files that the same step removes. Nothing is
+staged under `OUTPUT/_staging/`, whose abandoned folders batch runs and restarts delete.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -60,12 +57,12 @@ from transforms.committed import (
     report_records_committed,
     shared_versions,
 )
+from transforms.paths import delete_inside, list_files, validate_run_id
 from transforms.schema import DEAD_LETTER_SCHEMA
 from transforms.store import INDEX_DATASET, INDEX_SCHEMA, CommitLock, fault_point, index_record
 from transforms.write import (
     DEAD_LETTER_DATASET,
     RUNS_DIR,
-    STAGING_DIR,
     ParquetSettings,
     RejectedRecord,
     convert_records,
@@ -75,14 +72,12 @@ from transforms.write import (
     read_json,
     records_to_table,
     rejected_dead_letter,
-    remove_staging,
     write_json_atomically,
     write_parquet,
 )
 from transforms.write import _refuse as refuse_records
 
 PENDING_PANES_DIR = "_pending_panes"
-RUNNING_SUFFIX = ".running"
 log = logging.getLogger(__name__)
 
 
@@ -154,14 +149,24 @@ def pane_marker_dir(output: str) -> str:
 
 
 def recover_panes(output: str) -> int:
-    """Roll forward every pane commit a crash left decided but unpublished; the caller holds the lock."""
+    """Roll forward every pane commit a crash left decided but unpublished; the caller holds the lock.
+
+    A pane's staged files sit in `_runs/_pending_panes/<pane>/`, its decision in `<pane>.json` beside
+    it. With the decision, the moves are carried out; without (the crash came before it), the files
+    are garbage: panes are staged and decided under the commit lock, so none is being written now.
+    Nothing here is in `_staging/`, whose abandoned folders batch runs and restarts remove.
+    """
     folder = pane_marker_dir(output)
+    if not FileSystems.exists(folder):
+        return 0
     recovered = 0
-    for match in FileSystems.match([join_path(folder, "*.json")])[0].metadata_list:
+    for match in list_files(folder, ".json"):
         moves = read_json(match.path).get("moves", [])
         publish(moves, strict=False)  # a move found at neither end was rolled forward before
-        FileSystems.delete([match.path])
+        delete_inside(folder, [match.path])
         recovered += 1
+    leftovers = [m.path for m in FileSystems.match([join_path(folder, "*")])[0].metadata_list]
+    delete_inside(folder, [path for path in leftovers if not path.endswith(".json")])
     if recovered:
         log.info("rolled forward %d interrupted pane commits in %s", recovered, output)
     return recovered
@@ -205,24 +210,22 @@ def commit_pane(
                 (join_path(spec.output, INDEX_DATASET, name), records_to_table(index_rows, INDEX_SCHEMA))
             )
         tables += _window_dead_letter_tables(spec, name, rejected)
+        pane = f"{spec.run_id}-{spec.dataset.replace('/', '_')}-{name.removesuffix('.parquet')}"
+        staging = join_path(pane_marker_dir(spec.output), pane)
         moves = []
         for number, (final, table) in enumerate(tables):
-            staged = join_path(
-                spec.output, STAGING_DIR, spec.run_id, f"{spec.dataset.replace('/', '_')}-{number}-{name}"
-            )
+            staged = join_path(staging, f"{number}.parquet")
             write_parquet(table, staged, spec.settings)
             moves.append({"staged_path": staged, "final_path": final})
-        marker = join_path(
-            pane_marker_dir(spec.output), f"{spec.run_id}-{spec.dataset.replace('/', '_')}-{name}.json"
-        )
+        marker = f"{staging}.json"
         write_json_atomically(marker, {"run_id": spec.run_id, "moves": moves})
         fault_point("pane.decided")
         for move in moves:
             if FileSystems.exists(move["final_path"]):  # the same rows were published: replace nothing
-                FileSystems.delete([move["staged_path"]])
+                delete_inside(staging, [move["staged_path"]])
             else:
                 publish([move])
-        FileSystems.delete([marker])
+        delete_inside(pane_marker_dir(spec.output), [marker, staging])
         if committed is not None and index_rows:
             committed.note_committed(join_path(spec.output, INDEX_DATASET, name), index_rows)
         latency = latency_ms(written, datetime.now(UTC))
@@ -249,73 +252,6 @@ def _window_dead_letter_tables(
         (join_path(spec.output, DEAD_LETTER_DATASET, folder, name), records_to_table(letters, schema))
         for folder, letters in sorted(by_date.items())
     ]
-
-
-# --- a stream's run marker: what the next start may clean ---------------------------------------------
-
-
-def running_marker_path(output: str, run_id: str) -> str:
-    return join_path(output, RUNS_DIR, f"{run_id}{RUNNING_SUFFIX}")
-
-
-class StreamRunMarker:
-    """`OUTPUT/_runs/<run_id>.running`, locked (flock) while the stream runs: the kernel drops the lock
-    when the process dies, even by kill -9, so the next start knows the run's staging is abandoned.
-
-    Local outputs only; on object stores a stream's leftover staging stays outside every dataset.
-    """
-
-    def __init__(self, output: str, run_id: str) -> None:
-        self.path = running_marker_path(output, run_id)
-        self.finished = False  # set once the run's staging is gone: only then is the marker removed
-        self._fd: int | None = None
-
-    def __enter__(self) -> StreamRunMarker:
-        if "://" not in self.path:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            if self.finished:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(self.path)
-            os.close(self._fd)
-            self._fd = None
-
-
-def clean_abandoned_streams(output: str) -> list[str]:
-    """Roll forward decided panes and remove the staging of streams that died; returns their run ids."""
-    cleaned: list[str] = []
-    if "://" in output:
-        return cleaned
-    with CommitLock(output, "stream start"):
-        recover_panes(output)
-        runs = join_path(output, RUNS_DIR)
-        if not os.path.isdir(runs):
-            return cleaned
-        for entry in sorted(os.listdir(runs)):
-            if not entry.endswith(RUNNING_SUFFIX):
-                continue
-            path = join_path(runs, entry)
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # that stream is running
-            finally:
-                os.close(fd)
-            run_id = entry.removesuffix(RUNNING_SUFFIX)
-            remove_staging(output, run_id)
-            stop_flag = join_path(runs, f"{run_id}.stop")
-            for leftover in (stop_flag, path):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(leftover)
-            cleaned.append(run_id)
-    return cleaned
 
 
 # --- the stateful writer -----------------------------------------------------------------------------
@@ -408,6 +344,7 @@ class WriteWindowedParquet(beam.PTransform):
 
     def __init__(self, spec: WindowFileSpec) -> None:
         super().__init__()
+        validate_run_id(spec.run_id)
         self._spec = spec
 
     def expand(self, records: PCollection) -> PCollection:

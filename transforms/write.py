@@ -32,14 +32,14 @@ import hashlib
 import json
 import os
 import posixpath
-import re
+import time
+import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import unquote_to_bytes
 
 import apache_beam as beam
 import pyarrow as pa
@@ -54,12 +54,14 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.fetch import redact_url
+from transforms.paths import child, delete_inside, list_files, validate_run_id
 from transforms.schema import Stage, dead_letter, entry_ref, escaped_text
 from transforms.store import (
     INDEX_DATASET,
     INDEX_SCHEMA,
     CommitLock,
     fault_point,
+    is_local,
     latest_versions,
     list_index_files,
     next_version,
@@ -71,9 +73,15 @@ STAGING_DIR = "_staging"
 RUNS_DIR = "_runs"
 PENDING_DIR = "_pending"  # markers of commits under way: what recovery looks at
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
-MAX_PARTITION_VALUE_CHARS = 100
-# Characters Hive itself escapes in partition values, plus any non-ASCII and control character.
+# The longest folder name most filesystems allow (NAME_MAX, in bytes), for the whole `key=value`.
+MAX_PARTITION_SEGMENT_BYTES = 255
+_DIGEST_CHARS = 16
+# ASCII characters kept as they are; every other ASCII character is %XX-escaped (Hive escapes a
+# subset of them). Other characters are kept when they are letters, marks or digits of any script
+# (Hive keeps them too): an IDN host stays readable and short. Spaces, controls, format characters
+# (bidi overrides) and symbols or punctuation of any script (fullwidth or division slashes) are escaped.
 _SAFE_PARTITION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+@,")
+_KEPT_CATEGORIES = ("L", "M", "N")
 
 
 @dataclass(frozen=True)
@@ -110,42 +118,49 @@ def join_path(*parts: str) -> str:
     return FileSystems.join(head, *rest)
 
 
-def escape_partition_value(value: Any) -> str:
-    """A partition value that is one safe path segment: Hive-style %XX escapes, bounded length.
+def _escape_character(ch: str) -> str:
+    if ch in _SAFE_PARTITION_CHARS or (not ch.isascii() and unicodedata.category(ch)[0] in _KEPT_CATEGORIES):
+        return ch
+    return "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
 
-    `..`, `/`, `%2F`, empty and very long values all stay inside their dataset folder.
+
+def escape_partition_value(value: Any, max_bytes: int = MAX_PARTITION_SEGMENT_BYTES) -> str:
+    """A partition value that is one safe path segment of at most `max_bytes` UTF-8 bytes.
+
+    Hive-style %XX escapes (which DuckDB's `hive_partitioning` and `pyarrow.dataset` decode), so
+    `..`, `/`, `%2F` and empty values all stay inside their dataset folder and read back exactly.
+    Only a value whose escaped form is longer than `max_bytes` is cut, at a whole character, and
+    ends in `~` and a digest of the value (a literal `~` is escaped, so the two never meet): distinct
+    long values stay distinct, but they no longer read back exactly.
     """
     if value is None:
         return NULL_PARTITION
     text = str(value)
     if text == "":
         return NULL_PARTITION
-    escaped = "".join(
-        ch if ch in _SAFE_PARTITION_CHARS else "".join(f"%{b:02X}" for b in ch.encode("utf-8")) for ch in text
-    )
-    if escaped.startswith("."):  # no hidden segments and never "." or ".."
-        escaped = "%2E" + escaped[1:]
-    if len(escaped) > MAX_PARTITION_VALUE_CHARS:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        head = escaped[: MAX_PARTITION_VALUE_CHARS - 17]
-        while head and not _whole_characters(head):  # never cut a %XX or a UTF-8 sequence in two
-            head = head[:-1]
-        escaped = f"{head}~{digest}"
-    return escaped
-
-
-def _whole_characters(escaped: str) -> bool:
-    if re.search(r"%[0-9A-F]?$", escaped):
-        return False
-    try:
-        unquote_to_bytes(escaped).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    pieces = [_escape_character(ch) for ch in text]
+    if pieces[0] == ".":  # no hidden segments and never "." or ".."
+        pieces[0] = "%2E"
+    escaped = "".join(pieces)
+    if len(escaped.encode("utf-8")) <= max_bytes:
+        return escaped
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
+    budget, head = max_bytes - _DIGEST_CHARS - 1, []
+    for piece in pieces:  # whole pieces only: never a %XX or a UTF-8 sequence cut in two
+        budget -= len(piece.encode("utf-8"))
+        if budget < 0:
+            break
+        head.append(piece)
+    return f"{''.join(head)}~{digest}"
 
 
 def partition_path(record: dict[str, Any], keys: tuple[str, ...]) -> str:
-    return "/".join(f"{key}={escape_partition_value(record.get(key))}" for key in keys)
+    """`key=value/...` folders, each segment at most `MAX_PARTITION_SEGMENT_BYTES` bytes."""
+    segments = []
+    for key in keys:
+        budget = MAX_PARTITION_SEGMENT_BYTES - len(key.encode("utf-8")) - 1  # the `key=` comes first
+        segments.append(f"{key}={escape_partition_value(record.get(key), budget)}")
+    return "/".join(segments)
 
 
 def records_to_table(
@@ -268,7 +283,7 @@ class _StageFilesFn(beam.DoFn):
             [f for f in schema if f.name not in partition_keys], metadata=schema.metadata
         )
         self._keys = partition_keys
-        self._run_id = run_id
+        self._run_id = validate_run_id(run_id)
         self._settings = settings
         self._rows = Metrics.counter("write", f"{dataset}_rows")
         self._files = Metrics.counter("write", f"{dataset}_files")
@@ -399,8 +414,12 @@ def manifest_path(output: str, run_id: str) -> str:
     return join_path(output, RUNS_DIR, f"{run_id}.json")
 
 
+def pending_folder(output: str) -> str:
+    return join_path(output, RUNS_DIR, PENDING_DIR)
+
+
 def pending_path(output: str, run_id: str) -> str:
-    return join_path(output, RUNS_DIR, PENDING_DIR, run_id)
+    return join_path(pending_folder(output), run_id)
 
 
 def write_json_atomically(path: str, document: dict[str, Any]) -> None:
@@ -410,7 +429,7 @@ def write_json_atomically(path: str, document: dict[str, Any]) -> None:
         stream.write(json.dumps(document, indent=2, sort_keys=True, default=str).encode("utf-8"))
     if "://" in path:
         if FileSystems.exists(path):
-            FileSystems.delete([path])  # object stores cannot rename over an existing object
+            delete_inside(posixpath.dirname(path), [path])  # object stores cannot rename over an object
         FileSystems.rename([temporary], [path])
     else:
         os.replace(temporary, path)  # atomic on POSIX: readers see the old or the new manifest
@@ -500,7 +519,7 @@ def finish_commit(output: str, manifest: dict[str, Any], fault_prefix: str = "")
     remove_staging(output, run_id)
     marker = pending_path(output, run_id)
     if FileSystems.exists(marker):
-        FileSystems.delete([marker])
+        delete_inside(pending_folder(output), [marker])
     return manifest
 
 
@@ -510,9 +529,8 @@ def recover_runs(output: str) -> list[str]:
     Returns the ids rolled forward. Markers of commits that never wrote their manifest (the crash
     came before the decision) are removed: those runs never happened for readers.
     """
-    pattern = join_path(output, RUNS_DIR, PENDING_DIR, "*")
     recovered = []
-    for match in FileSystems.match([pattern])[0].metadata_list:
+    for match in list_files(pending_folder(output)):
         run_id = posixpath.basename(match.path)
         path = manifest_path(output, run_id)
         if FileSystems.exists(path):
@@ -524,8 +542,143 @@ def recover_runs(output: str) -> list[str]:
         # Committed but not cleaned up, or dead before its decision: the staged files are garbage
         # (the marker is written under the lock, so its run is not committing any more).
         remove_staging(output, run_id)
-        FileSystems.delete([match.path])
+        delete_inside(pending_folder(output), [match.path])
+    remove_abandoned_staging(output)
+    # A manifest is written to a temporary name and renamed, under the lock: a temporary name
+    # found now belongs to a writer that died (a full disk, a kill) before its rename.
+    runs = join_path(output, RUNS_DIR)
+    dead_temporaries = [m.path for m in list_files(runs, ".tmp")]
+    if dead_temporaries:
+        delete_inside(runs, dead_temporaries)
     return recovered
+
+
+# --- staging leases: a live run's staging is kept, a dead one's is garbage ------------------------
+
+LEASE_NAME = "_alive.lock"
+# Staging without a lease (object stores, or older versions) is garbage only once untouched this long.
+STAGING_EXPIRY_SECONDS = 2 * 86_400
+_LEASES: dict[str, int] = {}  # lease path -> open file descriptor holding its flock, in this process
+
+
+class StagingInUseError(RuntimeError):
+    """Another live process holds the staging lease of this run id."""
+
+
+def lease_path(output: str, run_id: str) -> str:
+    return join_path(child(join_path(output, STAGING_DIR), run_id), LEASE_NAME)
+
+
+def _lease_is_held(path: str) -> bool:
+    """Whether a live process holds the lease at `path` (this one included)."""
+    import fcntl
+
+    if path in _LEASES:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
+def take_staging_lease(output: str, run_id: str) -> None:
+    """Mark `OUTPUT/_staging/<run_id>/` live for as long as this process runs or until released.
+
+    An `flock` on `_alive.lock` in the folder: the kernel releases it when its holder dies, even by
+    SIGKILL or after a full disk, so whoever holds the commit lock next can tell the staging of a
+    dead run (removed) from that of a live one (kept). Call it under the commit lock, before the
+    run writes anything. Object stores have no such locks: there staging is garbage by age.
+    """
+    import fcntl
+
+    path = lease_path(output, run_id)
+    if not is_local(path) or path in _LEASES:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StagingInUseError(
+            f"run {run_id} is already running in another live process (it holds {path}); "
+            "wait for it to end, or give this run another --run-id"
+        ) from None
+    _LEASES[path] = fd
+
+
+def release_staging_lease(output: str, run_id: str) -> None:
+    """Give up this process's lease on the run's staging (nothing when it holds none)."""
+    import fcntl
+
+    fd = _LEASES.pop(lease_path(output, run_id), None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staging_lease(output: str, run_id: str) -> Iterator[None]:
+    """`take_staging_lease` for the length of a `with` block (enter it under the commit lock)."""
+    take_staging_lease(output, run_id)
+    try:
+        yield
+    finally:
+        release_staging_lease(output, run_id)
+
+
+def check_staging_free(output: str, run_id: str) -> None:
+    """Raise `StagingInUseError` when another live process stages under this run id."""
+    path = lease_path(output, run_id)
+    if is_local(path) and path not in _LEASES and _lease_is_held(path):
+        raise StagingInUseError(
+            f"run {run_id} is already running in another live process (it holds {path}); "
+            "wait for it to end, or give this run another --run-id"
+        )
+
+
+def abandoned_staging(output: str, now: float | None = None) -> list[str]:
+    """Run ids whose staging no live run will ever commit; the caller holds the commit lock.
+
+    A run that reached its decision has a pending marker: `recover_runs` rolls it forward, never
+    this. Any other staging folder is abandoned when its lease is free (its run died, or failed
+    and ended), or, without a lease, when nothing in it changed for `STAGING_EXPIRY_SECONDS`.
+    """
+    root = join_path(output, STAGING_DIR)
+    if not is_local(root) or not os.path.isdir(root):
+        return []
+    now = time.time() if now is None else now
+    abandoned = []
+    with os.scandir(root) as entries:
+        folders = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+    for run_id in folders:
+        folder = join_path(root, run_id)
+        if FileSystems.exists(pending_path(output, run_id)):
+            continue
+        lease = join_path(folder, LEASE_NAME)
+        if os.path.exists(lease):
+            if not _lease_is_held(lease):
+                abandoned.append(run_id)
+            continue
+        newest = max([m.last_updated_in_seconds for m in list_files(folder, recursive=True)], default=0.0)
+        if now - max(newest, os.path.getmtime(folder)) >= STAGING_EXPIRY_SECONDS:
+            abandoned.append(run_id)
+    return abandoned
+
+
+def remove_abandoned_staging(output: str) -> list[str]:
+    """Delete the staging of every abandoned run (see `abandoned_staging`); returns their ids."""
+    abandoned = abandoned_staging(output)
+    for run_id in abandoned:
+        remove_staging(output, run_id)
+    return abandoned
 
 
 def reconcile_with_store(
@@ -605,7 +758,7 @@ def move_to_already_stored(table: pa.Table, dropped: dict[str, int]) -> pa.Table
 
 
 def _rewrite(staged: StagedFile, table: pa.Table) -> StagedFile:
-    FileSystems.delete([staged.staged_path])
+    delete_inside(posixpath.dirname(staged.staged_path), [staged.staged_path])
     if table.num_rows:
         write_parquet(table, staged.staged_path, ParquetSettings())
     return replace(staged, rows=table.num_rows, rows_per_source={})
@@ -626,6 +779,7 @@ def commit_run(
     store `snapshot`) reconciles with runs committed meanwhile, then publishes. A run id that is
     already committed (a retried commit step) is not published twice.
     """
+    validate_run_id(run_id)
     fault_point("commit.waiting")
     with CommitLock(output, f"run {run_id}", timeout=lock_timeout):
         fault_point("commit.locked")
@@ -638,6 +792,12 @@ def commit_run(
         if snapshot is not None:
             files, reconciled = reconcile_with_store(output, files, snapshot)
         files = sorted(files, key=lambda f: f.final_path)
+        lost = [f.staged_path for f in files if not FileSystems.exists(f.staged_path)]
+        if lost:  # before the decision: a manifest naming a lost file could never be rolled forward
+            raise FileNotFoundError(
+                f"run {run_id}: {len(lost)} staged files are gone (e.g. {lost[0]}; was its staging "
+                "removed as abandoned?); nothing was published, run it again"
+            )
         manifest: dict[str, Any] = {
             "run_id": run_id,
             "kind": "run",
@@ -652,16 +812,22 @@ def commit_run(
 
 
 def remove_staging(output: str, run_id: str) -> None:
-    staging = join_path(output, STAGING_DIR, run_id)
+    """Delete the run's staging folder `OUTPUT/_staging/<run_id>/`, and never anything outside it.
+
+    `child` and `delete_inside` raise `DeleteOutsideFolderError` for an id that is not one plain
+    segment (`..`, `a/b`) or a path that normalizes outside the folder: a bug must not cost the output.
+    """
+    root = join_path(output, STAGING_DIR)
+    staging = child(root, run_id)
+    release_staging_lease(output, run_id)
     if "://" in staging:
         # Object stores have no folders to delete: every object under the prefix goes (files the
         # commit did not move, such as the originals of edited files or a failed bundle's output).
-        leftovers = [m.path for m in FileSystems.match([f"{staging}/**"])[0].metadata_list]
+        leftovers = [m.path for m in list_files(staging, recursive=True)]
         if leftovers:
-            FileSystems.delete(leftovers)
+            delete_inside(staging, leftovers)
     elif FileSystems.exists(staging):
-        FileSystems.delete([staging])
-    root = join_path(output, STAGING_DIR)
+        delete_inside(root, [staging])
     if "://" not in root and FileSystems.exists(root):
         with contextlib.suppress(OSError):
             os.rmdir(root)  # only when no other run is staging
@@ -677,8 +843,8 @@ class _CommitFn(beam.DoFn):
         if unaccounted:
             # Staged files stay in _staging/ (outside every dataset); the next run clears them.
             raise RuntimeError(
-                f"run {self._run_id}: {unaccounted} entries are neither written, duplicates, dead letters "
-                "nor already stored; refusing to commit (see feed_fetches in the staging folder)"
+                f"run {self._run_id}: {unaccounted} entries are neither written, duplicates, dead letters, "
+                "already stored nor cut; refusing to commit (see feed_fetches in the staging folder)"
             )
         yield commit_run(self._output, self._run_id, self._started_at, self._inputs, files, snapshot)
 

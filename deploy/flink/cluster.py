@@ -74,6 +74,10 @@ SPARK_PACKAGE = "pyspark==3.5.7"
 # dependencies stay out of the project's .venv.
 MOTO_VENV = CLUSTER_ROOT / "moto-venv"
 MOTO_PACKAGE = "moto[server]==5.2.5"
+# A local GCS emulator for the gs:// commit-lock tests (tests/cluster/test_object_lock.py), built from its Go
+# module (Go is already needed for Prism); it honours `ifGenerationMatch`, which the lock relies on.
+FAKE_GCS_DIR = CLUSTER_ROOT / "fake-gcs"
+FAKE_GCS_MODULE = "github.com/fsouza/fake-gcs-server@v1.56.1"
 PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"
 TASK_MANAGERS = 2
 STANDARD_PORTS = {
@@ -137,6 +141,22 @@ def install_venv(venv: Path, package: str) -> Path:
         subprocess.run([*pip, "-c", str(constraints), package], check=True)
         marker.touch()
     return venv / "bin"
+
+
+def install_go_binary(folder: Path, module: str) -> Path:
+    """`go install module@version` into folder/bin (idempotent); returns the binary."""
+    binary = folder / "bin" / module.split("@")[0].rsplit("/", 1)[-1]
+    marker = folder / f".installed-{module.replace('/', '_')}"
+    if marker.exists() and binary.exists():
+        return binary
+    if shutil.which("go") is None:
+        raise SystemExit(f"cluster: Go is needed to build {module} (https://go.dev/dl/)")
+    log(f"building {module} into {binary.parent}")
+    go_flags = f"{os.environ.get('GOFLAGS', '')} -mod=mod".strip()
+    env = os.environ | {"GOBIN": str(binary.parent), "GOFLAGS": go_flags}
+    subprocess.run(["go", "install", module], check=True, env=env)
+    marker.touch()
+    return binary
 
 
 def _digest(*paths: Path) -> str:
@@ -454,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         newsbeam_flink_jar(job_server_classpath())
         install_venv(SPARK_VENV, SPARK_PACKAGE)
         install_venv(MOTO_VENV, MOTO_PACKAGE)
+        install_go_binary(FAKE_GCS_DIR, FAKE_GCS_MODULE)
     elif args.command == "up":
         if args.standard_ports and args.free_ports:
             parser.error("--standard-ports and --free-ports exclude each other")
