@@ -33,14 +33,8 @@ from transforms.normalize import NormalizeArticles
 from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
 from transforms.read import ReadSettings, ReadSources, pattern_as_text
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, RunInfo
-from transforms.write import (
-    CommitRun,
-    WindowFileSpec,
-    WritePartitionedParquet,
-    WriteVersionIndex,
-    WriteWindowedParquet,
-    stamp_fetch_time,
-)
+from transforms.window_write import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
+from transforms.write import CommitRun, WritePartitionedParquet, WriteVersionIndex
 
 ARTICLES = "articles"
 DEAD_LETTERS = "dead_letters"
@@ -186,9 +180,7 @@ def build_stream(
     detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
     enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)
     stamped = enriched | "StampFetchTime" >> beam.Map(_stamped_with_fetch_time(run))
-    unique, duplicates = stamped | "DeduplicateStream" >> DeduplicateStream(
-        settings.output, stream.expire_after, stream.dedupe_buckets
-    )
+    unique, duplicates = stamped | "DeduplicateStream" >> DeduplicateStream(settings.output)
     article_files = unique | "WriteArticles" >> WriteWindowedParquet(
         spec(ARTICLES, ARTICLE_SCHEMA, settings.article_partition_keys, with_index=True)
     )
