@@ -219,12 +219,10 @@ class StreamConfig(_Strict):
 
     poll_interval: int = Field(300, ge=1)  # seconds or "5m": feeds without their own poll_interval
     window: int = Field(300, ge=1)  # fixed windows on fetch time, seconds or "5m"
-    expire_after: int = Field(7 * 86400, ge=1)  # forget an article id not seen for this long
-    dedupe_buckets: int = Field(1024, ge=1, le=1_000_000)  # keys the de-duplication state is spread over
     cleanup_after: int = Field(86400, ge=1)  # a window's pane counter is kept this long after its end
     duration: int | None = Field(None, ge=1)  # stop after this long (also `--duration`); None: until Ctrl-C
 
-    @field_validator("poll_interval", "window", "expire_after", "cleanup_after", "duration", mode="before")
+    @field_validator("poll_interval", "window", "cleanup_after", "duration", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> int | None:
         return None if value is None else parse_duration(value)
@@ -365,13 +363,22 @@ def check_output(output: str) -> str:
     return output
 
 
+# Keys that once meant something: refused like any unknown key, but saying why and what to do.
+REMOVED_KEYS = {
+    "stream.expire_after": "removed: the streaming sink decides against the committed version index, "
+    "which keeps every id; delete this key",
+    "stream.dedupe_buckets": "removed: streaming de-duplication keeps no per-key state any more; "
+    "delete this key",
+}
+
+
 def _format_errors(error: ValidationError, origin: str) -> str:
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = REMOVED_KEYS.get(key, "unknown key")
         lines.append(f"{origin}: {key}: {message}")
     return "\n".join(lines)
 

@@ -58,6 +58,15 @@ def test_an_unknown_nested_key(tmp_path: Path) -> None:
     assert config_error(path) == f"{path}: language.n_trail: unknown key"
 
 
+def test_a_removed_streaming_key_is_refused_saying_why(tmp_path: Path) -> None:
+    # stream.expire_after and stream.dedupe_buckets lost their meaning when the sink began to decide
+    # against the version index: accepting them silently would be a setting that does nothing.
+    path = write_config(tmp_path, "stream:\n  expire_after: 7d\n  dedupe_buckets: 64\n")
+    lines = sorted(config_error(path).splitlines())
+    assert [line.split(": ")[1] for line in lines] == ["stream.dedupe_buckets", "stream.expire_after"]
+    assert all("removed:" in line and "delete this key" in line for line in lines)
+
+
 def test_an_unknown_top_level_key(tmp_path: Path) -> None:
     path = write_config(tmp_path, "partition: [language]\n")
     assert config_error(path) == f"{path}: partition: unknown key"

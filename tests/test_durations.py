@@ -20,10 +20,11 @@ def test_every_reader_accepts_the_same_durations(tmp_path: Path, text: str, seco
     assert parse_duration(text) == seconds
     assert parse_age(text) == timedelta(seconds=seconds)  # prune --older-than, compact --grace
     config = tmp_path / "c.yaml"
-    config.write_text(f"state:\n  max_fresh: '{text}'\nstream:\n  expire_after: '{text}'\n", encoding="utf-8")
+    yaml = f"state:\n  max_fresh: '{text}'\nstream:\n  cleanup_after: '{text}'\n"
+    config.write_text(yaml, encoding="utf-8")
     if seconds:
         settings = load_settings(config)
-        assert settings.state.max_fresh == seconds and settings.stream.expire_after == seconds
+        assert settings.state.max_fresh == seconds and settings.stream.cleanup_after == seconds
 
 
 @pytest.mark.parametrize("text", BAD)
