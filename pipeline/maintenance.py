@@ -39,6 +39,7 @@ from transforms.store import (
     INDEX_DATASET,
     INDEX_FIELDS,
     INDEX_SCHEMA,
+    LOOKUP_FIELDS,
     CommitLock,
     fault_point,
     index_dir,
@@ -185,7 +186,8 @@ def expected_index_files(output: str) -> dict[str, tuple[str, int | None]]:
 
 
 def index_damage(output: str) -> list[IndexDamage]:
-    """Deltas the manifests list that are missing, unreadable or hold another number of rows.
+    """Deltas the manifests list that are missing, unreadable, lack the index's columns or hold
+    another number of rows.
 
     Reads only each delta's footer. Deltas no manifest lists (those a stream publishes) are read
     too: a broken one would fail every run all the same.
@@ -201,9 +203,16 @@ def index_damage(output: str) -> list[IndexDamage]:
         manifest, rows = expected.get(name, ("", None))
         try:
             with FileSystems.open(path) as stream:
-                found = pq.ParquetFile(stream).metadata.num_rows
+                metadata = pq.ParquetFile(stream).metadata
+                found, columns = metadata.num_rows, set(metadata.schema.names)
         except (OSError, pa.ArrowException) as error:
             damage.append(IndexDamage(path, f"unreadable ({error})", manifest))
+            continue
+        lacking = [column for column in LOOKUP_FIELDS if column not in columns]
+        if lacking:  # readable, but some other file (an article file copied over it, say)
+            damage.append(
+                IndexDamage(path, f"not a version index file (no column {', '.join(lacking)})", manifest)
+            )
             continue
         if rows is not None and found != rows:
             damage.append(IndexDamage(path, f"holds {found} rows, its manifest says {rows}", manifest))

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystem import FileSystem
@@ -239,6 +240,28 @@ def test_a_truncated_index_delta_is_named_and_repair_rebuilds_it(
     repair_then_rerun_stores_nothing(inputs, output, capsys, f"{delta} is unreadable")
     assert index_rows(output) == original
     assert (output / "_trash").is_dir()  # the broken delta is kept in the trash, not deleted
+
+
+def test_an_index_delta_replaced_by_another_parquet_file_is_named_and_repair_rebuilds_it(
+    store: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Readable, with the row count its manifest records, but not an index delta (an article file
+    # copied over it, say): before, every run failed inside the dedupe stage naming no file.
+    inputs, output = store
+    original = index_rows(output)
+    (delta,) = (output / "_state" / "articles").glob("*.parquet")
+    pq.write_table(pa.table({"title": [f"t{i}" for i in range(len(original))]}), delta)
+    capsys.readouterr()
+
+    assert run(inputs, output, "--run-id", "r2") == 3
+    error = capsys.readouterr().err
+    assert f"{delta} is not a version index file (no column article_id, content_hash" in error
+    assert f"newsbeam repair {output}" in error
+    assert article_rows(output) == ARTICLES_PER_RUN
+    assert not (output / "_runs" / "r2.json").exists()
+
+    repair_then_rerun_stores_nothing(inputs, output, capsys, f"{delta} is not a version index file")
+    assert index_rows(output) == original
 
 
 # --- a full disk ----------------------------------------------------------------------------------
