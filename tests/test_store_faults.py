@@ -141,6 +141,28 @@ def test_the_guarded_delete_refuses_escaping_paths_and_symlinks(tmp_path: Path) 
     assert not (folder / "staged.parquet").exists()
 
 
+def test_the_guarded_delete_on_object_stores_compares_keys_as_written() -> None:
+    # Object stores do not resolve `..`: the key `out2/../out/x` lies under `out2/`, not `out/`.
+    from transforms.paths import DeleteOutsideFolderError, delete_inside
+
+    folder = "s3://bucket/out/_staging/r1"
+    for path in (
+        "s3://bucket/out2/../out/_staging/r1/x.parquet",
+        "s3://bucket/out/_staging/r1/./x.parquet",
+        "s3://bucket/out/_staging/r10/x.parquet",
+        "s3://bucket/out/_staging/r1",
+        "s3://bucket/out/_staging/r1/",
+    ):
+        with pytest.raises(DeleteOutsideFolderError):
+            delete_inside(folder, [path])
+    with pytest.raises(DeleteOutsideFolderError):
+        delete_inside("s3://bucket/a/../out/_staging/r1", ["s3://bucket/out/_staging/r1/x.parquet"])
+    from transforms.paths import is_inside
+
+    assert is_inside(folder, f"{folder}/_state/articles/part-r1-0000.parquet")
+    assert is_inside("s3://bucket/./out", "s3://bucket/./out/x")  # the same key prefix, as written
+
+
 # --- glob characters in the output path -----------------------------------------------------------
 
 
