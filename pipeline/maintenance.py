@@ -285,11 +285,21 @@ def repair_index(
         name = f"part-{op}-0000.parquet"
         staged = join(output, STAGING_DIR, op, INDEX_DATASET, name)
         _ensure_folder(posixpath.dirname(staged))
-        with FileSystems.create(staged) as stream, pq.ParquetWriter(stream, INDEX_SCHEMA) as writer:
-            for path in list_parquet(articles_root):
-                table = index_rows_of_articles(path, articles_root)
-                writer.write_table(table, row_group_size=settings.row_group_size)
-                report.rows += table.num_rows
+        try:
+            with FileSystems.create(staged) as stream, pq.ParquetWriter(stream, INDEX_SCHEMA) as writer:
+                for path in list_parquet(articles_root):
+                    try:
+                        table = index_rows_of_articles(path, articles_root)
+                    except (OSError, pa.ArrowException) as error:
+                        raise MaintenanceError(
+                            f"cannot rebuild the version index: the article file {path} cannot be read "
+                            f"({error}); move it out of the output (or restore it), then repair again"
+                        ) from error
+                    writer.write_table(table, row_group_size=settings.row_group_size)
+                    report.rows += table.num_rows
+        except BaseException:
+            remove_staging(output, op)  # the partial delta; nothing was published
+            raise
         files = [_move(INDEX_DATASET, "", staged, join(index_dir(output), name), report.rows)]
         present = list_index_files(output)
         trash = join(output, TRASH_DIR, op, INDEX_DATASET)

@@ -286,6 +286,24 @@ def test_an_index_delta_replaced_by_another_parquet_file_is_named_and_repair_reb
     assert index_rows(output) == original
 
 
+def test_repair_names_an_unreadable_article_file_and_leaves_the_store_as_it_was(
+    store: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before, a traceback ending in "Parquet magic bytes not found" named no file.
+    _, output = store
+    (delta,) = (output / "_state" / "articles").glob("*.parquet")
+    delta.unlink()
+    broken = sorted((output / "articles").rglob("*.parquet"))[0]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    before = snapshot(output)
+    capsys.readouterr()
+
+    assert main(["repair", str(output)]) == 3
+    error = capsys.readouterr().err
+    assert f"the article file {broken} cannot be read" in error and "magic bytes" in error
+    assert snapshot(output) == before  # no partial index delta, no staging, no manifest
+
+
 # --- a full disk ----------------------------------------------------------------------------------
 
 
