@@ -38,6 +38,7 @@ from transforms.store import (
     INDEX_DATASET,
     INDEX_FIELDS,
     INDEX_SCHEMA,
+    LOOKUP_FIELDS,
     CommitLock,
     fault_point,
     index_dir,
@@ -181,7 +182,8 @@ def expected_index_files(output: str) -> dict[str, tuple[str, int | None]]:
 
 
 def index_damage(output: str) -> list[IndexDamage]:
-    """Deltas the manifests list that are missing, unreadable or hold another number of rows.
+    """Deltas the manifests list that are missing, unreadable, lack the index's columns or hold
+    another number of rows.
 
     Reads only each delta's footer. Deltas no manifest lists (those a stream publishes) are read
     too: a broken one would fail every run all the same.
@@ -197,9 +199,16 @@ def index_damage(output: str) -> list[IndexDamage]:
         manifest, rows = expected.get(name, ("", None))
         try:
             with FileSystems.open(path) as stream:
-                found = pq.ParquetFile(stream).metadata.num_rows
+                metadata = pq.ParquetFile(stream).metadata
+                found, columns = metadata.num_rows, set(metadata.schema.names)
         except (OSError, pa.ArrowException) as error:
             damage.append(IndexDamage(path, f"unreadable ({error})", manifest))
+            continue
+        lacking = [column for column in LOOKUP_FIELDS if column not in columns]
+        if lacking:  # readable, but some other file (an article file copied over it, say)
+            damage.append(
+                IndexDamage(path, f"not a version index file (no column {', '.join(lacking)})", manifest)
+            )
             continue
         if rows is not None and found != rows:
             damage.append(IndexDamage(path, f"holds {found} rows, its manifest says {rows}", manifest))
@@ -272,11 +281,21 @@ def repair_index(
         name = f"part-{op}-0000.parquet"
         staged = join(output, STAGING_DIR, op, INDEX_DATASET, name)
         _ensure_folder(posixpath.dirname(staged))
-        with FileSystems.create(staged) as stream, pq.ParquetWriter(stream, INDEX_SCHEMA) as writer:
-            for path in list_parquet(articles_root):
-                table = index_rows_of_articles(path, articles_root)
-                writer.write_table(table, row_group_size=settings.row_group_size)
-                report.rows += table.num_rows
+        try:
+            with FileSystems.create(staged) as stream, pq.ParquetWriter(stream, INDEX_SCHEMA) as writer:
+                for path in list_parquet(articles_root):
+                    try:
+                        table = index_rows_of_articles(path, articles_root)
+                    except (OSError, pa.ArrowException) as error:
+                        raise MaintenanceError(
+                            f"cannot rebuild the version index: the article file {path} cannot be read "
+                            f"({error}); move it out of the output (or restore it), then repair again"
+                        ) from error
+                    writer.write_table(table, row_group_size=settings.row_group_size)
+                    report.rows += table.num_rows
+        except BaseException:
+            remove_staging(output, op)  # the partial delta; nothing was published
+            raise
         files = [_move(INDEX_DATASET, "", staged, join(index_dir(output), name), report.rows)]
         present = list_index_files(output)
         trash = join(output, TRASH_DIR, op, INDEX_DATASET)
