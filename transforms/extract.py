@@ -252,11 +252,17 @@ def ngram_share(reference: str | Sequence[str], text: str | Sequence[str], n: in
     Words are case-folded; scripts written without spaces count each character as a word, so the
     rule holds for Japanese or Thai as it does for English.
     """
-    ref = _shingles(casefolded_tokens(reference) if isinstance(reference, str) else reference, n)
-    if not ref:
+    reference_tokens = casefolded_tokens(reference) if isinstance(reference, str) else reference
+    n = min(n, len(reference_tokens))  # a reference shorter than n words is one n-gram, itself
+    if n == 0:
         return 1.0
-    found = _shingles(casefolded_tokens(text) if isinstance(text, str) else text, n)
-    return len(ref & found) / len(ref)
+    wanted = _shingles(reference_tokens, n)
+    text_tokens = casefolded_tokens(text) if isinstance(text, str) else text
+    # Only the text's n-grams made of the reference's words can match: the others are never built.
+    vocabulary = set(reference_tokens)
+    marked = [token if token in vocabulary else None for token in text_tokens]
+    found = {gram for gram in zip(*(marked[i:] for i in range(n)), strict=False) if None not in gram}
+    return len(wanted & found) / len(wanted)
 
 
 # --- the auto rule --------------------------------------------------------------------------------
@@ -550,7 +556,6 @@ _BLOCK_TAGS = frozenset(
     {"p", "div", "section", "header", "article", "aside", "li", "td", "dd", "h1", "h2", "h3", "h4", "h5"}
 )
 _NOT_CONTENT = frozenset({"script", "style", "noscript", "template", "head", "title", "svg", "button"})
-_LEAD_CANDIDATES = 8
 
 
 def _block_of(element: Any) -> Any:
@@ -559,40 +564,59 @@ def _block_of(element: Any) -> Any:
     return element
 
 
+_PROBES = 4
+
+
+def _probes(summary: str) -> list[str]:
+    """A few strings any element repeating the summary contains: its longest words, as written."""
+    words = sorted({w for w in word_tokens(summary) if len(w) >= 4}, key=len, reverse=True)[:_PROBES]
+    if words:
+        return words
+    compact = "".join(summary.split())  # a script without spaces: a few 4-character pieces
+    return [compact[i : i + 4] for i in range(0, max(len(compact) - 3, 1), max(len(compact) // _PROBES, 1))][
+        :_PROBES
+    ]
+
+
 def find_lead(
-    tree: lxml.html.HtmlElement, summary_tokens: Sequence[str], settings: ExtractSettings = DEFAULT_SETTINGS
+    tree: lxml.html.HtmlElement, summary: str, settings: ExtractSettings = DEFAULT_SETTINGS
 ) -> str | None:
     """The page element that says what the summary says (a standfirst), as text, or None.
 
-    One pass over the page's text nodes counts the summary's words per enclosing block element; the
-    few blocks with most of them are compared by 3-grams. The block holding at least
-    `lead_match_share` of the summary's 3-grams and not much longer than the summary is the lead: a
-    paragraph, never the whole article around it.
+    The text nodes holding the summary's longest word (found by XPath, in C) name the candidate
+    blocks; the block holding at least `lead_match_share` of the summary's 3-grams and not
+    much longer than the summary is the lead: a paragraph, never the whole article around it.
     """
-    wanted = _content_words(summary_tokens)
-    if not wanted:
+    summary_tokens = casefolded_tokens(summary)
+    probes = [p for p in _probes(summary) if p.strip()]
+    if len(summary_tokens) < settings.min_summary_words or not probes:
         return None
     body = tree.find(".//body")
-    hits: dict[Any, int] = {}
-    for node in (body if body is not None else tree).xpath(".//text()"):
+    root = body if body is not None else tree
+    # The page's text in one C call: without most of the probes, there is no lead to look for.
+    page_text = root.text_content()
+    present = [probe for probe in probes if probe in page_text]
+    if len(present) * 2 < len(probes):
+        return None
+    candidates: dict[Any, None] = {}
+    for node in root.xpath(".//text()[contains(., $probe)]", probe=present[0]):
         holder = node.getparent()
-        if holder is None:
-            continue
-        if node.is_tail:
+        if holder is not None and node.is_tail:
             holder = holder.getparent()
-        if holder is None or not isinstance(holder.tag, str) or holder.tag in _NOT_CONTENT:
+        if holder is None or holder.tag in _NOT_CONTENT:
             continue
-        found = len(wanted.intersection(casefolded_tokens(node)))
-        if found:
-            block = _block_of(holder)
-            if block is not None:
-                hits[block] = hits.get(block, 0) + found
+        block = _block_of(holder)
+        if block is not None:
+            candidates.setdefault(block)
+            if (parent := _block_of(block.getparent())) is not None:  # a lead of several paragraphs
+                candidates.setdefault(parent)
     reference = _shingles(summary_tokens, 3)
     longest = int(len(summary_tokens) * settings.lead_max_growth) + 5
     best: tuple[float, int, str] | None = None
-    for block in sorted(hits, key=hits.__getitem__, reverse=True)[:_LEAD_CANDIDATES]:
-        if hits[block] * 2 < len(wanted):
-            break
+    most_chars = len(summary) * settings.lead_max_growth + 40
+    for block in candidates:
+        if len(block.text_content()) > most_chars * 2:  # cheap (C) bound before the exact one
+            continue
         text = clean_text(" ".join(block.itertext()))
         tokens = casefolded_tokens(text)
         if len(tokens) > longest or len(tokens) * 2 < len(summary_tokens):
@@ -790,7 +814,7 @@ def extract_page(
         len(summary_tokens) >= settings.min_summary_words
         and ngram_share(summary_tokens, text_tokens) < settings.lead_covered_share
     ):
-        lead = find_lead(tree, summary_tokens, settings)
+        lead = find_lead(tree, feed_summary or "", settings)
         if lead and (lead_tokens := casefolded_tokens(lead)):
             text = f"{lead}\n\n{text}" if text else lead
             text_tokens = lead_tokens + text_tokens
