@@ -276,9 +276,8 @@ def language_lines(rows: Sequence[PageRow]) -> list[str]:
     for language in sorted({row.page.language for row in rows}):
         of_language = [row for row in rows if row.page.language == language]
         summed = totals(of_language)
-        lines.append(
-            f"| {language} | {len(of_language)} | {_cell(summed[SETTINGS[1]])} | {_cell(summed['newsbeam'])} |"
-        )
+        cells = f"{_cell(summed[SETTINGS[1]])} | {_cell(summed['newsbeam'])}"
+        lines.append(f"| {language} | {len(of_language)} | {cells} |")
     return lines
 
 
@@ -293,11 +292,11 @@ def report(rows: Sequence[PageRow], speed: dict[str, float], repeat: int) -> str
             f"{platform.python_version()}, {os.cpu_count()} cores, load average {load[0]:.1f}. "
             f"CPU times are the mean of {repeat} interleaved rounds after a warm-up.",
             "",
-            "The 89 pages of `../shared/corpus/trafilatura-eval` (read in place); each page's feed title and "
-            "summary are its own `<title>` and `og:description`. Cells are must-contain snippets found and "
-            "must-not-contain snippets avoided. newsbeam's text is the page's when it is an upgrade, else the "
-            "feed's summary (`feed (reason)`); `+lead` marks a lead paragraph put back in front of the text. "
-            "`newsbeam strict` keeps the 3-gram rule alone (no `page_description` verification).",
+            "The 89 pages of `../shared/corpus/trafilatura-eval` (read in place); each page's feed title "
+            "and summary are its own `<title>` and `og:description`. Cells are must-contain snippets found "
+            "and must-not-contain snippets avoided. newsbeam's text is the page's when it is an upgrade, "
+            "else the feed's summary (`feed (reason)`); `+lead` marks a lead paragraph put back in front of "
+            "the text. `newsbeam strict` keeps the 3-gram rule alone (no `page_description` verification).",
             "",
             "## Summary",
             "",

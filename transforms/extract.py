@@ -110,7 +110,7 @@ class PageMetadata:
     """What the page says about itself; each value with the field it came from (`page:...`)."""
 
     declared_language: str | None = None  # raw tag, e.g. `pt-BR`
-    declared_language_source: str = "none"  # page:html_lang, page:meta_language, page:jsonld
+    declared_language_source: str = "none"  # page:html_lang, page:meta_language, page:jsonld, page:og_locale
     canonical_url: str | None = None
     published_at: datetime | None = None
     published_offset_minutes: int | None = None
@@ -428,11 +428,12 @@ def _first_str(values: Iterable[Any]) -> str | None:
 def declared_language(
     tree: lxml.html.HtmlElement, meta: dict[str, str], articles: Sequence[dict[str, Any]]
 ) -> tuple[str | None, str]:
-    """(raw language tag, source): `<html lang>`, else `Content-Language` meta, else JSON-LD `inLanguage`."""
+    """(raw tag, source): `<html lang>`, else `Content-Language`, JSON-LD `inLanguage`, `og:locale`."""
     for value, source in (
         (tree.get("lang") or tree.get("{http://www.w3.org/XML/1998/namespace}lang"), "page:html_lang"),
         (meta.get("content-language"), "page:meta_language"),
         (_first_str(a.get("inLanguage") for a in articles), "page:jsonld"),
+        (meta.get("og:locale"), "page:og_locale"),  # `ja_JP`: declared_language() reads `_` as `-`
     ):
         tag = (value or "").split(",")[0].strip()
         if tag:
@@ -617,7 +618,7 @@ def find_lead(
     for block in candidates:
         if len(block.text_content()) > most_chars * 2:  # cheap (C) bound before the exact one
             continue
-        text = clean_text(" ".join(block.itertext()))
+        text = clean_text(block.text_content())
         tokens = casefolded_tokens(text)
         if len(tokens) > longest or len(tokens) * 2 < len(summary_tokens):
             continue
