@@ -378,6 +378,14 @@ def test_a_page_in_japanese_is_verified_and_counted_by_characters() -> None:
 # --- the parts ----------------------------------------------------------------------------------------
 
 
+def test_a_lead_the_extractor_drops_is_put_back_in_front_of_the_text() -> None:
+    # trafilatura drops a "teaser" block as boilerplate; the feed's summary says it is the lead.
+    result = extract(article_html(body_top=f"<div class='teaser'><p>{SUMMARY}</p></div>"))
+    assert result.lead_added and result.text is not None
+    assert result.text.startswith(SUMMARY + "\n\n")
+    assert "rubber mats" in result.text and result.verification is Verification.SUMMARY
+
+
 def test_the_lead_the_summary_matches_is_found_and_not_its_container() -> None:
     standfirst = f"<p class='standfirst'><strong>{SUMMARY[:40]}</strong>{SUMMARY[40:]}</p>"
     page = article_html(body_top=f"<div class='intro'>{standfirst}</div>")
