@@ -219,15 +219,37 @@ def decode_html(body: bytes, content_type: str | None = None) -> DecodedPage:
 
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 _INVALID_XML_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_INVALID_XML_BYTES = bytes(range(0x09)) + b"\x0b\x0c" + bytes(range(0x0E, 0x20))
 
 
-def parse_html(html: str) -> lxml.html.HtmlElement | None:
-    """The page's tree, parsed with trafilatura's parser settings, or None when there is no HTML."""
-    cleaned = _INVALID_XML_CHARS.sub("", _XML_DECLARATION.sub("", html, count=1))
-    if not cleaned.strip():
+def _parses_as_is(utf8_body: bytes) -> bool:
+    # bytes.translate is a C loop: ten times faster than a regular expression scan of a large page.
+    return (
+        len(utf8_body.translate(None, _INVALID_XML_BYTES)) == len(utf8_body)
+        # U+FFFE and U+FFFF are no characters in XML (one scan for their rare common prefix first)
+        and (
+            b"\xef\xbf" not in utf8_body or not (b"\xef\xbf\xbe" in utf8_body or b"\xef\xbf\xbf" in utf8_body)
+        )
+        and utf8_body.lstrip()[:5] != b"<?xml"
+    )
+
+
+def parse_html(html: str, utf8_body: bytes | None = None) -> lxml.html.HtmlElement | None:
+    """The page's tree, parsed with trafilatura's parser settings, or None when there is no HTML.
+
+    `utf8_body` is the same page as the valid UTF-8 bytes it was decoded from: parsed as they are
+    when they need no cleaning, which saves encoding the text again (3% of an extraction).
+    """
+    if utf8_body is not None and _parses_as_is(utf8_body):
+        source = utf8_body
+    else:
+        source = _INVALID_XML_CHARS.sub("", _XML_DECLARATION.sub("", html, count=1)).encode(
+            "utf-8", "surrogatepass"
+        )
+    if not source.strip():
         return None
     try:
-        tree = lxml.html.fromstring(cleaned.encode("utf-8", "surrogatepass"), parser=HTML_PARSER)
+        tree = lxml.html.fromstring(source, parser=HTML_PARSER)
     except (lxml.etree.ParserError, ValueError):
         return None
     return tree if isinstance(tree, lxml.html.HtmlElement) else None
@@ -243,7 +265,7 @@ def _shingles(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:
 
 
 def casefolded_tokens(text: str | None) -> list[str]:
-    return [token.casefold() for token in word_tokens(text or "")]
+    return word_tokens((text or "").casefold())
 
 
 def ngram_share(reference: str | Sequence[str], text: str | Sequence[str], n: int = 3) -> float:
@@ -371,6 +393,10 @@ _ARTICLE_TYPES = frozenset(
         "advertisercontentarticle",
     }
 )
+_JSONLD_SCRIPTS = lxml.etree.XPath(
+    "//script[translate(normalize-space(@type), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+    " = 'application/ld+json']"
+)
 _CDATA = re.compile(r"^\s*(?://\s*)?<!\[CDATA\[|(?://\s*)?\]\]>\s*$|^\s*<!--|-->\s*$")
 
 
@@ -396,8 +422,8 @@ def _walk_jsonld(node: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
 def jsonld_articles(tree: lxml.html.HtmlElement) -> list[dict[str, Any]]:
     """The page's schema.org Article objects (any Article type), in page order."""
     found: list[dict[str, Any]] = []
-    for script in tree.iterfind(".//script"):
-        if (script.get("type") or "").strip().lower() != "application/ld+json" or not script.text:
+    for script in _JSONLD_SCRIPTS(tree):
+        if not script.text:
             continue
         try:
             data = json.loads(_CDATA.sub("", script.text), strict=False)
@@ -784,7 +810,7 @@ def extract_page(
         reason = f"the page is {kind}, not HTML"
         return PageExtraction(TextSource.FEED, None, Rejection.NOT_HTML, reason, kind)
     decoded = DecodedPage(page, "utf-8", "str") if isinstance(page, str) else decode_html(body, content_type)
-    tree = parse_html(decoded.html)
+    tree = parse_html(decoded.html, body if decoded.charset_source == "utf-8" else None)
     if tree is None:
         return PageExtraction(
             TextSource.FEED,
