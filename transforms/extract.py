@@ -69,6 +69,16 @@ class Rejection(enum.StrEnum):
     PAYWALL = "paywall"  # as NO_GAIN, on a page that declares itself not free (schema.org)
 
 
+class Verification(enum.StrEnum):
+    """How a page's text was found to be the article the feed describes."""
+
+    SUMMARY = "summary"  # the text holds enough of the summary's word 3-grams
+    # The page describes itself with the summary (meta tags), and the text has the summary's words.
+    PAGE_DESCRIPTION = "page_description"
+    TITLE = "title"  # no usable summary: the text holds the title's words
+    NONE = "none"  # the feed gave neither: nothing to verify against
+
+
 @dataclass(frozen=True)
 class ExtractSettings:
     """The thresholds of the rules (defaults measured in benchmarks/EXTRACT.md)."""
@@ -600,9 +610,8 @@ def _probes(summary: str) -> list[str]:
     if words:
         return words
     compact = "".join(summary.split())  # a script without spaces: a few 4-character pieces
-    return [compact[i : i + 4] for i in range(0, max(len(compact) - 3, 1), max(len(compact) // _PROBES, 1))][
-        :_PROBES
-    ]
+    step = max(len(compact) // _PROBES, 1)
+    return [compact[i : i + 4] for i in range(0, max(len(compact) - 3, 1), step)][:_PROBES]
 
 
 def find_lead(
@@ -642,9 +651,10 @@ def find_lead(
     best: tuple[float, int, str] | None = None
     most_chars = len(summary) * settings.lead_max_growth + 40
     for block in candidates:
-        if len(block.text_content()) > most_chars * 2:  # cheap (C) bound before the exact one
+        raw = block.text_content()
+        if len(raw) > most_chars * 2:  # a cheap bound before the exact one
             continue
-        text = clean_text(block.text_content())
+        text = clean_text(raw)
         tokens = casefolded_tokens(text)
         if len(tokens) > longest or len(tokens) * 2 < len(summary_tokens):
             continue
@@ -700,16 +710,6 @@ def drop_cross_links(text: str, settings: ExtractSettings = DEFAULT_SETTINGS) ->
         )
     ]
     return "\n\n".join(kept)
-
-
-class Verification(enum.StrEnum):
-    """How a page's text was found to be the article the feed describes."""
-
-    SUMMARY = "summary"  # the text holds enough of the summary's word 3-grams
-    # The page describes itself with the summary (meta tags), and the text has the summary's words.
-    PAGE_DESCRIPTION = "page_description"
-    TITLE = "title"  # no usable summary: the text holds the title's words
-    NONE = "none"  # the feed gave neither: nothing to verify against
 
 
 def page_descriptions(meta: dict[str, str], articles: Sequence[dict[str, Any]]) -> list[str]:
