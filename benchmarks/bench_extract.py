@@ -56,7 +56,15 @@ DEFAULT_CORPUS = Path(os.environ.get("NEWSBEAM_CORPUS", REPO.parent / "shared" /
 REPORT = REPO / "benchmarks" / "EXTRACT.md"
 RESULTS = REPO / "benchmarks" / "results" / "extract.json"
 STRICT = ExtractSettings(trust_page_description=False)
-SETTINGS = ("trafilatura defaults", "trafilatura include_comments=False", "newsbeam", "newsbeam strict")
+FAST = ExtractSettings(trafilatura_fast=True)
+SETTINGS = (
+    "trafilatura defaults",
+    "trafilatura include_comments=False",
+    "newsbeam",
+    "newsbeam strict",
+    "trafilatura include_comments=False fast=True",
+    "newsbeam fast",
+)
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,10 @@ def measure_quality(pages: Sequence[EvalPage], now: datetime) -> list[PageRow]:
         result = newsbeam(page, now)
         texts[SETTINGS[2]] = stored_text(result, summary)
         texts[SETTINGS[3]] = stored_text(newsbeam(page, now, STRICT), summary)
+        texts[SETTINGS[4]] = (
+            trafilatura.extract(page.body, url=page.url, include_comments=False, fast=True) or ""
+        )
+        texts[SETTINGS[5]] = stored_text(newsbeam(page, now, FAST), summary)
         row.scores = {name: score(text, page) for name, text in texts.items()}
         row.outcome = outcome(result)
         rows.append(row)
@@ -198,7 +210,11 @@ def measure_speed(pages: Sequence[EvalPage], now: datetime, repeat: int) -> dict
         for page, _title, _summary in inputs:
             trafilatura.extract(page.body, url=page.url, include_comments=False)
 
-    def ours() -> None:
+    def alone_fast() -> None:
+        for page, _title, _summary in inputs:
+            trafilatura.extract(page.body, url=page.url, include_comments=False, fast=True)
+
+    def ours(settings: ExtractSettings = DEFAULT_SETTINGS) -> None:
         for page, title, summary in inputs:
             extract_page(
                 page.body,
@@ -207,9 +223,15 @@ def measure_speed(pages: Sequence[EvalPage], now: datetime, repeat: int) -> dict
                 feed_title=title,
                 feed_summary=summary,
                 now=now,
+                settings=settings,
             )
 
-    runs: dict[str, Callable[[], None]] = {"trafilatura": alone, "newsbeam": ours}
+    runs: dict[str, Callable[[], None]] = {
+        "trafilatura": alone,
+        "newsbeam": ours,
+        "trafilatura fast": alone_fast,
+        "newsbeam fast": lambda: ours(FAST),
+    }
     for run in runs.values():  # warm-up: lazy tables (justext's stop lists), caches
         run()
     rounds: dict[str, list[float]] = {name: [] for name in runs}
@@ -273,6 +295,10 @@ def summary_lines(rows: Sequence[PageRow], speed: dict[str, float]) -> list[str]
         f"{speed['newsbeam']:.1f} ms: overhead {overhead:+.1%} (goal under 15%); median of the rounds "
         f"(rounds ranged {speed['trafilatura fastest']:.1f}-{speed['trafilatura slowest']:.1f} ms and "
         f"{speed['newsbeam fastest']:.1f}-{speed['newsbeam slowest']:.1f} ms)",
+        f"- with trafilatura's fast mode (`trafilatura_fast=True`): trafilatura alone "
+        f"{speed['trafilatura fast']:.1f} ms, newsbeam {speed['newsbeam fast']:.1f} ms "
+        f"({speed['newsbeam fast'] / speed['trafilatura fast'] - 1:+.1%}; "
+        f"{speed['newsbeam fast'] / speed['trafilatura'] - 1:+.1%} against trafilatura alone, default mode)",
     ]
     sources: dict[str, int] = {}
     for row in rows:

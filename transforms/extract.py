@@ -103,6 +103,9 @@ class ExtractSettings:
     jsonld_min_growth: float = 1.25
     # Related-article cross links ("Read more: ...") longer than this are prose, not links.
     cross_link_max_words: int = 25
+    # trafilatura's `fast` mode (no readability/justext comparison): a quarter less CPU, a little less
+    # text found (benchmarks/EXTRACT.md has both).
+    trafilatura_fast: bool = False
 
 
 DEFAULT_SETTINGS = ExtractSettings()
@@ -570,13 +573,10 @@ def page_metadata(
 # --- the text -------------------------------------------------------------------------------------
 
 
-def _extractor_options(page_url: str | None) -> Extractor:
-    return Extractor(output_format="python", comments=False, url=page_url)
-
-
-def trafilatura_text(tree: lxml.html.HtmlElement, page_url: str | None) -> str:
+def trafilatura_text(tree: lxml.html.HtmlElement, page_url: str | None, fast: bool = False) -> str:
     """trafilatura's main text of the tree (which it copies), paragraphs separated by blank lines."""
-    document = trafilatura.bare_extraction(tree, options=_extractor_options(page_url))
+    options = Extractor(output_format="python", comments=False, fast=fast, url=page_url)
+    document = trafilatura.bare_extraction(tree, options=options)
     text = getattr(document, "text", None) or ""
     return clean_text(text.replace("\n", "\n\n"))
 
@@ -828,7 +828,10 @@ def extract_page(
     title_tokens = casefolded_tokens(feed_title)
     feed_tokens = casefolded_tokens(feed_text if feed_text is not None else feed_summary)
 
-    text, source = drop_cross_links(trafilatura_text(tree, page_url), settings), TextSource.PAGE_TRAFILATURA
+    text, source = (
+        drop_cross_links(trafilatura_text(tree, page_url, settings.trafilatura_fast), settings),
+        TextSource.PAGE_TRAFILATURA,
+    )
     text_tokens = casefolded_tokens(text)
     structured = drop_cross_links(jsonld_body(articles), settings)
     structured_tokens = casefolded_tokens(structured)
