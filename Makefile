@@ -1,7 +1,9 @@
 # newsbeam: `make run` runs the pipeline on seeds/, `make test` runs the whole suite.
-# Both create .venv/ first, with the versions pinned in constraints.txt.
+# Both create .venv/ first, with the versions pinned in constraints.txt, on Python 3.11 or 3.12
+# (Beam 2.62 supports 3.9-3.12; CI runs the suite on 3.11 and `make run` on 3.12):
+#   make run VENV=.venv312 PYTHON=python3.12
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 OUTPUT ?= output
@@ -10,7 +12,7 @@ PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check -c constra
 .PHONY: run test lint typecheck format bench clean venv venv-test prism
 
 $(BIN)/activate:
-	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "newsbeam needs Python 3.11"'
+	$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12), f"newsbeam needs Python 3.11 or 3.12, not {sys.version.split()[0]} ($(PYTHON))"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check pip==24.3.1
 
@@ -65,10 +67,13 @@ $(PRISM):
 # Running at scale (README): a real Flink 1.19 cluster on 127.0.0.1 (JobManager, 2 TaskManagers, Beam's
 # Flink job server, a Python worker pool per TaskManager), Dataflow launches and s3:// / gs:// through
 # Beam's filesystems. `cluster-deps` installs, idempotently: the gcp and aws extras into .venv, and into
-# .cluster/ the Flink distribution (PyPI), the job server's classpath (Maven), pyspark and moto's S3 server.
+# .cluster/ the Flink distribution (PyPI), the job server's classpath (Maven), pyspark, moto's S3 server and
+# fake-gcs-server (built with Go from its module, like Prism).
 # tests/cluster/ starts and stops a cluster of its own; `make test` runs it with the rest of the suite.
-.PHONY: cluster-deps cluster-up cluster-down test-cluster
+.PHONY: cluster-deps cluster-up cluster-down cluster-status test-cluster
 CLUSTER := $(BIN)/python deploy/flink/cluster.py
+# e.g. CLUSTER_ARGS="--state=/tmp/c2" (another cluster beside the default one) or "--standard-ports"
+CLUSTER_ARGS ?=
 
 $(VENV)/.installed-cluster: $(VENV)/.installed-test
 	$(PIP_INSTALL) -e ".[test,gcp,aws]"
@@ -77,11 +82,14 @@ $(VENV)/.installed-cluster: $(VENV)/.installed-test
 cluster-deps: $(VENV)/.installed-cluster
 	$(CLUSTER) install
 
-cluster-up: cluster-deps  # ports and pids in .cluster/flink/cluster.json; `newsbeam run --runner flink` uses it
-	$(CLUSTER) up
+cluster-up: cluster-deps  # free ports and pids in .cluster/flink/cluster.json; `newsbeam run --runner flink` uses it
+	$(CLUSTER) up $(CLUSTER_ARGS)
+
+cluster-status:  # healthy or not, the web UI's address, the job endpoint, the logs
+	$(CLUSTER) status $(filter --state%,$(CLUSTER_ARGS))
 
 cluster-down:
-	$(CLUSTER) down
+	$(CLUSTER) down $(filter --state%,$(CLUSTER_ARGS))
 
 test-cluster: cluster-deps
 	$(BIN)/pytest -q tests/cluster

@@ -15,6 +15,7 @@ from apache_beam.pvalue import PCollection
 
 from pipeline.config import Settings
 from pipeline.feeds import feed_list
+from pipeline.progress import CountProgress
 from transforms.accounting import CountPerSource, CountUnaccounted
 from transforms.dedupe import (
     ALREADY_STORED,
@@ -30,7 +31,7 @@ from transforms.feed_state import FeedSource, WriteFeedState, state_path
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
 from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
-from transforms.read import ReadSettings, ReadSources
+from transforms.read import ReadSettings, ReadSources, pattern_as_text
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, RunInfo
 from transforms.write import (
     CommitRun,
@@ -47,8 +48,14 @@ FEED_FETCHES = "feed_fetches"
 DATASETS = (ARTICLES, DEAD_LETTERS, FEED_FETCHES)
 
 
-def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
-    """The batch pipeline; returns the one-element PCollection of the committed run manifest."""
+def build_batch(
+    p: Pipeline, settings: Settings, run: RunInfo, progress: tuple[str, int] | None = None
+) -> PCollection:
+    """The batch pipeline; returns the one-element PCollection of the committed run manifest.
+
+    With `progress` (a 127.0.0.1 address), steps fused into the reading stages send their counts
+    there while the run goes on (pipeline/progress.py).
+    """
     parquet = settings.parquet.settings()
     feeds = feed_list(settings).feeds
     read_settings = ReadSettings(
@@ -57,9 +64,11 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         state_path=(settings.state.path or state_path(settings.output)) if settings.state.enabled else None,
         state_policy=settings.state.policy(),
         force=settings.state.force,
+        max_entries_per_feed=settings.fetch.max_entries_per_feed,
     )
 
-    inputs = [*settings.inputs, *(feed.url for feed in feeds)]
+    # A path given in bytes that are not UTF-8 travels as text (`pattern_as_text`), as every path does.
+    inputs = [pattern_as_text(pattern) for pattern in (*settings.inputs, *(feed.url for feed in feeds))]
     patterns = p | "Inputs" >> beam.Create(inputs)
     read = ReadSources(read_settings)
     entries, fetches, read_failures = patterns | "ReadSources" >> read
@@ -77,18 +86,19 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         parquet,
         defaults={"version": 1},
         row_refs=article_ref,
+        rejects_to_dead_letters=True,
     )
-    deduplicated = staged_articles | "DeduplicateArticles" >> DeduplicateArticles(
-        settings.output, run.run_id, parquet
-    )
+    deduplicate = DeduplicateArticles(settings.output, run.run_id, parquet)
+    deduplicated = (staged_articles.files, staged_articles.row_refs) | "DeduplicateArticles" >> deduplicate
     article_files = deduplicated["files"]
     duplicates, already_stored = deduplicated[DUPLICATES], deduplicated[ALREADY_STORED]
     index_files = deduplicated[INDEX_ROWS] | "WriteVersionIndex" >> WriteVersionIndex(
         settings.output, run.run_id, parquet
     )
 
+    write_failures = staged_articles.dead_letters
     dead_letters = (
-        (read_failures, normalize_failures, detect_failures, enrich_failures)
+        (read_failures, normalize_failures, detect_failures, enrich_failures, write_failures)
         | "AllDeadLetters" >> beam.Flatten()
         | "StampDeadLetters" >> beam.Map(run.stamp)
     )
@@ -97,12 +107,17 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
         | "CountPerSource" >> CountPerSource()
         | "StampFetchRows" >> beam.Map(run.stamp)
     )
-    dead_letter_files = dead_letters | "WriteDeadLetters" >> WritePartitionedParquet(
+    dead_letter_writer = WritePartitionedParquet(
         settings.output, DEAD_LETTERS, DEAD_LETTER_SCHEMA, ("ingest_date",), run.run_id, parquet
     )
-    fetch_files = fetch_rows | "WriteFeedFetches" >> WritePartitionedParquet(
+    fetch_writer = WritePartitionedParquet(
         settings.output, FEED_FETCHES, FEED_FETCH_SCHEMA, ("ingest_date",), run.run_id, parquet
     )
+    dead_letter_files = (dead_letters | "WriteDeadLetters" >> dead_letter_writer).files
+    fetch_files = (fetch_rows | "WriteFeedFetches" >> fetch_writer).files
+    if progress is not None:
+        for kind, counted in (("inputs", fetches), ("articles", enriched), ("dead_letters", dead_letters)):
+            _ = counted | f"Progress{kind.title()}" >> beam.ParDo(CountProgress(progress, kind))
     manifest = (
         (article_files, dead_letter_files, fetch_files, index_files)
         | "AllStagedFiles" >> beam.Flatten()
@@ -145,6 +160,7 @@ def build_stream(
     parquet = settings.parquet.settings()
 
     def spec(dataset: str, schema: Any, keys: tuple[str, ...], with_index: bool = False) -> WindowFileSpec:
+        # Articles: a record Arrow rejects becomes a dead letter of the same pane.
         return WindowFileSpec(
             settings.output,
             dataset,
@@ -155,11 +171,16 @@ def build_stream(
             parquet,
             with_index,
             stream.cleanup_after,
+            rejects_to_dead_letters=with_index,
         )
 
     ticks = p | "PollTicks" >> GeneratePollTicks(schedule)
     entries, fetches, read_failures = ticks | "PollFeeds" >> PollFeeds(
-        feeds, schedule.tick_seconds, stream.poll_interval, settings.fetch.settings()
+        feeds,
+        schedule.tick_seconds,
+        stream.poll_interval,
+        settings.fetch.settings(),
+        settings.fetch.max_entries_per_feed,
     )
     normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(now=None)
     detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())

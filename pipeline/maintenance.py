@@ -15,27 +15,32 @@ reader that opened them keeps reading; each compact or prune empties the trash o
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import posixpath
-import re
 import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.durations import parse_duration
+from transforms.paths import list_files, validate_run_id
 from transforms.store import (
     INDEX_DATASET,
     INDEX_FIELDS,
+    INDEX_SCHEMA,
     CommitLock,
     fault_point,
+    index_dir,
     is_local,
     join,
     list_index_files,
@@ -45,12 +50,17 @@ from transforms.write import (
     RUNS_DIR,
     STAGING_DIR,
     ParquetSettings,
+    StagingInUseError,
     apply_manifest,
+    check_staging_free,
     manifest_path,
     pending_path,
     read_json,
     recover_runs,
+    release_staging_lease,
     remove_staging,
+    staging_lease,
+    take_staging_lease,
     write_parquet,
 )
 
@@ -60,8 +70,6 @@ DEFAULT_GRACE = timedelta(hours=1)
 # Files at least this big are left alone: compaction is for the many small files of frequent runs.
 DEFAULT_LARGE_FILE_BYTES = 64 * 1024 * 1024
 DEFAULT_ROWS_PER_FILE = 1_000_000
-# Staging untouched this long belongs to a run that died before its commit (a live one writes there).
-STAGING_EXPIRY = timedelta(days=2)
 
 
 class MaintenanceError(RuntimeError):
@@ -77,6 +85,7 @@ class MaintenanceReport:
     rows: int = 0
     retired: list[str] = field(default_factory=list)
     trash_emptied: int = 0
+    damaged: list[str] = field(default_factory=list)  # repair: what was wrong
 
     def text(self, verb: str) -> str:
         return (
@@ -90,14 +99,11 @@ def operation_id(kind: str) -> str:
 
 
 def parse_age(text: str) -> timedelta:
-    """`90d`, `12h`, `30m`, `2w` -> a timedelta; a clear error for anything else."""
-    found = re.fullmatch(r"\s*(\d+)\s*([wdhm])\s*", text)
-    if not found:
-        raise MaintenanceError(f"cannot read the age {text!r}: use a number and a unit, e.g. 90d, 12h, 2w")
-    amount, unit = int(found.group(1)), found.group(2)
-    return {"w": timedelta(weeks=amount), "d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
-        unit, timedelta(minutes=amount)
-    )
+    """`90s`, `30m`, `12h`, `90d`, `2w` -> a timedelta (the one grammar of `pipeline.durations`)."""
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except ValueError as error:
+        raise MaintenanceError(str(error)) from None
 
 
 # --- recovery -------------------------------------------------------------------------------------
@@ -107,30 +113,212 @@ def prepare_run(output: str, run_id: str, lock_timeout: float = 600.0) -> dict[s
     """Before a run: roll forward interrupted commits and clear this run id's partial staging.
 
     Returns the manifest when `run_id` is already committed (a retry after a crash that came after
-    the commit): the run has nothing left to do.
+    the commit): the run has nothing left to do. Otherwise this process holds the run's staging
+    lease (transforms/write.py) until the commit removes the staging or `release_staging_lease`.
     """
+    validate_run_id(run_id)
     with CommitLock(output, f"recovery before run {run_id}", timeout=lock_timeout):
-        recover_runs(output)
+        recover_runs(output)  # also removes the staging of runs that died before their decision
         path = manifest_path(output, run_id)
         if FileSystems.exists(path):
             manifest = read_json(path)
             if manifest.get("status") == "committed":
                 return manifest
+        try:
+            check_staging_free(output, run_id)
+        except StagingInUseError as error:
+            raise MaintenanceError(str(error)) from None
         remove_staging(output, run_id)  # a failed attempt's files: this attempt replaces them
+        check_index(output)
+        take_staging_lease(output, run_id)  # released when the commit removes the staging
     return None
+
+
+# --- the version index: checked against the manifests, repaired from the article files ----------
+
+
+class IndexDamagedError(MaintenanceError):
+    """A delta of the version index that a committed manifest lists is missing or unreadable."""
+
+
+@dataclass(frozen=True)
+class IndexDamage:
+    path: str
+    problem: str  # "missing", or the Parquet reader's message
+    manifest: str  # the manifest that published the delta
+
+
+def committed_manifests(output: str) -> list[dict[str, Any]]:
+    """Every committed manifest under `OUTPUT/_runs/`, in commit order (commits are serialized)."""
+    documents = []
+    for listed in list_files(join(output, RUNS_DIR), ".json"):
+        document = read_json(listed.path)
+        if document.get("status") == "committed":
+            documents.append(document | {"manifest_path": listed.path})
+    return sorted(
+        documents, key=lambda d: str(d.get("commit_started_at") or d.get("ended_at") or d.get("started_at"))
+    )
+
+
+def expected_index_files(output: str) -> dict[str, tuple[str, int | None]]:
+    """The deltas the manifests say the index holds: file name -> (manifest path, rows).
+
+    Names, not paths: a manifest records the paths of the output where it was written, and an
+    output may have been moved or copied since. Each manifest adds the deltas it published and
+    takes away the ones it retired (compact, prune, repair).
+    """
+    expected: dict[str, tuple[str, int | None]] = {}
+    for document in committed_manifests(output):
+        for move in document.get("retired") or []:
+            if move.get("dataset") == INDEX_DATASET:
+                expected.pop(posixpath.basename(move["staged_path"]), None)
+        for move in document.get("files") or []:
+            if move.get("dataset") == INDEX_DATASET:
+                rows = move.get("rows")
+                name = posixpath.basename(move["final_path"])
+                expected[name] = (document["manifest_path"], rows if isinstance(rows, int) else None)
+    return expected
+
+
+def index_damage(output: str) -> list[IndexDamage]:
+    """Deltas the manifests list that are missing, unreadable or hold another number of rows.
+
+    Reads only each delta's footer. Deltas no manifest lists (those a stream publishes) are read
+    too: a broken one would fail every run all the same.
+    """
+    present = {posixpath.basename(path): path for path in list_index_files(output)}
+    expected = expected_index_files(output)
+    damage = [
+        IndexDamage(join(index_dir(output), name), "missing", manifest)
+        for name, (manifest, _) in sorted(expected.items())
+        if name not in present
+    ]
+    for name, path in sorted(present.items()):
+        manifest, rows = expected.get(name, ("", None))
+        try:
+            with FileSystems.open(path) as stream:
+                found = pq.ParquetFile(stream).metadata.num_rows
+        except (OSError, pa.ArrowException) as error:
+            damage.append(IndexDamage(path, f"unreadable ({error})", manifest))
+            continue
+        if rows is not None and found != rows:
+            damage.append(IndexDamage(path, f"holds {found} rows, its manifest says {rows}", manifest))
+    return damage
+
+
+def check_index(output: str) -> None:
+    """Raise `IndexDamagedError`, naming the file and the repair, when the version index is damaged.
+
+    A run on a damaged index would store what the lost delta knew as duplicates (a missing delta)
+    or fail without naming the file (a truncated one); it refuses to start instead.
+    """
+    damage = index_damage(output)
+    if not damage:
+        return
+    first = damage[0]
+    listed = f" (published by {first.manifest})" if first.manifest else ""
+    more = f"; and {len(damage) - 1} more" if len(damage) > 1 else ""
+    raise IndexDamagedError(
+        f"the version index is damaged: {first.path} is {first.problem}{listed}{more}. A run now would "
+        f"store articles again as duplicates, so none starts. Rebuild the index from the article files "
+        f"with `newsbeam repair {output}`, then run again"
+    )
+
+
+def index_rows_of_articles(path: str, dataset_root: str) -> pa.Table:
+    """The version-index rows of one article file: its columns, and `ingest_date` from its folder."""
+    with FileSystems.open(path) as stream:
+        names = set(pq.read_schema(stream).names)
+    wanted = [name for name in INDEX_FIELDS if name in names and name != "ingest_date"]
+    table = read_parquet(path, columns=wanted)
+    ingest_date = None
+    for segment in path[len(dataset_root) :].strip("/").split("/")[:-1]:
+        key, _, value = segment.partition("=")
+        if key == "ingest_date":
+            ingest_date = unquote(value)
+    columns = []
+    for field_ in INDEX_SCHEMA:
+        if field_.name == "ingest_date":
+            columns.append(pa.array([ingest_date] * table.num_rows, field_.type))
+        elif field_.name in table.column_names:
+            columns.append(table.column(field_.name).cast(field_.type))
+        elif field_.name == "version":  # files of schema 1 predate versions: each row is version 1
+            columns.append(pa.array([1] * table.num_rows, field_.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field_.type))
+    return pa.Table.from_arrays(columns, schema=INDEX_SCHEMA)
+
+
+def repair_index(
+    output: str, settings: ParquetSettings | None = None, lock_timeout: float = 600.0, force: bool = False
+) -> MaintenanceReport:
+    """Rebuild the version index from the article files, under the commit lock.
+
+    Nothing is done when the index is whole (unless `force`). Otherwise one new delta with a row
+    per stored article version replaces every delta (missing, broken and sound ones alike), through
+    a manifest of kind `repair`, so the replaced deltas go to the trash and the manifests agree with
+    the index again.
+    """
+    settings = settings or ParquetSettings()
+    op = operation_id("repair")
+    report = MaintenanceReport(op)
+    with CommitLock(output, f"repair {op}", timeout=lock_timeout), staging_lease(output, op):
+        recover_runs(output)
+        damage = index_damage(output)
+        report.damaged = [f"{d.path} is {d.problem}" for d in damage]
+        if not damage and not force:
+            return report
+        articles_root = join(output, "articles")
+        name = f"part-{op}-0000.parquet"
+        staged = join(output, STAGING_DIR, op, INDEX_DATASET, name)
+        _ensure_folder(posixpath.dirname(staged))
+        with FileSystems.create(staged) as stream, pq.ParquetWriter(stream, INDEX_SCHEMA) as writer:
+            for path in list_parquet(articles_root):
+                table = index_rows_of_articles(path, articles_root)
+                writer.write_table(table, row_group_size=settings.row_group_size)
+                report.rows += table.num_rows
+        files = [_move(INDEX_DATASET, "", staged, join(index_dir(output), name), report.rows)]
+        present = list_index_files(output)
+        trash = join(output, TRASH_DIR, op, INDEX_DATASET)
+        # The missing deltas are retired too (a retired file that is gone is skipped): their names
+        # leave the set the manifests expect.
+        replaced = sorted({*present, *(d.path for d in damage if d.problem == "missing")})
+        retired = [_move(INDEX_DATASET, "", p, join(trash, posixpath.basename(p)), 0) for p in replaced]
+        report.files_before, report.files_after = len(present), 1
+        fault_point("repair.locked")
+        apply_manifest(output, _manifest(op, "repair", files, retired), "repair")
+        report.retired = [m["staged_path"] for m in retired]
+    return report
+
+
+def _ensure_folder(folder: str) -> None:
+    if is_local(folder):
+        os.makedirs(folder, exist_ok=True)
+
+
+def run_repair(settings: Any, args: argparse.Namespace) -> int:
+    """Repair `settings.output`'s index and say what was wrong and what was done; the exit code."""
+    report = repair_index(
+        settings.output, settings.parquet.settings(), lock_timeout=args.lock_timeout, force=args.force
+    )
+    for problem in report.damaged:
+        print(f"newsbeam repair: {problem}")
+    if report.files_after == 0:
+        print(f"newsbeam repair {settings.output}: the version index is whole; nothing to do")
+    else:
+        print(
+            f"newsbeam repair {report.operation_id}: the version index rebuilt from the article files: "
+            f"{report.rows} rows in 1 file, replacing {report.files_before} files (moved to {TRASH_DIR}/)"
+        )
+    return 0
 
 
 # --- listing --------------------------------------------------------------------------------------
 
 
 def list_parquet(root: str) -> list[str]:
-    """Every Parquet file under `root`, sorted."""
-    if is_local(root):
-        found = []
-        for folder, _, names in os.walk(root):
-            found += [os.path.join(folder, name) for name in names if name.endswith(".parquet")]
-        return sorted(found)
-    return sorted(m.path for m in FileSystems.match([join(root, "**.parquet")])[0].metadata_list)
+    """Every Parquet file under `root`, sorted (listed, never matched as a pattern)."""
+    return [m.path for m in list_files(root, ".parquet", recursive=True)]
 
 
 def partitions_of(output: str, dataset: str) -> dict[str, list[str]]:
@@ -146,7 +334,8 @@ def partitions_of(output: str, dataset: str) -> dict[str, list[str]]:
 def _size(path: str) -> int:
     if is_local(path):
         return os.path.getsize(path)
-    return int(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
+    listed = [m for m in list_files(posixpath.dirname(path)) if m.path == path]
+    return int(listed[0].size_in_bytes)
 
 
 # --- compact --------------------------------------------------------------------------------------
@@ -239,38 +428,48 @@ def compact(
     settings = settings or ParquetSettings()
     op = operation_id("compact")
     report = MaintenanceReport(op)
-    with CommitLock(output, f"recovery before {op}", timeout=lock_timeout):
-        recover_runs(output)  # an interrupted compaction is finished before planning this one
-    files: list[dict[str, Any]] = []
-    retired: list[dict[str, Any]] = []
-    groups = [(d, p, f) for d in datasets for p, f in sorted(partitions_of(output, d).items())]
-    groups.append((INDEX_DATASET, "", list_index_files(output)))
-    for dataset, partition, paths in groups:
-        small = [path for path in paths if _size(path) < large_file_bytes]
-        if len(small) < min_files:
-            continue
-        staged_folder = join(output, STAGING_DIR, op, dataset, partition)
-        final_folder = join(output, dataset, partition)
-        for staged, name, rows in merge_files(small, staged_folder, f"part-{op}", settings, rows_per_file):
-            files.append(_move(dataset, partition, staged, join(final_folder, name), rows))
-            report.files_after += 1
-            report.rows += rows if dataset != INDEX_DATASET else 0
-        trash_folder = join(output, TRASH_DIR, op, dataset, partition)
-        retired += [_move(dataset, partition, p, join(trash_folder, posixpath.basename(p)), 0) for p in small]
-        report.partitions += 1
-        report.files_before += len(small)
-    if files:
-        with CommitLock(output, f"compact {op}", timeout=lock_timeout):
-            fault_point("compact.locked")
-            recover_runs(output)
-            missing = [m["staged_path"] for m in retired if not FileSystems.exists(m["staged_path"])]
-            if missing:  # pruned meanwhile: merging would bring the rows back
-                remove_staging(output, op)
-                raise MaintenanceError(f"files changed during compaction (e.g. {missing[0]}); run it again")
-            apply_manifest(output, _manifest(op, "compact", files, retired), "compact")
-        report.retired = [m["staged_path"] for m in retired]
-    else:
-        remove_staging(output, op)
+    with contextlib.ExitStack() as lease:
+        with CommitLock(output, f"recovery before {op}", timeout=lock_timeout):
+            recover_runs(output)  # an interrupted compaction is finished before planning this one
+            check_index(output)  # merging a broken delta fails, naming no file
+            take_staging_lease(output, op)  # it stages outside the lock: live till it ends
+            lease.callback(release_staging_lease, output, op)
+        files: list[dict[str, Any]] = []
+        retired: list[dict[str, Any]] = []
+        groups = [(d, p, f) for d in datasets for p, f in sorted(partitions_of(output, d).items())]
+        groups.append((INDEX_DATASET, "", list_index_files(output)))
+        for dataset, partition, paths in groups:
+            small = [path for path in paths if _size(path) < large_file_bytes]
+            if len(small) < min_files:
+                continue
+            staged_folder = join(output, STAGING_DIR, op, dataset, partition)
+            final_folder = join(output, dataset, partition)
+            for staged, name, rows in merge_files(
+                small, staged_folder, f"part-{op}", settings, rows_per_file
+            ):
+                files.append(_move(dataset, partition, staged, join(final_folder, name), rows))
+                report.files_after += 1
+                report.rows += rows if dataset != INDEX_DATASET else 0
+            trash_folder = join(output, TRASH_DIR, op, dataset, partition)
+            retired += [
+                _move(dataset, partition, p, join(trash_folder, posixpath.basename(p)), 0) for p in small
+            ]
+            report.partitions += 1
+            report.files_before += len(small)
+        if files:
+            with CommitLock(output, f"compact {op}", timeout=lock_timeout):
+                fault_point("compact.locked")
+                recover_runs(output)
+                missing = [m["staged_path"] for m in retired if not FileSystems.exists(m["staged_path"])]
+                if missing:  # pruned meanwhile: merging would bring the rows back
+                    remove_staging(output, op)
+                    raise MaintenanceError(
+                        f"files changed during compaction (e.g. {missing[0]}); run it again"
+                    )
+                apply_manifest(output, _manifest(op, "compact", files, retired), "compact")
+            report.retired = [m["staged_path"] for m in retired]
+        else:
+            remove_staging(output, op)
     report.trash_emptied = empty_trash(output, grace)
     return report
 
@@ -344,9 +543,10 @@ def prune(
             report.partitions += 1
             report.files_before += len(paths)
             report.rows += sum(pq.ParquetFile(p).metadata.num_rows for p in paths if is_local(p))
-    with CommitLock(output, f"prune {op}", timeout=lock_timeout):
+    with CommitLock(output, f"prune {op}", timeout=lock_timeout), staging_lease(output, op):
         fault_point("prune.locked")
         recover_runs(output)
+        check_index(output)
         files, index_retired = _prune_index(output, op, cutoff.isoformat(), settings)
         retired += index_retired
         if retired:
@@ -424,18 +624,16 @@ def empty_trash(output: str, grace: timedelta, now: datetime | None = None) -> i
         ):
             shutil.rmtree(join(trash_root, op), ignore_errors=True)
             emptied += 1
-    staging_root = join(output, STAGING_DIR)
-    for run in _children(staging_root):
-        # Staging of a run that died before its commit: nothing will ever publish it.
-        # A live job keeps writing there: the newest file's age, not the folder's, says it is dead.
-        folder = join(staging_root, run)
-        newest = max([os.path.getmtime(f) for f in list_parquet(folder)] + [os.path.getmtime(folder)])
-        age = now.timestamp() - newest
-        if age >= max(grace, STAGING_EXPIRY).total_seconds() and not FileSystems.exists(
-            pending_path(output, run)
-        ):
-            shutil.rmtree(folder, ignore_errors=True)
     return emptied
 
 
-__all__ = ["RUNS_DIR", "MaintenanceError", "compact", "parse_age", "prepare_run", "prune"]
+__all__ = [
+    "RUNS_DIR",
+    "IndexDamagedError",
+    "MaintenanceError",
+    "compact",
+    "parse_age",
+    "prepare_run",
+    "prune",
+    "repair_index",
+]

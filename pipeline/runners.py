@@ -8,7 +8,9 @@ handed to Beam as it is (FlinkRunner, SparkRunner, DataflowRunner, ...).
 
 `flink` runs on the Flink cluster that `make cluster-up` starts (deploy/flink/cluster.py): Beam's
 PortableRunner on its job server, with a PROCESS environment whose command hands each SDK worker to
-the worker pool of the TaskManager that asked (one pool per TaskManager). `dataflow` is Beam's
+the worker pool of the TaskManager that asked (one pool per TaskManager). Before a job is built, the
+cluster's state file is checked against the machine: a file left by a cluster that is gone fails at once
+("run make cluster-up") instead of after the job server's gRPC timeout. `dataflow` is Beam's
 DataflowRunner; `newsbeam launch` fills in its options from configs/dataflow.yaml.
 """
 
@@ -16,8 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
+from typing import Any
 
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineRunner
 
@@ -29,6 +34,8 @@ FLINK_ALIASES = frozenset({"flink", "flink-cluster"})
 FLINK_ENV = "NEWSBEAM_FLINK_CLUSTER"
 FLINK_DEFAULT = Path(".cluster/flink/cluster.json")
 DATAFLOW_ALIASES = frozenset({"dataflow", "dataflowrunner"})
+CLUSTER_UP = "run `make cluster-up` (or set NEWSBEAM_FLINK_CLUSTER to a running cluster's cluster.json)"
+PORT_CHECK_TIMEOUT_S = 2.0
 
 
 class RunnerError(ValueError):
@@ -83,19 +90,81 @@ def flink_cluster() -> dict[str, object]:
         raise RunnerError(f"runner: cannot read the Flink cluster state {path}: {error}") from None
     if not isinstance(state, dict) or not {"job_endpoint", "worker_command"} <= state.keys():
         raise RunnerError(f"runner: {path} is not a cluster state file written by deploy/flink/cluster.py")
+    down = cluster_down_reasons(state)
+    if down:
+        raise RunnerError(f"runner: Flink cluster not running ({path}: {'; '.join(down)}); {CLUSTER_UP}")
     return state
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    return True
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=PORT_CHECK_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def cluster_down_reasons(state: dict[str, Any]) -> list[str]:
+    """Why the cluster a state file describes is not running (empty when its parts answer).
+
+    The job endpoint must accept connections; the processes it records (on this machine) must exist.
+    """
+    reasons = []
+    host, _, port = str(state["job_endpoint"]).rpartition(":")
+    if not port.isdigit() or not _port_open(host or "localhost", int(port)):
+        reasons.append(f"nothing listens on the job endpoint {state['job_endpoint']}")
+    pids = state.get("pids", {})
+    if isinstance(pids, dict):
+        gone = sorted(name for name, pid in pids.items() if isinstance(pid, int) and not _pid_alive(pid))
+        if gone:
+            reasons.append(f"processes gone: {', '.join(gone)}")
+    return reasons
+
+
+class FlinkClusterOptions(PipelineOptions):
+    """Java pipeline options newsbeam's Flink cluster sets, which Beam's Python SDK does not define.
+
+    Defined here so the portable runner sends them to the job server with the others (it drops options
+    it does not know); cluster.json lists their values (`pipeline_options`).
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        parser.add_argument(
+            "--pipeline_resources_detector_factory_class",
+            default=None,
+            help="Java: the factory of the detector of the jars a job stages (deploy/flink/cluster.py)",
+        )
 
 
 def flink_options(state: dict[str, object]) -> list[str]:
     """Pipeline flags for the local Flink cluster: its job server and the per-TaskManager worker pools.
 
     Parallelism equals the number of TaskManagers (one slot each), so every stage has a subtask, and
-    so an SDK worker, on each TaskManager. Flags given on the command line come later and win.
+    so an SDK worker, on each TaskManager. The state's `pipeline_options` are what every job on that
+    cluster needs (there: stage no jars, the runner is on the cluster's classpath). Flags given on the
+    command line come later and win.
     """
     command = json.dumps({"command": str(state["worker_command"])})
+    cluster_flags = state.get("pipeline_options", [])
+    if not isinstance(cluster_flags, list):
+        raise RunnerError(
+            f"runner: `pipeline_options` of the Flink cluster state is not a list: {cluster_flags!r}"
+        )
     return [
         f"--job_endpoint={state['job_endpoint']}",
         "--environment_type=PROCESS",
         f"--environment_config={command}",
         f"--parallelism={state.get('parallelism', 2)}",
+        *map(str, cluster_flags),
     ]

@@ -25,7 +25,6 @@ import sys
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -35,40 +34,30 @@ from apache_beam.pipeline import Pipeline
 
 from pipeline.build import DATASETS, build_stream
 from pipeline.config import ConfigError, Settings
-from pipeline.feeds import feed_list, parse_duration
+from pipeline.durations import parse_duration
+from pipeline.feeds import feed_list
+from pipeline.maintenance import MaintenanceError, check_index
 from pipeline.options import make_pipeline_options
 from pipeline.runners import LOCAL_ALIASES, make_runner
 from transforms.feed_state import FeedSource
 from transforms.parse import is_http_url
+from transforms.paths import delete_inside, list_files, validate_run_id
 from transforms.poll import PollSchedule, tick_seconds_for
 from transforms.schema import RunInfo
-from transforms.write import RUNS_DIR, join_path, remove_staging
+from transforms.store import CommitLock
+from transforms.write import (
+    RUNS_DIR,
+    StagingInUseError,
+    check_staging_free,
+    join_path,
+    recover_runs,
+    remove_staging,
+    take_staging_lease,
+)
 
-STREAM_CONFIG = Path("configs/streaming.yaml")
 STREAM_LOGGER = "newsbeam.stream"
 STREAM_JOB_SERVER_TIMEOUT = 10 * 365 * 86400  # seconds: see stream_beam_args
 log = logging.getLogger(STREAM_LOGGER)
-
-
-def add_stream_command(commands: Any) -> None:
-    stream = commands.add_parser(
-        "stream",
-        help="poll feeds continuously and write windowed Parquet until stopped",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    stream.add_argument("--config", type=Path, default=None, help=f"YAML config (default {STREAM_CONFIG})")
-    stream.add_argument(
-        "--output", default=None, help="output folder or gs:// / s3:// URL (default from config)"
-    )
-    stream.add_argument("--runner", default=None, help="prism (local), or a Beam runner name")
-    stream.add_argument("--run-id", default=None, help="id of this run (default: time and random suffix)")
-    stream.add_argument(
-        "--duration",
-        default=None,
-        metavar="AGE",
-        help="stop after this long, e.g. 90, 10m, 2h (default from config `stream.duration`: until Ctrl-C)",
-    )
 
 
 def stream_feeds(settings: Settings) -> tuple[FeedSource, ...]:
@@ -135,8 +124,7 @@ def files_of_run(output: str, run_id: str) -> dict[str, list[str]]:
     """The published files a streaming run wrote, per dataset (local outputs and object stores)."""
     found: dict[str, list[str]] = defaultdict(list)
     for dataset in DATASETS:
-        pattern = join_path(output, dataset, "**", f"part-*-{run_id}-p*.parquet")
-        for metadata in FileSystems.match([pattern])[0].metadata_list:
+        for metadata in list_files(join_path(output, dataset), ".parquet", recursive=True):
             match = _RUN_FILE.match(metadata.path.rsplit("/", 1)[-1])
             if match and match.group("run") == run_id:
                 found[dataset].append(metadata.path)
@@ -176,6 +164,7 @@ def stream_beam_args(settings: Settings, beam_args: list[str]) -> list[str]:
 def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str], run_id: str) -> int:
     from pipeline.cli import pipeline_version  # the CLI module imports this one
 
+    validate_run_id(run_id)
     if settings.runner.strip().lower() in LOCAL_ALIASES:
         raise ConfigError(
             f"runner: {settings.runner!r} runs batch pipelines only (an unbounded one never emits its "
@@ -201,6 +190,15 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
     options = make_pipeline_options(
         settings.runner, settings.beam_options, stream_beam_args(settings, beam_args)
     )
+    FileSystems.set_options(options)  # s3:// and gs:// outputs need them before the pipeline exists
+    with CommitLock(settings.output, f"recovery before stream {run_id}"):
+        recover_runs(settings.output)  # removes the staging of runs that died before their decision
+        check_index(settings.output)  # a damaged index would seed the stream's dedupe wrongly
+        try:
+            check_staging_free(settings.output, run_id)
+        except StagingInUseError as error:
+            raise MaintenanceError(str(error)) from None
+        take_staging_lease(settings.output, run_id)  # released by remove_staging when it ends
     pipeline = Pipeline(runner=make_runner(settings.runner), options=options)
     build_stream(pipeline, settings, run, schedule, feeds)
     print(
@@ -222,7 +220,7 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
                 with contextlib.suppress(Exception):  # the job may already be gone
                     result.cancel()
     if FileSystems.exists(stop_file):
-        FileSystems.delete([stop_file])
+        delete_inside(join_path(settings.output, RUNS_DIR), [stop_file])
     remove_staging(settings.output, run.run_id)
     print(stream_report(settings.output, run.run_id, state, time.time() - started))
     return 0 if state.upper().endswith("DONE") else 1

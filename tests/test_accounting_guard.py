@@ -29,7 +29,9 @@ def _commit(output: Path, fetch_rows: list[dict[str, object]]) -> None:
         staged = fetches | WritePartitionedParquet(
             str(output), "feed_fetches", FEED_FETCH_SCHEMA, ("ingest_date",), "r1"
         )
-        _ = staged | CommitRun(str(output), "r1", started, ["x"], unaccounted=fetches | CountUnaccounted())
+        _ = staged.files | CommitRun(
+            str(output), "r1", started, ["x"], unaccounted=fetches | CountUnaccounted()
+        )
 
 
 def test_a_run_whose_books_balance_commits(tmp_path: Path) -> None:

@@ -267,7 +267,7 @@ class StageAndDeduplicate(beam.PTransform):
             defaults={"version": 1},
             row_refs=article_ref,
         )
-        return staged | DeduplicateArticles(self._output, RUN.run_id)
+        return (staged.files, staged.row_refs) | DeduplicateArticles(self._output, RUN.run_id)
 
 
 def test_deduplicate_articles(tmp_path: Path) -> None:

@@ -119,6 +119,8 @@ def test_entries_equal_written_plus_duplicates_plus_dead_letters_for_every_input
         if f["entries"] != f["articles_written"] + f["duplicates"] + f["dead_letters"]
     ]
     assert broken == []
+    # The default fetch.max_entries_per_feed is above every corpus feed: nothing is cut.
+    assert [f["source"] for f in fetches if f["entries_cut"]] == []
     # And the totals agree with what the readers find.
     articles = corpus_run.rows("articles")
     assert sum(f["articles_written"] for f in fetches) == len(articles)
@@ -372,7 +374,7 @@ def test_cdf_is_a_feed_format_and_an_empty_cdf_channel_is_empty() -> None:
     assert parse_input(b"<catalog><book id='1'/></catalog>", "x.xml").outcome == Outcome.NOT_A_FEED
 
 
-def test_an_ill_formed_feed_without_entries_names_its_warning() -> None:
+def test_an_ill_formed_feed_names_its_warning_and_without_entries_is_malformed() -> None:
     truncated = b'<?xml version="1.0"?><rss version="2.0"><channel><title>Cut</title><item><title>Half'
     parsed = parse_input(truncated, "cut.xml")
     assert (parsed.outcome, parsed.error_type, len(parsed.entries)) == (
@@ -380,9 +382,10 @@ def test_an_ill_formed_feed_without_entries_names_its_warning() -> None:
         "SAXParseException",
         1,
     )
+    # Cut short before any entry: a broken input (a dead letter), not a quiet feed.
     empty_channel = parse_input(b'<?xml version="1.0"?><rss version="2.0"><channel><title>x</title>', "x.xml")
-    assert empty_channel.outcome == Outcome.EMPTY
-    assert empty_channel.error_type == "SAXParseException" and "no element found" in (
+    assert empty_channel.outcome == Outcome.NOT_A_FEED
+    assert empty_channel.error_type == "malformed_feed" and "no element found" in (
         empty_channel.message or ""
     )
 
@@ -435,3 +438,14 @@ def test_words_that_merely_look_like_foreign_months_make_no_date() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert parse_timestamp("Out of office", None, now) == (None, None)
     assert parse_timestamp("Seg, 32 Set 2018 19:42:40 -0300", None, now) == (None, None)
+
+
+@pytest.mark.corpus
+def test_a_capped_real_feed_gives_the_first_entries_as_they_are_and_counts_the_rest(corpus: Path) -> None:
+    # Past the cap the strict parser only counts entries: what it reads must not change.
+    for feed in _real_feeds(corpus.resolve()):
+        body = (corpus / feed["path"]).read_bytes()
+        whole, capped = parse_input(body, feed["path"]), parse_input(body, feed["path"], max_entries=3)
+        assert capped.entries == whole.entries[:3], feed["path"]
+        assert len(capped.entries) + capped.entries_cut == len(whole.entries), feed["path"]
+        assert (capped.feed_title, capped.feed_format) == (whole.feed_title, whole.feed_format), feed["path"]

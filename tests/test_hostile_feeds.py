@@ -182,7 +182,9 @@ def test_stream_polls_of_a_feed_with_credentials_use_them_and_record_them_redact
     s.route("/new-home", _behind_basic_auth(feed_reply(rss("moved", 1))))
     s.route("/moved", _behind_basic_auth(Reply(301, headers={"Location": "/new-home"})))
     listed = f"http://{USER}:{PASSWORD}@{s.host}:{s.port}/moved"
-    poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(listed),))
+    poll = _PollFeedFn(
+        FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(listed),), max_entries=100
+    )
     poll.setup()
     conditions = _ConditionsState()
     try:

@@ -303,7 +303,7 @@ def test_an_html_page_is_not_a_feed(body: bytes) -> None:
         (b"", None, "empty_body"),
         (b"   \n\t ", None, "empty_body"),
         (b"{not json", None, "invalid_json"),
-        (b'{"title": "x", "items": []}', None, "not_a_json_feed"),
+        (b'{"title": "x", "entries": []}', None, "not_a_json_feed"),
         (b'{"version": "https://example.com/version/1", "items": []}', None, "not_a_json_feed"),
         (b"[1, 2, 3]", None, "not_a_json_feed"),
         (b"plain words", "application/json", "invalid_json"),
@@ -434,3 +434,169 @@ def test_an_empty_seed_file_is_empty(body: bytes) -> None:
     assert parsed.outcome == Outcome.EMPTY
     assert parsed.entries == []
     assert parsed.message == "the file holds no text"
+
+
+# --- what other feed readers make of the same input (gofeed, rss-parser) ---------------------
+
+RSS20_DC_DATE = b"""<?xml version="1.0"?><rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"
+ xmlns:dcterms="http://purl.org/dc/terms/"><channel><title>T</title>
+<item><title>Only dc:date</title><link>https://e.example/1</link>
+  <dc:date>2024-03-04T09:15:00+02:00</dc:date></item>
+<item><title>Both</title><link>https://e.example/2</link>
+  <pubDate>Mon, 04 Mar 2024 09:15:00 +0200</pubDate><dc:date>2024-03-05T10:00:00Z</dc:date></item>
+<item><title>Modified only</title><link>https://e.example/3</link>
+  <dcterms:modified>2024-03-06T10:00:00Z</dcterms:modified></item>
+<item><title>dc:date, then modified</title><link>https://e.example/4</link>
+  <dc:date>2024-03-04T09:15:00+02:00</dc:date><dcterms:modified>2024-03-06T10:00:00Z</dcterms:modified></item>
+</channel></rss>"""
+
+
+def test_an_rdf_item_dated_only_by_dc_date_is_published_then() -> None:
+    # feedparser files dc:date as `updated`; every other reader takes it as the publication date.
+    [entry] = parse_input(RDF, "feed").entries
+    assert entry["published"] == "2024-03-04T09:15:00+02:00"
+    assert entry["published_epoch"] == 1709536500
+    assert entry["published_field"] == "dc:date"
+    assert (entry["updated"], entry["updated_epoch"], entry["updated_field"]) == (None, None, None)
+
+
+def test_dc_date_is_the_publication_date_only_when_the_item_has_none() -> None:
+    only, both, modified, dc_then_modified = parse_input(RSS20_DC_DATE, "feed").entries
+    assert (only["published_field"], only["published"], only["updated"]) == (
+        "dc:date",
+        "2024-03-04T09:15:00+02:00",
+        None,
+    )
+    # A pubDate is the publication date; dc:date beside it stays what feedparser makes of it.
+    assert (both["published_field"], both["updated_field"]) == ("published", "updated")
+    assert both["updated"] == "2024-03-05T10:00:00Z"
+    # dcterms:modified is an update time, whether or not a dc:date came before it.
+    assert (modified["published_field"], modified["updated"]) == (None, "2024-03-06T10:00:00Z")
+    assert dc_then_modified["published_field"] is None
+    assert dc_then_modified["updated"] == "2024-03-06T10:00:00Z"
+
+
+RSS_LINK_ATTRIBUTES = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
+<link uri="at://did:plc:feed/app.bsky.feed.generator/news">https://e.example/</link>
+<item><title>at-uri attribute, http text</title>
+  <link uri="at://did:plc:abc/app.bsky.feed.post/1">http://example.com/item</link></item>
+<item><title>at-uri attribute, no text</title><link uri="at://did:plc:abc/app.bsky.feed.post/2"/></item>
+<item><title>http attribute and text</title><link href="https://a.example/x">https://b.example/y</link></item>
+<item><title>at-uri attribute, text that is no URL</title>
+  <link uri="at://did:plc:abc/app.bsky.feed.post/3">see above</link></item>
+</channel></rss>"""
+
+
+def test_an_http_link_text_wins_over_a_non_http_attribute() -> None:
+    parsed = parse_input(RSS_LINK_ATTRIBUTES, "feed")
+    text_wins, no_text, both_http, no_url_text = (e["link"] for e in parsed.entries)
+    assert text_wins == "http://example.com/item"
+    assert no_text == "at://did:plc:abc/app.bsky.feed.post/2"  # nothing better: the attribute is kept
+    assert both_http == "https://a.example/x"  # feedparser's choice where the attribute is http(s)
+    assert no_url_text == "at://did:plc:abc/app.bsky.feed.post/3"
+    assert parsed.entries[0]["feed_link"] == "https://e.example/"
+
+
+def test_a_relative_link_text_resolved_against_the_feed_wins_too() -> None:
+    body = RSS_LINK_ATTRIBUTES.replace(b"http://example.com/item", b"/item/1")
+    parsed = parse_input(body, "https://news.example/rss", base_url="https://news.example/rss")
+    assert parsed.entries[0]["link"] == "https://news.example/item/1"
+
+
+@pytest.mark.parametrize(
+    ("version", "feed_format"),
+    [
+        ("1.1", "json11"),
+        ("1.0", "json10"),
+        ("1", "json10"),
+        (None, "json"),
+        ("https://jsonfeed.org/version/2", "json"),
+    ],
+)
+def test_a_json_feed_with_a_bare_or_missing_version_is_read_with_a_warning(
+    version: str | None, feed_format: str
+) -> None:
+    document = json.loads(json_feed())
+    if version is None:
+        del document["version"]
+    else:
+        document["version"] = version
+    parsed = parse_input(json.dumps(document).encode(), "https://example.com/feed.json")
+    assert parsed.outcome == Outcome.OK_WITH_WARNINGS
+    assert parsed.feed_format == feed_format
+    assert parsed.error_type == "json_feed_version"
+    assert (
+        parsed.message
+        and "version" in parsed.message
+        and "https://jsonfeed.org/version/1.1" in parsed.message
+    )
+    [entry] = parsed.entries
+    assert entry["title"] == "Council approves new bridge"
+    assert entry["link"] == "https://example.com/news/bridge"
+
+
+def test_a_json_object_with_empty_items_and_no_version_is_an_empty_feed_with_a_warning() -> None:
+    parsed = parse_input(b'{"title": "x", "items": []}', "f")
+    assert parsed.outcome == Outcome.EMPTY
+    assert parsed.error_type == "json_feed_version"
+    assert parsed.message
+
+
+TRUNCATED_RSS = b"<rss><channel><title>broken"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        TRUNCATED_RSS,
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title></channel>',
+        b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>T</title><ent',
+    ],
+    ids=["rss-title", "rss-unclosed", "atom-cut-in-a-tag"],
+)
+def test_a_feed_that_is_not_well_formed_and_gives_no_entries_is_malformed(body: bytes) -> None:
+    parsed = parse_input(body, "f")
+    assert parsed.outcome == Outcome.NOT_A_FEED
+    assert parsed.error_type == "malformed_feed"
+    assert parsed.message and parsed.message.startswith("SAXParseException: ")  # the parser's own words
+    assert parsed.feed_format  # what feedparser saw it was, for the fetch row
+    assert parsed.entries == []
+
+
+def test_a_well_formed_empty_feed_with_an_encoding_warning_stays_empty() -> None:
+    # Bozo, but for its bytes (declared utf-8, written in windows-1252), not for its structure.
+    body = (
+        b'<?xml version="1.0" encoding="utf-8"?>'
+        b'<rss version="2.0"><channel><title>Caf\xe9</title></channel></rss>'
+    )
+    parsed = parse_input(body, "f")
+    assert parsed.outcome == Outcome.EMPTY
+    assert parsed.feed_title == "Caf\xe9"
+    assert parsed.error_type == "CharacterEncodingOverride"
+
+
+def test_an_empty_feed_whose_only_fault_is_an_html_entity_stays_empty() -> None:
+    # Not well-formed XML (`&aacute;` is HTML's), but read to its end: a valid feed without entries.
+    body = b'<?xml version="1.0"?><rss version="2.0"><channel><title>Caf&eacute;</title></channel></rss>'
+    parsed = parse_input(body, "f")
+    assert parsed.outcome == Outcome.EMPTY
+    assert parsed.feed_title == "Caf\xe9"
+    assert parsed.message and "undefined entity" in parsed.message
+
+
+def test_an_ill_formed_feed_read_by_the_loose_parser_follows_the_same_rules() -> None:
+    # `&bogus;` sends feedparser to its loose parser, whose handlers get the same two rules.
+    body = b"""<rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/">
+<channel><title>T &bogus;</title>
+<item><title>A</title><link uri="at://did:plc:abc/app.bsky.feed.post/1">http://example.com/item</link></item>
+<item><title>B</title><link>http://example.com/b</link><dc:date>2024-03-04T09:15:00Z</dc:date></item>
+</channel></rss>"""
+    parsed = parse_input(body, "f")
+    assert parsed.outcome == Outcome.OK_WITH_WARNINGS
+    first, second = parsed.entries
+    assert first["link"] == "http://example.com/item"
+    assert (second["published_field"], second["published"], second["updated"]) == (
+        "dc:date",
+        "2024-03-04T09:15:00Z",
+        None,
+    )

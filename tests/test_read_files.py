@@ -82,3 +82,39 @@ def test_a_file_over_the_size_cap_is_a_clear_error_and_a_dead_letter(tmp_path: P
     exactly = outputs(size)  # a file of exactly the cap is read
     assert [r["outcome"] for r in exactly[FETCHES]] == ["empty"]
     assert exactly[DEAD_LETTERS] == []
+
+
+def _read(path: Path, settings: ReadSettings | None = None) -> dict[str, list[Any]]:
+    got: dict[str, list[Any]] = {"entries": [], FETCHES: [], DEAD_LETTERS: []}
+    for output in read_file(str(path), settings or ReadSettings(), datetime.now(UTC), time.monotonic()):
+        if isinstance(output, beam.pvalue.TaggedOutput):
+            got[output.tag].append(output.value)
+        else:
+            got["entries"].append(output)
+    return got
+
+
+def test_a_truncated_feed_file_is_a_dead_letter_with_the_parsers_message(tmp_path: Path) -> None:
+    feed = tmp_path / "cut.xml"
+    feed.write_bytes(b"<rss><channel><title>broken")
+    got = _read(feed)
+    (row,) = got[FETCHES]
+    assert (row["outcome"], row["error_type"], row["entries"]) == ("not_a_feed", "malformed_feed", 0)
+    (letter,) = got[DEAD_LETTERS]
+    assert (letter["stage"], letter["error_type"], letter["entry_ref"]) == ("parse", "malformed_feed", None)
+    assert letter["message"] == row["message"]
+    assert "SAXParseException" in letter["message"] and "no element found" in letter["message"]
+    assert letter["excerpt"] == "<rss><channel><title>broken"
+    assert got["entries"] == []
+
+
+def test_a_json_feed_without_its_version_url_is_read_and_the_fetch_row_says_so(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.json"
+    feed.write_text('{"version": "1.1", "title": "T", "items": [{"id": "1", "title": "One"}]}')
+    got = _read(feed)
+    (row,) = got[FETCHES]
+    assert (row["outcome"], row["feed_format"], row["entries"]) == ("ok_with_warnings", "json11", 1)
+    assert row["error_type"] == "json_feed_version"
+    assert "'1.1'" in row["message"]
+    assert got[DEAD_LETTERS] == []
+    assert [e["title"] for e in got["entries"]] == ["One"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import unquote
@@ -14,7 +15,7 @@ import pytest
 
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, TIMESTAMP
 from transforms.write import (
-    MAX_PARTITION_VALUE_CHARS,
+    MAX_PARTITION_SEGMENT_BYTES,
     NULL_PARTITION,
     ParquetSettings,
     StagedFile,
@@ -43,8 +44,18 @@ HOSTILE = [
     "~user",
     "*?[]",
     "日本語",
+    "a\u202eb",  # a right-to-left override
+    "a\u2028b",  # a line separator
+    "a\uff0fb",  # a fullwidth solidus
+    "a\u2215b",  # a division slash
+    "\u200d",  # a zero-width joiner
     "x" * 1000,
+    "д" * 1000,
 ]
+
+
+def _kept_raw(ch: str) -> bool:
+    return ch.isascii() or unicodedata.category(ch)[0] in "LMN"
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -54,8 +65,8 @@ def test_an_escaped_value_is_one_safe_segment(value: str) -> None:
     assert not escaped.startswith(".")
     assert "/" not in escaped and "\\" not in escaped and "\x00" not in escaped and "\n" not in escaped
     assert "=" not in escaped
-    assert len(escaped) <= MAX_PARTITION_VALUE_CHARS
-    assert escaped.isascii()
+    assert len(escaped.encode("utf-8")) <= MAX_PARTITION_SEGMENT_BYTES
+    assert all(_kept_raw(ch) for ch in escaped)  # letters, marks, digits of any script; all else %XX
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -82,7 +93,10 @@ def test_no_value_writes_outside_the_dataset(tmp_path: Path, value: str) -> None
         (".", "%2E"),
         ("..", "%2E."),
         ("a b", "a%20b"),
-        ("日本", "%E6%97%A5%E6%9C%AC"),
+        ("日本", "日本"),
+        ("日本 語", "日本%20語"),
+        ("a\u202eb", "a%E2%80%AEb"),
+        ("a\uff0fb", "a%EF%BC%8Fb"),
         ("", NULL_PARTITION),
         (None, NULL_PARTITION),
         (42, "42"),
@@ -92,7 +106,9 @@ def test_hive_escapes(value: object, expected: str) -> None:
     assert escape_partition_value(value) == expected
 
 
-@pytest.mark.parametrize("value", ["en", "a b", "%2F", "../x", "日本語", "key=value", "C:\\temp"])
+@pytest.mark.parametrize(
+    "value", ["en", "a b", "%2F", "../x", "日本語", "key=value", "C:\\temp", "a\u202eb", "é" * 120]
+)
 def test_short_values_round_trip(value: str) -> None:
     assert unquote(escape_partition_value(value)) == value
 
@@ -102,7 +118,9 @@ def test_very_long_values_are_bounded_distinct_and_decodable(unit: str) -> None:
     first = unit * 300 + "1"
     second = unit * 300 + "2"
     one, two = escape_partition_value(first), escape_partition_value(second)
-    assert len(one) <= MAX_PARTITION_VALUE_CHARS and len(two) <= MAX_PARTITION_VALUE_CHARS
+    assert (
+        len(one.encode()) <= MAX_PARTITION_SEGMENT_BYTES and len(two.encode()) <= MAX_PARTITION_SEGMENT_BYTES
+    )
     assert one != two
     assert escape_partition_value(first) == one  # stable
     head, _, digest = one.rpartition("~")
@@ -188,3 +206,43 @@ def test_a_full_writer_buffer_writes_its_largest_partition(tmp_path: Path) -> No
         ("language=en", 2),
     ]
     assert sum(pq.read_table(s.staged_path).num_rows for s in staged) == len(languages)
+
+
+def test_a_whole_segment_with_its_key_fits_the_filesystems_name_limit(tmp_path: Path) -> None:
+    fits, too_long = "a" * (MAX_PARTITION_SEGMENT_BYTES - len("source_domain=")), "д" * 200
+    assert partition_path({"source_domain": fits}, ("source_domain",)) == f"source_domain={fits}"
+    segment = partition_path({"source_domain": too_long}, ("source_domain",))
+    assert len(segment.encode()) <= MAX_PARTITION_SEGMENT_BYTES and "~" in segment
+    (tmp_path / segment).mkdir()  # the filesystem takes the name
+
+
+CYRILLIC_HOST = "мвд.министерство-образования-и-науки-российской-федерации.рф"
+
+
+@pytest.mark.e2e
+def test_a_long_idn_host_reads_back_exactly_from_its_partition_folder(tmp_path: Path) -> None:
+    """`source_domain` lives only in the folder names: DuckDB and pyarrow.dataset must decode the host."""
+    import duckdb
+    import pyarrow.dataset as ds
+
+    from pipeline.cli import main
+    from tests.test_incremental import write_feed
+
+    assert len(CYRILLIC_HOST) == 60
+    inputs, output = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    write_feed(inputs / "feed.xml", ["Учёные описали, как перелётные птицы находят дорогу ночью над морем."])
+    feed = (inputs / "feed.xml").read_text(encoding="utf-8")
+    (inputs / "feed.xml").write_text(feed.replace("example.com", CYRILLIC_HOST), encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"output: {output}\ninputs: [{inputs}]\npartition_by: [source_domain]\n", encoding="utf-8"
+    )
+
+    assert main(["run", "--config", str(config)]) == 0
+
+    glob = f"{output}/articles/**/*.parquet"
+    read_back = duckdb.sql(f"SELECT source_domain FROM read_parquet('{glob}', hive_partitioning = true)")
+    assert read_back.fetchall() == [(CYRILLIC_HOST,)]
+    dataset = ds.dataset(output / "articles", format="parquet", partitioning="hive")
+    assert dataset.to_table(columns=["source_domain"]).column("source_domain").to_pylist() == [CYRILLIC_HOST]

@@ -1,9 +1,10 @@
 """CountPerSource: complete each input's `feed_fetches` row with what became of its entries.
 
 For every input: entries found = articles written + duplicates dropped + dead letters + already
-stored (entries an earlier run stored in the same version). The counts come from the written files,
-the duplicates, the record-level dead letters of every stage and the already stored entries, keyed
-by source and joined with the fetch rows.
+stored (entries an earlier run stored in the same version) + entries cut (beyond the per-feed cap,
+counted by the reader itself). The counts come from the written files, the duplicates, the
+record-level dead letters of every stage and the already stored entries, keyed by source and
+joined with the fetch rows.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def complete_rows(source: str, grouped: dict[str, Iterable[Any]]) -> Iterator[Re
 
 
 def unaccounted_entries(row: Record) -> int:
-    """Entries of one input that are neither written, duplicates, dead letters nor already stored."""
-    return int(row.get("entries") or 0) - sum(int(row.get(field) or 0) for field in COUNT_FIELDS)
+    """Entries of one input that are neither written, duplicates, dead letters, already stored nor cut."""
+    explained = sum(int(row.get(field) or 0) for field in (*COUNT_FIELDS, "entries_cut"))
+    return int(row.get("entries") or 0) - explained
 
 
 class CountUnaccounted(beam.PTransform):

@@ -2,7 +2,9 @@
 
 `article_id` is stable across runs and machines: the hash of the canonical URL when the article
 has an absolute http(s) link; else of the source and the entry's own id; else of the content.
-A relative link never makes an id (it would collide across feeds).
+A relative link never makes an id (it would collide across feeds). The source in an id is its
+`source_key`: for a file the resolved path, so that a file typed as `feeds/a.xml`, `./feeds/a.xml`,
+its absolute path or through a symlink gives the same ids (`source` keeps the path as typed).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.schema import SCHEMA_VERSION, Record, RunInfo, Stage, failed_article
+from transforms.schema import SCHEMA_VERSION, SOURCE_KEY, Record, RunInfo, Stage, failed_article
 
 DEAD_LETTERS = "dead_letters"
 WORDS_PER_MINUTE = 230
@@ -76,7 +78,10 @@ def enrich_article(article: Record, run: RunInfo) -> Record:
     title, text = article.get("title") or "", article.get("text") or ""
     hashed = content_hash(title, text)
     article_id, id_source = make_article_id(
-        article.get("canonical_url"), article["source"], article.get("entry_id"), hashed
+        article.get("canonical_url"),
+        article.get(SOURCE_KEY) or article["source"],
+        article.get("entry_id"),
+        hashed,
     )
     words = count_words(title) + count_words(text)
     article.update(

@@ -14,9 +14,9 @@ import html
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import apache_beam as beam
@@ -29,7 +29,7 @@ from dateutil import parser as date_parser
 from w3lib.url import canonicalize_url
 
 from transforms.parse import RawEntry, is_http_url
-from transforms.schema import Record, Stage, dead_letter
+from transforms.schema import SOURCE_KEY, Record, Stage, dead_letter, entry_ref
 
 DEAD_LETTERS = "dead_letters"
 
@@ -302,7 +302,7 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Record:
         entry.get("published"), entry.get("published_epoch"), now
     )
     updated_at, updated_offset = parse_timestamp(entry.get("updated"), entry.get("updated_epoch"), now)
-    return {
+    article: Record = {
         "source": entry["source"],
         "source_type": entry["source_type"],
         "ordinal": entry.get("ordinal", 0),
@@ -324,12 +324,10 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Record:
         "updated_at_source": f"feed:{entry.get('updated_field')}" if updated_at else "none",
         "language_declared_raw": entry.get("entry_language") or entry.get("feed_language"),
     }
-
-
-def entry_ref(entry: RawEntry | Record) -> str:
-    return str(
-        entry.get("entry_id") or entry.get("link") or entry.get("url") or f"#{entry.get('ordinal', 0)}"
-    )
+    key = cast(Mapping[str, Any], entry).get(SOURCE_KEY)  # set by the read stage, not the parser
+    if key:
+        article[SOURCE_KEY] = key
+    return article
 
 
 class _NormalizeFn(beam.DoFn):

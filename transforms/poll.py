@@ -47,7 +47,13 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from transforms.feed_state import FeedSource
 from transforms.fetch import FetchResult, FetchSettings, carry_credentials, fetch, make_session, redact_url
 from transforms.parse import ParsedInput
-from transforms.read import DEAD_LETTERS, FETCHES, fetched_to_outputs, parsed_to_outputs
+from transforms.read import (
+    DEAD_LETTERS,
+    FETCHES,
+    MAX_ENTRIES_PER_FEED,
+    fetched_to_outputs,
+    parsed_to_outputs,
+)
 from transforms.schema import Outcome, Record, SourceType
 
 # An open-ended stream still needs a finite offset range; this one outlasts any deployment.
@@ -221,9 +227,10 @@ class _PollFeedFn(beam.DoFn):
     CONDITIONS = userstate.ReadModifyWriteStateSpec("conditions", StrUtf8Coder())
     _CONDITIONS_PARAM = beam.DoFn.StateParam(CONDITIONS)
 
-    def __init__(self, settings: FetchSettings, feeds: tuple[FeedSource, ...]) -> None:
+    def __init__(self, settings: FetchSettings, feeds: tuple[FeedSource, ...], max_entries: int) -> None:
         self._settings = settings
         self._feeds = {feed.url: feed for feed in feeds}
+        self._max_entries = max_entries
         self._polls = Metrics.counter("poll", "feeds_polled")
         self._not_modified = Metrics.counter("poll", "not_modified")
         self._entries = Metrics.counter("poll", "entries")
@@ -249,7 +256,11 @@ class _PollFeedFn(beam.DoFn):
                 etag=known.get("etag"),
                 last_modified=known.get("last_modified"),
             )
-            outputs = list(fetched_to_outputs(url, result, started_at, clock, feed=self._feeds.get(url)))
+            outputs = list(
+                fetched_to_outputs(
+                    url, result, started_at, clock, feed=self._feeds.get(url), max_entries=self._max_entries
+                )
+            )
         except Exception as error:  # fetch() and parsing never raise; a bug stays this poll's, as in batch
             message = redact_url(f"{type(error).__name__}: {error}")
             parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=message)
@@ -283,6 +294,7 @@ class PollFeeds(beam.PTransform):
         tick_seconds: float,
         default_interval: float,
         settings: FetchSettings,
+        max_entries_per_feed: int = MAX_ENTRIES_PER_FEED,
     ) -> None:
         super().__init__()
         if not feeds:
@@ -291,6 +303,7 @@ class PollFeeds(beam.PTransform):
         self._tick_seconds = tick_seconds
         self._default = default_interval
         self._settings = settings
+        self._max_entries = max_entries_per_feed
 
     def expand(self, ticks: PCollection) -> tuple[PCollection, PCollection, PCollection]:
         feeds, tick_seconds, default = self._feeds, self._tick_seconds, self._default
@@ -302,7 +315,7 @@ class PollFeeds(beam.PTransform):
             ).with_output_types(tuple[str, int])
             # Keyed by feed URL: each feed's conditions are its own state, and polls spread over workers.
             | "FetchFeed"
-            >> beam.ParDo(_PollFeedFn(self._settings, feeds)).with_outputs(
+            >> beam.ParDo(_PollFeedFn(self._settings, feeds, self._max_entries)).with_outputs(
                 FETCHES, DEAD_LETTERS, main="entries"
             )
         )

@@ -6,19 +6,30 @@ host) so that reading runs in parallel. Each input gives exactly one `feed_fetch
 named outcome, and a dead letter when it fails: a broken feed, an HTTP error, a timeout or
 undecodable bytes never stop the run. A feed URL is recorded (as `source`, in the fetch row, the
 dead letter and the feed state) redacted: credentials in it are used for the request only.
+
+Local patterns are expanded by a walk that always ends: symlinks are followed, but each folder
+is entered once (by device and inode), so links that loop cannot make it run for ever. A path
+that is no regular file (a FIFO, a socket, a device) is never opened for reading, where it could
+block for ever: it gets a `skipped` row saying what it is. A file name that is not UTF-8 travels
+as text with each undecodable byte written `\\xNN` (`path_as_text`), the form every dataset shows;
+the file is opened under its real name (`path_from_text`).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import heapq
 import os
 import queue
+import re
+import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import apache_beam as beam
@@ -49,8 +60,24 @@ from transforms.fetch import (
     redact_url,
     split_credentials,
 )
-from transforms.parse import ParsedInput, is_http_url, parse_input, parse_seed_file
-from transforms.schema import Outcome, Record, SourceType, Stage, dead_letter
+from transforms.parse import (
+    TOO_MANY_ENTRIES,
+    ParsedInput,
+    RawEntry,
+    is_http_url,
+    parse_input,
+    parse_seed_file,
+)
+from transforms.schema import (
+    SOURCE_KEY,
+    Outcome,
+    Record,
+    SourceType,
+    Stage,
+    dead_letter,
+    escaped_text,
+    valid_text,
+)
 
 FETCHES = "fetches"
 DEAD_LETTERS = "dead_letters"
@@ -61,12 +88,17 @@ FEED_STATES = "feed_states"
 SEED_EXTENSIONS = (".txt",)
 FEED_EXTENSIONS = (".xml", ".rss", ".atom", ".rdf", ".json", ".feed", ".cdf")
 MAX_FILE_BYTES = 50 * 1024 * 1024
+# Entries read from one feed. A feed is read, and its entries processed, by one worker inside one
+# fused stage (no reshuffle of whole records), so one feed's cost must be bounded: 200,000 entries
+# took one worker 941 s. Far above every real feed seen (the largest in the corpora has 1,046).
+MAX_ENTRIES_PER_FEED = 10_000
 
 
 @dataclass(frozen=True)
 class ReadSettings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     max_file_bytes: int = MAX_FILE_BYTES
+    max_entries_per_feed: int = MAX_ENTRIES_PER_FEED
     # Feeds over HTTP: the listed feeds' hints by URL, the per-feed state file (None: no state,
     # every feed is fetched unconditionally) and whether to ignore ttl and failure backoff.
     feeds: Mapping[str, FeedSource] = field(default_factory=dict)
@@ -87,17 +119,80 @@ def _wanted_in_folder(path: str) -> bool:
     return lowered.endswith(SEED_EXTENSIONS + FEED_EXTENSIONS) or "." not in name
 
 
+# --- file names as text ---------------------------------------------------------------------------
+#
+# Linux file names are bytes; Python hands out the undecodable ones with lone surrogates
+# (surrogateescape), which Beam's coders and Arrow reject. Inside the pipeline a local path is text
+# in which each undecodable byte is written `\xNN` (Python's backslashreplace) and a backslash that
+# would read as such an escape is written `\x5c`, so the text maps back to exactly one name.
+# Valid UTF-8 names (nearly all) are their own text.
+
+_BYTE_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+_LOOKS_ESCAPED = re.compile(rb"\\(?=x[0-9a-fA-F]{2})")
+
+
+def path_as_text(path: str) -> str:
+    """A local path (as `os` gives it) as valid UTF-8 text: the form `source` shows."""
+    raw = os.fsencode(path)
+    if b"\\x" in raw:
+        raw = _LOOKS_ESCAPED.sub(rb"\\x5c", raw)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def pattern_as_text(pattern: str) -> str:
+    """An input pattern as the pipeline carries it: a local path as `path_as_text`, a URL unchanged."""
+    return pattern if "://" in pattern else path_as_text(pattern)
+
+
+def path_from_text(text: str) -> str:
+    """The local path `path_as_text` made `text` from (the name to open)."""
+    if "\\x" not in text:
+        return text
+    parts, last = [], 0
+    for match in _BYTE_ESCAPE.finditer(text):
+        parts += [text[last : match.start()].encode("utf-8"), bytes([int(match.group(1), 16)])]
+        last = match.end()
+    parts.append(text[last:].encode("utf-8"))
+    return os.fsdecode(b"".join(parts))
+
+
+def source_key_of(path: str) -> str:
+    """What identifies a file in ids: its resolved path (absolute, symlinks followed), as text."""
+    if "://" in path:
+        return path
+    return path_as_text(os.path.realpath(path_from_text(path)))
+
+
+# --- pattern expansion ------------------------------------------------------------------------------
+
+
 def expand_pattern(pattern: str) -> Iterator[str]:
     """The files (or the URL) an input pattern names, in a stable order."""
     if is_http_url(pattern):
         yield pattern
         return
+    if "://" in pattern:
+        yield from _expand_remote(pattern)
+        return
+    local = path_from_text(pattern)
+    if glob.has_magic(local):
+        paths = sorted(set(_local_glob(local)))
+    elif os.path.lexists(local) and not os.path.isdir(local):
+        paths = [local]
+    else:
+        paths = sorted(p for p in _walk(local, ["**"], 0, set()) if _wanted_in_folder(p))
+    if not paths:
+        raise FileNotFoundError(f"no input matches {pattern}")
+    yield from (path_as_text(path) for path in paths)
+
+
+def _expand_remote(pattern: str) -> Iterator[str]:
     is_glob = any(ch in pattern for ch in "*?[")
-    if not is_glob and FileSystems.exists(pattern) and not _is_folder(pattern):
+    if not is_glob and not pattern.endswith("/") and FileSystems.exists(pattern):
         yield pattern
         return
     query = pattern if is_glob else FileSystems.join(pattern.rstrip("/"), "**")
-    paths = sorted(_match(query))
+    paths = sorted(m.path for m in FileSystems.match([query])[0].metadata_list)
     if not is_glob:
         paths = [p for p in paths if _wanted_in_folder(p)]
     if not paths:
@@ -105,32 +200,114 @@ def expand_pattern(pattern: str) -> Iterator[str]:
     yield from paths
 
 
-def _match(query: str) -> list[str]:
-    if "://" in query:
-        return [m.path for m in FileSystems.match([query])[0].metadata_list]
-    import glob
+def _local_glob(pattern: str) -> Iterator[str]:
+    """Python's glob (`*`, `?`, `[...]` within a name, `**` across folders, hidden names only when
+    the pattern spells their dot), but over a walk that ends whatever the symlinks.
 
-    # Beam's local match silently skips what it cannot stat (a dangling symlink, a file removed
-    # while listing), and such an input would vanish without its fetch row; Python's glob lists
-    # it, and reading it then fails into a dead letter.
-    return [path for path in glob.glob(query, recursive=True) if not os.path.isdir(path)]
+    Python's own glob follows symlinked folders without remembering them: a link to `.` makes
+    `**` list paths until the kernel's 40-link limit, and two such links 2^40 of them. Dangling
+    links and other non-folders are listed (reading them then fails into a dead letter or a
+    `skipped` row), folders are not.
+    """
+    absolute = pattern.startswith("/")
+    parts = [part for part in pattern.split("/") if part]
+    yield from _walk("/" if absolute else "", parts, 0, set())
 
 
-def _is_folder(path: str) -> bool:
-    if "://" in path:
-        return path.endswith("/")
-    return os.path.isdir(path)
+def _walk(folder: str, parts: list[str], at: int, visited: set[tuple[int, int, int]]) -> Iterator[str]:
+    """The non-folders under `folder` matching `parts[at:]`.
+
+    `visited` holds (device, inode, position in the pattern) of every folder a `**` entered: each
+    folder is walked once per position, so the walk is bounded by folders x pattern parts.
+    """
+    part, last = parts[at], at == len(parts) - 1
+    if part == "**":
+        identity = _folder_identity(folder)
+        if identity is None or (*identity, at) in visited:
+            return
+        visited.add((*identity, at))
+        if not last:
+            yield from _walk(folder, parts, at + 1, visited)
+        for name, path, is_folder in _entries(folder):
+            if name.startswith("."):
+                continue
+            if is_folder:
+                yield from _walk(path, parts, at, visited)
+            elif last:
+                yield path
+    elif glob.has_magic(part):
+        for name, path, is_folder in _entries(folder):
+            if name.startswith(".") and not part.startswith("."):
+                continue
+            if not fnmatch.fnmatchcase(name, part):
+                continue
+            if last and not is_folder:
+                yield path
+            elif not last and is_folder:
+                yield from _walk(path, parts, at + 1, visited)
+    else:
+        path = os.path.join(folder, part) if folder else part
+        if last:
+            if os.path.lexists(path) and not os.path.isdir(path):
+                yield path
+        elif os.path.isdir(path):
+            yield from _walk(path, parts, at + 1, visited)
+
+
+def _folder_identity(folder: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(folder or ".")
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _entries(folder: str) -> list[tuple[str, str, bool]]:
+    """(name, path, is a folder, symlinks followed) of a folder's entries, by name; none if unreadable."""
+    try:
+        with os.scandir(folder or ".") as scan:
+            entries = [
+                (e.name, os.path.join(folder, e.name) if folder else e.name, _is_folder_entry(e))
+                for e in scan
+            ]
+    except OSError:
+        return []
+    return sorted(entries)
+
+
+def _is_folder_entry(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks; False for a dangling or looping link
+    except OSError:
+        return False
 
 
 def fetch_row(source: str, source_type: str, started_at: datetime, **values: Any) -> Record:
+    """One input's `feed_fetches` row, its text made valid UTF-8 (`escaped_text`): always writable."""
     row: Record = {
-        "source": source,
+        "source": escaped_text(source),
         "source_type": str(source_type),
         "started_at": started_at,
         "entries": 0,
+        "entries_cut": 0,
     }
-    row.update(values)
+    row.update((k, escaped_text(v) if isinstance(v, str) else v) for k, v in values.items())
     return row
+
+
+def valid_entry(entry: RawEntry) -> RawEntry:
+    """An entry whose text is valid Unicode (`valid_text`); the same entry when it already is.
+
+    A lone surrogate (JSON Feed's `\\ud800`) in any record makes Beam fail the bundle when it
+    samples the element's size, wherever that happens: text is repaired here, before it travels.
+    """
+    values = cast(dict[str, Any], entry)  # a TypedDict, walked by key
+    for key, value in values.items():
+        if isinstance(value, str):
+            values[key] = valid_text(value)
+        elif isinstance(value, list):
+            values[key] = [valid_text(v) if isinstance(v, str) else v for v in value]
+    return entry
 
 
 def parsed_to_outputs(
@@ -142,8 +319,13 @@ def parsed_to_outputs(
     elapsed_ms: int,
     **http: Any,
 ) -> Iterator[Any]:
-    """The entries, the fetch row and (for a failed input) the dead letter of one parsed input."""
-    yield from parsed.entries
+    """The entries, the fetch row and the dead letter of a failed input or of one whose entries were cut.
+
+    `entries` counts every entry found; those beyond the cap are in `entries_cut` and in one dead
+    letter (`too_many_entries`), so that the books balance and nothing is dropped unsaid.
+    """
+    for entry in parsed.entries:
+        yield valid_entry(entry)
     yield beam.pvalue.TaggedOutput(
         FETCHES,
         fetch_row(
@@ -152,11 +334,12 @@ def parsed_to_outputs(
             started_at,
             outcome=str(parsed.outcome),
             feed_format=parsed.feed_format,
-            feed_title=parsed.feed_title,
+            feed_title=valid_text(parsed.feed_title) if parsed.feed_title else parsed.feed_title,
             error_type=parsed.error_type,
             message=parsed.message,
             bytes=len(body) if body is not None else None,
-            entries=len(parsed.entries),
+            entries=len(parsed.entries) + parsed.entries_cut,
+            entries_cut=parsed.entries_cut,
             elapsed_ms=elapsed_ms,
             **http,
         ),
@@ -174,13 +357,25 @@ def parsed_to_outputs(
                 data=body,
             ),
         )
+    if parsed.entries_cut:
+        yield beam.pvalue.TaggedOutput(
+            DEAD_LETTERS,
+            dead_letter(
+                Stage.PARSE,
+                TOO_MANY_ENTRIES,
+                parsed.message or f"{parsed.entries_cut} entries not read",
+                source,
+                source_type,
+                data=body,
+            ),
+        )
 
 
 class _ExpandPatternFn(beam.DoFn):
     def process(self, pattern: str) -> Iterator[Any]:
         try:
             yield from expand_pattern(pattern)
-        except (FileNotFoundError, OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # RecursionError: a folder tree too deep
             started = datetime.now(UTC)
             message, pattern = redact_url(str(error)), redact_url(pattern)
             yield beam.pvalue.TaggedOutput(
@@ -199,25 +394,86 @@ class _ExpandPatternFn(beam.DoFn):
             )
 
 
+class NotRegularFileError(OSError):
+    """A path that names no regular file: reading a FIFO or a device may block for ever."""
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def _kind_of(mode: int) -> str | None:
+    """What a file mode names when it is not a regular file (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def _read_local(path: str, cap: int) -> bytes:
+    """At most `cap` bytes of a local regular file; `NotRegularFileError` for anything else.
+
+    The kind is checked before opening and again on the open file (the path may change in
+    between); the open itself never waits, even for a FIFO nobody writes to.
+    """
+    kind = _kind_of(os.stat(path).st_mode)
+    if kind is None:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(descriptor, "rb") as stream:
+            kind = _kind_of(os.fstat(descriptor).st_mode)
+            if kind is None:
+                os.set_blocking(descriptor, True)
+                return stream.read(cap)
+    raise NotRegularFileError(f"{kind}, not a regular file: not read")
+
+
 def read_file(path: str, settings: ReadSettings, started_at: datetime, clock: float) -> Iterator[Any]:
-    """The outputs of one feed or seed file (or object-store URL): what `parsed_to_outputs` gives."""
+    """The outputs of one feed or seed file (or object-store URL): what `parsed_to_outputs` gives.
+
+    `path` is as `expand_pattern` gives it (for a local file, `path_as_text`); it is the entries' and
+    the rows' `source`. A path that is no regular file gives a `skipped` row and nothing else.
+    """
     source_type = source_type_of(path)
     try:
         # Read one byte past the cap instead of asking for the size first: one call less per file on
         # object stores, and a file that grows after its listing is still capped.
-        with FileSystems.open(path, compression_type="uncompressed") as stream:
-            body = stream.read(settings.max_file_bytes + 1)
+        if "://" in path:
+            with FileSystems.open(path, compression_type="uncompressed") as stream:
+                body = stream.read(settings.max_file_bytes + 1)
+        else:
+            body = _read_local(path_from_text(path), settings.max_file_bytes + 1)
         if len(body) > settings.max_file_bytes:
             raise ValueError(f"the file is larger than the {settings.max_file_bytes}-byte cap")
+    except NotRegularFileError as error:
+        parsed = ParsedInput(Outcome.SKIPPED, error_type="not_a_regular_file", message=f"{path} is {error}")
+        yield from parsed_to_outputs(path, source_type, parsed, None, started_at, _ms_since(clock))
+        return
     except Exception as error:
         parsed = ParsedInput(
-            Outcome.ERROR, error_type="unreadable", message=f"{type(error).__name__}: {error}"
+            Outcome.ERROR, error_type="unreadable", message=f"{type(error).__name__}: {_strip_path(error)}"
         )
         yield from parsed_to_outputs(path, source_type, parsed, None, started_at, _ms_since(clock))
         return
-    seed = source_type == SourceType.SEED_FILE
-    parsed = parse_seed_file(body, path) if seed else parse_input(body, path)
+    if source_type == SourceType.SEED_FILE:
+        parsed = parse_seed_file(body, path)
+    else:
+        parsed = parse_input(body, path, max_entries=settings.max_entries_per_feed)
+    key = source_key_of(path)
+    if key != path:
+        for entry in parsed.entries:
+            cast(dict[str, Any], entry)[SOURCE_KEY] = key
     yield from parsed_to_outputs(path, source_type, parsed, body, started_at, _ms_since(clock))
+
+
+def _strip_path(error: Exception) -> str:
+    """An error's message; for an OS error without the path, which `source` already shows as text."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
 
 
 def fetched_to_outputs(
@@ -227,12 +483,14 @@ def fetched_to_outputs(
     clock: float,
     *,
     feed: FeedSource | None = None,
+    max_entries: int = MAX_ENTRIES_PER_FEED,
 ) -> Iterator[Any]:
-    """The entries, fetch row and dead letter of one HTTP fetch (shared by batch reads and stream polls).
+    """The entries, fetch row and dead letters of one HTTP fetch (shared by batch reads and stream polls).
 
     `url` is the feed as listed; redacted, it is the articles' `source`. `result.url` is what was
     requested (the listed URL, or where a permanent redirect moved it), redacted too. `feed`
-    brings the listed name and language, used when the feed states none.
+    brings the listed name and language, used when the feed states none. At most `max_entries`
+    entries are read.
     """
     source = redact_url(url)
     http = {
@@ -254,6 +512,7 @@ def fetched_to_outputs(
             source,
             content_type=result.content_type,
             base_url=result.final_url or split_credentials(url)[0],
+            max_entries=max_entries,
         )
         if parsed.outcome in (Outcome.ERROR, Outcome.NOT_A_FEED):
             http["error_class"] = error_class(parsed.error_type)
@@ -325,7 +584,7 @@ def file_size(path: str) -> int:
     """A file's size in bytes; 0 when it cannot be had (reading the file then fails into a dead letter)."""
     try:
         if "://" not in path:
-            return os.path.getsize(path)
+            return os.path.getsize(path_from_text(path))
         return int(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
     except Exception:
         return 0
@@ -476,7 +735,11 @@ class _ReadGroupFn(beam.DoFn):
                 etag=state.etag if state else None,
                 last_modified=state.last_modified if state else None,
             )
-            outputs = list(fetched_to_outputs(url, result, started_at, clock, feed=feed))
+            outputs = list(
+                fetched_to_outputs(
+                    url, result, started_at, clock, feed=feed, max_entries=self._settings.max_entries_per_feed
+                )
+            )
         except Exception as error:  # fetch() and parsing never raise; if a bug does, it stays this feed's
             message = redact_url(f"{type(error).__name__}: {error}")
             result = FetchResult(url=source, error_type="read_crash", message=message)

@@ -11,15 +11,17 @@ It imports nothing else of newsbeam's, so every stage can import it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
-# 1: the first layout. 2: `articles.version` and `feed_fetches.already_stored` added. Files of every
-# version read together by column name (DuckDB `union_by_name`, a pyarrow dataset with the newest schema).
-SCHEMA_VERSION = 2
+# 1: the first layout. 2: `articles.version` and `feed_fetches.already_stored` added. 3:
+# `feed_fetches.entries_cut` added. Files of every version read together by column name (DuckDB
+# `union_by_name`, a pyarrow dataset with the newest schema).
+SCHEMA_VERSION = 3
 
 # Spark cannot read nanosecond timestamps; microseconds in UTC are read by every engine.
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -41,7 +43,9 @@ class Outcome(enum.StrEnum):
     NOT_A_FEED = "not_a_feed"  # HTML, plain text, JSON that is no JSON Feed, ...
     ERROR = "error"  # unreadable, undecodable, HTTP or network failure
     NOT_MODIFIED = "not_modified"  # HTTP 304 to a conditional GET
-    SKIPPED = "skipped"  # not polled this run: still fresh (ttl, max-age) or backing off after failures
+    # Not read this run: a feed still fresh (ttl, max-age) or backing off after failures, or a path that
+    # is no regular file (a FIFO, socket or device: reading one could block for ever).
+    SKIPPED = "skipped"
 
 
 class SourceType(enum.StrEnum):
@@ -70,7 +74,9 @@ ARTICLE_COLUMNS: tuple[Column, ...] = (
     Column("source", pa.string(), "The feed URL or file path the article came from"),
     Column("source_type", pa.string(), "`feed` or `seed_file`"),
     Column(
-        "source_domain", pa.string(), "Registered host of the article URL (else of the feed), without `www.`"
+        "source_domain",
+        pa.string(),
+        "Host of the article URL (else of the feed), lower-case, without a leading `www.` (not the registered domain: `news.bbc.co.uk` stays)",
     ),
     Column("feed_title", pa.string(), "Title of the feed the entry came from"),
     Column("feed_url", pa.string(), "The feed's own link (its home page) as the feed states it"),
@@ -95,7 +101,7 @@ ARTICLE_COLUMNS: tuple[Column, ...] = (
     Column(
         "published_at_source",
         pa.string(),
-        "Which field gave `published_at` (e.g. `feed:published`), or `none`",
+        "Which field gave `published_at` (`feed:published`, `feed:dc:date`, `feed:date_published`, ...), or `none`",
     ),
     Column("updated_at", TIMESTAMP, "Last update time in UTC; null when the input gives none"),
     Column(
@@ -134,7 +140,11 @@ ARTICLE_COLUMNS: tuple[Column, ...] = (
         pa.int32(),
         "1 for the first stored version of `article_id`, +1 for each changed one (null in schema 1 files: read as 1)",
     ),
-    Column("ingest_date", pa.string(), "Partition key: UTC date of `ingested_at` (YYYY-MM-DD)"),
+    Column(
+        "ingest_date",
+        pa.string(),
+        "Partition key (a folder name, not in the files): UTC date of `ingested_at`, `YYYY-MM-DD`; DuckDB and Polars read it as a date, pandas as a category, `pyarrow.dataset` as a string",
+    ),
     Column("run_id", pa.string(), "Id of the run that wrote the article"),
     Column("pipeline_version", pa.string(), "newsbeam version that wrote the article"),
     Column("schema_version", pa.int16(), "Version of this schema"),
@@ -159,7 +169,11 @@ DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
         "The start of the failing input, enough to see and replay it (at most 2,000 characters)",
     ),
     Column("failed_at", TIMESTAMP, "When the failure was recorded (UTC)"),
-    Column("ingest_date", pa.string(), "Partition key: UTC date of the run's start"),
+    Column(
+        "ingest_date",
+        pa.string(),
+        "Partition key (a folder name): UTC date of the run's start, read as in `articles`",
+    ),
     Column("run_id", pa.string(), "Id of the run"),
     Column("pipeline_version", pa.string(), "newsbeam version"),
 )
@@ -188,7 +202,12 @@ FEED_FETCH_COLUMNS: tuple[Column, ...] = (
     Column("last_modified", pa.string(), "`Last-Modified` the server sent (HTTP sources)"),
     Column("attempts", pa.int16(), "Requests made for the feed, retries included (HTTP sources)"),
     Column("bytes", pa.int64(), "Size of the body read"),
-    Column("entries", pa.int32(), "Entries found in the input"),
+    Column("entries", pa.int32(), "Entries found in the input (`entries_cut` of them not read)"),
+    Column(
+        "entries_cut",
+        pa.int32(),
+        "Entries beyond `fetch.max_entries_per_feed`, not read; a `too_many_entries` dead letter says so",
+    ),
     Column("articles_written", pa.int32(), "Entries written as articles in this run"),
     Column("duplicates", pa.int32(), "Entries dropped as duplicates of another entry in this run"),
     Column(
@@ -199,7 +218,11 @@ FEED_FETCH_COLUMNS: tuple[Column, ...] = (
     Column("dead_letters", pa.int32(), "Entries that failed a later stage (each has a dead letter)"),
     Column("started_at", TIMESTAMP, "When reading the input started (UTC)"),
     Column("elapsed_ms", pa.int32(), "Time spent reading and parsing the input"),
-    Column("ingest_date", pa.string(), "Partition key: UTC date of the run's start"),
+    Column(
+        "ingest_date",
+        pa.string(),
+        "Partition key (a folder name): UTC date of the run's start, read as in `articles`",
+    ),
     Column("run_id", pa.string(), "Id of the run"),
     Column("pipeline_version", pa.string(), "newsbeam version"),
 )
@@ -227,6 +250,51 @@ Record = dict[str, Any]
 EXCERPT_CHARS = 2000
 
 
+# --- text that Arrow and Beam accept -----------------------------------------------------------
+#
+# Arrow strings and Beam's coders need valid UTF-8, but Python strings may hold lone surrogates:
+# JSON's `\ud800` escape decodes to one, and so does an undecodable byte of a file name
+# (surrogateescape, how `os` hands out such names). Two rules, each used in one kind of place:
+# - content (what articles and fetch rows say about their input) is repaired as a UTF-8 decoder
+#   repairs ill-formed input: each lone surrogate becomes U+FFFD (`valid_text`);
+# - diagnostics (dead-letter messages, excerpts, refs) show what was there: `\ud800` (`escaped_text`).
+# File paths have a rule of their own (transforms/read.py: `path_as_text`).
+
+
+def valid_text(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD; unchanged (and fast) when it is valid."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def escaped_text(text: str) -> str:
+    """`text` with each lone surrogate written as its escape (`\\ud800`), to show what was there."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+# Not a column: what identifies the source in ids, set by the read stage on the entries of a file
+# (its resolved path, so that the spelling of the path does not change ids); `source` otherwise.
+SOURCE_KEY = "source_key"
+
+
+def entry_ref(entry: Mapping[str, Any]) -> str:
+    """How every stage names one entry of its source: its own id, else its link, else `#<ordinal>`.
+
+    One rule for raw entries (`link`) and articles (`url`): a dead letter with a ref is one entry of
+    its source and is counted in that source's books; only a whole input's dead letter has none.
+    """
+    return escaped_text(
+        str(entry.get("entry_id") or entry.get("link") or entry.get("url") or f"#{entry.get('ordinal', 0)}")
+    )
+
+
 def excerpt(data: object, limit: int = EXCERPT_CHARS) -> str | None:
     """The start of a failing input, bounded, decoded leniently so that any bytes fit."""
     if data is None:
@@ -235,7 +303,7 @@ def excerpt(data: object, limit: int = EXCERPT_CHARS) -> str | None:
         data = data[: limit * 4].decode("utf-8", errors="replace")
     elif not isinstance(data, str):  # a record field of the wrong type is what failed: show it
         data = repr(data)
-    return data[:limit]
+    return escaped_text(data[:limit])
 
 
 def dead_letter(
@@ -248,14 +316,17 @@ def dead_letter(
     entry_ref: str | None = None,
     data: bytes | str | None = None,
 ) -> Record:
-    """A dead-letter record; the run columns (`run_id`, `failed_at`, ...) are added when written."""
+    """A dead-letter record; the run columns (`run_id`, `failed_at`, ...) are added when written.
+
+    Its text is made valid UTF-8 (`escaped_text`): a dead letter must always be writable.
+    """
     return {
         "stage": str(stage),
-        "error_type": error_type,
-        "message": message[:1000],
-        "source": source,
+        "error_type": escaped_text(error_type),
+        "message": escaped_text(message[:1000]),
+        "source": escaped_text(source),
         "source_type": source_type,
-        "entry_ref": entry_ref,
+        "entry_ref": escaped_text(entry_ref) if entry_ref is not None else None,
         "excerpt": excerpt(data),
         "failed_at": datetime.now(UTC),
     }
@@ -269,7 +340,7 @@ def failed_article(stage: Stage, error: Exception, article: Record) -> Record:
         str(error),
         article["source"],
         article["source_type"],
-        entry_ref=article.get("entry_id") or article.get("url"),
+        entry_ref=entry_ref(article),
         data=article.get("title"),
     )
 

@@ -14,8 +14,11 @@ proportional to the retained dataset, not to the number of polls.
 On a local or POSIX filesystem the lock is `fcntl.flock` on `OUTPUT/_state/commit.lock`: the kernel
 releases it when its holder dies, even by SIGKILL, so a crashed run can never leave it behind; the
 file also names the holder (pid, host, since) for a clear message to whoever waits. Object stores
-have no locks: there the lock is a lock object with an owner token, taken over when older than
-`stale_after` seconds: best effort, documented in the README.
+have no locks: on s3:// and gs:// the lock is a lease object written only by conditional requests
+(created if absent, renewed every `stale_after / 4` seconds, taken over atomically once unrenewed
+for `stale_after` seconds, deleted only by its holder; see transforms/object_lock.py). A holder that
+lost it fails its commit with `CommitLockLost`. Other remote filesystems (hdfs://, azfs://) keep the
+best-effort lock newsbeam had everywhere before: write, wait a second, read back.
 
 **Fault points.** `fault_point(name)` marks the steps of a commit. When `NEWSBEAM_PAUSE_AT` names
 one, the process writes the name to `NEWSBEAM_PAUSE_MARKER` and waits there until the test removes
@@ -28,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -42,9 +46,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.object_lock import ObjectLease, conditional_objects, has_conditional_writes
+from transforms.paths import list_files
 from transforms.schema import TIMESTAMP, Column, arrow_schema
 
 STATE_DIR = "_state"
+# The best-effort lock of filesystems without conditional writes is not renewed: a commit may last this long.
+UNCONDITIONAL_STALE_AFTER_S = 900.0
 INDEX_DATASET = "_state/articles"  # a dataset name: WritePartitionedParquet stages it like the others
 LOCK_NAME = "commit.lock"
 PAUSE_ENV = "NEWSBEAM_PAUSE_AT"
@@ -100,6 +108,10 @@ def fault_point(name: str) -> None:
 # --- the seen-set ---------------------------------------------------------------------------------
 
 
+class IndexFileError(RuntimeError):
+    """A delta of the version index that cannot be read; the message names it and the repair."""
+
+
 @dataclass(frozen=True)
 class StoredVersion:
     """The latest stored version of one article id."""
@@ -114,8 +126,8 @@ def index_dir(output: str) -> str:
 
 
 def list_index_files(output: str) -> list[str]:
-    pattern = join(index_dir(output), "*.parquet")
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    """The index deltas, sorted: listed, never matched (the output's name may hold `[`, `*`, `?`)."""
+    return [m.path for m in list_files(index_dir(output), ".parquet")]
 
 
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
@@ -129,12 +141,19 @@ def read_index(files: Iterable[str], ids: Iterable[str] | None = None) -> pa.Tab
     tables = []
     for path in files:
         with FileSystems.open(path) as stream:
-            # Batch by batch: memory holds the matches, never the whole index.
-            for batch in pq.ParquetFile(stream).iter_batches(batch_size=262_144, columns=LOOKUP_FIELDS):
-                table = pa.Table.from_batches([batch])
-                if wanted is not None:
-                    table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
-                tables.append(table.select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA))
+            try:
+                # Batch by batch: memory holds the matches, never the whole index.
+                reader = pq.ParquetFile(stream)
+                for batch in reader.iter_batches(batch_size=262_144, columns=LOOKUP_FIELDS):
+                    table = pa.Table.from_batches([batch])
+                    if wanted is not None:
+                        table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
+                    tables.append(table.select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA))
+            except pa.ArrowException as error:
+                raise IndexFileError(
+                    f"the version index file {path} cannot be read ({error}); rebuild the index from the "
+                    "article files with `newsbeam repair OUTPUT`"
+                ) from error
     if not tables:
         return LOOKUP_SCHEMA.empty_table()
     return pa.concat_tables(tables)
@@ -189,6 +208,10 @@ class CommitLockTimeout(RuntimeError):
     """Another commit held the lock for longer than we were willing to wait."""
 
 
+class CommitLockLost(RuntimeError):
+    """An object store's commit lock was taken over while held: the commit was not serialized."""
+
+
 def _holder_text(info: dict[str, Any]) -> str:
     if not info:
         return "another process"
@@ -201,7 +224,10 @@ def _holder_text(info: dict[str, Any]) -> str:
 class CommitLock:
     """Exclusive lock around the commit steps of one output (see the module docstring).
 
-    Waits up to `timeout` seconds, then raises `CommitLockTimeout` naming the holder.
+    Waits up to `timeout` seconds, then raises `CommitLockTimeout` naming the holder. On object
+    stores `stale_after` is the lease: the holder renews it every quarter of it, and a holder that
+    has not renewed it for that long is taken over; waits there back off from `poll` to at most
+    20 times `poll` (2 s by default), each with jitter, so that waiters do not poll in step.
     """
 
     def __init__(
@@ -209,12 +235,14 @@ class CommitLock:
         output: str,
         owner: str,
         timeout: float = 600.0,
-        stale_after: float = 900.0,
+        stale_after: float = 120.0,
         poll: float = 0.1,
     ) -> None:
         self.path = join(output, STATE_DIR, LOCK_NAME)
         self._owner, self._timeout, self._stale_after, self._poll = owner, timeout, stale_after, poll
         self._fd: int | None = None
+        self._lease: ObjectLease | None = None
+        self._held_unconditionally = False
         self._token = uuid.uuid4().hex
 
     def _info(self) -> dict[str, Any]:
@@ -229,6 +257,7 @@ class CommitLock:
     def __enter__(self) -> CommitLock:
         deadline = time.monotonic() + self._timeout
         told = False
+        wait = self._poll
         while True:
             holder = self._try_acquire()
             if holder is None:
@@ -242,12 +271,21 @@ class CommitLock:
             if not told:
                 log.warning("waiting for the commit lock held by %s", _holder_text(holder))
                 told = True
-            time.sleep(self._poll)
+            if is_local(self.path):
+                time.sleep(self._poll)
+            else:
+                time.sleep(min(wait, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
+                wait = min(wait * 2, 20 * self._poll, 2.0)
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self.release()
+        try:
+            self.release()
+        except CommitLockLost:
+            if kind is None:
+                raise
+            log.exception("while failing with %s", kind.__name__)  # the first error is the one to see
 
     def _try_acquire(self) -> dict[str, Any] | None:
         """None when acquired, else what is known of the holder."""
@@ -266,28 +304,39 @@ class CommitLock:
                     holder = {}
                 os.close(fd)
                 return holder
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(self._info()).encode("utf-8"), 0)
             self._fd = fd
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(self._info()).encode("utf-8"), 0)
+            except OSError as error:  # a full disk: the lock is held all the same, only unnamed
+                log.warning("the commit lock %s is held but cannot name its holder: %s", self.path, error)
             return None
-        return self._try_acquire_object()
+        if not has_conditional_writes(self.path):
+            return self._try_acquire_unconditionally()
+        if self._lease is None:
+            store = conditional_objects(self.path)
+            self._lease = ObjectLease(self.path, self._info(), self._stale_after, store)
+        return self._lease.try_acquire()
 
-    def _try_acquire_object(self) -> dict[str, Any] | None:
-        # Object stores: no conditional create in Beam's FileSystems; write, wait, read back.
+    def _try_acquire_unconditionally(self) -> dict[str, Any] | None:
+        # No conditional create known for this filesystem: write, wait, read back (racy, see the README).
         if FileSystems.exists(self.path):
             holder = _read_json(self.path)
             since = holder.get("since")
             age = (datetime.now(UTC) - datetime.fromisoformat(since)).total_seconds() if since else 1e9
-            if age < self._stale_after:
+            if age < UNCONDITIONAL_STALE_AFTER_S:
                 return holder
             log.warning("taking over the stale commit lock of %s", _holder_text(holder))
+        log.warning("%s has no conditional writes: its commit lock is best effort", self.path)
         with FileSystems.create(self.path) as stream:
             stream.write(json.dumps(self._info()).encode("utf-8"))
         time.sleep(1.0)
         holder = _read_json(self.path)
-        return None if holder.get("token") == self._token else holder
+        self._held_unconditionally = holder.get("token") == self._token
+        return None if self._held_unconditionally else holder
 
     def release(self) -> None:
+        """Release the lock; raises `CommitLockLost` when an object store's lock was taken over."""
         if self._fd is not None:
             import fcntl
 
@@ -295,12 +344,18 @@ class CommitLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-        elif (
-            not is_local(self.path)
-            and FileSystems.exists(self.path)
-            and _read_json(self.path).get("token") == self._token
-        ):
-            FileSystems.delete([self.path])
+        elif self._held_unconditionally:
+            self._held_unconditionally = False
+            if FileSystems.exists(self.path) and _read_json(self.path).get("token") == self._token:
+                FileSystems.delete([self.path])
+        elif self._lease is not None:
+            lease, self._lease = self._lease, None
+            lost = lease.release()
+            if lost is not None:
+                raise CommitLockLost(
+                    f"the commit lock {self.path} of {self._owner} was lost while held: {lost}. Another "
+                    "commit may have run at the same time as this one; its manifest lists what it published"
+                )
 
 
 def lock_holder(output: str) -> dict[str, Any] | None:

@@ -32,14 +32,14 @@ import hashlib
 import json
 import os
 import posixpath
-import re
+import time
+import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import unquote_to_bytes
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -57,12 +57,15 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.fetch import redact_url
+from transforms.paths import child, delete_inside, list_files, validate_run_id
+from transforms.schema import DEAD_LETTER_SCHEMA, Stage, dead_letter, entry_ref, escaped_text
 from transforms.store import (
     INDEX_DATASET,
     INDEX_SCHEMA,
     CommitLock,
     fault_point,
     index_record,
+    is_local,
     latest_versions,
     list_index_files,
     next_version,
@@ -74,9 +77,15 @@ STAGING_DIR = "_staging"
 RUNS_DIR = "_runs"
 PENDING_DIR = "_pending"  # markers of commits under way: what recovery looks at
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
-MAX_PARTITION_VALUE_CHARS = 100
-# Characters Hive itself escapes in partition values, plus any non-ASCII and control character.
+# The longest folder name most filesystems allow (NAME_MAX, in bytes), for the whole `key=value`.
+MAX_PARTITION_SEGMENT_BYTES = 255
+_DIGEST_CHARS = 16
+# ASCII characters kept as they are; every other ASCII character is %XX-escaped (Hive escapes a
+# subset of them). Other characters are kept when they are letters, marks or digits of any script
+# (Hive keeps them too): an IDN host stays readable and short. Spaces, controls, format characters
+# (bidi overrides) and symbols or punctuation of any script (fullwidth or division slashes) are escaped.
 _SAFE_PARTITION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+@,")
+_KEPT_CATEGORIES = ("L", "M", "N")
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,8 @@ class ParquetSettings:
 
 
 ROW_REFS = "row_refs"
+DEAD_LETTERS = "dead_letters"
+DEAD_LETTER_DATASET = "dead_letters"  # where the streaming writer puts the dead letters of rejected rows
 RowRefs = Callable[[dict[str, Any], str, int], Any]
 
 
@@ -111,42 +122,49 @@ def join_path(*parts: str) -> str:
     return FileSystems.join(head, *rest)
 
 
-def escape_partition_value(value: Any) -> str:
-    """A partition value that is one safe path segment: Hive-style %XX escapes, bounded length.
+def _escape_character(ch: str) -> str:
+    if ch in _SAFE_PARTITION_CHARS or (not ch.isascii() and unicodedata.category(ch)[0] in _KEPT_CATEGORIES):
+        return ch
+    return "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
 
-    `..`, `/`, `%2F`, empty and very long values all stay inside their dataset folder.
+
+def escape_partition_value(value: Any, max_bytes: int = MAX_PARTITION_SEGMENT_BYTES) -> str:
+    """A partition value that is one safe path segment of at most `max_bytes` UTF-8 bytes.
+
+    Hive-style %XX escapes (which DuckDB's `hive_partitioning` and `pyarrow.dataset` decode), so
+    `..`, `/`, `%2F` and empty values all stay inside their dataset folder and read back exactly.
+    Only a value whose escaped form is longer than `max_bytes` is cut, at a whole character, and
+    ends in `~` and a digest of the value (a literal `~` is escaped, so the two never meet): distinct
+    long values stay distinct, but they no longer read back exactly.
     """
     if value is None:
         return NULL_PARTITION
     text = str(value)
     if text == "":
         return NULL_PARTITION
-    escaped = "".join(
-        ch if ch in _SAFE_PARTITION_CHARS else "".join(f"%{b:02X}" for b in ch.encode("utf-8")) for ch in text
-    )
-    if escaped.startswith("."):  # no hidden segments and never "." or ".."
-        escaped = "%2E" + escaped[1:]
-    if len(escaped) > MAX_PARTITION_VALUE_CHARS:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        head = escaped[: MAX_PARTITION_VALUE_CHARS - 17]
-        while head and not _whole_characters(head):  # never cut a %XX or a UTF-8 sequence in two
-            head = head[:-1]
-        escaped = f"{head}~{digest}"
-    return escaped
-
-
-def _whole_characters(escaped: str) -> bool:
-    if re.search(r"%[0-9A-F]?$", escaped):
-        return False
-    try:
-        unquote_to_bytes(escaped).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    pieces = [_escape_character(ch) for ch in text]
+    if pieces[0] == ".":  # no hidden segments and never "." or ".."
+        pieces[0] = "%2E"
+    escaped = "".join(pieces)
+    if len(escaped.encode("utf-8")) <= max_bytes:
+        return escaped
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
+    budget, head = max_bytes - _DIGEST_CHARS - 1, []
+    for piece in pieces:  # whole pieces only: never a %XX or a UTF-8 sequence cut in two
+        budget -= len(piece.encode("utf-8"))
+        if budget < 0:
+            break
+        head.append(piece)
+    return f"{''.join(head)}~{digest}"
 
 
 def partition_path(record: dict[str, Any], keys: tuple[str, ...]) -> str:
-    return "/".join(f"{key}={escape_partition_value(record.get(key))}" for key in keys)
+    """`key=value/...` folders, each segment at most `MAX_PARTITION_SEGMENT_BYTES` bytes."""
+    segments = []
+    for key in keys:
+        budget = MAX_PARTITION_SEGMENT_BYTES - len(key.encode("utf-8")) - 1  # the `key=` comes first
+        segments.append(f"{key}={escape_partition_value(record.get(key), budget)}")
+    return "/".join(segments)
 
 
 def records_to_table(
@@ -156,6 +174,80 @@ def records_to_table(
     defaults = defaults or {}
     columns = {name: [r.get(name, defaults.get(name)) for r in records] for name in schema.names}
     return pa.Table.from_pydict(columns, schema=schema)
+
+
+# What Arrow raises for a value its column cannot hold: a lone surrogate in a string
+# (UnicodeEncodeError), a number out of the type's range (ArrowInvalid), a wrong type (ArrowTypeError).
+CONVERSION_ERRORS = (pa.ArrowException, UnicodeError, ValueError, TypeError, OverflowError)
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """A record Arrow cannot convert: the first column (in schema order) that fails, and why."""
+
+    record: dict[str, Any]
+    column: str
+    error: Exception
+
+
+def convert_records(
+    records: list[dict[str, Any]], schema: pa.Schema, defaults: Mapping[str, Any] | None = None
+) -> tuple[pa.Table, list[dict[str, Any]], list[RejectedRecord]]:
+    """(table of the records Arrow accepts, those records in table order, the rejected ones).
+
+    The whole batch is converted at once; only when that fails is each column tried on its own,
+    and each value of a failing column, to find the bad records (cost in the failure path only).
+    """
+    try:
+        return records_to_table(records, schema, defaults), records, []
+    except CONVERSION_ERRORS as batch_error:
+        failure = batch_error
+    defaults = defaults or {}
+    bad: dict[int, RejectedRecord] = {}
+    for column in schema:
+        values = [r.get(column.name, defaults.get(column.name)) for r in records]
+        try:
+            pa.array(values, column.type)
+            continue
+        except CONVERSION_ERRORS:
+            pass
+        for index, value in enumerate(values):
+            if index in bad:
+                continue
+            try:
+                pa.array([value], column.type)
+            except CONVERSION_ERRORS as error:
+                bad[index] = RejectedRecord(records[index], column.name, error)
+    if not bad:  # no single value is to blame: nothing to set aside, fail as the batch failed
+        raise failure
+    good = [record for index, record in enumerate(records) if index not in bad]
+    return records_to_table(good, schema, defaults), good, [bad[index] for index in sorted(bad)]
+
+
+def rejected_dead_letter(dataset: str, rejected: RejectedRecord) -> dict[str, Any]:
+    """The `write` dead letter of an entry (an article) Arrow rejected: counted in its source's books."""
+    record = rejected.record
+    return dead_letter(
+        Stage.WRITE,
+        type(rejected.error).__name__,
+        f"{dataset} column `{rejected.column}`: {rejected.error}",
+        str(record.get("source") or ""),
+        str(record.get("source_type") or ""),
+        entry_ref=entry_ref(record),
+        data=repr(record),
+    )
+
+
+class RecordRejectedError(ValueError):
+    """A record of a dataset whose records must all be written (not entries) that Arrow rejects."""
+
+
+def _refuse(dataset: str, rejected: list[RejectedRecord]) -> RecordRejectedError:
+    first = rejected[0]
+    return RecordRejectedError(
+        f"{len(rejected)} {dataset} record(s) cannot be written, the first (source "
+        f"{escaped_text(str(first.record.get('source')))}) in column `{first.column}`: {first.error}"
+    )
 
 
 def write_parquet(table: pa.Table, path: str, settings: ParquetSettings) -> None:
@@ -182,21 +274,24 @@ class _StageFilesFn(beam.DoFn):
         settings: ParquetSettings,
         defaults: Mapping[str, Any] | None = None,
         row_refs: RowRefs | None = None,
+        rejects_to_dead_letters: bool = False,
     ) -> None:
         self._output = output
         self._dataset = dataset
         self._defaults = dict(defaults or {})
         self._row_refs = row_refs
+        self._rejects_to_dead_letters = rejects_to_dead_letters
         # Hive layout: partition values live in the folder names, not in the files, as every
         # engine (Spark, BigQuery, Athena) expects.
         self._schema = pa.schema(
             [f for f in schema if f.name not in partition_keys], metadata=schema.metadata
         )
         self._keys = partition_keys
-        self._run_id = run_id
+        self._run_id = validate_run_id(run_id)
         self._settings = settings
         self._rows = Metrics.counter("write", f"{dataset}_rows")
         self._files = Metrics.counter("write", f"{dataset}_files")
+        self._rejected = Metrics.counter("write", f"{dataset}_dead_letters")
 
     def start_bundle(self) -> None:
         self._buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -231,10 +326,18 @@ class _StageFilesFn(beam.DoFn):
         self._buffered = 0
 
     def _write(self, partition: str, records: list[dict[str, Any]]) -> Iterator[Any]:
+        table, records, rejected = convert_records(records, self._schema, self._defaults)
+        if rejected and not self._rejects_to_dead_letters:
+            raise _refuse(self._dataset, rejected)
+        for bad in rejected:
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, rejected_dead_letter(self._dataset, bad))
+        if not records:
+            return
         name = f"part-{self._run_id}-{self._bundle}-{self._sequence:04d}.parquet"
         self._sequence += 1
         staged_path = join_path(self._output, STAGING_DIR, self._run_id, self._dataset, partition, name)
-        write_parquet(records_to_table(records, self._schema, self._defaults), staged_path, self._settings)
+        write_parquet(table, staged_path, self._settings)
         per_source: dict[str, int] = defaultdict(int)
         for record in records:
             per_source[record.get("source") or ""] += 1
@@ -253,12 +356,27 @@ class _StageFilesFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(ROW_REFS, self._row_refs(record, staged_path, row))
 
 
+class StagedOutputs(NamedTuple):
+    """What `WritePartitionedParquet` gives: staged files, row refs (empty without `row_refs`) and
+    the `write` dead letters of records Arrow rejected (empty unless `rejects_to_dead_letters`)."""
+
+    files: PCollection
+    row_refs: PCollection
+    dead_letters: PCollection
+
+
 class WritePartitionedParquet(beam.PTransform):
     """Records -> Parquet files in staging, one `StagedFile` each; `CommitRun` publishes them.
 
-    `defaults` fills the columns the records lack. With `row_refs`, the transform returns (files,
-    refs): `row_refs(record, staged path, row number)` for every row written, a compact reference
-    that later steps can decide on without holding the records (see transforms/dedupe.py).
+    `defaults` fills the columns the records lack. With `row_refs`, `row_refs(record, staged path,
+    row number)` comes out for every row written, a compact reference that later steps can decide
+    on without holding the records (see transforms/dedupe.py).
+
+    A record Arrow cannot convert (a lone surrogate, a number out of range, a wrong type) never
+    fails the bundle silently: with `rejects_to_dead_letters` (records that are entries of their
+    sources: articles) it becomes a `write` dead letter naming the entry and the column, and the
+    other records are written; without (fetch rows, dead letters, the index: records the run must
+    write, built valid) the bundle fails with an error naming the column and the source.
     """
 
     def __init__(
@@ -271,18 +389,26 @@ class WritePartitionedParquet(beam.PTransform):
         settings: ParquetSettings | None = None,
         defaults: Mapping[str, Any] | None = None,
         row_refs: RowRefs | None = None,
+        rejects_to_dead_letters: bool = False,
     ) -> None:
         super().__init__()
         self._fn = _StageFilesFn(
-            output, dataset, schema, partition_keys, run_id, settings or ParquetSettings(), defaults, row_refs
+            output,
+            dataset,
+            schema,
+            partition_keys,
+            run_id,
+            settings or ParquetSettings(),
+            defaults,
+            row_refs,
+            rejects_to_dead_letters,
         )
-        self._with_refs = row_refs is not None
 
-    def expand(self, records: PCollection) -> Any:
-        staged = records | "StageParquetFiles" >> beam.ParDo(self._fn).with_outputs(ROW_REFS, main="files")
-        if self._with_refs:
-            return staged.files, staged[ROW_REFS]
-        return staged.files
+    def expand(self, records: PCollection) -> StagedOutputs:
+        staged = records | "StageParquetFiles" >> beam.ParDo(self._fn).with_outputs(
+            ROW_REFS, DEAD_LETTERS, main="files"
+        )
+        return StagedOutputs(staged.files, staged[ROW_REFS], staged[DEAD_LETTERS])
 
 
 # --- commit -------------------------------------------------------------------------------------
@@ -292,8 +418,12 @@ def manifest_path(output: str, run_id: str) -> str:
     return join_path(output, RUNS_DIR, f"{run_id}.json")
 
 
+def pending_folder(output: str) -> str:
+    return join_path(output, RUNS_DIR, PENDING_DIR)
+
+
 def pending_path(output: str, run_id: str) -> str:
-    return join_path(output, RUNS_DIR, PENDING_DIR, run_id)
+    return join_path(pending_folder(output), run_id)
 
 
 def write_json_atomically(path: str, document: dict[str, Any]) -> None:
@@ -303,7 +433,7 @@ def write_json_atomically(path: str, document: dict[str, Any]) -> None:
         stream.write(json.dumps(document, indent=2, sort_keys=True, default=str).encode("utf-8"))
     if "://" in path:
         if FileSystems.exists(path):
-            FileSystems.delete([path])  # object stores cannot rename over an existing object
+            delete_inside(posixpath.dirname(path), [path])  # object stores cannot rename over an object
         FileSystems.rename([temporary], [path])
     else:
         os.replace(temporary, path)  # atomic on POSIX: readers see the old or the new manifest
@@ -393,7 +523,7 @@ def finish_commit(output: str, manifest: dict[str, Any], fault_prefix: str = "")
     remove_staging(output, run_id)
     marker = pending_path(output, run_id)
     if FileSystems.exists(marker):
-        FileSystems.delete([marker])
+        delete_inside(pending_folder(output), [marker])
     return manifest
 
 
@@ -403,9 +533,8 @@ def recover_runs(output: str) -> list[str]:
     Returns the ids rolled forward. Markers of commits that never wrote their manifest (the crash
     came before the decision) are removed: those runs never happened for readers.
     """
-    pattern = join_path(output, RUNS_DIR, PENDING_DIR, "*")
     recovered = []
-    for match in FileSystems.match([pattern])[0].metadata_list:
+    for match in list_files(pending_folder(output)):
         run_id = posixpath.basename(match.path)
         path = manifest_path(output, run_id)
         if FileSystems.exists(path):
@@ -417,8 +546,143 @@ def recover_runs(output: str) -> list[str]:
         # Committed but not cleaned up, or dead before its decision: the staged files are garbage
         # (the marker is written under the lock, so its run is not committing any more).
         remove_staging(output, run_id)
-        FileSystems.delete([match.path])
+        delete_inside(pending_folder(output), [match.path])
+    remove_abandoned_staging(output)
+    # A manifest is written to a temporary name and renamed, under the lock: a temporary name
+    # found now belongs to a writer that died (a full disk, a kill) before its rename.
+    runs = join_path(output, RUNS_DIR)
+    dead_temporaries = [m.path for m in list_files(runs, ".tmp")]
+    if dead_temporaries:
+        delete_inside(runs, dead_temporaries)
     return recovered
+
+
+# --- staging leases: a live run's staging is kept, a dead one's is garbage ------------------------
+
+LEASE_NAME = "_alive.lock"
+# Staging without a lease (object stores, or older versions) is garbage only once untouched this long.
+STAGING_EXPIRY_SECONDS = 2 * 86_400
+_LEASES: dict[str, int] = {}  # lease path -> open file descriptor holding its flock, in this process
+
+
+class StagingInUseError(RuntimeError):
+    """Another live process holds the staging lease of this run id."""
+
+
+def lease_path(output: str, run_id: str) -> str:
+    return join_path(child(join_path(output, STAGING_DIR), run_id), LEASE_NAME)
+
+
+def _lease_is_held(path: str) -> bool:
+    """Whether a live process holds the lease at `path` (this one included)."""
+    import fcntl
+
+    if path in _LEASES:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
+def take_staging_lease(output: str, run_id: str) -> None:
+    """Mark `OUTPUT/_staging/<run_id>/` live for as long as this process runs or until released.
+
+    An `flock` on `_alive.lock` in the folder: the kernel releases it when its holder dies, even by
+    SIGKILL or after a full disk, so whoever holds the commit lock next can tell the staging of a
+    dead run (removed) from that of a live one (kept). Call it under the commit lock, before the
+    run writes anything. Object stores have no such locks: there staging is garbage by age.
+    """
+    import fcntl
+
+    path = lease_path(output, run_id)
+    if not is_local(path) or path in _LEASES:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StagingInUseError(
+            f"run {run_id} is already running in another live process (it holds {path}); "
+            "wait for it to end, or give this run another --run-id"
+        ) from None
+    _LEASES[path] = fd
+
+
+def release_staging_lease(output: str, run_id: str) -> None:
+    """Give up this process's lease on the run's staging (nothing when it holds none)."""
+    import fcntl
+
+    fd = _LEASES.pop(lease_path(output, run_id), None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staging_lease(output: str, run_id: str) -> Iterator[None]:
+    """`take_staging_lease` for the length of a `with` block (enter it under the commit lock)."""
+    take_staging_lease(output, run_id)
+    try:
+        yield
+    finally:
+        release_staging_lease(output, run_id)
+
+
+def check_staging_free(output: str, run_id: str) -> None:
+    """Raise `StagingInUseError` when another live process stages under this run id."""
+    path = lease_path(output, run_id)
+    if is_local(path) and path not in _LEASES and _lease_is_held(path):
+        raise StagingInUseError(
+            f"run {run_id} is already running in another live process (it holds {path}); "
+            "wait for it to end, or give this run another --run-id"
+        )
+
+
+def abandoned_staging(output: str, now: float | None = None) -> list[str]:
+    """Run ids whose staging no live run will ever commit; the caller holds the commit lock.
+
+    A run that reached its decision has a pending marker: `recover_runs` rolls it forward, never
+    this. Any other staging folder is abandoned when its lease is free (its run died, or failed
+    and ended), or, without a lease, when nothing in it changed for `STAGING_EXPIRY_SECONDS`.
+    """
+    root = join_path(output, STAGING_DIR)
+    if not is_local(root) or not os.path.isdir(root):
+        return []
+    now = time.time() if now is None else now
+    abandoned = []
+    with os.scandir(root) as entries:
+        folders = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+    for run_id in folders:
+        folder = join_path(root, run_id)
+        if FileSystems.exists(pending_path(output, run_id)):
+            continue
+        lease = join_path(folder, LEASE_NAME)
+        if os.path.exists(lease):
+            if not _lease_is_held(lease):
+                abandoned.append(run_id)
+            continue
+        newest = max([m.last_updated_in_seconds for m in list_files(folder, recursive=True)], default=0.0)
+        if now - max(newest, os.path.getmtime(folder)) >= STAGING_EXPIRY_SECONDS:
+            abandoned.append(run_id)
+    return abandoned
+
+
+def remove_abandoned_staging(output: str) -> list[str]:
+    """Delete the staging of every abandoned run (see `abandoned_staging`); returns their ids."""
+    abandoned = abandoned_staging(output)
+    for run_id in abandoned:
+        remove_staging(output, run_id)
+    return abandoned
 
 
 def reconcile_with_store(
@@ -498,7 +762,7 @@ def move_to_already_stored(table: pa.Table, dropped: dict[str, int]) -> pa.Table
 
 
 def _rewrite(staged: StagedFile, table: pa.Table) -> StagedFile:
-    FileSystems.delete([staged.staged_path])
+    delete_inside(posixpath.dirname(staged.staged_path), [staged.staged_path])
     if table.num_rows:
         write_parquet(table, staged.staged_path, ParquetSettings())
     return replace(staged, rows=table.num_rows, rows_per_source={})
@@ -519,6 +783,7 @@ def commit_run(
     store `snapshot`) reconciles with runs committed meanwhile, then publishes. A run id that is
     already committed (a retried commit step) is not published twice.
     """
+    validate_run_id(run_id)
     fault_point("commit.waiting")
     with CommitLock(output, f"run {run_id}", timeout=lock_timeout):
         fault_point("commit.locked")
@@ -531,6 +796,12 @@ def commit_run(
         if snapshot is not None:
             files, reconciled = reconcile_with_store(output, files, snapshot)
         files = sorted(files, key=lambda f: f.final_path)
+        lost = [f.staged_path for f in files if not FileSystems.exists(f.staged_path)]
+        if lost:  # before the decision: a manifest naming a lost file could never be rolled forward
+            raise FileNotFoundError(
+                f"run {run_id}: {len(lost)} staged files are gone (e.g. {lost[0]}; was its staging "
+                "removed as abandoned?); nothing was published, run it again"
+            )
         manifest: dict[str, Any] = {
             "run_id": run_id,
             "kind": "run",
@@ -545,16 +816,22 @@ def commit_run(
 
 
 def remove_staging(output: str, run_id: str) -> None:
-    staging = join_path(output, STAGING_DIR, run_id)
+    """Delete the run's staging folder `OUTPUT/_staging/<run_id>/`, and never anything outside it.
+
+    `child` and `delete_inside` raise `DeleteOutsideFolderError` for an id that is not one plain
+    segment (`..`, `a/b`) or a path that normalizes outside the folder: a bug must not cost the output.
+    """
+    root = join_path(output, STAGING_DIR)
+    staging = child(root, run_id)
+    release_staging_lease(output, run_id)
     if "://" in staging:
         # Object stores have no folders to delete: every object under the prefix goes (files the
         # commit did not move, such as the originals of edited files or a failed bundle's output).
-        leftovers = [m.path for m in FileSystems.match([f"{staging}/**"])[0].metadata_list]
+        leftovers = [m.path for m in list_files(staging, recursive=True)]
         if leftovers:
-            FileSystems.delete(leftovers)
+            delete_inside(staging, leftovers)
     elif FileSystems.exists(staging):
-        FileSystems.delete([staging])
-    root = join_path(output, STAGING_DIR)
+        delete_inside(root, [staging])
     if "://" not in root and FileSystems.exists(root):
         with contextlib.suppress(OSError):
             os.rmdir(root)  # only when no other run is staging
@@ -570,8 +847,8 @@ class _CommitFn(beam.DoFn):
         if unaccounted:
             # Staged files stay in _staging/ (outside every dataset); the next run clears them.
             raise RuntimeError(
-                f"run {self._run_id}: {unaccounted} entries are neither written, duplicates, dead letters "
-                "nor already stored; refusing to commit (see feed_fetches in the staging folder)"
+                f"run {self._run_id}: {unaccounted} entries are neither written, duplicates, dead letters, "
+                "already stored nor cut; refusing to commit (see feed_fetches in the staging folder)"
             )
         yield commit_run(self._output, self._run_id, self._started_at, self._inputs, files, snapshot)
 
@@ -617,7 +894,7 @@ class WriteVersionIndex(beam.PTransform):
         self._write = WritePartitionedParquet(output, INDEX_DATASET, INDEX_SCHEMA, (), run_id, settings)
 
     def expand(self, articles: PCollection) -> PCollection:
-        return articles | "StageIndexDelta" >> self._write  # the writer keeps only the index's columns
+        return (articles | "StageIndexDelta" >> self._write).files  # the writer keeps the index's columns
 
 
 # --- streaming: windowed writes -------------------------------------------------------------------
@@ -682,20 +959,31 @@ class WindowFileSpec:
     settings: ParquetSettings = field(default_factory=ParquetSettings)
     with_index: bool = False  # articles: publish their version index delta with them
     cleanup_after: int = 86_400  # seconds after a window's end its pane counter is forgotten
+    rejects_to_dead_letters: bool = False  # articles: a record Arrow rejects becomes a dead letter
 
 
 def publish_window_file(
     spec: WindowFileSpec, partition: str, start: int, pane: int, records: list[dict[str, Any]]
 ) -> list[str]:
-    """Write one pane's rows through staging and rename them into place; returns the final paths."""
+    """Write one pane's rows through staging and rename them into place; returns the final paths.
+
+    Records Arrow rejects (see `convert_records`) are, with `spec.rejects_to_dead_letters`, written
+    as `write` dead letters of the same pane into the dead-letters dataset; the others as usual.
+    """
     name = window_file_name(start, spec.run_id, pane, rows_digest(records))
     file_schema = pa.schema(
         [f for f in spec.schema if f.name not in spec.partition_keys], metadata=spec.schema.metadata
     )
-    tables = [(join_path(spec.output, spec.dataset, partition, name), records_to_table(records, file_schema))]
-    if spec.with_index:
-        index = records_to_table([index_record(r) for r in records], INDEX_SCHEMA)
+    table, written, rejected = convert_records(records, file_schema)
+    if rejected and not spec.rejects_to_dead_letters:
+        raise _refuse(spec.dataset, rejected)
+    tables = []
+    if written:
+        tables.append((join_path(spec.output, spec.dataset, partition, name), table))
+    if spec.with_index and written:
+        index = records_to_table([index_record(r) for r in written], INDEX_SCHEMA)
         tables.append((join_path(spec.output, INDEX_DATASET, name), index))
+    tables += _window_dead_letter_tables(spec, name, rejected)
     moves = []
     for final, table in tables:
         staged = join_path(spec.output, STAGING_DIR, spec.run_id, f"{uuid.uuid4().hex}.parquet")
@@ -705,10 +993,32 @@ def publish_window_file(
     with CommitLock(spec.output, f"stream {spec.run_id}"):
         for move in moves:
             if FileSystems.exists(move["final_path"]):  # a retried flush: the same rows are already there
-                FileSystems.delete([move["staged_path"]])
+                delete_inside(join_path(spec.output, STAGING_DIR, spec.run_id), [move["staged_path"]])
             else:
                 publish([move])
     return [move["final_path"] for move in moves]
+
+
+def _window_dead_letter_tables(
+    spec: WindowFileSpec, name: str, rejected: list[RejectedRecord]
+) -> list[tuple[str, pa.Table]]:
+    """The dead letters of a pane's rejected records, one table per `ingest_date` (the records' own)."""
+    by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for bad in rejected:
+        letter = rejected_dead_letter(spec.dataset, bad)
+        letter.update(
+            ingest_date=bad.record.get("ingest_date"),
+            run_id=bad.record.get("run_id") or spec.run_id,
+            pipeline_version=bad.record.get("pipeline_version"),
+        )
+        by_date[partition_path(letter, ("ingest_date",))].append(letter)
+    schema = pa.schema(
+        [f for f in DEAD_LETTER_SCHEMA if f.name != "ingest_date"], metadata=DEAD_LETTER_SCHEMA.metadata
+    )
+    return [
+        (join_path(spec.output, DEAD_LETTER_DATASET, folder, name), records_to_table(letters, schema))
+        for folder, letters in sorted(by_date.items())
+    ]
 
 
 class _WriteWindowPanesFn(beam.DoFn):
@@ -781,6 +1091,7 @@ class WriteWindowedParquet(beam.PTransform):
 
     def __init__(self, spec: WindowFileSpec) -> None:
         super().__init__()
+        validate_run_id(spec.run_id)
         self._spec = spec
 
     def expand(self, records: PCollection) -> PCollection:

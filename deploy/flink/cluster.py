@@ -1,8 +1,15 @@
 """Start and stop a real Flink 1.19 cluster on 127.0.0.1 for newsbeam: `make cluster-up`, `cluster-down`.
 
-    python deploy/flink/cluster.py up   [--state .cluster/flink] [--free-ports]
-    python deploy/flink/cluster.py down [--state .cluster/flink]
-    python deploy/flink/cluster.py status [--state .cluster/flink]
+    python deploy/flink/cluster.py up     [--state .cluster/flink] [--standard-ports]
+    python deploy/flink/cluster.py down   [--state .cluster/flink]
+    python deploy/flink/cluster.py status [--state .cluster/flink]   # health, web UI, job endpoint
+    python deploy/flink/cluster.py install                           # what `up` needs, into .cluster/
+
+`--state` is the folder of one cluster (its cluster.json, conf/, lib/, log/, tmp/): several clusters can
+run side by side, each in its own folder. Ports are free ones the OS picks (the default, so that clusters
+and other programs never collide; `up` and `status` print the web UI's address); `--standard-ports` asks
+for Flink's and Beam's usual ones instead (web UI 8081, job server 8099, ...) and fails at once, naming
+each, when one is taken. (`--free-ports`, the old flag for the default, is still accepted.)
 
 What runs (each its own process group, pids and ports in <state>/cluster.json, logs in <state>/log/):
   - a Flink JobManager and two TaskManagers (one slot each), from the Flink distribution that PyPI's
@@ -10,9 +17,15 @@ What runs (each its own process group, pids and ports in <state>/cluster.json, l
     an older Beam, so never into the project's .venv; only its jars and bin/ scripts are used);
   - Beam's Flink job server (`FlinkJobServerDriver`, Beam 2.62.0 = the Python SDK's version) run from
     the classpath Maven resolves for deploy/flink/pom.xml;
-  - one Python worker pool (`apache_beam.runners.worker.worker_pool_main`, the project's .venv) per
-    TaskManager; each TaskManager finds its own pool through NEWSBEAM_WORKER_POOL, see
-    deploy/flink/sdk_worker_via_pool.py.
+  - one Python worker pool (deploy/flink/worker_pool.py, run by the project's .venv Python, which also
+    runs every SDK worker it starts) per TaskManager; each TaskManager finds its own pool through
+    NEWSBEAM_WORKER_POOL, see deploy/flink/sdk_worker_via_pool.py.
+
+The runner's jars (the job server's classpath, less the Flink jars the distribution has and the job
+server's own SLF4J binding) are put on the cluster's classpath, in <state>/lib/ (FLINK_LIB_DIR) beside the
+distribution's own: a job then ships no jars (deploy/flink/java/.../ClusterProvidedResources.java, selected
+by the `pipeline_options` cluster.json lists), where Beam's default would upload the whole 158 MB classpath
+with every job and every TaskManager would keep a copy of it per job.
 
 `newsbeam run --runner flink` reads <state>/cluster.json (see pipeline/runners.py) for the job endpoint and
 the worker command. Installing is idempotent: a second `up` reuses the distribution and the classpath.
@@ -22,15 +35,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +59,13 @@ CLUSTER_ROOT = ROOT / ".cluster"
 FLINK_VENV = CLUSTER_ROOT / "flink-venv"
 FLINK_VERSION = "1.19.3"
 FLINK_PACKAGES = (f"apache-flink-libraries=={FLINK_VERSION}", f"apache-flink=={FLINK_VERSION}")
-CLASSPATH_FILE = CLUSTER_ROOT / "flink-job-server.classpath"
+POM = DEPLOY / "pom.xml"
+JAVA_SOURCES = DEPLOY / "java"
+# Tells the job server to stage no jars: the cluster has the runner on its classpath (see the docstring).
+RESOURCES_FACTORY = "io.newsbeam.flink.ClusterProvidedResources"
+# Jars of the job server's classpath the cluster's lib/ must not get twice (by Maven repository folder):
+# Flink's own (flink-dist has them all) and SLF4J (Flink's lib/ has the API and its log4j binding).
+PROVIDED_BY_FLINK = ("/org/apache/flink/", "/org/slf4j/")
 # Spark reads the output back (deploy/spark/read_output.py); the 3.5 line is the one Beam's Spark runner
 # (beam-runners-spark-3) is built for.
 SPARK_VENV = CLUSTER_ROOT / "spark-venv"
@@ -51,9 +74,13 @@ SPARK_PACKAGE = "pyspark==3.5.7"
 # dependencies stay out of the project's .venv.
 MOTO_VENV = CLUSTER_ROOT / "moto-venv"
 MOTO_PACKAGE = "moto[server]==5.2.5"
+# A local GCS emulator for the gs:// commit-lock tests (tests/cluster/test_object_lock.py), built from its Go
+# module (Go is already needed for Prism); it honours `ifGenerationMatch`, which the lock relies on.
+FAKE_GCS_DIR = CLUSTER_ROOT / "fake-gcs"
+FAKE_GCS_MODULE = "github.com/fsouza/fake-gcs-server@v1.56.1"
 PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"
 TASK_MANAGERS = 2
-FIXED_PORTS = {
+STANDARD_PORTS = {
     "jobmanager_rpc": 6123,
     "rest": 8081,
     "job": 8099,
@@ -62,6 +89,15 @@ FIXED_PORTS = {
     "pool_1": 50001,
 }
 JAVA_OPENS = ("--add-opens=java.base/java.util=ALL-UNNAMED", "--add-opens=java.base/java.lang=ALL-UNNAMED")
+# slf4j-simple (the job server's binding, deploy/flink/pom.xml): INFO and up, with times, to stderr.
+JOB_SERVER_LOGGING = (
+    "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
+    "-Dorg.slf4j.simpleLogger.showDateTime=true",
+    "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss,SSS",
+    # One line per configuration key and per Beam type, for every job: noise.
+    "-Dorg.slf4j.simpleLogger.log.org.apache.flink.configuration.GlobalConfiguration=warn",
+    "-Dorg.slf4j.simpleLogger.log.org.apache.flink.api.java.typeutils.TypeExtractor=warn",
+)
 STARTUP_TIMEOUT_S = 180.0
 
 
@@ -107,18 +143,108 @@ def install_venv(venv: Path, package: str) -> Path:
     return venv / "bin"
 
 
+def install_go_binary(folder: Path, module: str) -> Path:
+    """`go install module@version` into folder/bin (idempotent); returns the binary."""
+    binary = folder / "bin" / module.split("@")[0].rsplit("/", 1)[-1]
+    marker = folder / f".installed-{module.replace('/', '_')}"
+    if marker.exists() and binary.exists():
+        return binary
+    if shutil.which("go") is None:
+        raise SystemExit(f"cluster: Go is needed to build {module} (https://go.dev/dl/)")
+    log(f"building {module} into {binary.parent}")
+    go_flags = f"{os.environ.get('GOFLAGS', '')} -mod=mod".strip()
+    env = os.environ | {"GOBIN": str(binary.parent), "GOFLAGS": go_flags}
+    subprocess.run(["go", "install", module], check=True, env=env)
+    marker.touch()
+    return binary
+
+
+def _digest(*paths: Path) -> str:
+    sha = hashlib.sha256()
+    for path in paths:
+        sha.update(path.read_bytes())
+    return sha.hexdigest()[:12]
+
+
+def _publish(temporary: Path, final: Path) -> None:
+    """Atomically: several checkouts may share .cluster/ and install at the same time."""
+    os.replace(temporary, final)
+
+
 def job_server_classpath() -> str:
-    """Beam's Flink job server classpath, resolved by Maven once per pom change."""
-    pom = DEPLOY / "pom.xml"
-    if not CLASSPATH_FILE.exists() or CLASSPATH_FILE.stat().st_mtime < pom.stat().st_mtime:
+    """Beam's Flink job server classpath, resolved by Maven once per pom content (not its mtime)."""
+    path = CLUSTER_ROOT / f"flink-job-server-{_digest(POM)}.classpath"
+    if not path.exists():
         log("resolving Beam's Flink job server with Maven")
         CLUSTER_ROOT.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
         subprocess.run(
-            ["mvn", "-B", "-q", "-f", str(pom), "dependency:build-classpath",
-             f"-Dmdep.outputFile={CLASSPATH_FILE}"],
+            ["mvn", "-B", "-q", "-f", str(POM), "dependency:build-classpath",
+             f"-Dmdep.outputFile={partial}"],
             check=True,
         )  # fmt: skip
-    return CLASSPATH_FILE.read_text().strip()
+        _publish(partial, path)
+    return path.read_text().strip()
+
+
+def newsbeam_flink_jar(classpath: str) -> Path:
+    """deploy/flink/java compiled against the job server's classpath, as a jar (once per source)."""
+    sources = sorted(JAVA_SOURCES.rglob("*.java"))
+    jar = CLUSTER_ROOT / f"newsbeam-flink-{_digest(POM, *sources)}.jar"
+    if jar.exists():
+        return jar
+    if shutil.which("javac") is None:
+        raise SystemExit("cluster: javac (a JDK 17) is needed to build deploy/flink/java")
+    log(f"compiling {len(sources)} Java source(s) into {jar.name}")
+    with tempfile.TemporaryDirectory() as classes:
+        subprocess.run(
+            ["javac", "--release", "17", "-cp", classpath, "-d", classes, *map(str, sources)], check=True
+        )
+        partial = jar.with_suffix(f".{os.getpid()}.tmp")
+        with zipfile.ZipFile(partial, "w") as archive:
+            for compiled in sorted(Path(classes).rglob("*.class")):
+                archive.write(compiled, compiled.relative_to(classes).as_posix())
+    _publish(partial, jar)
+    return jar
+
+
+def cluster_lib(home: Path, state: Path, classpath: str, newsbeam_jar: Path) -> Path:
+    """<state>/lib: the distribution's lib/ plus the runner's jars it lacks (links, not copies)."""
+    lib = state / "lib"
+    shutil.rmtree(lib, ignore_errors=True)
+    lib.mkdir(parents=True)
+    jars = [*sorted((home / "lib").glob("*.jar")), newsbeam_jar]
+    entries = classpath.split(os.pathsep)
+    jars += [Path(entry) for entry in entries if not any(folder in entry for folder in PROVIDED_BY_FLINK)]
+    for jar in jars:
+        link = lib / jar.name
+        if not link.exists():
+            link.symlink_to(jar)
+    return lib
+
+
+def beam_version() -> str:
+    """The Beam version of the job server (deploy/flink/pom.xml), which the workers' SDK must equal."""
+    found = re.search(r"<beam.version>([^<]+)</beam.version>", POM.read_text())
+    if found is None:
+        raise SystemExit(f"cluster: no <beam.version> in {POM}")
+    return found.group(1)
+
+
+def check_project_python() -> None:
+    """The pools and their workers run PROJECT_PYTHON: it must import Beam at the job server's version."""
+    want = beam_version()
+    done = subprocess.run(
+        [str(PROJECT_PYTHON), "-c", "import apache_beam; print(apache_beam.__version__)"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    have = done.stdout.strip()
+    if done.returncode != 0 or have != want:
+        reason = done.stderr.strip().splitlines()[-1:] if done.returncode else [f"it has Beam {have}"]
+        raise SystemExit(
+            f"cluster: the worker pools run {PROJECT_PYTHON}, which must have Apache Beam {want} "
+            f"(the job server's); {' '.join(reason)} (make venv)"
+        )
 
 
 def free_port() -> int:
@@ -133,6 +259,21 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def choose_ports(standard: bool) -> dict[str, int]:
+    """Free ports the OS picks (the default), or Flink's and Beam's usual ones."""
+    if standard:
+        return dict(STANDARD_PORTS)
+    ports: dict[str, int] = {}
+    while len(set(ports.values())) < len(STANDARD_PORTS):  # never the same port twice
+        ports = {name: free_port() for name in STANDARD_PORTS}
+    return ports
+
+
+def taken_ports(ports: dict[str, int]) -> list[str]:
+    """The ports among `ports` that something already listens on, as `name=port`."""
+    return [f"{name}={port}" for name, port in ports.items() if port_open(port)]
+
+
 def write_conf(home: Path, state: Path, ports: dict[str, int]) -> Path:
     conf_dir = state / "conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +286,11 @@ def write_conf(home: Path, state: Path, ports: dict[str, int]) -> Path:
     (state / "tmp").mkdir(exist_ok=True)
     (conf_dir / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
     return conf_dir
+
+
+def pool_argv(port: int) -> list[str]:
+    """A TaskManager's worker pool: the project's Python, by its path (see deploy/flink/worker_pool.py)."""
+    return [str(PROJECT_PYTHON), str(DEPLOY / "worker_pool.py"), f"--service_port={port}"]
 
 
 def worker_command(state: Path) -> Path:
@@ -205,27 +351,39 @@ def healthy(info: dict[str, Any]) -> list[str]:
     return missing
 
 
-def up(state: Path, free_ports: bool) -> dict[str, Any]:
+def web_ui(info: dict[str, Any]) -> str:
+    return f"http://127.0.0.1:{info['ports']['rest']}"
+
+
+def up(state: Path, standard_ports: bool = False) -> dict[str, Any]:
     existing = read_state(state)
     if existing and not healthy(existing):
-        log(f"already running: {state / 'cluster.json'}")
+        log(f"already running: {state / 'cluster.json'}; web UI {web_ui(existing)}")
         return existing
     if existing:
         down(state)
+    ports = choose_ports(standard_ports)
+    busy = taken_ports(ports)
+    if busy:
+        raise SystemExit(
+            f"cluster: ports already in use: {', '.join(busy)}; another cluster or program listens there "
+            "(stop it, e.g. `make cluster-down`, or start without --standard-ports to use free ports)"
+        )
+    check_project_python()
     home = install_flink()
     classpath = job_server_classpath()
-    ports = {name: free_port() for name in FIXED_PORTS} if free_ports else dict(FIXED_PORTS)
-    busy = [f"{name}={port}" for name, port in ports.items() if port_open(port)]
-    if busy:
-        raise SystemExit(f"cluster: ports already in use: {', '.join(busy)} (try --free-ports)")
+    newsbeam_jar = newsbeam_flink_jar(classpath)
     state.mkdir(parents=True, exist_ok=True)
     (state / "log").mkdir(exist_ok=True)
     conf_dir = write_conf(home, state, ports)
+    lib = cluster_lib(home, state, classpath, newsbeam_jar)
     base_env = {
         **os.environ,
         "FLINK_CONF_DIR": str(conf_dir),
         "FLINK_LOG_DIR": str(state / "log"),
-        # The pools start SDK workers as `python -c ...`: the project's interpreter must come first.
+        "FLINK_LIB_DIR": str(lib),
+        # The pools run PROJECT_PYTHON by its path and their workers run the pool's interpreter; this is
+        # for anything else a component starts by name.
         "PATH": f"{PROJECT_PYTHON.parent}:{os.environ.get('PATH', '')}",
     }
     pids: dict[str, int] = {}
@@ -236,13 +394,10 @@ def up(state: Path, free_ports: bool) -> dict[str, Any]:
             {**base_env, "FLINK_IDENT_STRING": "newsbeam"},
         )  # fmt: skip
         for index in range(TASK_MANAGERS):
-            pool = f"localhost:{ports[f'pool_{index}']}"
+            pool = f"127.0.0.1:{ports[f'pool_{index}']}"
             pids[f"pool_{index}"] = _spawn(
-                f"pool_{index}",
-                [str(PROJECT_PYTHON), "-m", "apache_beam.runners.worker.worker_pool_main",
-                 f"--service_port={ports[f'pool_{index}']}"],
-                state, base_env,
-            )  # fmt: skip
+                f"pool_{index}", pool_argv(ports[f"pool_{index}"]), state, base_env
+            )
             pids[f"taskmanager_{index}"] = _spawn(
                 f"taskmanager_{index}",
                 [str(home / "bin" / "taskmanager.sh"), "start-foreground"],
@@ -251,7 +406,8 @@ def up(state: Path, free_ports: bool) -> dict[str, Any]:
             )
         pids["job_server"] = _spawn(
             "job_server",
-            ["java", *JAVA_OPENS, "-cp", classpath, "org.apache.beam.runners.flink.FlinkJobServerDriver",
+            ["java", *JAVA_OPENS, *JOB_SERVER_LOGGING, "-cp", f"{classpath}{os.pathsep}{newsbeam_jar}",
+             "org.apache.beam.runners.flink.FlinkJobServerDriver",
              f"--flink-master=127.0.0.1:{ports['rest']}", f"--flink-conf-dir={conf_dir}",
              f"--job-port={ports['job']}", f"--artifact-port={ports['artifact']}", "--expansion-port=0"],
             state, base_env,
@@ -259,6 +415,9 @@ def up(state: Path, free_ports: bool) -> dict[str, Any]:
         info["job_endpoint"] = f"localhost:{ports['job']}"
         info["worker_command"] = str(worker_command(state))
         info["parallelism"] = TASK_MANAGERS
+        info["web_ui"] = web_ui(info)
+        # Flags every job on this cluster needs (pipeline/runners.py adds them): ship no jars.
+        info["pipeline_options"] = [f"--pipeline_resources_detector_factory_class={RESOURCES_FACTORY}"]
         (state / "cluster.json").write_text(json.dumps(info, indent=2))
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while missing := healthy(info):
@@ -271,7 +430,7 @@ def up(state: Path, free_ports: bool) -> dict[str, Any]:
     except BaseException:
         down(state)
         raise
-    log(f"up: Flink REST http://127.0.0.1:{ports['rest']}, job endpoint {info['job_endpoint']}")
+    log(f"up: Flink web UI {info['web_ui']}, job endpoint {info['job_endpoint']}, state {state}")
     return info
 
 
@@ -300,16 +459,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=("up", "down", "status", "install"))
     parser.add_argument("--state", type=Path, default=CLUSTER_ROOT / "flink")
-    parser.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
+    parser.add_argument(
+        "--standard-ports", action="store_true",
+        help=f"Flink's and Beam's usual ports ({', '.join(f'{k}={v}' for k, v in STANDARD_PORTS.items())}) "
+        "instead of free ones; fails when one is taken",
+    )  # fmt: skip
+    parser.add_argument(
+        "--free-ports", action="store_true", help="free ports (the default; kept for scripts)"
+    )
     args = parser.parse_args(argv)
     state = args.state.resolve()
     if args.command == "install":
         install_flink()
-        job_server_classpath()
+        newsbeam_flink_jar(job_server_classpath())
         install_venv(SPARK_VENV, SPARK_PACKAGE)
         install_venv(MOTO_VENV, MOTO_PACKAGE)
+        install_go_binary(FAKE_GCS_DIR, FAKE_GCS_MODULE)
     elif args.command == "up":
-        up(state, args.free_ports)
+        if args.standard_ports and args.free_ports:
+            parser.error("--standard-ports and --free-ports exclude each other")
+        up(state, standard_ports=args.standard_ports)
     elif args.command == "down":
         down(state)
     else:
@@ -319,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         missing = healthy(info)
         print("healthy" if not missing else f"unhealthy: {', '.join(missing)}")
+        print(f"web UI:       {web_ui(info)}")
+        print(f"job endpoint: {info['job_endpoint']}")
+        print(f"logs:         {state / 'log'}")
         return 1 if missing else 0
     return 0
 

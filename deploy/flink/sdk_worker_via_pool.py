@@ -9,11 +9,16 @@ PROCESS with this script as its command: the TaskManager runs it with `--id` and
 endpoints, and asks its TaskManager's pool (`apache_beam.runners.worker.worker_pool_main`) to start the
 SDK worker, exactly as an EXTERNAL environment would. It then waits; when the TaskManager closes the
 environment (SIGTERM) it asks the pool to stop the worker.
+
+The pool (deploy/flink/worker_pool.py) answers once the worker is connected, or with an error when the
+worker could not start; then, and when the pool cannot be reached, this command exits non-zero with the
+reason, which Flink reports as the job's failure (while this command runs, the TaskManager waits).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -29,6 +34,9 @@ from apache_beam.portability.api import (
 )
 
 POOL_ENV = "NEWSBEAM_WORKER_POOL"
+POOL_CONNECT_TIMEOUT_S = 10
+# The pool answers StartWorker once the worker is connected (it gives a worker 120 s).
+START_TIMEOUT_S = 150
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         provision_endpoint=endpoints_pb2.ApiServiceDescriptor(url=args.provision_endpoint),
     )
     pool_channel = grpc.insecure_channel(pool)
+    try:
+        grpc.channel_ready_future(pool_channel).result(timeout=POOL_CONNECT_TIMEOUT_S)
+    except grpc.FutureTimeoutError:
+        print(
+            f"sdk_worker_via_pool: no worker pool answers at {pool} ({POOL_ENV}); is it running?",
+            file=sys.stderr,
+        )
+        return 1
     stub = beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(pool_channel)
-    response = stub.StartWorker(request, timeout=60)
+    response = stub.StartWorker(request, timeout=START_TIMEOUT_S)
     if response.error:
         print(
             f"sdk_worker_via_pool: pool {pool} could not start the worker:\n{response.error}", file=sys.stderr
@@ -73,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     stopped.wait()
-    stub.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id=args.id), timeout=30)
+    with contextlib.suppress(grpc.RpcError):  # a pool that is gone has stopped its workers
+        stub.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id=args.id), timeout=30)
     pool_channel.close()
     return 0
 

@@ -1,7 +1,7 @@
 """The batch pipeline on a real Flink cluster: one JobManager, two TaskManagers, two Python worker pools.
 
-The test starts the cluster itself (deploy/flink/cluster.py on free ports, in a temporary state folder)
-and stops it at the end. It runs `newsbeam run --runner flink` and the in-process runner on the same
+The test starts the cluster itself (deploy/flink/cluster.py, free ports by default, in a temporary state
+folder) and stops it at the end. It runs `newsbeam run --runner flink` and the in-process runner on the same
 inputs (the shipped seeds with their feeds, plus a broken feed), and checks:
   - both TaskManagers, hence both worker pools' SDK worker processes, processed records: each pool's log
     names the workers it started, and Flink's REST API gives the records each TaskManager's Python
@@ -10,19 +10,34 @@ inputs (the shipped seeds with their feeds, plus a broken feed), and checks:
     and ingest_date (feed_fetches also differ in started_at and elapsed_ms: they time the read);
   - Spark (PyPI pyspark, local mode) reads the Flink output: row count, partitions and values.
 
-The streaming pipeline also runs on the cluster for a bounded time (`newsbeam stream --duration`).
+The streaming pipeline runs on the cluster end to end against feeds that change between runs: a clean
+stop, a restart, a kill -9 of the launcher (its Flink job cancelled, as after a crash) and a restart with
+Ctrl-C; every revision served is stored exactly once, with rising versions.
+
+Operating the cluster, each with its failure mode: a job ships no jars (the runner is on the cluster's
+classpath), the job server logs, the SDK workers' log lines reach the pools' logs, a pool's workers run the
+pool's own Python whatever PATH says and a worker that cannot start is an error, not a hang; a stale
+cluster.json fails at once; a taken port is named. Those without a cluster run first and fast.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
@@ -31,14 +46,33 @@ import pytest
 import yaml
 
 from tests.conftest import IN_CI, PROJECT, SEEDS, require
+from tests.feedserver import FeedServer, Reply, Request
+from tests.test_stream_e2e import (
+    B1,
+    C1,
+    FEED_HEADERS,
+    ONE,
+    ONE_UPDATED,
+    THREE,
+    TWO,
+    WINDOW,
+    articles,
+    leftovers,
+    rss,
+    serve_changing_feeds,
+    write_config,
+)
+from transforms.write import window_label, window_start
 
-CLUSTER = PROJECT / "deploy" / "flink" / "cluster.py"
+DEPLOY = PROJECT / "deploy" / "flink"
+CLUSTER = DEPLOY / "cluster.py"
 SPARK_READER = PROJECT / "deploy" / "spark" / "read_output.py"
 SPARK_PYTHON = PROJECT / ".cluster" / "spark-venv" / "bin" / "python"
-NEWSBEAM = Path(sys.executable).parent / "newsbeam"
+# `python -m pipeline` from the project root runs this tree's code (the venv's `newsbeam` may not).
+NEWSBEAM = (sys.executable, "-m", "pipeline")
 RUN_TIMEOUT_S = 600
-# The job needs ~25 s on this cluster before its first poll; the feeds change over three polls.
-STREAM_SECONDS = 50
+# The streaming job needs ~40 s on this cluster (2 shared cores) before its first poll.
+STREAM_STEP_TIMEOUT_S = 240
 # Columns that differ between any two runs by design.
 RUN_COLUMNS = {"run_id", "ingested_at", "ingest_date"}
 TIMING_COLUMNS = {"started_at", "elapsed_ms", "failed_at"}
@@ -68,7 +102,7 @@ def flink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         installed.returncode == 0, f"cannot install Flink, the job server or pyspark:\n{installed.stderr}"
     )
     state = tmp_path_factory.mktemp("flink")
-    started = _cluster("up", "--state", str(state), "--free-ports")
+    started = _cluster("up", "--state", str(state))
     try:
         assert started.returncode == 0, f"the Flink cluster did not start:\n{started.stderr}"
         yield json.loads((state / "cluster.json").read_text())
@@ -87,7 +121,7 @@ def _print_logs(state: Path) -> None:
 
 def _run(runner: str, inputs: Path, output: Path, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        [str(NEWSBEAM), "run", "--runner", runner, "--input", str(inputs), "--output", str(output)],
+        [*NEWSBEAM, "run", "--runner", runner, "--input", str(inputs), "--output", str(output)],
         capture_output=True,
         text=True,
         cwd=PROJECT,
@@ -166,7 +200,7 @@ def test_both_taskmanagers_worker_pools_did_work(flink: dict[str, Any], flink_ou
     state = Path(flink["state"])
     for index in range(2):
         log = (state / "log" / f"pool_{index}.out").read_text(errors="replace")
-        assert "Starting worker" in log, f"worker pool {index} started no SDK worker process"
+        assert "started with" in log, f"worker pool {index} started no SDK worker process"
     jobs = [job for job in _rest(flink, "/jobs/overview")["jobs"] if _job_type(flink, job) == "BATCH"]
     assert [job["state"] for job in jobs] == ["FINISHED"], jobs
     job = _rest(flink, f"/jobs/{jobs[0]['jid']}")
@@ -219,32 +253,344 @@ def test_spark_reads_the_flink_output(flink: dict[str, Any], flink_output: Path)
         assert seen["published_at"] == (published.isoformat().replace("+00:00", "") if published else None)
 
 
-def test_streaming_pipeline_on_flink_for_a_bounded_time(flink: dict[str, Any], tmp_path: Path) -> None:
-    """`newsbeam stream` on the cluster (Flink streaming mode) against feeds that change between polls:
-    every distinct entry version written exactly once, in the window of its fetch time (the checks of
-    tests/test_stream_e2e.py, which runs the same job on Prism)."""
-    from tests.feedserver import FeedServer
-    from tests.test_stream_e2e import check_dataset, leftovers, serve_changing_feeds, write_config
+# --- operating the cluster, without one ------------------------------------------------------------
 
+
+def _deploy_module(name: str) -> ModuleType:
+    """A script of deploy/flink/ (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(f"newsbeam_deploy_flink_{name}", DEPLOY / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _python_without_beam() -> Path:
+    """The interpreter the project's venv was made from: a Python that cannot import Beam."""
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    found = subprocess.run([str(base), "-c", "import apache_beam"], capture_output=True).returncode != 0
+    require(base.exists() and found, f"{base} should exist and lack Apache Beam")
+    return base
+
+
+def _bound_port() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _FakeTaskManager:
+    """The provision and control endpoints a TaskManager gives an SDK worker (one gRPC server for both):
+    it provisions empty pipeline options and records which workers asked."""
+
+    def __init__(self) -> None:
+        import grpc
+        from apache_beam.portability.api import beam_provision_api_pb2, beam_provision_api_pb2_grpc
+
+        asked = self.asked = []
+
+        class Provision(beam_provision_api_pb2_grpc.ProvisionServiceServicer):
+            def GetProvisionInfo(self, request: Any, context: Any) -> Any:
+                asked.append(dict(context.invocation_metadata()).get("worker_id"))
+                return beam_provision_api_pb2.GetProvisionInfoResponse(
+                    info=beam_provision_api_pb2.ProvisionInfo()
+                )
+
+        from concurrent import futures
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        beam_provision_api_pb2_grpc.add_ProvisionServiceServicer_to_server(Provision(), self.server)
+        self.endpoint = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def start_request(self, worker_id: str) -> Any:
+        from apache_beam.portability.api import beam_fn_api_pb2, endpoints_pb2
+
+        endpoint = endpoints_pb2.ApiServiceDescriptor(url=self.endpoint)
+        return beam_fn_api_pb2.StartWorkerRequest(
+            worker_id=worker_id, control_endpoint=endpoint, logging_endpoint=endpoint,
+            provision_endpoint=endpoint, artifact_endpoint=endpoint,
+        )  # fmt: skip
+
+
+def _start_worker(pool_address: str, request: Any, timeout: float = 60) -> Any:
+    import grpc
+    from apache_beam.portability.api import beam_fn_api_pb2_grpc
+
+    with grpc.insecure_channel(pool_address) as channel:
+        return beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(channel).StartWorker(
+            request, timeout=timeout
+        )
+
+
+def test_a_pool_starts_its_workers_with_its_own_python_whatever_comes_first_on_path(tmp_path: Path) -> None:
+    """A pool started with a Beam-less `python` first on PATH used to start workers that died at once
+    (its log's only error) while the job waited for them forever."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python").symlink_to(_python_without_beam())
+    port = _closed_port()
+    log = tmp_path / "pool.log"
+    with log.open("wb") as out:
+        pool = subprocess.Popen(
+            _deploy_module("cluster").pool_argv(port), stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT,
+            env={**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"},
+        )  # fmt: skip
+    task_manager = _FakeTaskManager()
+    try:
+        deadline = time.monotonic() + 30
+        while not _port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        response = _start_worker(f"127.0.0.1:{port}", task_manager.start_request("w1"))
+        assert response.error == "", response.error
+        # The worker ran Beam's harness: it asked its TaskManager for the job's pipeline options.
+        deadline = time.monotonic() + 30
+        while not task_manager.asked and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert task_manager.asked == ["w1"], log.read_text(errors="replace")[-3000:]
+    finally:
+        pool.terminate()
+        pool.wait(timeout=30)
+        task_manager.server.stop(0)
+
+
+def test_a_worker_that_cannot_start_fails_the_taskmanagers_command_at_once(tmp_path: Path) -> None:
+    """The TaskManager waits for as long as its environment command runs: a worker that cannot start
+    must make that command (sdk_worker_via_pool.py) exit with the reason, not wait."""
+    worker_pool = _deploy_module("worker_pool")
+    pool = worker_pool.WorkerPool(python=str(_python_without_beam()))
+    server, port = worker_pool.serve(0, pool)
+    task_manager = _FakeTaskManager()
+    try:
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(DEPLOY / "sdk_worker_via_pool.py"), "--id=w1",
+             f"--provision_endpoint={task_manager.endpoint}"],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "NEWSBEAM_WORKER_POOL": f"127.0.0.1:{port}"},
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert "cannot import Apache Beam" in done.stderr and "exited with status 3" in done.stderr, (
+            done.stderr
+        )
+        assert time.monotonic() - started < 30
+    finally:
+        server.stop(0)
+        task_manager.server.stop(0)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_stale_cluster_state_fails_at_once_naming_make_cluster_up(tmp_path: Path) -> None:
+    """The cluster is down, its cluster.json left: this was a bare grpc.FutureTimeoutError after 67 s."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / "cluster.json"
+    port = _closed_port()
+    stale.write_text(json.dumps({
+        "job_endpoint": f"localhost:{port}", "worker_command": str(tmp_path / "sdk_worker"),
+        "pids": {"job_server": dead.pid}, "ports": {"job": port},
+    }))  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(
+        [*NEWSBEAM, "run", "--runner", "flink", "--input", str(SEEDS), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=PROJECT, timeout=60,
+        env={**os.environ, "NEWSBEAM_FLINK_CLUSTER": str(stale)},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Flink cluster not running" in done.stderr and "make cluster-up" in done.stderr, done.stderr[
+        -3000:
+    ]
+    assert f"nothing listens on the job endpoint localhost:{port}" in done.stderr
+    assert "processes gone: job_server" in done.stderr
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "out").exists()
+
+
+def test_cluster_ports_are_free_ones_by_default_and_a_taken_standard_port_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = _deploy_module("cluster")
+    ports = cluster.choose_ports(standard=False)
+    assert set(ports) == set(cluster.STANDARD_PORTS)
+    assert len(set(ports.values())) == len(ports)
+    assert cluster.taken_ports(ports) == []
+    with _bound_port() as taken:
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(cluster, "STANDARD_PORTS", {**cluster.STANDARD_PORTS, "rest": port})
+        started = time.monotonic()
+        with pytest.raises(SystemExit) as stopped:
+            cluster.up(tmp_path / "state", standard_ports=True)
+    assert f"ports already in use: rest={port}" in str(stopped.value)
+    assert time.monotonic() - started < 5, "the port check comes before any install or start"
+    assert not (tmp_path / "state").exists()
+
+
+# --- operating the cluster, on one ------------------------------------------------------------------
+
+
+def test_a_job_ships_no_jars_and_no_taskmanager_keeps_a_copy(
+    flink: dict[str, Any], flink_output: Path
+) -> None:
+    """The runner's jars are on the cluster's classpath; Beam's default staged the job server's whole
+    classpath (158 MB) with each job, and each TaskManager kept its own copy per job."""
+    state = Path(flink["state"])
+    lib = {path.name for path in (state / "lib").iterdir()}
+    assert {"beam-runners-flink-1.19-2.62.0.jar", "flink-dist-1.19.3.jar"} <= lib
+    assert not any(name.startswith(("flink-runtime-", "slf4j-")) for name in lib), "jars Flink has already"
+    job_blobs = [path for path in (state / "tmp").glob("**/blobStorage/job_*/**/*") if path.is_file()]
+    shipped = sum(path.stat().st_size for path in job_blobs)
+    assert shipped < 1_000_000, f"{shipped} bytes of job blobs: {job_blobs[:5]}"
+
+
+def test_the_job_server_logs_what_it_does(flink: dict[str, Any], flink_output: Path) -> None:
+    """Without an SLF4J binding the job server's log held three SLF4J warnings and nothing else."""
+    log = (Path(flink["state"]) / "log" / "job_server.out").read_text(errors="replace")
+    assert "NOP" not in log and "StaticLoggerBinder" not in log
+    assert "INFO org.apache.beam.runners.jobsubmission.JobServerDriver - JobService started on" in log
+    assert "INFO org.apache.beam.runners.flink.FlinkJobInvoker - Invoking job" in log
+
+
+# --- the streaming job end to end on the cluster ------------------------------------------------------
+
+
+class _PhasedFeed:
+    """A feed whose content is the test's current phase (not the number of requests), so that what a
+    killed run fetched is served again after its restart; it records the phase of every answer."""
+
+    def __init__(self, phases: list[bytes]) -> None:
+        self.phases = phases
+        self.phase = 0
+        self.served: list[int] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Reply:
+        with self._lock:
+            self.served.append(self.phase)
+            return Reply(200, self.phases[self.phase], FEED_HEADERS)
+
+    def served_in(self, phase: int) -> int:
+        with self._lock:
+            return self.served.count(phase)
+
+
+def _start_stream(config: Path, flink: dict[str, Any]) -> subprocess.Popen[str]:
+    # Its own session, as a terminal's foreground job: a Ctrl-C goes to the whole group.
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "stream", "--config", str(config)],
+        cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "NEWSBEAM_FLINK_CLUSTER": str(Path(flink["state"]) / "cluster.json")},
+    )  # fmt: skip
+
+
+def _wait_for(condition: Callable[[], bool], what: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + STREAM_STEP_TIMEOUT_S
+    while not condition():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            out, err = process.communicate()
+            pytest.fail(f"waiting for {what}: exit {process.returncode}\n{out}\n{err[-4000:]}")
+        time.sleep(0.2)
+
+
+def _ctrl_c(process: subprocess.Popen[str]) -> tuple[str, str]:
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=STREAM_STEP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"the stream did not stop after Ctrl-C\n{out}\n{err[-4000:]}")
+    assert process.returncode == 0, f"exit {process.returncode}\n{out}\n{err[-4000:]}"
+    assert "DONE" in out.splitlines()[0], out
+    return out, err
+
+
+def _running_streaming_jobs(flink: dict[str, Any]) -> list[str]:
+    jobs = _rest(flink, "/jobs/overview")["jobs"]
+    return [job["jid"] for job in jobs if job["state"] == "RUNNING" and _job_type(flink, job) == "STREAMING"]
+
+
+def _cancel(flink: dict[str, Any], jid: str) -> None:
+    url = f"http://127.0.0.1:{flink['ports']['rest']}/jobs/{jid}?mode=cancel"
+    urllib.request.urlopen(urllib.request.Request(url, method="PATCH"), timeout=10).close()
+
+
+def test_streaming_on_flink_stores_every_served_revision_once_across_stops_restarts_and_kill_9(
+    flink: dict[str, Any], tmp_path: Path
+) -> None:
+    """Phases of the changing feed: a1 a2 | a1 a2 a3 (run 1, clean stop) | a1 updated (run 2, killed
+    with -9 after it fetched the update, its Flink job cancelled; run 3 restarts, Ctrl-C). Every
+    distinct (entry, text) served is stored exactly once, a1's versions rise in the order served, and
+    nothing partial is visible in the datasets."""
+    phases = [(ONE, TWO), (ONE, TWO, THREE), (ONE_UPDATED, TWO, THREE)]
+    changing = _PhasedFeed([rss(*items) for items in phases])
     output = tmp_path / "out"
     with FeedServer() as server:
-        config = write_config(tmp_path, serve_changing_feeds(server))
+        feeds = serve_changing_feeds(server)  # a 304 feed (b1) and one that fails after c1
+        feeds["changing"] = server.route("/phased.xml", changing)
+        config = write_config(tmp_path, feeds)
         settings = yaml.safe_load(config.read_text())
         settings["runner"] = "flink"
         settings["beam_options"] = {}  # the cluster's PROCESS environment, not LOOPBACK
         config.write_text(yaml.safe_dump(settings))
-        done = subprocess.run(
-            [str(NEWSBEAM), "stream", "--config", str(config), "--duration", str(STREAM_SECONDS)],
-            capture_output=True, text=True, cwd=PROJECT, timeout=RUN_TIMEOUT_S,
-            env={**os.environ, "NEWSBEAM_FLINK_CLUSTER": str(Path(flink["state"]) / "cluster.json")},
-        )  # fmt: skip
-        assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-4000:]}"
-        assert len(server.hits("/changing.xml")) >= 3, (
-            "the stream polled the changing feed fewer than 3 times"
-        )
-    check_dataset(output)
-    assert leftovers(output) == []
-    streaming = [
-        job for job in _rest(flink, "/jobs/overview")["jobs"] if _job_type(flink, job) == "STREAMING"
-    ]
-    assert [job["state"] for job in streaming] == ["FINISHED"]
+
+        first = _start_stream(config, flink)
+        _wait_for(lambda: changing.served_in(0) >= 1, "run 1's first poll", first)
+        changing.phase = 1
+        _wait_for(lambda: changing.served_in(1) >= 2, "run 1's polls of phase 1", first)
+        _ctrl_c(first)
+        assert _running_streaming_jobs(flink) == []
+
+        changing.phase = 2
+        second = _start_stream(config, flink)
+        _wait_for(lambda: changing.served_in(2) >= 2, "run 2's polls of the update", second)
+        os.killpg(second.pid, signal.SIGKILL)
+        _, killed_err = second.communicate()
+        killed_run = re.search(r"newsbeam stream (\S+): polling", killed_err)
+        assert killed_run is not None, killed_err[-3000:]
+        orphans = _running_streaming_jobs(flink)
+        assert len(orphans) == 1, "the killed launcher's job runs on in the cluster"
+        _cancel(flink, orphans[0])  # as an operator would after a crash: its open windows are lost
+        deadline = time.monotonic() + 60
+        while _running_streaming_jobs(flink) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _running_streaming_jobs(flink) == []
+
+        polls_before = changing.served_in(2)
+        third = _start_stream(config, flink)
+        _wait_for(lambda: changing.served_in(2) >= polls_before + 2, "run 3's polls", third)
+        _ctrl_c(third)
+
+    served = {item for phase in set(changing.served) for item in phases[phase]}
+    expected = {(guid, text) for guid, _, text in served} | {("b1", B1[2]), ("c1", C1[2])}
+    rows = articles(output)
+    stored = Counter((row["entry_id"].rsplit("/", 1)[-1], row["text"]) for row in rows)
+    assert set(stored) == expected, f"stored {sorted(stored)}, served {sorted(expected)}"
+    assert [key for key, count in stored.items() if count > 1] == [], f"stored more than once: {stored}"
+    a1_versions = {row["text"]: row["version"] for row in rows if row["entry_id"].endswith("/a1")}
+    assert a1_versions == {ONE[2]: 1, ONE_UPDATED[2]: 2}, a1_versions
+    for row in rows:  # each article sits in the window of its ingested_at
+        start = window_start(row["ingested_at"].timestamp(), WINDOW)
+        assert f"part-{window_label(start)}-" in Path(row["filename"]).name, row
+    # Nothing partial in the datasets: every file there is a published Parquet file DuckDB read above.
+    for dataset in ("articles", "feed_fetches", "dead_letters"):
+        partial = [p for p in (output / dataset).rglob("*") if p.is_file() and p.suffix != ".parquet"]
+        assert partial == [], partial
+    # Clean stops leave nothing behind; only the killed run may have left staged files (outside the datasets).
+    assert [path for path in leftovers(output) if killed_run.group(1) not in path] == []
+    # The SDK workers' log lines (the per-cycle line of the poll loop) reach the worker pools' logs.
+    pool_logs = "".join(
+        (Path(flink["state"]) / "log" / f"pool_{index}.out").read_text(errors="replace") for index in range(2)
+    )
+    assert "newsbeam.stream" in pool_logs and "poll cycle" in pool_logs, pool_logs[-3000:]

@@ -1,64 +1,31 @@
 """Inputs from and output to an object store, through Beam's filesystems: s3:// against a local S3 server.
 
 The S3 server is moto's server mode (PyPI `moto[server]`, in .cluster/moto-venv, installed by
-`deploy/flink/cluster.py install`), started by the test on 127.0.0.1; Beam's S3 filesystem (the `aws`
-extra) is pointed at it with Beam's own options (`--s3_endpoint_url`, keys, region). The same run on
-the local filesystem is the reference. gs:// goes through the same FileSystems calls; without a GCS
-server here it is covered only by the Dataflow dry run (tests/cluster/test_dataflow.py).
+`deploy/flink/cluster.py install`), started on 127.0.0.1 for the session (tests/cluster/conftest.py);
+Beam's S3 filesystem (the `aws` extra) is pointed at it with Beam's own options (`--s3_endpoint_url`,
+keys, region). The same run on the local filesystem is the reference. gs:// goes through the same
+FileSystems calls; runs on it are covered only by the Dataflow dry run (tests/cluster/test_dataflow.py),
+its commit lock by tests/cluster/test_object_lock.py against fake-gcs-server.
 """
 
 from __future__ import annotations
 
 import io
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
+from tests.cluster.object_servers import S3_KEYS as KEYS
+from tests.cluster.object_servers import s3_beam_args
 from tests.cluster.test_flink import RUN_COLUMNS
 from tests.conftest import PROJECT, SEEDS, require
 
-MOTO_SERVER = PROJECT / ".cluster" / "moto-venv" / "bin" / "moto_server"
 NEWSBEAM = Path(sys.executable).parent / "newsbeam"
 BUCKET = "newsbeam-test"
-KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    if not MOTO_SERVER.exists():
-        subprocess.run(
-            [sys.executable, str(PROJECT / "deploy" / "flink" / "cluster.py"), "install"], timeout=900
-        )
-    require(MOTO_SERVER.exists(), f"moto's S3 server is not installed at {MOTO_SERVER}")
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert server.poll() is None, "moto_server exited"
-            assert time.monotonic() < deadline, "moto_server did not listen within 30 s"
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +51,6 @@ def _run(inputs: str, output: str, *beam_args: str) -> str:
     return done.stdout
 
 
-def _s3_args(endpoint: str) -> list[str]:
-    return [
-        f"--s3_endpoint_url={endpoint}",
-        f"--s3_access_key_id={KEYS['aws_access_key_id']}",
-        f"--s3_secret_access_key={KEYS['aws_secret_access_key']}",
-        f"--s3_region_name={KEYS['region_name']}",
-    ]
-
-
 def _keys(s3: Any, prefix: str) -> list[str]:
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
@@ -111,7 +69,7 @@ def _articles_from_s3(s3: Any, prefix: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def s3_run(s3: Any, s3_endpoint: str) -> str:
-    return _run(f"s3://{BUCKET}/inputs/", f"s3://{BUCKET}/out", *_s3_args(s3_endpoint))
+    return _run(f"s3://{BUCKET}/inputs/", f"s3://{BUCKET}/out", *s3_beam_args(s3_endpoint))
 
 
 def test_a_run_reads_s3_and_writes_hive_partitioned_parquet_to_s3(s3: Any, s3_run: str) -> None:
@@ -154,7 +112,7 @@ def test_staging_is_emptied_on_an_object_store(s3: Any, s3_endpoint: str) -> Non
 
     from transforms.write import remove_staging
 
-    FileSystems.set_options(PipelineOptions(_s3_args(s3_endpoint)))
+    FileSystems.set_options(PipelineOptions(s3_beam_args(s3_endpoint)))
     for key in ("a/part-1.parquet", "a/b/part-2.parquet", "part-3-edited.parquet"):
         s3.put_object(Bucket=BUCKET, Key=f"leftovers/_staging/run-1/{key}", Body=b"x")
     s3.put_object(Bucket=BUCKET, Key="leftovers/_staging/run-2/part-4.parquet", Body=b"x")
@@ -162,3 +120,26 @@ def test_staging_is_emptied_on_an_object_store(s3: Any, s3_endpoint: str) -> Non
     assert _keys(s3, "leftovers/") == ["leftovers/_staging/run-2/part-4.parquet"]  # another run's stay
     remove_staging(f"s3://{BUCKET}/leftovers", "no-such-run")  # nothing staged: nothing to do, no error
     assert _keys(s3, "leftovers/") == ["leftovers/_staging/run-2/part-4.parquet"]
+
+
+def test_an_s3_output_with_glob_characters_is_listed_literally(s3: Any, s3_endpoint: str) -> None:
+    """`out[1]` is a name: the index and markers under it are found, so a rerun stores nothing new."""
+    output = f"s3://{BUCKET}/glob[1]*?"
+    s3.put_object(Bucket=BUCKET, Key="glob1X/_state/articles/part-decoy.parquet", Body=b"not parquet")
+
+    def run_here() -> str:  # this tree's code (`python -m pipeline` from the project root)
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "run", "--runner", "direct", "--input",
+             f"s3://{BUCKET}/inputs/feeds/rss2_en.xml", "--output", output, *s3_beam_args(s3_endpoint)],
+            capture_output=True, text=True, cwd=PROJECT, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    first, second = run_here(), run_here()
+    written = [line for line in first.splitlines() if "articles written:" in line]
+    assert written and not written[0].strip().endswith(": 0")
+    assert "articles written:  0" in second
+    index = [key for key in _keys(s3, "glob[1]*?/_state/articles/") if key.endswith(".parquet")]
+    assert len(index) == 1
+    assert not [key for key in _keys(s3, "glob[1]*?/") if "/_staging/" in key]

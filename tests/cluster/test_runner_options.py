@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,27 +15,41 @@ from pipeline.options import make_pipeline_options
 from pipeline.runners import RunnerError, make_runner
 from tests.conftest import PROJECT
 
-STATE = {
-    "job_endpoint": "localhost:18099",
-    "worker_command": "/x/.cluster/flink/sdk_worker",
-    "parallelism": 2,
-}
+DETECTOR = "--pipeline_resources_detector_factory_class=io.newsbeam.flink.ClusterProvidedResources"
+
+
+@pytest.fixture
+def job_endpoint() -> Iterator[str]:
+    """A port that accepts connections, as a running job server's does (the state file is checked)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield f"localhost:{sock.getsockname()[1]}"
 
 
 def test_flink_runs_beams_portable_runner_on_the_cluster_of_the_state_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job_endpoint: str
 ) -> None:
     state = tmp_path / "cluster.json"
-    state.write_text(json.dumps(STATE))
+    worker_command = "/x/.cluster/flink/sdk_worker"
+    state.write_text(
+        json.dumps({
+            "job_endpoint": job_endpoint, "worker_command": worker_command, "parallelism": 2,
+            "pipeline_options": [DETECTOR],
+        })
+    )  # fmt: skip
     monkeypatch.setenv("NEWSBEAM_FLINK_CLUSTER", str(state))
     settings = load_settings(PROJECT / "configs" / "flink.yaml")
     assert make_runner(settings.runner) == "PortableRunner"
     options = make_pipeline_options(settings.runner, settings.beam_options, ["--parallelism=3"])
     portable = options.view_as(PortableOptions)
-    assert portable.job_endpoint == "localhost:18099"
+    assert portable.job_endpoint == job_endpoint
     assert portable.environment_type == "PROCESS"
-    assert json.loads(portable.environment_config) == {"command": STATE["worker_command"]}
-    assert options.get_all_options()["parallelism"] == 3  # the command line wins over the cluster's 2
+    assert json.loads(portable.environment_config) == {"command": worker_command}
+    everything = options.get_all_options()
+    assert everything["parallelism"] == 3  # the command line wins over the cluster's 2
+    # The cluster's own Java option reaches the job server (Beam drops options it does not define).
+    assert everything["pipeline_resources_detector_factory_class"] == DETECTOR.split("=", 1)[1]
 
 
 def test_flink_without_a_running_cluster_is_a_clear_error(
