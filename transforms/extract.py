@@ -12,7 +12,9 @@ and uses it twice:
   extractor left out is put back in front of the text;
 - to verify it: consent walls, paywall stubs and error pages come back as text, so an extraction
   shorter than the feed's text, sharing under half of the summary's word 3-grams, or adding too
-  little to it is no upgrade, and the result says why.
+  little to it is no upgrade, and the result says why. One measured exception to the 3-gram rule:
+  a page whose own meta description is the summary (as for many feeds, whose summary is written for
+  feeds and meta tags and appears nowhere in the article) passes if its text has the summary's words.
 No per-site rules: every rule here is stated on HTML, schema.org or language in general.
 
 `needs_full_text` is the `auto` rule of `fulltext.mode`: fetch when the feed's text is short or
