@@ -1,7 +1,9 @@
 # newsbeam: `make run` runs the pipeline on seeds/, `make test` runs the whole suite.
-# Both create .venv/ first, with the versions pinned in constraints.txt.
+# Both create .venv/ first, with the versions pinned in constraints.txt, on Python 3.11 or 3.12
+# (Beam 2.62 supports 3.9-3.12; CI runs the suite on 3.11 and `make run` on 3.12):
+#   make run VENV=.venv312 PYTHON=python3.12
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 OUTPUT ?= output
@@ -10,7 +12,7 @@ PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check -c constra
 .PHONY: run test lint typecheck format bench clean venv venv-test prism
 
 $(BIN)/activate:
-	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "newsbeam needs Python 3.11"'
+	$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12), f"newsbeam needs Python 3.11 or 3.12, not {sys.version.split()[0]} ($(PYTHON))"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check pip==24.3.1
 

@@ -15,6 +15,7 @@ from apache_beam.pvalue import PCollection
 
 from pipeline.config import Settings
 from pipeline.feeds import feed_list
+from pipeline.progress import CountProgress
 from transforms.accounting import CountPerSource, CountUnaccounted
 from transforms.dedupe import (
     ALREADY_STORED,
@@ -32,14 +33,8 @@ from transforms.normalize import NormalizeArticles
 from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
 from transforms.read import ReadSettings, ReadSources, pattern_as_text
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, RunInfo
-from transforms.write import (
-    CommitRun,
-    WindowFileSpec,
-    WritePartitionedParquet,
-    WriteVersionIndex,
-    WriteWindowedParquet,
-    stamp_fetch_time,
-)
+from transforms.window_write import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
+from transforms.write import CommitRun, WritePartitionedParquet, WriteVersionIndex
 
 ARTICLES = "articles"
 DEAD_LETTERS = "dead_letters"
@@ -47,8 +42,14 @@ FEED_FETCHES = "feed_fetches"
 DATASETS = (ARTICLES, DEAD_LETTERS, FEED_FETCHES)
 
 
-def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
-    """The batch pipeline; returns the one-element PCollection of the committed run manifest."""
+def build_batch(
+    p: Pipeline, settings: Settings, run: RunInfo, progress: tuple[str, int] | None = None
+) -> PCollection:
+    """The batch pipeline; returns the one-element PCollection of the committed run manifest.
+
+    With `progress` (a 127.0.0.1 address), steps fused into the reading stages send their counts
+    there while the run goes on (pipeline/progress.py).
+    """
     parquet = settings.parquet.settings()
     feeds = feed_list(settings).feeds
     read_settings = ReadSettings(
@@ -108,6 +109,9 @@ def build_batch(p: Pipeline, settings: Settings, run: RunInfo) -> PCollection:
     )
     dead_letter_files = (dead_letters | "WriteDeadLetters" >> dead_letter_writer).files
     fetch_files = (fetch_rows | "WriteFeedFetches" >> fetch_writer).files
+    if progress is not None:
+        for kind, counted in (("inputs", fetches), ("articles", enriched), ("dead_letters", dead_letters)):
+            _ = counted | f"Progress{kind.title()}" >> beam.ParDo(CountProgress(progress, kind))
     manifest = (
         (article_files, dead_letter_files, fetch_files, index_files)
         | "AllStagedFiles" >> beam.Flatten()
@@ -176,9 +180,7 @@ def build_stream(
     detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
     enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)
     stamped = enriched | "StampFetchTime" >> beam.Map(_stamped_with_fetch_time(run))
-    unique, duplicates = stamped | "DeduplicateStream" >> DeduplicateStream(
-        settings.output, stream.expire_after, stream.dedupe_buckets
-    )
+    unique, duplicates = stamped | "DeduplicateStream" >> DeduplicateStream(settings.output)
     article_files = unique | "WriteArticles" >> WriteWindowedParquet(
         spec(ARTICLES, ARTICLE_SCHEMA, settings.article_partition_keys, with_index=True)
     )

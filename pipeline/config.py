@@ -3,10 +3,16 @@
 Every value has its default in `configs/local.yaml` and in the models below; a config file only
 needs the keys it changes. Unknown keys, wrong types, missing inputs and bad partition keys are
 reported as one `ConfigError` whose lines each name the file and the key.
+
+Paths under `inputs:` and `opml:` are relative to the config file's folder (so a config and the
+files it lists travel together, and the shipped config finds the shipped seeds from any directory);
+`output:` and the command line's paths are relative to the working directory. The YAML loader is
+bounded (aliases and the size they expand to) so that an alias bomb fails here, naming the file.
 """
 
 from __future__ import annotations
 
+import difflib
 import glob
 import os
 from pathlib import Path
@@ -16,7 +22,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.feeds import check_feed_url, check_language, parse_duration
+from pipeline.durations import parse_duration
+from pipeline.feeds import check_feed_url, check_language
 from transforms.feed_state import FeedSource, StatePolicy
 from transforms.fetch import FetchSettings
 from transforms.language import LanguageSettings
@@ -27,6 +34,72 @@ from transforms.write import ParquetSettings
 
 class ConfigError(ValueError):
     """Bad configuration: the message names the file and the key."""
+
+
+# An alias bomb ("billion laughs") is a few hundred bytes whose aliases expand to billions of nodes;
+# a real config has a handful of aliases and a few thousand nodes.
+MAX_YAML_ALIASES = 1_000
+MAX_YAML_NODES = 1_000_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a cap on aliases and on the node count they expand to."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (`*name`): refused")
+        return super().compose_node(parent, index)
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node)
+        return self.construct_document(node)
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Refuse a document whose aliases would expand past MAX_YAML_NODES nodes (counted, not built)."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise yaml.YAMLError("an alias refers to a node that contains it (a recursive document)")
+        in_progress.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        in_progress.discard(key)
+        if total > MAX_YAML_NODES:
+            raise yaml.YAMLError(
+                f"the document expands to more than {MAX_YAML_NODES:,} nodes through its aliases "
+                "(an alias bomb?): refused"
+            )
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
+def safe_load_bounded(text: str) -> Any:
+    """`yaml.safe_load` with the alias and expansion bounds above; yaml.YAMLError when exceeded."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 class _Strict(BaseModel):
@@ -146,12 +219,10 @@ class StreamConfig(_Strict):
 
     poll_interval: int = Field(300, ge=1)  # seconds or "5m": feeds without their own poll_interval
     window: int = Field(300, ge=1)  # fixed windows on fetch time, seconds or "5m"
-    expire_after: int = Field(7 * 86400, ge=1)  # forget an article id not seen for this long
-    dedupe_buckets: int = Field(1024, ge=1, le=1_000_000)  # keys the de-duplication state is spread over
     cleanup_after: int = Field(86400, ge=1)  # a window's pane counter is kept this long after its end
     duration: int | None = Field(None, ge=1)  # stop after this long (also `--duration`); None: until Ctrl-C
 
-    @field_validator("poll_interval", "window", "expire_after", "cleanup_after", "duration", mode="before")
+    @field_validator("poll_interval", "window", "cleanup_after", "duration", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> int | None:
         return None if value is None else parse_duration(value)
@@ -172,6 +243,16 @@ class Settings(_Strict):
     state: StateConfig = StateConfig()
     stream: StreamConfig = StreamConfig()
     beam_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("runner")
+    @classmethod
+    def _known_runner(cls, name: str) -> str:
+        return check_runner(name)
+
+    @field_validator("output")
+    @classmethod
+    def _output_is_a_folder(cls, output: str) -> str:
+        return check_output(output)
 
     @field_validator("partition_by")
     @classmethod
@@ -229,13 +310,74 @@ def check_input(item: str) -> None:
         raise ValueError(f"input path {item!r} does not exist")
 
 
+def _paths_relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The config's `inputs:` and `opml:` paths resolved against its folder (URLs and absolute paths kept).
+
+    A resolved path under the working directory is written relative to it, as a user would type it
+    there (it becomes the articles' `source`).
+    """
+
+    def resolve(item: Any) -> Any:
+        if not isinstance(item, str) or not item.strip() or len(urlsplit(item).scheme) > 1:
+            return item
+        if os.path.isabs(os.path.expanduser(item)):
+            return item
+        resolved = os.path.normpath(folder / item)
+        relative = os.path.relpath(resolved)
+        return resolved if relative == ".." or relative.startswith(f"..{os.sep}") else relative
+
+    resolved = dict(data)
+    for key in ("inputs", "opml"):
+        if isinstance(resolved.get(key), list):
+            resolved[key] = [resolve(item) for item in resolved[key]]
+    return resolved
+
+
+def check_runner(name: str) -> str:
+    """newsbeam's runner names, Beam's, or a dotted class path; a "did you mean" for typos."""
+    from apache_beam.runners.runner import _RUNNER_MAP
+
+    from pipeline.runners import DATAFLOW_ALIASES, FLINK_ALIASES, LOCAL_ALIASES, PRISM_ALIASES
+
+    key = name.strip().lower()
+    ours = sorted(LOCAL_ALIASES | PRISM_ALIASES | FLINK_ALIASES | DATAFLOW_ALIASES)
+    beams = sorted(_RUNNER_MAP)
+    known = {*ours, *beams, *(k.removesuffix("runner") for k in beams)}
+    if key in known or "." in key:
+        return name
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"unknown runner {name!r}{hint} (direct, prism, flink, dataflow, a Beam runner name "
+        "such as SparkRunner, or a dotted class path)"
+    )
+
+
+def check_output(output: str) -> str:
+    """A local output must be a folder (or not exist yet); object-store URLs are checked by the runner."""
+    if not output.strip():
+        raise ValueError("the output path is empty")
+    if len(urlsplit(output).scheme) <= 1 and os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"{output!r} is a file, not a folder; give a folder to write the datasets into")
+    return output
+
+
+# Keys that once meant something: refused like any unknown key, but saying why and what to do.
+REMOVED_KEYS = {
+    "stream.expire_after": "removed: the streaming sink decides against the committed version index, "
+    "which keeps every id; delete this key",
+    "stream.dedupe_buckets": "removed: streaming de-duplication keeps no per-key state any more; "
+    "delete this key",
+}
+
+
 def _format_errors(error: ValidationError, origin: str) -> str:
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = REMOVED_KEYS.get(key, "unknown key")
         lines.append(f"{origin}: {key}: {message}")
     return "\n".join(lines)
 
@@ -251,14 +393,15 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
         except OSError as error:
             raise ConfigError(f"{origin}: cannot read the config file: {error.strerror}") from error
         try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{origin}: not valid YAML: {error}") from error
+            loaded = safe_load_bounded(text)
+        except (yaml.YAMLError, RecursionError) as error:
+            reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+            raise ConfigError(f"{origin}: not valid YAML: {reason}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{origin}: the top level must be a mapping of keys to values")
-        data = loaded
+        data = _paths_relative_to(loaded, Path(path).resolve().parent)
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value

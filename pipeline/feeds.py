@@ -22,14 +22,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from lxml import etree
 
+from pipeline.durations import parse_duration as parse_duration  # its old home; config and CLI import it
 from transforms.feed_state import FeedSource
 from transforms.fetch import redact_url
 
 if TYPE_CHECKING:  # config.py imports this module for its validators
     from pipeline.config import Settings
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$", re.I)
-_UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}([-_][a-zA-Z0-9]{2,8})*$")
 
 
@@ -95,22 +94,6 @@ def _userinfo_cut_short(url: str, netloc: str) -> bool:
     """Whether the URL holds `user:password@` that its syntax does not read as one: an '@' before
     the path while the authority urlsplit found (`user:12` of `https://user:12#x@host/`) has none."""
     return "@" not in netloc and ":" in netloc and "@" in _before_path(url)
-
-
-def parse_duration(value: int | float | str) -> int:
-    """Seconds from 900, "900", "15m", "2h" or "1d"."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"{value!r} is not a duration such as 900, 15m, 2h or 1d")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "").lower() or None]
-    if seconds < 0:
-        raise ValueError(f"{value!r}: a duration cannot be negative")
-    return int(seconds)
 
 
 def canonical_feed_url(url: str) -> str:

@@ -42,7 +42,6 @@ from pipeline.runners import DATAFLOW_ALIASES, RunnerError
 from transforms.paths import validate_run_id
 from transforms.schema import RunInfo
 
-DATAFLOW_CONFIG = Path("configs/dataflow.yaml")
 SETUP_FILE = Path(__file__).resolve().parent.parent / "setup.py"
 # Beam skips its network checks of gs:// buckets for an endpoint on localhost; only dry runs use it.
 OFFLINE_ENDPOINT = "http://localhost"
@@ -89,9 +88,21 @@ def dataflow_problems(options: PipelineOptions, output: str, inputs: list[str]) 
     return problems
 
 
+def require_gcp_extra() -> None:
+    """Beam's Dataflow client comes with the `gcp` extra; without it, one line saying how to get it."""
+    try:
+        from apache_beam.runners.dataflow.internal import apiclient  # noqa: F401
+    except ImportError:
+        raise RunnerError(
+            "launch: the Dataflow runner needs Beam's gcp extra: pip install 'newsbeam[gcp]' "
+            "(in a checkout: make cluster-deps)"
+        ) from None
+
+
 def launch_dataflow(
     settings: Settings, beam_args: list[str], run_id: str, version: str, dry_run: bool = False
 ) -> Launched:
+    require_gcp_extra()
     validate_run_id(run_id)
     if settings.runner.strip().lower() not in DATAFLOW_ALIASES:
         raise RunnerError(f"runner: `launch` submits to Dataflow; got {settings.runner!r} (use `run`)")

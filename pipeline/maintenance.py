@@ -19,13 +19,11 @@ import argparse
 import contextlib
 import os
 import posixpath
-import re
 import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -34,11 +32,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.durations import parse_duration
 from transforms.paths import list_files, validate_run_id
 from transforms.store import (
     INDEX_DATASET,
     INDEX_FIELDS,
     INDEX_SCHEMA,
+    LOOKUP_FIELDS,
     CommitLock,
     fault_point,
     index_dir,
@@ -100,14 +100,11 @@ def operation_id(kind: str) -> str:
 
 
 def parse_age(text: str) -> timedelta:
-    """`90d`, `12h`, `30m`, `2w` -> a timedelta; a clear error for anything else."""
-    found = re.fullmatch(r"\s*(\d+)\s*([wdhm])\s*", text)
-    if not found:
-        raise MaintenanceError(f"cannot read the age {text!r}: use a number and a unit, e.g. 90d, 12h, 2w")
-    amount, unit = int(found.group(1)), found.group(2)
-    return {"w": timedelta(weeks=amount), "d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
-        unit, timedelta(minutes=amount)
-    )
+    """`90s`, `30m`, `12h`, `90d`, `2w` -> a timedelta (the one grammar of `pipeline.durations`)."""
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except ValueError as error:
+        raise MaintenanceError(str(error)) from None
 
 
 # --- recovery -------------------------------------------------------------------------------------
@@ -185,7 +182,8 @@ def expected_index_files(output: str) -> dict[str, tuple[str, int | None]]:
 
 
 def index_damage(output: str) -> list[IndexDamage]:
-    """Deltas the manifests list that are missing, unreadable or hold another number of rows.
+    """Deltas the manifests list that are missing, unreadable, lack the index's columns or hold
+    another number of rows.
 
     Reads only each delta's footer. Deltas no manifest lists (those a stream publishes) are read
     too: a broken one would fail every run all the same.
@@ -201,9 +199,16 @@ def index_damage(output: str) -> list[IndexDamage]:
         manifest, rows = expected.get(name, ("", None))
         try:
             with FileSystems.open(path) as stream:
-                found = pq.ParquetFile(stream).metadata.num_rows
+                metadata = pq.ParquetFile(stream).metadata
+                found, columns = metadata.num_rows, set(metadata.schema.names)
         except (OSError, pa.ArrowException) as error:
             damage.append(IndexDamage(path, f"unreadable ({error})", manifest))
+            continue
+        lacking = [column for column in LOOKUP_FIELDS if column not in columns]
+        if lacking:  # readable, but some other file (an article file copied over it, say)
+            damage.append(
+                IndexDamage(path, f"not a version index file (no column {', '.join(lacking)})", manifest)
+            )
             continue
         if rows is not None and found != rows:
             damage.append(IndexDamage(path, f"holds {found} rows, its manifest says {rows}", manifest))
@@ -276,11 +281,21 @@ def repair_index(
         name = f"part-{op}-0000.parquet"
         staged = join(output, STAGING_DIR, op, INDEX_DATASET, name)
         _ensure_folder(posixpath.dirname(staged))
-        with FileSystems.create(staged) as stream, pq.ParquetWriter(stream, INDEX_SCHEMA) as writer:
-            for path in list_parquet(articles_root):
-                table = index_rows_of_articles(path, articles_root)
-                writer.write_table(table, row_group_size=settings.row_group_size)
-                report.rows += table.num_rows
+        try:
+            with FileSystems.create(staged) as stream, pq.ParquetWriter(stream, INDEX_SCHEMA) as writer:
+                for path in list_parquet(articles_root):
+                    try:
+                        table = index_rows_of_articles(path, articles_root)
+                    except (OSError, pa.ArrowException) as error:
+                        raise MaintenanceError(
+                            f"cannot rebuild the version index: the article file {path} cannot be read "
+                            f"({error}); move it out of the output (or restore it), then repair again"
+                        ) from error
+                    writer.write_table(table, row_group_size=settings.row_group_size)
+                    report.rows += table.num_rows
+        except BaseException:
+            remove_staging(output, op)  # the partial delta; nothing was published
+            raise
         files = [_move(INDEX_DATASET, "", staged, join(index_dir(output), name), report.rows)]
         present = list_index_files(output)
         trash = join(output, TRASH_DIR, op, INDEX_DATASET)
@@ -298,24 +313,6 @@ def repair_index(
 def _ensure_folder(folder: str) -> None:
     if is_local(folder):
         os.makedirs(folder, exist_ok=True)
-
-
-def add_repair_command(commands: Any) -> None:
-    """`newsbeam repair OUTPUT`: the command's arguments (its wiring lives here, beside its logic)."""
-    repair = commands.add_parser(
-        "repair",
-        help="rebuild a missing or broken version index from the article files (under the commit lock)",
-    )
-    repair.add_argument("--output", default=None, help="output folder or URL (or give it as OUTPUT)")
-    # SUPPRESS: without OUTPUT the positional leaves `output` alone, so `--output` and the config still count.
-    repair.add_argument(
-        "output", nargs="?", default=argparse.SUPPRESS, metavar="OUTPUT", help="output folder"
-    )
-    repair.add_argument("--config", type=Path, default=None, help="YAML config (for its output and options)")
-    repair.add_argument("--force", action="store_true", help="rebuild even when the index looks whole")
-    repair.add_argument(
-        "--lock-timeout", type=float, default=600.0, help="seconds to wait for another commit (default 600)"
-    )
 
 
 def run_repair(settings: Any, args: argparse.Namespace) -> int:

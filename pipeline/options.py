@@ -1,7 +1,8 @@
 """Beam pipeline options for a newsbeam run: the config's `beam_options`, the runner's needs, CLI flags.
 
-Flags the CLI does not know (`--direct_num_workers=2`, `--project=...`) are Beam's and pass
-through; later ones win, so the order is the runner's defaults, the config, then the command line.
+Flags the CLI does not know (`--direct_num_workers=2`, `--project=...`) are Beam's (the CLI has
+checked that a registered `PipelineOptions` class knows each) and pass through; later ones win, so
+the order is the runner's defaults, the config, then the command line.
 """
 
 from __future__ import annotations

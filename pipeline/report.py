@@ -1,8 +1,16 @@
-"""The end-of-run report: what was read, written and dropped, from the run manifest and its files."""
+"""The end-of-run report: what was read, written and dropped, from the run manifest and its files.
+
+Every number comes from what the run committed (the manifest and the `feed_fetches` rows), never
+from Beam's counters, which count rows as each step saw them (staged articles before
+de-duplication, for one): those are shown only with `-v`, apart and labelled. The same summary
+gives the CLI its exit status (inputs read, inputs failed).
+"""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -32,49 +40,85 @@ FETCH_COUNT_COLUMNS = (
 )
 
 
-def render_report(
-    manifest: dict[str, Any], output: str, elapsed_seconds: float, metrics: dict[str, int]
-) -> str:
-    fetches = _rows(
-        manifest,
-        "feed_fetches",
-        [*FETCH_COUNT_COLUMNS, "elapsed_ms", "error_type", "http_status", "attempts", "message"],
-    )
-    dead = _rows(manifest, "dead_letters", ["stage", "error_type"])
-    counts = manifest.get("counts", {})
-    articles = counts.get("articles", {})
-    outcomes = Counter(row["outcome"] for row in fetches)
-    cut = sum(r["entries_cut"] or 0 for r in fetches)
-    lines = [
-        f"newsbeam run {manifest['run_id']}: {manifest['status']} in {elapsed_seconds:.1f}s",
-        f"  inputs read:       {len(fetches)} ({', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))})",
-        f"  entries found:     {sum(r['entries'] or 0 for r in fetches)}"
-        + (f" ({cut} not read: over fetch.max_entries_per_feed)" if cut else ""),
-        f"  articles written:  {articles.get('rows', 0)}",
-    ]
-    per_language = sorted(
-        ((k.split("=", 1)[1], v) for k, v in articles.items() if k.startswith("language=")),
-        key=lambda kv: -kv[1],
-    )
-    if per_language:
-        lines.append("    by language:     " + ", ".join(f"{lang} {n}" for lang, n in per_language))
-    lines.append(f"  duplicates:        {sum(r['duplicates'] or 0 for r in fetches)}")
-    stored = sum(r["already_stored"] or 0 for r in fetches)
-    lines.append(f"  already stored:    {stored} (unchanged since earlier runs)")
-    lines.append(f"  dead letters:      {len(dead)}")
-    for (stage, error_type), n in Counter((d["stage"], d["error_type"]) for d in dead).most_common(10):
-        lines.append(f"    {stage}/{error_type}: {n}")
-    slowest = sorted(fetches, key=lambda r: -(r["elapsed_ms"] or 0))[:3]
-    if slowest and len(fetches) > 1:
-        lines.append(
-            "  slowest inputs:    " + ", ".join(f"{r['source']} ({r['elapsed_ms']} ms)" for r in slowest)
+FAILED_OUTCOMES = ("error", "not_a_feed")
+METRICS_NOTE = (
+    "Beam's per-step counters: rows as each step saw them, before de-duplication and commit "
+    "(the lines above are what was committed)"
+)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a committed run read and wrote: its manifest and its `feed_fetches` and `dead_letters` rows."""
+
+    manifest: dict[str, Any]
+    output: str
+    fetches: list[dict[str, Any]]
+    dead: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, manifest: dict[str, Any], output: str) -> RunSummary:
+        fetches = _rows(
+            manifest,
+            "feed_fetches",
+            [*FETCH_COUNT_COLUMNS, "elapsed_ms", "error_type", "http_status", "attempts", "message"],
         )
-    lines += feed_health_lines(fetches)
-    if metrics:
-        lines.append("  beam metrics:      " + ", ".join(f"{k}={v}" for k, v in sorted(metrics.items())))
-    lines.append(f"  output:            {output}/articles, {output}/dead_letters, {output}/feed_fetches")
-    lines.append(f"  manifest:          {output}/_runs/{manifest['run_id']}.json")
-    return "\n".join(lines)
+        return cls(manifest, output, fetches, _rows(manifest, "dead_letters", ["stage", "error_type"]))
+
+    @property
+    def inputs(self) -> int:
+        return len(self.fetches)
+
+    @property
+    def failed_inputs(self) -> int:
+        return sum(row["outcome"] in FAILED_OUTCOMES for row in self.fetches)
+
+    def text(self, elapsed_seconds: float, metrics: dict[str, int] | None = None) -> str:
+        """The report; `metrics` (Beam's counters, shown with -v) are listed apart, explained."""
+        fetches, dead = self.fetches, self.dead
+        counts = self.manifest.get("counts", {})
+        articles = counts.get("articles", {})
+        outcomes = Counter(row["outcome"] for row in fetches)
+        by_outcome = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+        cut = sum(r["entries_cut"] or 0 for r in fetches)
+        where = self.output if "://" in self.output else os.path.abspath(self.output)
+        lines = [
+            f"newsbeam run {self.manifest['run_id']}: {self.manifest['status']} in {elapsed_seconds:.1f}s",
+            f"  inputs read:       {len(fetches)} ({by_outcome})",
+            f"  entries found:     {sum(r['entries'] or 0 for r in fetches)}"
+            + (f" ({cut} not read: over fetch.max_entries_per_feed)" if cut else ""),
+            f"  articles written:  {articles.get('rows', 0)}",
+        ]
+        per_language = sorted(
+            ((k.split("=", 1)[1], v) for k, v in articles.items() if k.startswith("language=")),
+            key=lambda kv: -kv[1],
+        )
+        if per_language:
+            lines.append("    by language:     " + ", ".join(f"{lang} {n}" for lang, n in per_language))
+        lines.append(f"  duplicates:        {sum(r['duplicates'] or 0 for r in fetches)}")
+        stored = sum(r["already_stored"] or 0 for r in fetches)
+        lines.append(f"  already stored:    {stored} (unchanged since earlier runs)")
+        lines.append(f"  dead letters:      {len(dead)}")
+        for (stage, error_type), n in Counter((d["stage"], d["error_type"]) for d in dead).most_common(10):
+            lines.append(f"    {stage}/{error_type}: {n}")
+        slowest = sorted(fetches, key=lambda r: -(r["elapsed_ms"] or 0))[:3]
+        if slowest and len(fetches) > 1:
+            lines.append(
+                "  slowest inputs:    " + ", ".join(f"{r['source']} ({r['elapsed_ms']} ms)" for r in slowest)
+            )
+        lines += feed_health_lines(fetches)
+        lines.append(f"  output:            {where}/articles, {where}/dead_letters, {where}/feed_fetches")
+        lines.append(f"  manifest:          {where}/_runs/{self.manifest['run_id']}.json")
+        if metrics:
+            lines.append(f"  {METRICS_NOTE}:")
+            lines += [f"    {name} = {value}" for name, value in sorted(metrics.items())]
+        return "\n".join(lines)
+
+
+def render_report(
+    manifest: dict[str, Any], output: str, elapsed_seconds: float, metrics: dict[str, int] | None = None
+) -> str:
+    return RunSummary.of(manifest, output).text(elapsed_seconds, metrics)
 
 
 def feed_health_lines(fetches: list[dict[str, Any]], limit: int = 10) -> list[str]:

@@ -6,6 +6,12 @@ or, with `--direct_running_mode=multi_processing --direct_num_workers=N`, in N w
 `prism` uses a Prism binary built locally from Beam's Go module (`make prism`). Any other name is
 handed to Beam as it is (FlinkRunner, SparkRunner, DataflowRunner, ...).
 
+The streaming job does not let Beam's `PrismRunner` start Prism: that starts it as a child in the
+launcher's process group, so a Ctrl-C in a terminal (SIGINT to the whole group) kills Prism before
+the job has drained. `PrismServer` starts Prism in a session of its own (and, on Linux, tied to
+the launcher's life, so a kill -9 of the launcher takes it along); the job is submitted to it with
+Beam's PortableRunner and `--job_endpoint`, and Prism is stopped after the job has finished.
+
 `flink` runs on the Flink cluster that `make cluster-up` starts (deploy/flink/cluster.py): Beam's
 PortableRunner on its job server, with a PROCESS environment whose command hands each SDK worker to
 the worker pool of the TaskManager that asked (one pool per TaskManager). Before a job is built, the
@@ -16,10 +22,17 @@ DataflowRunner; `newsbeam launch` fills in its options from configs/dataflow.yam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -168,3 +181,92 @@ def flink_options(state: dict[str, object]) -> list[str]:
         f"--parallelism={state.get('parallelism', 2)}",
         *map(str, cluster_flags),
     ]
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGKILL when the launcher dies, however it dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrismServer:
+    """Prism as a job server in a session of its own (see the module docstring); a context manager.
+
+    `endpoint` is the job endpoint to submit to, `pid` the Prism process, `log_path` its log.
+    """
+
+    def __init__(self, binary: Path, start_timeout: float = 60.0) -> None:
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self.port = free_port()
+        self.endpoint = f"localhost:{self.port}"
+        self.log_path = Path(tempfile.gettempdir()) / f"newsbeam-prism-{os.getpid()}-{self.port}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def __enter__(self) -> PrismServer:
+        command = [str(self.binary), f"--job_port={self.port}", "--serve_http=false"]
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RunnerError(
+                    f"runner: Prism exited {self._process.returncode} at start; {self._log_tail()}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection(("localhost", self.port), timeout=1):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RunnerError(f"runner: Prism did not listen on {self.endpoint} in {self.start_timeout:.0f}s")
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to Prism's own group, SIGKILL after `grace` seconds; then its log is removed."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=grace)
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()
+
+    def _log_tail(self) -> str:
+        try:
+            return "its log ends: " + self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "it left no log"
+
+
+def prism_job_options(server: PrismServer) -> list[str]:
+    """Pipeline flags that submit to a running `PrismServer`, with the SDK workers in this process."""
+    return [f"--job_endpoint={server.endpoint}", "--environment_type=LOOPBACK"]

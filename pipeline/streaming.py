@@ -9,8 +9,11 @@ On Dataflow or Flink the same pipeline runs with `--runner=DataflowRunner ...` (
 through). The local runners have no drain and `cancel()` discards buffered windows, so a stop is
 a stop *flag*: the first Ctrl-C or SIGTERM creates `OUTPUT/_runs/<run_id>.stop`, the poll source
 sees it within a second and finishes, the watermark reaches the end of time, every window is
-written, and the job ends on its own. A second Ctrl-C cancels at once (buffered windows are lost,
-and a restart polls them again: nothing stored is written twice).
+committed, and the job ends on its own. Prism runs in a session of its own (pipeline/runners.py),
+so a terminal's Ctrl-C reaches only this process. A second Ctrl-C cancels at once: this process
+takes the commit lock (so no pane commit is half done), stops Prism and exits; the run's staging
+is left outside every dataset and removed, with any decided pane rolled forward, by the next start
+(`recover_panes`, `recover_runs`). Buffered windows are lost then, and polled again by the restart.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import sys
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -35,16 +37,25 @@ from apache_beam.pipeline import Pipeline
 
 from pipeline.build import DATASETS, build_stream
 from pipeline.config import ConfigError, Settings
-from pipeline.feeds import feed_list, parse_duration
+from pipeline.durations import parse_duration
+from pipeline.feeds import feed_list
 from pipeline.maintenance import MaintenanceError, check_index
 from pipeline.options import make_pipeline_options
-from pipeline.runners import LOCAL_ALIASES, make_runner
+from pipeline.runners import (
+    LOCAL_ALIASES,
+    PRISM_ALIASES,
+    PrismServer,
+    make_runner,
+    prism_binary,
+    prism_job_options,
+)
 from transforms.feed_state import FeedSource
 from transforms.parse import is_http_url
 from transforms.paths import delete_inside, list_files, validate_run_id
 from transforms.poll import PollSchedule, tick_seconds_for
 from transforms.schema import RunInfo
 from transforms.store import CommitLock
+from transforms.window_write import recover_panes
 from transforms.write import (
     RUNS_DIR,
     StagingInUseError,
@@ -55,31 +66,9 @@ from transforms.write import (
     take_staging_lease,
 )
 
-STREAM_CONFIG = Path("configs/streaming.yaml")
 STREAM_LOGGER = "newsbeam.stream"
 STREAM_JOB_SERVER_TIMEOUT = 10 * 365 * 86400  # seconds: see stream_beam_args
 log = logging.getLogger(STREAM_LOGGER)
-
-
-def add_stream_command(commands: Any) -> None:
-    stream = commands.add_parser(
-        "stream",
-        help="poll feeds continuously and write windowed Parquet until stopped",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    stream.add_argument("--config", type=Path, default=None, help=f"YAML config (default {STREAM_CONFIG})")
-    stream.add_argument(
-        "--output", default=None, help="output folder or gs:// / s3:// URL (default from config)"
-    )
-    stream.add_argument("--runner", default=None, help="prism (local), or a Beam runner name")
-    stream.add_argument("--run-id", default=None, help="id of this run (default: time and random suffix)")
-    stream.add_argument(
-        "--duration",
-        default=None,
-        metavar="AGE",
-        help="stop after this long, e.g. 90, 10m, 2h (default from config `stream.duration`: until Ctrl-C)",
-    )
 
 
 def stream_feeds(settings: Settings) -> tuple[FeedSource, ...]:
@@ -107,11 +96,13 @@ def _request_stop(path: str) -> None:
 
 
 class _StopOnSignal:
-    """First SIGINT/SIGTERM: create the stop file. Second: KeyboardInterrupt (cancel)."""
+    """First SIGINT/SIGTERM: create the stop file. Second: KeyboardInterrupt (cancel). Installed from
+    before the runner starts to after the report, so that no Ctrl-C in between kills the command."""
 
     def __init__(self, stop_file: str) -> None:
         self._stop_file = stop_file
         self._signalled = False
+        self._ignoring = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopOnSignal:
@@ -124,11 +115,19 @@ class _StopOnSignal:
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, self._handle)
 
+    def ignore_further(self) -> None:
+        """From now on (a cancel or the job's end) signals are ignored until the command returns."""
+        self._ignoring = True
+
     def __exit__(self, *exc: object) -> None:
         for number, handler in self._previous.items():
-            signal.signal(number, handler)
+            # Once the job is over the command only exits: a late Ctrl-C would otherwise land in the
+            # interpreter's shutdown, when Python has put back the default action, and kill it.
+            signal.signal(number, signal.SIG_IGN if self._ignoring else handler)
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self._ignoring:
+            return
         if self._signalled:
             raise KeyboardInterrupt
         self._signalled = True
@@ -139,7 +138,7 @@ class _StopOnSignal:
         _request_stop(self._stop_file)
 
 
-_RUN_FILE = re.compile(r"^part-\d{8}T\d{6}Z-(?P<run>.+)-p\d{3}-[0-9a-f]+\.parquet$")
+_RUN_FILE = re.compile(r"^part-\d{8}T\d{6}Z-(?P<run>.+)-[0-9a-f]{16}\.parquet$")
 
 
 def files_of_run(output: str, run_id: str) -> dict[str, list[str]]:
@@ -204,8 +203,7 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
     stop_file = stop_file_path(settings.output, run.run_id)
     schedule = PollSchedule(
         tick_seconds=tick_seconds_for(feeds, settings.stream.poll_interval),
-        start_at=started,
-        stop_at=started + duration if duration else None,
+        duration=duration or None,  # counted from the first real poll, not from the launch
         stop_file=stop_file,
     )
     logging.getLogger(STREAM_LOGGER).setLevel(logging.INFO)
@@ -214,6 +212,7 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
     )
     FileSystems.set_options(options)  # s3:// and gs:// outputs need them before the pipeline exists
     with CommitLock(settings.output, f"recovery before stream {run_id}"):
+        recover_panes(settings.output)  # panes a stopped stream decided are published, whole
         recover_runs(settings.output)  # removes the staging of runs that died before their decision
         check_index(settings.output)  # a damaged index would seed the stream's dedupe wrongly
         try:
@@ -221,28 +220,72 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
         except StagingInUseError as error:
             raise MaintenanceError(str(error)) from None
         take_staging_lease(settings.output, run_id)  # released by remove_staging when it ends
-    pipeline = Pipeline(runner=make_runner(settings.runner), options=options)
-    build_stream(pipeline, settings, run, schedule, feeds)
-    print(
-        f"newsbeam stream {run.run_id}: polling {len(feeds)} feeds every {schedule.tick_seconds:g}s or more, "
-        f"{settings.stream.window}s windows, into {settings.output}"
-        + (f", for {duration}s" if duration else "; Ctrl-C to stop"),
-        file=sys.stderr,
-    )
-    state = "unknown"
-    result = None
     with _StopOnSignal(stop_file) as stopper:
         try:
-            result = pipeline.run()
-            stopper.reinstall()
-            state = str(result.wait_until_finish())
-        except KeyboardInterrupt:
+            state = _run_job(settings, args, beam_args, run, schedule, feeds, duration, stopper)
+        except KeyboardInterrupt:  # a second Ctrl-C before the job was submitted
             state = "cancelled"
-            if result is not None:
-                with contextlib.suppress(Exception):  # the job may already be gone
-                    result.cancel()
-    if FileSystems.exists(stop_file):
-        delete_inside(join_path(settings.output, RUNS_DIR), [stop_file])
-    remove_staging(settings.output, run.run_id)
-    print(stream_report(settings.output, run.run_id, state, time.time() - started))
+        finally:
+            stopper.ignore_further()  # the job is over: a late Ctrl-C must not break the report
+        print(stream_report(settings.output, run.run_id, state, time.time() - started))
     return 0 if state.upper().endswith("DONE") else 1
+
+
+def _run_job(
+    settings: Settings,
+    args: argparse.Namespace,
+    beam_args: list[str],
+    run: RunInfo,
+    schedule: PollSchedule,
+    feeds: tuple[FeedSource, ...],
+    duration: int | None,
+    stopper: _StopOnSignal,
+) -> str:
+    """Start the runner, submit the job and wait for its end; returns its final state."""
+    stop_file = schedule.stop_file or ""
+    with contextlib.ExitStack() as resources:
+        runner, job_flags = make_runner(settings.runner), []
+        if settings.runner.strip().lower() in PRISM_ALIASES:
+            prism = resources.enter_context(PrismServer(prism_binary()))
+            runner, job_flags = "PortableRunner", prism_job_options(prism)
+            print(f"newsbeam stream: Prism on {prism.endpoint} (runner pid {prism.pid})", file=sys.stderr)
+        options = make_pipeline_options(
+            settings.runner, settings.beam_options, stream_beam_args(settings, [*job_flags, *beam_args])
+        )
+        pipeline = Pipeline(runner=runner, options=options)
+        build_stream(pipeline, settings, run, schedule, feeds)
+        print(
+            f"newsbeam stream {run.run_id}: polling {len(feeds)} feeds every {schedule.tick_seconds:g}s or "
+            f"more, {settings.stream.window}s windows, into {settings.output}"
+            + (f", for {duration}s" if duration else "; Ctrl-C to stop"),
+            file=sys.stderr,
+        )
+        state = _run_until_stopped(pipeline, settings.output, stopper)
+        if FileSystems.exists(stop_file):
+            delete_inside(join_path(settings.output, RUNS_DIR), [stop_file])
+        if state.upper().endswith("DONE"):
+            # The job is over: nothing is committing. After a cancel the staging stays with its lease
+            # released when this process ends; the next start (or any run's recovery) removes it.
+            remove_staging(settings.output, run.run_id)
+    return state
+
+
+def _run_until_stopped(pipeline: Pipeline, output: str, stopper: _StopOnSignal) -> str:
+    """Run the job until it ends (after a stop flag: drained); a second Ctrl-C cancels it at once."""
+    result = None
+    try:
+        result = pipeline.run()
+        stopper.reinstall()
+        return str(result.wait_until_finish())
+    except KeyboardInterrupt:
+        stopper.ignore_further()
+        print("newsbeam stream: cancelling; the next start cleans up what this run staged", file=sys.stderr)
+        # Held from here to the exit: no pane commit is under way or can begin (the SDK workers
+        # run in this process), so what readers see is whole.
+        lock = CommitLock(output, "a cancelled stream", timeout=60)
+        with contextlib.suppress(Exception):
+            lock.__enter__()
+        if result is not None:
+            with contextlib.suppress(Exception):  # the job may already be gone
+                result.cancel()
+        return "cancelled"

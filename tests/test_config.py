@@ -24,7 +24,7 @@ def config_error(path: Path) -> str:
 
 
 def test_the_shipped_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(PROJECT)  # its input `seeds` is relative to the project
+    monkeypatch.chdir(PROJECT)  # its input `../seeds` is relative to the file, shown relative to the cwd
     settings = load_settings(PROJECT / "configs" / "local.yaml")
     assert settings.runner == "direct"
     assert settings.inputs == ["seeds"]
@@ -56,6 +56,15 @@ def test_overrides_win(tmp_path: Path) -> None:
 def test_an_unknown_nested_key(tmp_path: Path) -> None:
     path = write_config(tmp_path, "language:\n  n_trail: 3\n")
     assert config_error(path) == f"{path}: language.n_trail: unknown key"
+
+
+def test_a_removed_streaming_key_is_refused_saying_why(tmp_path: Path) -> None:
+    # stream.expire_after and stream.dedupe_buckets lost their meaning when the sink began to decide
+    # against the version index: accepting them silently would be a setting that does nothing.
+    path = write_config(tmp_path, "stream:\n  expire_after: 7d\n  dedupe_buckets: 64\n")
+    lines = sorted(config_error(path).splitlines())
+    assert [line.split(": ")[1] for line in lines] == ["stream.dedupe_buckets", "stream.expire_after"]
+    assert all("removed:" in line and "delete this key" in line for line in lines)
 
 
 def test_an_unknown_top_level_key(tmp_path: Path) -> None:
@@ -164,6 +173,80 @@ def test_an_unreadable_file(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
     assert config_error(missing) == f"{missing}: cannot read the config file: No such file or directory"
     assert config_error(tmp_path).startswith(f"{tmp_path}: cannot read the config file: ")
+
+
+def test_the_shipped_config_finds_the_seeds_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(PROJECT / "configs" / "local.yaml")
+    assert settings.inputs == [str(PROJECT / "seeds")]  # relative to the config file, not to the cwd
+    assert settings.output == "output"  # the output stays relative to where the user runs it
+
+
+def test_config_paths_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    (project / "feeds").mkdir(parents=True)
+    (project / "feeds" / "a.xml").write_text("<rss/>", encoding="utf-8")
+    (project / "list.opml").write_text("<opml/>", encoding="utf-8")
+    config = write_config(project, "inputs: [feeds/a.xml, 'https://example.com/rss']\nopml: [list.opml]\n")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(config, {"output": "elsewhere"})
+    assert settings.inputs == ["project/feeds/a.xml", "https://example.com/rss"]  # shown relative to the cwd
+    assert settings.opml == ["project/list.opml"]
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")  # outside the project: the resolved path in full
+    assert load_settings(config).inputs == [str(project / "feeds" / "a.xml"), "https://example.com/rss"]
+
+
+BILLION_LAUGHS = """\
+runner: direct
+beam_options:
+  a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+  f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+  g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+  h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+  i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_an_alias_bomb_fails_at_config_time_naming_the_file(tmp_path: Path) -> None:
+    import time
+    import tracemalloc
+
+    path = write_config(tmp_path, BILLION_LAUGHS)  # 9**9 = 387 million strings once expanded
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        message = config_error(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert message.startswith(f"{path}: not valid YAML: the document expands to more than 1,000,000 nodes")
+    assert time.monotonic() - started < 5
+    assert peak < 20 * 1024 * 1024  # counted, never built
+
+
+def test_too_many_aliases_and_recursive_aliases_are_refused(tmp_path: Path) -> None:
+    many = "beam_options:\n  a: &a 1\n  b: [" + ", ".join(["*a"] * 1001) + "]\n"
+    assert "more than 1000 aliases" in config_error(write_config(tmp_path, many))
+    recursive = "beam_options:\n  a: &a [1, *a]\n"
+    assert "a recursive document" in config_error(write_config(tmp_path, recursive))
+
+
+def test_a_few_aliases_still_work(tmp_path: Path) -> None:
+    text = "fetch: &fetch\n  max_attempts: 2\nbeam_options:\n  labels: &l [a, b]\n  more: *l\n"
+    settings = load_settings(write_config(tmp_path, text))
+    assert settings.fetch.max_attempts == 2 and settings.beam_options == {
+        "labels": ["a", "b"],
+        "more": ["a", "b"],
+    }
 
 
 @pytest.mark.parametrize(

@@ -182,13 +182,14 @@ def test_stream_polls_of_a_feed_with_credentials_use_them_and_record_them_redact
     s.route("/new-home", _behind_basic_auth(feed_reply(rss("moved", 1))))
     s.route("/moved", _behind_basic_auth(Reply(301, headers={"Location": "/new-home"})))
     listed = f"http://{USER}:{PASSWORD}@{s.host}:{s.port}/moved"
-    poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(listed),))
+    poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(listed),), 1)
     poll.setup()
     conditions = _ConditionsState()
-    try:
-        outputs = [o for tick in (0, 1) for o in poll.process((listed, tick), conditions)]
+    try:  # two ticks a poll interval apart; the outputs come timestamped with their fetch
+        polled = [o for tick in (0, 1) for o in poll.process((listed, tick), conditions, tick=float(tick))]
     finally:
         poll.teardown()
+    outputs = [TaggedOutput(o.tag, o.value.value) if isinstance(o, TaggedOutput) else o.value for o in polled]
     assert [r.path for r in s.requests] == ["/moved", "/new-home", "/new-home"]  # the move is kept
     assert all(_basic_auth(r) for r in s.requests)
     fetches = [o.value for o in outputs if isinstance(o, TaggedOutput) and o.tag == FETCHES]

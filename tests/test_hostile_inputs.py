@@ -52,12 +52,11 @@ from transforms.schema import (
     entry_ref,
     failed_article,
 )
+from transforms.window_write import WindowFileSpec, commit_pane
 from transforms.write import (
     ParquetSettings,
-    WindowFileSpec,
     WritePartitionedParquet,
     convert_records,
-    publish_window_file,
     records_to_table,
 )
 
@@ -512,7 +511,7 @@ def test_the_windowed_writer_writes_a_dead_letter_for_a_rejected_record(tmp_path
         {**BAD_ARTICLES[0], "run_id": "s1"},
     ]
     start = int(NOW.timestamp())
-    paths = publish_window_file(spec, "ingest_date=2026-11-29/language=en", start, 0, records)
+    paths = commit_pane(spec, "ingest_date=2026-11-29/language=en", start, records).paths
     assert pq.read_table(paths[0]).column("article_id").to_pylist() == ["id-10"]
     letters = ds.dataset(tmp_path / "dead_letters", format="parquet", partitioning="hive").to_table()
     (letter,) = letters.to_pylist()

@@ -448,6 +448,8 @@ RSS20_DC_DATE = b"""<?xml version="1.0"?><rss version="2.0" xmlns:dc="http://pur
   <dcterms:modified>2024-03-06T10:00:00Z</dcterms:modified></item>
 <item><title>dc:date, then modified</title><link>https://e.example/4</link>
   <dc:date>2024-03-04T09:15:00+02:00</dc:date><dcterms:modified>2024-03-06T10:00:00Z</dcterms:modified></item>
+<item><title>modified, then dc:date</title><link>https://e.example/5</link>
+  <dcterms:modified>2024-03-06T10:00:00Z</dcterms:modified><dc:date>2024-03-04T09:15:00+02:00</dc:date></item>
 </channel></rss>"""
 
 
@@ -461,7 +463,7 @@ def test_an_rdf_item_dated_only_by_dc_date_is_published_then() -> None:
 
 
 def test_dc_date_is_the_publication_date_only_when_the_item_has_none() -> None:
-    only, both, modified, dc_then_modified = parse_input(RSS20_DC_DATE, "feed").entries
+    only, both, modified, dc_then_modified, modified_then_dc = parse_input(RSS20_DC_DATE, "feed").entries
     assert (only["published_field"], only["published"], only["updated"]) == (
         "dc:date",
         "2024-03-04T09:15:00+02:00",
@@ -470,10 +472,20 @@ def test_dc_date_is_the_publication_date_only_when_the_item_has_none() -> None:
     # A pubDate is the publication date; dc:date beside it stays what feedparser makes of it.
     assert (both["published_field"], both["updated_field"]) == ("published", "updated")
     assert both["updated"] == "2024-03-05T10:00:00Z"
-    # dcterms:modified is an update time, whether or not a dc:date came before it.
+    # dcterms:modified is an update time; beside a dc:date, in either order, the dc:date is still
+    # the publication date (feedparser files both as `updated`, and the later one wins).
     assert (modified["published_field"], modified["updated"]) == (None, "2024-03-06T10:00:00Z")
-    assert dc_then_modified["published_field"] is None
-    assert dc_then_modified["updated"] == "2024-03-06T10:00:00Z"
+    for entry in (dc_then_modified, modified_then_dc):
+        assert (entry["published_field"], entry["published"], entry["published_epoch"]) == (
+            "dc:date",
+            "2024-03-04T09:15:00+02:00",
+            1709536500,
+        )
+        assert (entry["updated_field"], entry["updated"], entry["updated_epoch"]) == (
+            "updated",
+            "2024-03-06T10:00:00Z",
+            1709719200,
+        )
 
 
 RSS_LINK_ATTRIBUTES = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>

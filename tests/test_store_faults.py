@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystem import FileSystem
@@ -140,6 +141,28 @@ def test_the_guarded_delete_refuses_escaping_paths_and_symlinks(tmp_path: Path) 
     assert not (folder / "staged.parquet").exists()
 
 
+def test_the_guarded_delete_on_object_stores_compares_keys_as_written() -> None:
+    # Object stores do not resolve `..`: the key `out2/../out/x` lies under `out2/`, not `out/`.
+    from transforms.paths import DeleteOutsideFolderError, delete_inside
+
+    folder = "s3://bucket/out/_staging/r1"
+    for path in (
+        "s3://bucket/out2/../out/_staging/r1/x.parquet",
+        "s3://bucket/out/_staging/r1/./x.parquet",
+        "s3://bucket/out/_staging/r10/x.parquet",
+        "s3://bucket/out/_staging/r1",
+        "s3://bucket/out/_staging/r1/",
+    ):
+        with pytest.raises(DeleteOutsideFolderError):
+            delete_inside(folder, [path])
+    with pytest.raises(DeleteOutsideFolderError):
+        delete_inside("s3://bucket/a/../out/_staging/r1", ["s3://bucket/out/_staging/r1/x.parquet"])
+    from transforms.paths import is_inside
+
+    assert is_inside(folder, f"{folder}/_state/articles/part-r1-0000.parquet")
+    assert is_inside("s3://bucket/./out", "s3://bucket/./out/x")  # the same key prefix, as written
+
+
 # --- glob characters in the output path -----------------------------------------------------------
 
 
@@ -241,6 +264,46 @@ def test_a_truncated_index_delta_is_named_and_repair_rebuilds_it(
     assert (output / "_trash").is_dir()  # the broken delta is kept in the trash, not deleted
 
 
+def test_an_index_delta_replaced_by_another_parquet_file_is_named_and_repair_rebuilds_it(
+    store: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Readable, with the row count its manifest records, but not an index delta (an article file
+    # copied over it, say): before, every run failed inside the dedupe stage naming no file.
+    inputs, output = store
+    original = index_rows(output)
+    (delta,) = (output / "_state" / "articles").glob("*.parquet")
+    pq.write_table(pa.table({"title": [f"t{i}" for i in range(len(original))]}), delta)
+    capsys.readouterr()
+
+    assert run(inputs, output, "--run-id", "r2") == 3
+    error = capsys.readouterr().err
+    assert f"{delta} is not a version index file (no column article_id, content_hash" in error
+    assert f"newsbeam repair {output}" in error
+    assert article_rows(output) == ARTICLES_PER_RUN
+    assert not (output / "_runs" / "r2.json").exists()
+
+    repair_then_rerun_stores_nothing(inputs, output, capsys, f"{delta} is not a version index file")
+    assert index_rows(output) == original
+
+
+def test_repair_names_an_unreadable_article_file_and_leaves_the_store_as_it_was(
+    store: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before, a traceback ending in "Parquet magic bytes not found" named no file.
+    _, output = store
+    (delta,) = (output / "_state" / "articles").glob("*.parquet")
+    delta.unlink()
+    broken = sorted((output / "articles").rglob("*.parquet"))[0]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    before = snapshot(output)
+    capsys.readouterr()
+
+    assert main(["repair", str(output)]) == 3
+    error = capsys.readouterr().err
+    assert f"the article file {broken} cannot be read" in error and "magic bytes" in error
+    assert snapshot(output) == before  # no partial index delta, no staging, no manifest
+
+
 # --- a full disk ----------------------------------------------------------------------------------
 
 
@@ -289,8 +352,9 @@ def test_a_run_that_died_of_a_full_disk_does_not_block_the_next_run(
     (output / "_runs" / "r1.json.0badc0de.tmp").write_text("")  # a manifest write the full disk cut
 
     FullDisk(output, stored + needs * 9 // 10).install(monkeypatch)  # it fills the disk while staging
-    with pytest.raises(Exception, match="No space left on device"):
-        run(inputs, output, "--run-id", "r2")
+    capsys.readouterr()
+    assert run(inputs, output, "--run-id", "r2") == 1  # failed, nothing committed
+    assert "No space left on device" in capsys.readouterr().err
     assert disk_usage(output / "_staging" / "r2") > needs // 2  # staged files, the last one partial
     assert not (output / "_runs" / "r2.json").exists()  # no decision
 

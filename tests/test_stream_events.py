@@ -7,44 +7,57 @@ timers faithfully, writing real Parquet that is read back.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import pyarrow.dataset as ds
-import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing.test_stream import TestStream as EventStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
-from transforms.dedupe import (
-    DeduplicateStream,
-    SeenIds,
-    dedupe_bucket,
-    forget_expired,
-    load_seed,
-    stream_version,
+from tests.conftest import PROJECT
+from transforms.committed import (
+    ALREADY_STORED,
+    STALE,
+    CommittedEntries,
+    CommittedVersions,
+    body_digest,
+    decide_revisions,
+    entry_fingerprint,
+    fetch_millis,
+    report_records_committed,
+    shared_entries,
 )
+from transforms.dedupe import DeduplicateStream
 from transforms.feed_state import FeedSource
 from transforms.fetch import FetchResult
 from transforms.poll import (
     PollSchedule,
     conditions_after,
     feeds_due,
+    next_tick_due,
     schedule_from_json,
     schedule_to_json,
     tick_seconds_for,
+    too_soon,
     total_ticks,
 )
 from transforms.schema import ARTICLE_SCHEMA
-from transforms.store import StoredVersion, list_index_files
-from transforms.write import (
+from transforms.store import PAUSE_ENV, list_index_files
+from transforms.window_write import (
     WindowFileSpec,
     WriteWindowedParquet,
-    publish_window_file,
+    commit_pane,
+    recover_panes,
     rows_digest,
     window_file_name,
     window_start,
@@ -94,8 +107,8 @@ def test_window_start_and_file_names() -> None:
     assert window_start(T0 + 9.999, WINDOW) == T0
     assert window_start(T0 + 10, WINDOW) == T0 + 10
     assert window_start(T0 + 299, 300) == T0
-    name = window_file_name(T0 + 300, "run-7", 2, "abc")
-    assert name == "part-20251129T000500Z-run-7-p002-abc.parquet"
+    name = window_file_name(T0 + 300, "run-7", "abc")
+    assert name == "part-20251129T000500Z-run-7-abc.parquet"
 
 
 def test_rows_digest_is_order_independent_and_content_sensitive() -> None:
@@ -104,35 +117,64 @@ def test_rows_digest_is_order_independent_and_content_sensitive() -> None:
     assert rows_digest(rows) != rows_digest([article("a"), article("b", "h2")])
 
 
-def test_dedupe_bucket_is_stable_and_in_range() -> None:
-    assert dedupe_bucket("ffffffff00", 1024) == 0xFFFFFFFF % 1024
-    assert 0 <= dedupe_bucket("not-hex", 7) < 7
-    assert dedupe_bucket("not-hex", 7) == dedupe_bucket("not-hex", 7)
+def committed_in(output: Path, *rows: dict[str, Any]) -> CommittedVersions:
+    """A committed store holding `rows` (each already with its version), read back through the cache."""
+    if rows:
+        commit_pane(spec_for(output, with_index=True), "ingest_date=2025-11-29/language=en", T0, list(rows))
+    committed = CommittedVersions(str(output))
+    committed.refresh()
+    return committed
 
 
-def test_stream_version_new_duplicate_changed() -> None:
-    seen: SeenIds = {}
-    assert stream_version(article("a"), seen, {}, now=T0) == 1
-    assert stream_version(article("a"), seen, {}, now=T0 + 5) == 0  # polled again
-    assert seen["a"][3] == T0 + 5  # last seen moves on
-    assert stream_version(article("a", "h2"), seen, {}, now=T0 + 6) == 2  # content changed
-    newer = datetime(2025, 11, 29, 1, tzinfo=UTC)
-    assert stream_version(article("a", "h2", updated=newer), seen, {}, now=T0 + 7) == 3  # updated later
-    assert stream_version(article("a", "h2", updated=newer), seen, {}, now=T0 + 8) == 0
+def test_decide_revisions_never_stores_a_stored_content_again(tmp_path: Path) -> None:
+    committed = committed_in(tmp_path, article("a", "h1"), article("a", "h2"))  # a: v1 h1, v2 h2
+    kept, dropped = decide_revisions(
+        [article("a", "h1"), article("a", "h2"), article("a", "h3"), article("b")], committed
+    )
+    assert [(r["article_id"], r["content_hash"], r["version"]) for r in kept] == [
+        ("a", "h3", 3),
+        ("b", "h1", 1),
+    ]
+    assert sorted((r["content_hash"], reason) for r, reason in dropped) == [
+        ("h1", ALREADY_STORED),
+        ("h2", ALREADY_STORED),
+    ]
 
 
-def test_stream_version_uses_the_seed_when_the_state_has_no_entry() -> None:
-    seed = {"a": StoredVersion("h1", None, 4)}
-    seen: SeenIds = {}
-    assert stream_version(article("a"), seen, seed, now=T0) == 0
-    assert seen["a"][2] == 4  # the stored version is remembered
-    assert stream_version(article("a", "h9"), seen, seed, now=T0 + 1) == 5
+def test_decide_revisions_numbers_revisions_in_fetch_order_and_refuses_older_texts(tmp_path: Path) -> None:
+    early, late = datetime(2025, 11, 29, 1, tzinfo=UTC), datetime(2025, 11, 29, 2, tzinfo=UTC)
+    kept, dropped = decide_revisions(
+        [
+            article("a", "second", ingested_at=late),
+            article("a", "first", ingested_at=early),
+            article("a", "first", ingested_at=late),  # the first text polled again
+        ],
+        committed_in(tmp_path),
+    )
+    assert [(r["content_hash"], r["version"]) for r in kept] == [("first", 1), ("second", 2)]
+    assert [reason for _, reason in dropped] == [ALREADY_STORED]
+    updated = committed_in(tmp_path / "u", article("c", "new", updated=late))
+    kept, dropped = decide_revisions([article("c", "old", updated=early)], updated)
+    assert kept == [] and [reason for _, reason in dropped] == [STALE]
 
 
-def test_forget_expired_bounds_the_state() -> None:
-    seen: SeenIds = {"old": ("h", None, 1, T0), "recent": ("h", None, 1, T0 + 90)}
-    assert forget_expired(seen, now=T0 + 100, expire_after=50) == 1
-    assert list(seen) == ["recent"]
+def test_the_cache_follows_new_index_files_and_a_compaction(tmp_path: Path) -> None:
+    committed = committed_in(tmp_path, article("a"))
+    other = CommittedVersions(str(tmp_path))  # another worker's cache
+    other.refresh()
+    commit_pane(
+        spec_for(tmp_path, with_index=True), "ingest_date=2025-11-29/language=en", T0 + 10, [article("b")]
+    )
+    other.refresh()
+    assert other.known("b") is not None and len(other) == 2
+    for path in list_index_files(str(tmp_path)):  # a compaction: all deltas replaced by one file
+        Path(path).unlink()
+    commit_pane(
+        spec_for(tmp_path, with_index=True), "ingest_date=2025-11-29/language=en", T0 + 20, [article("c")]
+    )
+    other.refresh()
+    assert other.known("a") is None and other.known("c") is not None
+    del committed
 
 
 def test_feeds_due_on_their_own_intervals() -> None:
@@ -150,10 +192,24 @@ def test_feeds_due_on_their_own_intervals() -> None:
 
 
 def test_schedule_round_trip_and_tick_count() -> None:
-    schedule = PollSchedule(tick_seconds=2, start_at=T0, stop_at=T0 + 7, stop_file="/tmp/x.stop")
+    schedule = PollSchedule(tick_seconds=2, duration=7, stop_file="/tmp/x.stop")
     assert schedule_from_json(schedule_to_json(schedule)) == schedule
-    assert total_ticks(schedule) == 4  # T0, +2, +4, +6
-    assert total_ticks(PollSchedule(tick_seconds=2, start_at=T0)) > 10**15
+    assert total_ticks(schedule) == 4  # 0, +2, +4, +6 after the first real tick
+    assert total_ticks(PollSchedule(tick_seconds=2)) > 10**15
+
+
+def test_ticks_start_at_the_first_real_poll_and_never_catch_up() -> None:
+    """A runner that starts late (Flink: 25-48 s) or stalls gets one tick now, not every missed one."""
+    assert next_tick_due(None, None, 5, now=T0 + 40) == T0 + 40  # the first tick: at once
+    assert next_tick_due(Timestamp.of(T0 + 5), None, 5, now=T0 + 60) == T0 + 5  # one overdue tick, then...
+    assert next_tick_due(Timestamp.of(T0 + 5), T0 + 60, 5, now=T0 + 60) == T0 + 65  # ...a tick after it
+    assert next_tick_due(Timestamp.of(T0 + 65), T0 + 60, 5, now=T0 + 61) == T0 + 65
+
+
+def test_a_replayed_tick_polls_nothing() -> None:
+    assert too_soon(T0 + 4.9, T0, interval=5)
+    assert not too_soon(T0 + 5, T0, interval=5)
+    assert not too_soon(T0, None, interval=5)
 
 
 def test_conditions_after_keeps_validators_of_the_last_200() -> None:
@@ -198,12 +254,8 @@ def test_records_are_written_per_fetch_time_window(tmp_path: Path) -> None:
         )
     names = sorted(p.relative_to(tmp_path).as_posix() for p in parquet_files(tmp_path))
     assert len(names) == 2
-    assert names[0].startswith(
-        "articles/ingest_date=2025-11-29/language=en/part-20251129T000000Z-run-1-p000-"
-    )
-    assert names[1].startswith(
-        "articles/ingest_date=2025-11-29/language=fr/part-20251129T000010Z-run-1-p000-"
-    )
+    assert names[0].startswith("articles/ingest_date=2025-11-29/language=en/part-20251129T000000Z-run-1-")
+    assert names[1].startswith("articles/ingest_date=2025-11-29/language=fr/part-20251129T000010Z-run-1-")
     rows = read_dataset(tmp_path / "articles")
     assert sorted(r["article_id"] for r in rows) == ["a", "b", "c"]
     assert {r["language"] for r in rows} == {"en", "fr"}  # partition columns from the folder names
@@ -230,29 +282,71 @@ def test_late_records_are_written_as_a_further_pane_never_dropped(tmp_path: Path
             equal_to([(0, 0, 1, 0), (0, 1, 1, 1), (0, 2, 1, 1)]),
         )
     names = [p.name for p in parquet_files(tmp_path / "articles")]
-    assert sorted(n.split("-p")[1][:3] for n in names) == ["000", "001", "002"]
+    assert len(set(names)) == 3
     assert all("20251129T000000Z-run-1" in n for n in names)  # all in the window of their fetch time
     assert sorted(r["article_id"] for r in read_dataset(tmp_path / "articles")) == ["a", "late", "later"]
 
 
-def test_a_retried_flush_rewrites_the_same_file_and_a_new_run_never_overwrites(tmp_path: Path) -> None:
+PARTITION = "ingest_date=2025-11-29/language=en"
+
+
+def test_a_duplicated_pane_adds_nothing_and_a_new_run_never_overwrites(tmp_path: Path) -> None:
     spec = spec_for(tmp_path, with_index=True)
-    rows = [{**article("a"), "version": 1}, {**article("b"), "version": 1}]
-    first = publish_window_file(spec, "ingest_date=2025-11-29/language=en", T0, 0, rows)
-    again = publish_window_file(spec, "ingest_date=2025-11-29/language=en", T0, 0, list(reversed(rows)))
-    assert first == again  # same rows, same name: no second copy
+    rows = [article("a"), article("b")]
+    first = commit_pane(spec, PARTITION, T0, rows)
+    assert first.rows == 2 and len(first.paths) == 2  # the articles and their index delta
+    again = commit_pane(spec, PARTITION, T0, list(reversed(rows)))  # a retried or split-off bundle
+    assert again.paths == [] and again.already_stored == 2
+    later_pane = commit_pane(spec, PARTITION, T0, [article("a"), article("c")])
+    assert later_pane.rows == 1 and later_pane.already_stored == 1
     other_run = WindowFileSpec(**{**spec.__dict__, "run_id": "run-2"})
-    publish_window_file(other_run, "ingest_date=2025-11-29/language=en", T0, 0, rows)
-    assert len(parquet_files(tmp_path / "articles")) == 2
+    assert commit_pane(other_run, PARTITION, T0, rows).paths == []
+    stored = read_dataset(tmp_path / "articles")
+    assert sorted((r["article_id"], r["version"]) for r in stored) == [("a", 1), ("b", 1), ("c", 1)]
     assert len(list_index_files(str(tmp_path))) == 2
-    assert sorted(load_seed(str(tmp_path))) == ["a", "b"]
     assert not any((tmp_path / "_staging").rglob("*.parquet"))
+
+
+def test_an_older_text_never_becomes_a_newer_version(tmp_path: Path) -> None:
+    spec = spec_for(tmp_path, with_index=True)
+    commit_pane(spec, PARTITION, T0, [article("a", "first")])
+    commit_pane(spec, PARTITION, T0 + 10, [article("a", "second")])
+    stale = commit_pane(spec, PARTITION, T0, [article("a", "first")])  # a stale copy of the first pane
+    assert stale.paths == []
+    stored = sorted((r["content_hash"], r["version"]) for r in read_dataset(tmp_path / "articles"))
+    assert stored == [("first", 1), ("second", 2)]
+
+
+def test_a_pane_decided_before_a_crash_is_rolled_forward_whole(tmp_path: Path) -> None:
+    """Killed between the decision (marker written) and the renames: the next commit publishes both files."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from tests.test_stream_events import article, spec_for, PARTITION, T0;"
+        "from transforms.window_write import commit_pane; from pathlib import Path;"
+        "commit_pane(spec_for(Path(sys.argv[2]), with_index=True), PARTITION, T0, [article('a')])"
+    )
+    marker = tmp_path / "paused"
+    env = {**os.environ, PAUSE_ENV: "pane.decided", "NEWSBEAM_PAUSE_MARKER": str(marker)}
+    process = subprocess.Popen([sys.executable, "-c", script, str(PROJECT), str(tmp_path)], env=env)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), "the commit never reached its decision"
+    process.kill()
+    process.wait(timeout=30)
+    assert read_dataset(tmp_path / "articles") == [] and list_index_files(str(tmp_path)) == []
+    assert recover_panes(str(tmp_path)) == 1
+    assert [r["article_id"] for r in read_dataset(tmp_path / "articles")] == ["a"]
+    assert len(list_index_files(str(tmp_path))) == 1
+    assert commit_pane(spec_for(tmp_path, with_index=True), PARTITION, T0, [article("a")]).paths == []
 
 
 # --- TestStream: de-duplication -----------------------------------------------------------------------
 
 
-def test_duplicates_across_polls_are_dropped_and_changes_kept() -> None:
+def test_only_committed_revisions_are_dropped_as_seen(tmp_path: Path) -> None:
+    """Polled again before its pane committed, an entry passes again: the runner may have lost it."""
+    commit_pane(spec_for(tmp_path, with_index=True), PARTITION, T0, [article("a")])
     stream = (
         EventStream()
         .advance_watermark_to(T0)
@@ -260,64 +354,98 @@ def test_duplicates_across_polls_are_dropped_and_changes_kept() -> None:
         .advance_watermark_to(T0 + 2)
         .add_elements([TimestampedValue(article("a"), T0 + 3), TimestampedValue(article("b", "h2"), T0 + 3)])
         .advance_watermark_to(T0 + 4)
-        .add_elements([TimestampedValue(article("a"), T0 + 5), TimestampedValue(article("b", "h2"), T0 + 5)])
+        .add_elements([TimestampedValue(article("b"), T0 + 5), TimestampedValue(article("a", "h9"), T0 + 5)])
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:
-        unique, duplicates = p | stream | DeduplicateStream(None, expire_after=3600, buckets=4)
+        unique, duplicates = p | stream | DeduplicateStream(str(tmp_path))
         assert_that(
             unique | "Kept" >> beam.Map(lambda a: (a["article_id"], a["content_hash"], a["version"])),
-            equal_to([("a", "h1", 1), ("b", "h1", 1), ("b", "h2", 2)]),
+            equal_to([("b", "h1", 1), ("b", "h2", 1), ("b", "h1", 1), ("a", "h9", 2)]),
             label="kept",
         )
         assert_that(
             duplicates | "Dropped" >> beam.Map(lambda d: d["article_id"]),
-            equal_to(["a", "a", "b"]),
+            equal_to(["a", "a"]),
             label="dropped",
         )
 
 
-def test_ids_unseen_for_longer_than_expire_after_are_forgotten() -> None:
+def test_without_a_store_nothing_is_dropped() -> None:
     stream = (
         EventStream()
         .advance_watermark_to(T0)
-        .add_elements([TimestampedValue(article("a"), T0)])
-        .add_elements([TimestampedValue(article("a"), T0 + 50)])  # within 60 s: a duplicate
-        .add_elements([TimestampedValue(article("z"), T0 + 200)])  # same bucket touched much later
-        .add_elements([TimestampedValue(article("a"), T0 + 201)])  # forgotten: written again
+        .add_elements([TimestampedValue(article("a"), T0), TimestampedValue(article("a"), T0 + 1)])
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:
-        unique, _ = p | stream | DeduplicateStream(None, expire_after=60, buckets=1)
-        assert_that(unique | beam.Map(lambda a: a["article_id"]), equal_to(["a", "z", "a"]))
+        unique, _ = p | stream | DeduplicateStream(None)
+        assert_that(unique | beam.Map(lambda a: a["article_id"]), equal_to(["a", "a"]))
 
 
-def test_a_restart_is_seeded_from_the_store(tmp_path: Path) -> None:
-    publish_window_file(
-        spec_for(tmp_path, with_index=True),
-        "ingest_date=2025-11-29/language=en",
-        T0,
-        0,
-        [{**article("stored"), "version": 1}],
+# --- polls: one at a time, never too often, costing what is new -------------------------------------
+
+
+def raw_entry(guid: str, text: str, ordinal: int = 0) -> dict[str, Any]:
+    return {
+        "entry_id": guid,
+        "link": f"http://news.test/{guid}",
+        "title": guid,
+        "summary": text,
+        "ordinal": ordinal,
+    }
+
+
+def test_known_entries_skip_the_stages_and_a_committed_body_is_not_parsed() -> None:
+    known = CommittedEntries()
+    feed, body = "http://feeds.test/a.xml", b"<rss>v1</rss>"
+    first = [raw_entry("a", "one", 0), raw_entry("b", "two", 1)]
+    assert known.entries_to_process(feed, body_digest(body), 1000, first) == first
+    assert not known.body_committed(feed, body_digest(body))
+    known.report_committed(feed, 1000, 0)  # a's revision committed; b's was lost by the runner
+    again = known.entries_to_process(feed, body_digest(body), 2000, first)
+    assert again == [first[1]]  # b is sent on again, a skips normalize, detect and enrich
+    known.report_committed(feed, 2000, 1)
+    assert known.entries_to_process(feed, body_digest(body), 3000, first) == []
+    assert known.body_committed(feed, body_digest(body))  # from now on this body is not even parsed
+    edited = [raw_entry("a", "one, edited", 0), first[1]]
+    assert known.entries_to_process(feed, body_digest(b"<rss>v2</rss>"), 4000, edited) == [edited[0]]
+    assert entry_fingerprint(edited[0]) != entry_fingerprint(first[0])
+
+
+def test_records_report_their_poll_as_committed() -> None:
+    feed = "http://feeds.test/reported.xml"
+    fetched = datetime(2025, 11, 29, 0, 0, 1, 234000, tzinfo=UTC)
+    entries = shared_entries()
+    assert entries.entries_to_process(feed, "d1", fetch_millis(fetched), [raw_entry("x", "t", 3)])
+    report_records_committed([{"source": feed, "ordinal": 3, "ingested_at": fetched}])
+    assert (
+        entries.entries_to_process(feed, "d1", fetch_millis(fetched) + 1000, [raw_entry("x", "t", 3)]) == []
     )
-    stream = (
+
+
+def test_polls_of_a_feed_skip_replayed_ticks_and_ask_no_304_before_a_commit(feed_server: Any) -> None:
+    """No sink reports the entries committed here, so every poll is a full GET that sends them on."""
+    from tests.feedserver import conditional
+    from tests.test_stream_e2e import ONE, TWO, rss
+    from transforms.fetch import FetchSettings
+    from transforms.poll import PollFeeds
+
+    url = feed_server.route("/etag.xml", conditional(rss(ONE, TWO), '"v1"'))
+    ticks = (
         EventStream()
-        .advance_watermark_to(T0 + 100)
-        .add_elements(
-            [TimestampedValue(article("stored"), T0 + 101), TimestampedValue(article("fresh"), T0 + 101)]
-        )
-        .add_elements([TimestampedValue(article("stored", "h2"), T0 + 102)])
+        .advance_watermark_to(T0)
+        .add_elements([TimestampedValue(0, T0)])
+        .add_elements([TimestampedValue(0, T0)])  # the same tick again: a replayed bundle
+        .add_elements([TimestampedValue(1, T0 + 2)])
+        .add_elements([TimestampedValue(2, T0 + 4)])
         .advance_watermark_to_infinity()
     )
+    settings = FetchSettings(allow_private_hosts=True, max_attempts=1)
     with streaming_pipeline() as p:
-        unique, _ = p | stream | DeduplicateStream(str(tmp_path), expire_after=3600, buckets=2)
-        assert_that(
-            unique | beam.Map(lambda a: (a["article_id"], a["version"])),
-            equal_to([("fresh", 1), ("stored", 2)]),
-        )
-
-
-@pytest.mark.parametrize("expire_after,buckets", [(0, 4), (10, 0)])
-def test_deduplicate_stream_rejects_bad_settings(expire_after: float, buckets: int) -> None:
-    with pytest.raises(ValueError, match="expire_after"):
-        DeduplicateStream(None, expire_after, buckets)
+        entries, fetches, _ = p | ticks | PollFeeds((FeedSource(url),), 2, 2, settings)
+        assert_that(fetches | beam.Map(lambda row: row["outcome"]), equal_to(["ok"] * 3), label="fetches")
+        assert_that(entries | beam.Map(lambda e: e["title"]), equal_to([ONE[1], TWO[1]] * 3), label="entries")
+    hits = feed_server.hits("/etag.xml")
+    assert len(hits) == 3
+    assert all("if-none-match" not in hit.headers for hit in hits)

@@ -15,9 +15,7 @@ next version number. The decisions that change a staged file (rows dropped, vers
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -26,18 +24,15 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.coders import PickleCoder
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
-from apache_beam.transforms import userstate
 
+from transforms.committed import decide_revisions, report_records_committed, shared_versions
 from transforms.schema import Record
 from transforms.store import (
     StoredVersion,
     latest_versions,
-    list_index_files,
     next_version,
-    read_index,
     read_parquet,
     read_stored_versions,
 )
@@ -301,138 +296,61 @@ class DeduplicateArticles(beam.PTransform):
 
 # --- streaming: across polls and restarts ---------------------------------------------------------
 #
-# The streaming job sees the same entries on every poll of a feed. `DeduplicateStream` keeps, per
-# article id, the latest version it let through (content hash, `updated_at`, version) and when it
-# last saw the id, and decides with the batch job's rule (`next_version`): new (version 1), changed
-# (version + 1) or a duplicate. Ids go to one of `buckets` keys (a stable hash of the id), and a
-# bucket forgets the ids it has not seen for `expire_after` seconds of event (fetch) time each time
-# it is touched: that bounds the state by the ids seen within the horizon, whatever the run length.
-# Expiry is done this way, not with a timer per id, because Prism 2.62 delivers a key's pending
-# event-time timers in its next bundle whatever the watermark (engine/elementmanager.go,
-# startEventTimeBundle), which would forget every id right after it is seen.
-#
-# At start each worker seeds itself from the store's version index (what batch runs and earlier
-# streams wrote), so a restarted job does not write again what is stored. The seed is dropped once
-# `expire_after` has passed, when the state has taken over.
+# The streaming job sees the same entries on every poll of a feed. `DeduplicateStream` drops an
+# entry only when its revision (article id and content hash) is committed: it asks the worker's
+# cache of the committed version index (transforms/committed.py), refreshed at most every
+# `REFRESH_SECONDS`, and keeps no runner state of its own. So an entry that the runner lost on its
+# way to the sink (a split bundle, a crash, a stop) is not marked seen: the next poll offers it again.
+# Revisions not yet committed pass, also when seen before; the window writer's commit decides
+# them under the commit lock (a revision in flight twice is stored once), and gives the versions.
+# The cache starts from the store's index, so a restarted job drops at once what is stored.
 
 NEW_ARTICLES = "new"
 STREAM_DUPLICATES = "duplicates"
-
-# article_id -> (content hash, updated_at as epoch seconds or None, version, last seen epoch seconds)
-SeenIds = dict[str, tuple[str | None, float | None, int, float]]
+REFRESH_SECONDS = 1.0  # how stale the committed view may be: a late refresh only lets a duplicate pass
 
 
-def dedupe_bucket(article_id: str, buckets: int) -> int:
-    """A stable bucket for an id (ids are hex digests; any other string is hashed first)."""
-    try:
-        return int(article_id[:8], 16) % buckets
-    except ValueError:
-        return int(hashlib.sha256(article_id.encode("utf-8")).hexdigest()[:8], 16) % buckets
-
-
-def forget_expired(seen: SeenIds, now: float, expire_after: float) -> int:
-    """Drop the ids last seen more than `expire_after` seconds before `now`; returns how many."""
-    expired = [article_id for article_id, entry in seen.items() if entry[3] < now - expire_after]
-    for article_id in expired:
-        del seen[article_id]
-    return len(expired)
-
-
-def stream_version(article: Record, seen: SeenIds, seed: Mapping[str, StoredVersion], now: float) -> int:
-    """The version to write for `article` (0: a duplicate) and the remembered state updated."""
-    article_id = article["article_id"]
-    entry = seen.get(article_id)
-    if entry is not None:
-        known: StoredVersion | None = StoredVersion(
-            entry[0], datetime.fromtimestamp(entry[1], UTC) if entry[1] is not None else None, entry[2]
-        )
-    else:
-        known = seed.get(article_id)
-    updated_at: datetime | None = article.get("updated_at")
-    version = next_version(article.get("content_hash"), updated_at, known)
-    if version:
-        seen[article_id] = (
-            article.get("content_hash"),
-            updated_at.timestamp() if updated_at is not None else None,
-            version,
-            now,
-        )
-    elif known is not None:
-        seen[article_id] = (
-            known.content_hash,
-            known.updated_at.timestamp() if known.updated_at is not None else None,
-            known.version,
-            now,
-        )
-    return version
-
-
-def load_seed(output: str) -> dict[str, StoredVersion]:
-    """The latest stored version of every id in the store's version index (empty for a new output)."""
-    return latest_versions(read_index(list_index_files(output)))
-
-
-class _DeduplicateStreamFn(beam.DoFn):
-    SEEN = userstate.ReadModifyWriteStateSpec("seen", PickleCoder())
-    _SEEN_PARAM = beam.DoFn.StateParam(SEEN)
-    _TIMESTAMP_PARAM = beam.DoFn.TimestampParam
-
-    def __init__(self, output: str | None, expire_after: float) -> None:
+class _KeepUncommittedFn(beam.DoFn):
+    def __init__(self, output: str | None) -> None:
         self._output = output
-        self._expire_after = expire_after
         self._new = Metrics.counter("dedupe", "stream_new")
         self._versions = Metrics.counter("dedupe", "stream_new_versions")
         self._duplicates = Metrics.counter("dedupe", "stream_duplicates")
-        self._expired = Metrics.counter("dedupe", "stream_expired_ids")
 
     def setup(self) -> None:
-        self._seed = load_seed(self._output) if self._output else {}
-        self._seed_until = time.time() + self._expire_after
+        self._committed = shared_versions(self._output) if self._output else None
 
-    def process(
-        self, keyed: tuple[int, Record], seen_state: Any = _SEEN_PARAM, timestamp: Any = _TIMESTAMP_PARAM
-    ) -> Iterator[Any]:
-        article = keyed[1]
-        if self._seed and time.time() > self._seed_until:
-            self._seed = {}
-        now = float(timestamp)
-        seen: SeenIds = seen_state.read() or {}
-        self._expired.inc(forget_expired(seen, now, self._expire_after))
-        version = stream_version(article, seen, self._seed, now)
-        seen_state.write(seen)
-        if version == 0:
+    def process(self, article: Record) -> Iterator[Any]:
+        if self._committed is None:
+            self._new.inc()
+            yield {**article, "version": 1}
+            return
+        self._committed.refresh(max_age=REFRESH_SECONDS)
+        kept, _dropped = decide_revisions([article], self._committed)
+        if not kept:
+            report_records_committed([article])  # the next poll need not even normalize it
             self._duplicates.inc()
             yield beam.pvalue.TaggedOutput(
                 STREAM_DUPLICATES, {"source": article["source"], "article_id": article["article_id"]}
             )
             return
-        (self._versions if version > 1 else self._new).inc()
-        yield {**article, "version": version}
+        (self._versions if kept[0]["version"] > 1 else self._new).inc()
+        yield kept[0]  # its version is provisional: the commit of its pane decides
 
 
 class DeduplicateStream(beam.PTransform):
-    """Timestamped articles -> (new and changed articles with `version`, duplicates as {source, article_id}).
+    """Timestamped articles -> (articles not committed yet, with a provisional `version`; duplicates
+    as {source, article_id}).
 
-    `output` is the dataset to seed from (None: no seed); state is bounded by `expire_after` seconds.
+    `output` is the dataset whose committed version index decides (None: nothing is dropped).
     """
 
-    def __init__(self, output: str | None, expire_after: float, buckets: int = 1024) -> None:
+    def __init__(self, output: str | None) -> None:
         super().__init__()
-        if expire_after <= 0 or buckets < 1:
-            raise ValueError("DeduplicateStream needs expire_after > 0 and at least one bucket")
-        self._output, self._expire_after, self._buckets = output, expire_after, buckets
+        self._output = output
 
     def expand(self, articles: PCollection) -> tuple[PCollection, PCollection]:
-        buckets = self._buckets
-        results = (
-            articles
-            | "KeyByIdBucket"
-            >> beam.Map(lambda a: (dedupe_bucket(a["article_id"], buckets), a)).with_output_types(
-                tuple[int, Any]
-            )
-            | "KeepUnseen"
-            >> beam.ParDo(_DeduplicateStreamFn(self._output, self._expire_after)).with_outputs(
-                STREAM_DUPLICATES, main=NEW_ARTICLES
-            )
+        results = articles | "KeepUncommitted" >> beam.ParDo(_KeepUncommittedFn(self._output)).with_outputs(
+            STREAM_DUPLICATES, main=NEW_ARTICLES
         )
         return results[NEW_ARTICLES], results[STREAM_DUPLICATES]

@@ -65,6 +65,11 @@ def source_domain(url: str | None, source: str) -> str | None:
     return None
 
 
+def word_tokens(text: str) -> list[str]:
+    """The words of a text as `count_words` counts them (one per character where scripts use no spaces)."""
+    return _WORD.findall(text)
+
+
 def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 

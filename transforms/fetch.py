@@ -279,7 +279,9 @@ def check_addresses(host: str, addresses: Sequence[str], hop: HopPolicy) -> bool
     private = [ip for ip in addresses if ip_is_private(ip)]
     if private and not hop.allow_private:
         raise FetchError(
-            "private_address", f"refusing {host} ({private[0]}): a private, loopback or link-local address"
+            "private_address",
+            f"refusing {host} ({private[0]}): a private, loopback or link-local address"
+            " (set `fetch.allow_private_hosts: true` in the config to allow private hosts)",
         )
     if private and hop.redirected_from_public:
         raise FetchError(

@@ -89,8 +89,10 @@ def create_parser() -> xml.sax.xmlreader.XMLReader:
 if __name__ not in feedparser.api.PREFERRED_XML_PARSERS:
     feedparser.api.PREFERRED_XML_PARSERS.insert(0, __name__)
 
-# Where feedparser's `updated` of an entry came from, when that was `dc:date` (see _PeerRules).
-UPDATED_BY_DC_DATE = "newsbeam_updated_by_dc_date"
+# An entry's `dc:date` and its other update time (atom:updated, dcterms:modified), each as
+# (raw, parsed): feedparser files both as `updated`, the later one over the earlier (see _PeerRules).
+DC_DATE = "newsbeam_dc_date"
+OTHER_UPDATE_TIME = "newsbeam_other_update_time"
 
 
 class _PeerRules:
@@ -99,15 +101,17 @@ class _PeerRules:
     Mixed in before feedparser's own handler classes, whose `_start_<element>` / `_end_<element>`
     methods it extends:
 
-    - `dc:date` is filed as `updated` (so is `dcterms:modified`); readers take it as the publication
-      date. The entry is marked when its `updated` came from `dc:date`, so that `_dates` can move
-      it to `published` when the entry has no publication date of its own.
+    - `dc:date` is filed as `updated` (so is `dcterms:modified`, and the later of the two
+      overwrites the other); readers take dc:date as the publication date. Each is also kept under
+      a name of its own, so that `_dates` can make dc:date the publication date when the entry has
+      none of its own, and keep the other as the update time, in whichever order they came.
     - `<link uri="at://...">http://example.com/item</link>`: feedparser takes the attribute and
       never reads the text; RSS says the link is the element's text. The text is read too and wins
       when it is an http(s) URL (resolved like any link) and the attribute is not.
     """
 
     _non_http_link: str | None = None
+    _ending_dc_date = False
 
     if TYPE_CHECKING:  # provided by feedparser's handler classes, which come after this one
         infeed: int
@@ -119,15 +123,20 @@ class _PeerRules:
         def push(self, element: str, expecting_text: int) -> None: ...
         def pop(self, element: str) -> str | None: ...
 
-    def _end_updated(self) -> None:  # also the end of dcterms:modified, atom:updated, lastBuildDate
+    def _end_updated(self) -> None:  # also the end of dcterms:modified, atom:updated and dc:date
         super()._end_updated()  # type: ignore[misc]
-        self._get_context().pop(UPDATED_BY_DC_DATE, None)
+        context = self._get_context()
+        just_read = (dict.get(context, "updated"), dict.get(context, "updated_parsed"))
+        context[DC_DATE if self._ending_dc_date else OTHER_UPDATE_TIME] = just_read
 
     _end_modified = _end_updated
 
     def _end_dc_date(self) -> None:
-        super()._end_dc_date()  # type: ignore[misc]
-        self._get_context()[UPDATED_BY_DC_DATE] = True
+        self._ending_dc_date = True
+        try:
+            super()._end_dc_date()  # type: ignore[misc]
+        finally:
+            self._ending_dc_date = False
 
     def _start_link(self, attrs_d: dict[str, str]) -> None:
         super()._start_link(attrs_d)  # type: ignore[misc]
@@ -505,14 +514,21 @@ def _dates(entry: Any) -> tuple[_Date, _Date]:
     only by `dc:date` (RSS 1.0 / RDF mostly, which feedparser files as `updated`) is published then,
     as gofeed, rss-parser and other readers read it.
     """
-    updated = _Date(dict.get(entry, "updated"), _epoch(dict.get(entry, "updated_parsed")))
-    updated = _Date(updated.raw, updated.epoch, "updated") if updated.raw else _Date()
+    dc_raw, dc_parsed = dict.get(entry, DC_DATE) or (None, None)
+    other_raw, other_parsed = dict.get(entry, OTHER_UPDATE_TIME) or (None, None)
+    if dc_raw is None and other_raw is None:  # `updated` set some other way than by an end tag
+        other_raw, other_parsed = dict.get(entry, "updated"), dict.get(entry, "updated_parsed")
     field_name = next((f for f in ("published", "created", "issued") if entry.get(f)), None)
     if field_name is not None:
-        return _Date(entry.get(field_name), _epoch(entry.get(f"{field_name}_parsed")), field_name), updated
-    if updated.raw and dict.get(entry, UPDATED_BY_DC_DATE):
-        return _Date(updated.raw, updated.epoch, "dc:date"), _Date()
-    return _Date(), updated
+        published = _Date(entry.get(field_name), _epoch(entry.get(f"{field_name}_parsed")), field_name)
+        if not other_raw:  # a dc:date beside a pubDate stays the update time feedparser makes of it
+            other_raw, other_parsed = dc_raw, dc_parsed
+    elif dc_raw:
+        published = _Date(dc_raw, _epoch(dc_parsed), "dc:date")
+    else:
+        published = _Date()
+    updated = _Date(other_raw, _epoch(other_parsed), "updated") if other_raw else _Date()
+    return published, updated
 
 
 def _names(entry: Any) -> list[str]:

@@ -16,7 +16,6 @@ one plain path segment: `validate_run_id` accepts `RUN_ID_PATTERN` only.
 from __future__ import annotations
 
 import os
-import posixpath
 import re
 import shutil
 import warnings
@@ -84,19 +83,25 @@ def list_files(folder: str, suffix: str = "", recursive: bool = False) -> list[F
     return sorted((m for m in matched if m.path.endswith(suffix)), key=lambda m: m.path)
 
 
-def _normal(path: str) -> tuple[str, str]:
-    """(scheme, normalized path): `..`, `.`, doubled slashes and, locally, symlinks resolved."""
-    if is_local(path):
-        return "", os.path.realpath(os.path.abspath(path))
-    scheme, _, rest = path.partition("://")
-    return scheme, posixpath.normpath("/" + rest)
+def _normal(path: str) -> str:
+    """A local path with `..`, `.`, doubled slashes and symlinks resolved."""
+    return os.path.realpath(os.path.abspath(path))
 
 
 def is_inside(folder: str, path: str) -> bool:
-    """Whether `path` lies strictly below `folder` once both are normalized."""
-    folder_scheme, normal_folder = _normal(folder)
-    path_scheme, normal_path = _normal(path)
-    return folder_scheme == path_scheme and normal_path.startswith(normal_folder.rstrip("/") + "/")
+    """Whether `path` lies strictly below `folder`.
+
+    Local paths are compared once normalized (symlinks resolved). Object-store keys are compared
+    as written: a store does not resolve `..` (the key `out2/../out/x` lies under `out2/`), and a
+    client that did would read `out/../x` as `x`, so the part below `folder` may hold no `.` or `..`.
+    """
+    if is_local(folder) and is_local(path):
+        return _normal(path).startswith(_normal(folder).rstrip("/") + "/")
+    prefix = folder.rstrip("/") + "/"
+    if is_local(folder) or is_local(path) or not path.startswith(prefix):
+        return False
+    below = path[len(prefix) :].rstrip("/").split("/")
+    return below != [""] and not any(segment in (".", "..") for segment in below)
 
 
 def child(folder: str, name: str) -> str:

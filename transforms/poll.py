@@ -1,24 +1,31 @@
 """GeneratePollTicks and PollFeeds: the unbounded source of the streaming job.
 
-`GeneratePollTicks` is a splittable DoFn that emits one tick every `tick_seconds` of wall-clock
-time, each timestamped with its scheduled time, and advances the watermark to the next tick. It
-stops at `stop_at` (for `--duration`) or as soon as `stop_file` exists (the CLI creates it on
-SIGINT/SIGTERM): the restriction is then claimed to its end, the watermark goes to the end of time
-and every open window downstream fires. That is the clean stop the local runners need, since they
-have no drain and `cancel()` discards buffered windows. Beam's own `PeriodicImpulse` is not used
-because Prism 2.62 cannot decode its tuple-typed impulse element (beam:coder:tuple:v1,
-apache/beam#32636) and because it has no stop flag; here the schedule travels as a JSON string.
-Prism 2.62 also resumes a deferred restriction at once rather than at the time asked for, so a
-wait of up to `MAX_SLEEP_SECONDS` is slept in `process` (looking for the stop file meanwhile), and
-only a longer one is a deferral: no busy loop on Prism, no long-held bundle elsewhere. A runner's
-dynamic split would run two copies of the tick sequence, so the tracker only self-checkpoints.
+`GeneratePollTicks` is a splittable DoFn that emits one tick at a time, each timestamped with the
+moment it was emitted, and holds the watermark at the next tick's time. The schedule starts at the
+first real tick (not at launch: a runner may need a minute to start) and each tick comes
+`tick_seconds` after the previous one was emitted, so missed ticks are skipped rather than fired
+at once, and no two ticks are closer than a tick. The next tick's time is the watermark
+estimator's state, which the runner keeps with the residual restriction. It stops after the
+`duration`'s ticks (counted from the first real tick) or as soon as `stop_file` exists (the CLI
+creates it on SIGINT/SIGTERM): the restriction is then claimed to its end, the watermark goes to
+the end of time and every open window downstream fires. That is the clean stop the local runners
+need, since they have no drain and `cancel()` discards buffered windows. Beam's own
+`PeriodicImpulse` is not used because Prism 2.62 cannot decode its tuple-typed impulse element
+(beam:coder:tuple:v1, apache/beam#32636) and because it has no stop flag; here the schedule travels
+as a JSON string. Prism 2.62 also resumes a deferred restriction at once rather than at the time
+asked for, so a wait of up to `MAX_SLEEP_SECONDS` is slept in `process` (looking for the stop file
+meanwhile), and only a longer one is a deferral. A runner's dynamic split would run two copies of
+the tick sequence, so the tracker only self-checkpoints.
 
 `PollFeeds` fans each tick out to the feeds due at that tick (each feed has its own interval, a
 multiple of the tick), keys the polls by feed URL and fetches each with a stateful DoFn that keeps
-the feed's `ETag` / `Last-Modified` between polls, so an unchanged feed costs a 304. Fetching and
-parsing are batch's own (`transforms.read.fetched_to_outputs`), so a poll yields exactly what a
-batch read does: raw entries, one `feed_fetches` row and, for a failed feed, a dead letter.
-Every output carries the tick's timestamp: the streaming job windows on fetch time.
+the feed's `ETag` / `Last-Modified` between polls, so an unchanged feed costs a 304. The polls of
+one feed run one at a time in a worker (a lock per feed), a tick closer than the feed's interval to
+its last poll (a replayed tick) polls nothing, and the validators of an older response never
+replace those of a newer one. Fetching and parsing are batch's own
+(`transforms.read.fetched_to_outputs`), so a poll yields exactly what a batch read does: raw
+entries, one `feed_fetches` row and, for a failed feed, a dead letter. Every output is timestamped
+with the moment its fetch started: the streaming job windows on real fetch time.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -42,8 +50,9 @@ from apache_beam.pvalue import PCollection
 from apache_beam.transforms import userstate
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
+from transforms.committed import body_digest, fetch_millis, shared_entries
 from transforms.feed_state import FeedSource
 from transforms.fetch import FetchResult, FetchSettings, carry_credentials, fetch, make_session, redact_url
 from transforms.parse import ParsedInput
@@ -52,6 +61,8 @@ from transforms.read import (
     FETCHES,
     MAX_ENTRIES_PER_FEED,
     fetched_to_outputs,
+    http_fields,
+    ms_since,
     parsed_to_outputs,
 )
 from transforms.schema import Outcome, Record, SourceType
@@ -64,23 +75,29 @@ STOP_CHECK_SECONDS = 0.5  # how often a waiting source looks for the stop file
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """When ticks happen and when they stop (epoch seconds)."""
+    """How often ticks come and when they stop."""
 
     tick_seconds: float
-    start_at: float
-    stop_at: float | None = None  # no tick at or after this time (`--duration`)
+    duration: float | None = None  # seconds of ticks from the first real one (`--duration`)
     stop_file: str | None = None  # no tick once this path exists (Ctrl-C, SIGTERM)
 
 
-def tick_time(schedule: PollSchedule, index: int) -> float:
-    return schedule.start_at + schedule.tick_seconds * index
-
-
 def total_ticks(schedule: PollSchedule) -> int:
-    """How many ticks the schedule has: up to `stop_at`, else practically unbounded."""
-    if schedule.stop_at is None:
+    """How many ticks the schedule has: those of its `duration`, else practically unbounded."""
+    if schedule.duration is None:
         return UNBOUNDED_TICKS
-    return max(0, math.ceil((schedule.stop_at - schedule.start_at) / schedule.tick_seconds))
+    return max(0, math.ceil(schedule.duration / schedule.tick_seconds))
+
+
+def next_tick_due(
+    held: Timestamp | None, last_emitted: float | None, tick_seconds: float, now: float
+) -> float:
+    """When the next tick is due: the time the watermark holds (a tick after the last emitted),
+    at once for the first tick; never sooner than a tick after one this process emitted."""
+    due = now if held is None or held <= MIN_TIMESTAMP else float(held)
+    if last_emitted is not None:
+        due = max(due, last_emitted + tick_seconds)
+    return due
 
 
 def poll_interval(feed: FeedSource, default: float) -> float:
@@ -152,6 +169,11 @@ _TICK_RESTRICTION = beam.DoFn.RestrictionParam(_TickRestrictions())
 _TICK_WATERMARK = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())
 
 
+# The last tick emitted per schedule in this process: a guard in case a runner hands back a
+# residual without its watermark state (the tick would otherwise come at once).
+_LAST_TICK: dict[str, float] = {}
+
+
 class _TickFn(beam.DoFn):
     def __init__(self) -> None:
         self._ticks = Metrics.counter("poll", "ticks")
@@ -166,39 +188,35 @@ class _TickFn(beam.DoFn):
         schedule = schedule_from_json(element)
         restriction = tracker.current_restriction()
         index = restriction.start
-        due = tick_time(schedule, index)
+        due = next_tick_due(
+            watermark.current_watermark(), _LAST_TICK.get(element), schedule.tick_seconds, time.time()
+        )
         # Prism 2.62 resumes a deferred restriction at once rather than at the requested time, so a
         # short wait is slept here (checking for a stop), and only a long one is handed back as a
-        # deferral. Either way each call emits the ticks that are due and returns, so each tick's
-        # polls are committed in their own bundle.
-        while not self._stopping(schedule, due) and due > time.time():
+        # deferral. Either way each call emits one tick and returns, so each tick's polls are
+        # committed in their own bundle.
+        while not stop_requested(schedule.stop_file) and due > time.time():
             wait = due - time.time()
             if wait > MAX_SLEEP_SECONDS:
                 watermark.set_watermark(Timestamp.of(due))
                 tracker.defer_remainder(Duration.of(MAX_SLEEP_SECONDS))
                 return
             time.sleep(min(wait, STOP_CHECK_SECONDS))
-        if self._stopping(schedule, due):
+        if stop_requested(schedule.stop_file) or index >= restriction.stop:
             # Claiming past the end finishes the restriction: the watermark goes to the end of time
             # and every window downstream fires.
             tracker.try_claim(restriction.stop)
             return
-        while due <= time.time() and not self._stopping(schedule, due):
-            if not tracker.try_claim(index):
-                return
-            self._ticks.inc()
-            yield TimestampedValue(index, due)
-            index += 1
-            due = tick_time(schedule, index)
-        # The next tick's time is the promise the watermark makes: nothing earlier will come.
-        watermark.set_watermark(Timestamp.of(due))
+        if not tracker.try_claim(index):
+            return
+        now = time.time()
+        _LAST_TICK[element] = now
+        self._ticks.inc()
+        yield TimestampedValue(index, now)
+        # The next tick comes a tick after this one was emitted, which is the promise the watermark
+        # makes: nothing earlier will come. Ticks missed while the runner was busy are not caught up.
+        watermark.set_watermark(Timestamp.of(now + schedule.tick_seconds))
         tracker.defer_remainder(Duration.of(0))
-
-    @staticmethod
-    def _stopping(schedule: PollSchedule, due: float) -> bool:
-        return (schedule.stop_at is not None and due >= schedule.stop_at) or stop_requested(
-            schedule.stop_file
-        )
 
 
 class GeneratePollTicks(beam.PTransform):
@@ -221,58 +239,147 @@ class GeneratePollTicks(beam.PTransform):
 # --- polling the feeds --------------------------------------------------------------------------
 
 
+# One lock per feed URL in this process: polls of a feed never overlap, even when a runner runs a
+# split-off bundle of the same key beside the first; and the tick each feed was last polled at.
+_FEED_LOCKS: dict[str, threading.Lock] = {}
+_FEED_LOCKS_LOCK = threading.Lock()
+_LAST_POLLED: dict[str, float] = {}
+
+
+def feed_lock(url: str) -> threading.Lock:
+    with _FEED_LOCKS_LOCK:
+        return _FEED_LOCKS.setdefault(url, threading.Lock())
+
+
+def too_soon(tick_at: float, last_polled_at: float | None, interval: float) -> bool:
+    """Whether a tick comes before the feed's interval since its last poll (a replayed tick)."""
+    return last_polled_at is not None and tick_at < last_polled_at + interval - 1e-3
+
+
 class _PollFeedFn(beam.DoFn):
     """Fetch one feed per (url, tick); its validators and permanent redirect are kept in Beam state."""
 
     CONDITIONS = userstate.ReadModifyWriteStateSpec("conditions", StrUtf8Coder())
     _CONDITIONS_PARAM = beam.DoFn.StateParam(CONDITIONS)
+    _TIMESTAMP_PARAM = beam.DoFn.TimestampParam
 
-    def __init__(self, settings: FetchSettings, feeds: tuple[FeedSource, ...], max_entries: int) -> None:
+    def __init__(
+        self,
+        settings: FetchSettings,
+        feeds: tuple[FeedSource, ...],
+        default_interval: float,
+        max_entries: int = MAX_ENTRIES_PER_FEED,
+    ) -> None:
         self._settings = settings
         self._feeds = {feed.url: feed for feed in feeds}
+        self._default = default_interval
         self._max_entries = max_entries
         self._polls = Metrics.counter("poll", "feeds_polled")
         self._not_modified = Metrics.counter("poll", "not_modified")
         self._entries = Metrics.counter("poll", "entries")
+        self._too_soon = Metrics.counter("poll", "ticks_too_soon")
+        self._unchanged_bodies = Metrics.counter("poll", "unchanged_bodies")
+        self._known_entries = Metrics.counter("poll", "known_entries")
 
     def setup(self) -> None:
         self._session = make_session(self._settings)
+        self._entries_committed = shared_entries()
 
     def teardown(self) -> None:
         self._session.close()
 
-    def process(self, keyed: tuple[str, int], conditions: Any = _CONDITIONS_PARAM) -> Iterator[Any]:
+    def process(
+        self, keyed: tuple[str, int], conditions: Any = _CONDITIONS_PARAM, tick: Any = _TIMESTAMP_PARAM
+    ) -> Iterator[Any]:
         url = keyed[0]
-        known = json.loads(conditions.read() or "{}")
-        started_at = datetime.now(UTC)
+        feed = self._feeds.get(url)
+        interval = poll_interval(feed, self._default) if feed else self._default
+        with feed_lock(url):
+            known = json.loads(conditions.read() or "{}")
+            last = max(_LAST_POLLED.get(url, float("-inf")), known.get("tick_at", float("-inf")))
+            if too_soon(float(tick), last if last > float("-inf") else None, interval):
+                self._too_soon.inc()
+                return
+            _LAST_POLLED[url] = float(tick)
+            outputs, after = self._poll(url, known, feed)
+            after["tick_at"] = float(tick)
+            if after.get("fetched_at", 0) >= known.get("fetched_at", 0):  # never an older response's
+                conditions.write(json.dumps(after))
+        yield from outputs
+
+    def _poll(
+        self, url: str, known: dict[str, Any], feed: FeedSource | None
+    ) -> tuple[list[Any], dict[str, Any]]:
+        now = datetime.now(UTC)
+        started_at = now.replace(microsecond=now.microsecond // 1000 * 1000)  # whole ms: names the poll
         clock = time.monotonic()
+        fetched = started_at.timestamp()
         self._polls.inc()
+        # The validators go out only when everything the last full body held is committed: a 304
+        # must not hide an entry that the runner lost on its way to the sink.
+        conditional = self._entries_committed.body_committed(redact_url(url), known.get("digest"))
         try:
             moved = known.get("target")
             result = fetch(
                 self._session,
                 carry_credentials(moved, url) if moved else url,
                 self._settings,
-                etag=known.get("etag"),
-                last_modified=known.get("last_modified"),
+                etag=known.get("etag") if conditional else None,
+                last_modified=known.get("last_modified") if conditional else None,
             )
-            outputs = list(
-                fetched_to_outputs(
-                    url, result, started_at, clock, feed=self._feeds.get(url), max_entries=self._max_entries
-                )
-            )
+            outputs = list(self._outputs(url, result, started_at, clock, feed))
         except Exception as error:  # fetch() and parsing never raise; a bug stays this poll's, as in batch
             message = redact_url(f"{type(error).__name__}: {error}")
             parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=message)
-            yield from parsed_to_outputs(redact_url(url), SourceType.FEED, parsed, None, started_at, 0)
-            return
-        conditions.write(json.dumps(conditions_after(known, result)))
+            outputs = list(parsed_to_outputs(redact_url(url), SourceType.FEED, parsed, None, started_at, 0))
+            return [_at(output, fetched) for output in outputs], dict(known)
         if result.not_modified:
             self._not_modified.inc()
+        after = {**conditions_after(known, result), "fetched_at": fetched}
+        if result.ok and not result.not_modified and result.body is not None:
+            after["digest"] = body_digest(result.body)
+        return [_at(output, fetched) for output in outputs], after
+
+    def _outputs(
+        self, url: str, result: FetchResult, started_at: datetime, clock: float, feed: FeedSource | None
+    ) -> Iterator[Any]:
+        """A poll's outputs, as a batch read gives them, less what is known committed."""
+        if not (result.ok and not result.not_modified and result.body is not None):
+            yield from fetched_to_outputs(
+                url, result, started_at, clock, feed=feed, max_entries=self._max_entries
+            )
+            return
+        digest, source = body_digest(result.body), redact_url(url)  # `source`: as the records name the feed
+        if self._entries_committed.body_committed(source, digest):
+            self._unchanged_bodies.inc()
+            unchanged = ParsedInput(
+                Outcome.NOT_MODIFIED, message="the body is unchanged since it was committed"
+            )
+            http = http_fields(url, result)
+            yield from parsed_to_outputs(
+                redact_url(url), SourceType.FEED, unchanged, result.body, started_at, ms_since(clock), **http
+            )
+            return
+        outputs = list(
+            fetched_to_outputs(url, result, started_at, clock, feed=feed, max_entries=self._max_entries)
+        )
+        entries = [output for output in outputs if isinstance(output, dict)]
+        fresh = self._entries_committed.entries_to_process(source, digest, fetch_millis(started_at), entries)
+        self._entries.inc(len(entries))
+        self._known_entries.inc(len(entries) - len(fresh))
+        yield from fresh
         for output in outputs:
-            if isinstance(output, dict):
-                self._entries.inc()
-            yield output
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                if output.tag == FETCHES:
+                    output.value["already_stored"] = len(entries) - len(fresh)
+                yield output
+
+
+def _at(output: Any, timestamp: float) -> Any:
+    """An output of a poll, timestamped with the moment its fetch started."""
+    if isinstance(output, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(output.tag, TimestampedValue(output.value, timestamp))
+    return TimestampedValue(output, timestamp)
 
 
 def conditions_after(known: dict[str, Any], result: FetchResult) -> dict[str, Any]:
@@ -315,7 +422,7 @@ class PollFeeds(beam.PTransform):
             ).with_output_types(tuple[str, int])
             # Keyed by feed URL: each feed's conditions are its own state, and polls spread over workers.
             | "FetchFeed"
-            >> beam.ParDo(_PollFeedFn(self._settings, feeds, self._max_entries)).with_outputs(
+            >> beam.ParDo(_PollFeedFn(self._settings, feeds, default, self._max_entries)).with_outputs(
                 FETCHES, DEAD_LETTERS, main="entries"
             )
         )
@@ -324,18 +431,38 @@ class PollFeeds(beam.PTransform):
 
 # --- one log line per poll cycle -----------------------------------------------------------------
 
-CYCLE_COUNTS = ("feeds_polled", "not_modified", "new", "duplicates", "late", "dead_letters", "files_written")
+CYCLE_COUNTS = (
+    "feeds_polled",
+    "not_modified",
+    "new",
+    "duplicates",
+    "late",
+    "dead_letters",
+    "files_written",
+    "latency_ms_max",  # keys ending in _max combine by max, the others by sum
+)
 
 log = logging.getLogger("newsbeam.stream")
 
 
 def fetch_row_counts(row: Record) -> dict[str, int]:
-    return {"feeds_polled": 1, "not_modified": int(row.get("outcome") == str(Outcome.NOT_MODIFIED))}
+    """A poll's counts: a 304 or an unchanged body is `not_modified`; known committed entries, duplicates."""
+    return {
+        "feeds_polled": 1,
+        "not_modified": int(row.get("outcome") == str(Outcome.NOT_MODIFIED)),
+        "duplicates": row.get("already_stored") or 0,
+    }
 
 
 def written_file_counts(written: dict[str, Any]) -> dict[str, int]:
-    late = written.get("late_rows", 0) if written.get("dataset") == "articles" else 0
-    return {"files_written": 1, "late": late}
+    """A pane commit's counts; the revisions its commit found stored already are duplicates too."""
+    articles = written.get("dataset") == "articles"
+    return {
+        "files_written": int(written.get("path") is not None),
+        "late": written.get("late_rows", 0) if articles else 0,
+        "duplicates": written.get("already_stored", 0) if articles else 0,
+        "latency_ms_max": written.get("latency_ms", 0) if articles else 0,
+    }
 
 
 class SumCounts(beam.CombineFn):
@@ -346,7 +473,10 @@ class SumCounts(beam.CombineFn):
 
     def add_input(self, accumulator: dict[str, int], element: dict[str, int]) -> dict[str, int]:
         for key, value in element.items():
-            accumulator[key] = accumulator.get(key, 0) + value
+            if key.endswith("_max"):
+                accumulator[key] = max(accumulator.get(key, 0), value)
+            else:
+                accumulator[key] = accumulator.get(key, 0) + value
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -364,7 +494,8 @@ def cycle_line(cycle_start: float, counts: dict[str, int]) -> str:
     return (
         f"poll cycle {at}: feeds polled {counts['feeds_polled']}, 304s {counts['not_modified']}, "
         f"new entries {counts['new']}, duplicates {counts['duplicates']}, late {counts['late']}, "
-        f"dead letters {counts['dead_letters']}, files written {counts['files_written']}"
+        f"dead letters {counts['dead_letters']}, files written {counts['files_written']}, "
+        f"latency max {counts['latency_ms_max'] / 1000:.1f}s"
     )
 
 

@@ -450,13 +450,13 @@ def read_file(path: str, settings: ReadSettings, started_at: datetime, clock: fl
             raise ValueError(f"the file is larger than the {settings.max_file_bytes}-byte cap")
     except NotRegularFileError as error:
         parsed = ParsedInput(Outcome.SKIPPED, error_type="not_a_regular_file", message=f"{path} is {error}")
-        yield from parsed_to_outputs(path, source_type, parsed, None, started_at, _ms_since(clock))
+        yield from parsed_to_outputs(path, source_type, parsed, None, started_at, ms_since(clock))
         return
     except Exception as error:
         parsed = ParsedInput(
             Outcome.ERROR, error_type="unreadable", message=f"{type(error).__name__}: {_strip_path(error)}"
         )
-        yield from parsed_to_outputs(path, source_type, parsed, None, started_at, _ms_since(clock))
+        yield from parsed_to_outputs(path, source_type, parsed, None, started_at, ms_since(clock))
         return
     if source_type == SourceType.SEED_FILE:
         parsed = parse_seed_file(body, path)
@@ -466,7 +466,7 @@ def read_file(path: str, settings: ReadSettings, started_at: datetime, clock: fl
     if key != path:
         for entry in parsed.entries:
             cast(dict[str, Any], entry)[SOURCE_KEY] = key
-    yield from parsed_to_outputs(path, source_type, parsed, body, started_at, _ms_since(clock))
+    yield from parsed_to_outputs(path, source_type, parsed, body, started_at, ms_since(clock))
 
 
 def _strip_path(error: Exception) -> str:
@@ -493,15 +493,7 @@ def fetched_to_outputs(
     entries are read.
     """
     source = redact_url(url)
-    http = {
-        "url": result.url or source,
-        "final_url": result.final_url,
-        "http_status": result.status,
-        "etag": result.etag,
-        "last_modified": result.last_modified,
-        "attempts": result.attempts,
-        "error_class": result.error_class,
-    }
+    http = http_fields(url, result)
     if result.not_modified:
         parsed = ParsedInput(Outcome.NOT_MODIFIED)
     elif not result.ok or result.body is None:
@@ -519,8 +511,21 @@ def fetched_to_outputs(
         if feed is not None:
             _apply_hints(parsed, feed)
     yield from parsed_to_outputs(
-        source, SourceType.FEED, parsed, result.body, started_at, _ms_since(clock), **http
+        source, SourceType.FEED, parsed, result.body, started_at, ms_since(clock), **http
     )
+
+
+def http_fields(url: str, result: FetchResult) -> dict[str, Any]:
+    """The `feed_fetches` columns that describe one HTTP fetch (credentials in the URL redacted)."""
+    return {
+        "url": result.url or redact_url(url),
+        "final_url": result.final_url,
+        "http_status": result.status,
+        "etag": result.etag,
+        "last_modified": result.last_modified,
+        "attempts": result.attempts,
+        "error_class": result.error_class,
+    }
 
 
 def _apply_hints(parsed: ParsedInput, feed: FeedSource) -> None:
@@ -533,7 +538,7 @@ def _apply_hints(parsed: ParsedInput, feed: FeedSource) -> None:
             entry["feed_title"] = feed.name
 
 
-def _ms_since(clock: float) -> int:
+def ms_since(clock: float) -> int:
     return int((time.monotonic() - clock) * 1000)
 
 
@@ -745,7 +750,7 @@ class _ReadGroupFn(beam.DoFn):
             result = FetchResult(url=source, error_type="read_crash", message=message)
             parsed = ParsedInput(Outcome.ERROR, error_type="read_crash", message=message)
             outputs = list(
-                parsed_to_outputs(source, SourceType.FEED, parsed, None, started_at, _ms_since(clock))
+                parsed_to_outputs(source, SourceType.FEED, parsed, None, started_at, ms_since(clock))
             )
         row = next(o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput) and o.tag == FETCHES)
         fresh = [s for s in (result.max_age, rss_ttl_seconds(result.body)) if s is not None]

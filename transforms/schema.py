@@ -74,7 +74,9 @@ ARTICLE_COLUMNS: tuple[Column, ...] = (
     Column("source", pa.string(), "The feed URL or file path the article came from"),
     Column("source_type", pa.string(), "`feed` or `seed_file`"),
     Column(
-        "source_domain", pa.string(), "Registered host of the article URL (else of the feed), without `www.`"
+        "source_domain",
+        pa.string(),
+        "Host of the article URL (else of the feed), lower-case, without a leading `www.` (not the registered domain: `news.bbc.co.uk` stays)",
     ),
     Column("feed_title", pa.string(), "Title of the feed the entry came from"),
     Column("feed_url", pa.string(), "The feed's own link (its home page) as the feed states it"),
@@ -138,7 +140,11 @@ ARTICLE_COLUMNS: tuple[Column, ...] = (
         pa.int32(),
         "1 for the first stored version of `article_id`, +1 for each changed one (null in schema 1 files: read as 1)",
     ),
-    Column("ingest_date", pa.string(), "Partition key: UTC date of `ingested_at` (YYYY-MM-DD)"),
+    Column(
+        "ingest_date",
+        pa.string(),
+        "Partition key (a folder name, not in the files): UTC date of `ingested_at`, `YYYY-MM-DD`; DuckDB and Polars read it as a date, pandas as a category, `pyarrow.dataset` as a string",
+    ),
     Column("run_id", pa.string(), "Id of the run that wrote the article"),
     Column("pipeline_version", pa.string(), "newsbeam version that wrote the article"),
     Column("schema_version", pa.int16(), "Version of this schema"),
@@ -163,7 +169,11 @@ DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
         "The start of the failing input, enough to see and replay it (at most 2,000 characters)",
     ),
     Column("failed_at", TIMESTAMP, "When the failure was recorded (UTC)"),
-    Column("ingest_date", pa.string(), "Partition key: UTC date of the run's start"),
+    Column(
+        "ingest_date",
+        pa.string(),
+        "Partition key (a folder name): UTC date of the run's start, read as in `articles`",
+    ),
     Column("run_id", pa.string(), "Id of the run"),
     Column("pipeline_version", pa.string(), "newsbeam version"),
 )
@@ -208,7 +218,11 @@ FEED_FETCH_COLUMNS: tuple[Column, ...] = (
     Column("dead_letters", pa.int32(), "Entries that failed a later stage (each has a dead letter)"),
     Column("started_at", TIMESTAMP, "When reading the input started (UTC)"),
     Column("elapsed_ms", pa.int32(), "Time spent reading and parsing the input"),
-    Column("ingest_date", pa.string(), "Partition key: UTC date of the run's start"),
+    Column(
+        "ingest_date",
+        pa.string(),
+        "Partition key (a folder name): UTC date of the run's start, read as in `articles`",
+    ),
     Column("run_id", pa.string(), "Id of the run"),
     Column("pipeline_version", pa.string(), "newsbeam version"),
 )

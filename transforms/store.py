@@ -149,7 +149,7 @@ def read_index(files: Iterable[str], ids: Iterable[str] | None = None) -> pa.Tab
                     if wanted is not None:
                         table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
                     tables.append(table.select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA))
-            except pa.ArrowException as error:
+            except (pa.ArrowException, KeyError) as error:  # KeyError: a file without the columns
                 raise IndexFileError(
                     f"the version index file {path} cannot be read ({error}); rebuild the index from the "
                     "article files with `newsbeam repair OUTPUT`"

@@ -44,27 +44,23 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
-from apache_beam.transforms import userstate
 from apache_beam.transforms.combiners import ToListCombineFn
 from apache_beam.transforms.core import CombineGlobally
-from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+from apache_beam.utils.timestamp import MAX_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.fetch import redact_url
 from transforms.paths import child, delete_inside, list_files, validate_run_id
-from transforms.schema import DEAD_LETTER_SCHEMA, Stage, dead_letter, entry_ref, escaped_text
+from transforms.schema import Stage, dead_letter, entry_ref, escaped_text
 from transforms.store import (
     INDEX_DATASET,
     INDEX_SCHEMA,
     CommitLock,
     fault_point,
-    index_record,
     is_local,
     latest_versions,
     list_index_files,
@@ -895,216 +891,3 @@ class WriteVersionIndex(beam.PTransform):
 
     def expand(self, articles: PCollection) -> PCollection:
         return (articles | "StageIndexDelta" >> self._write).files  # the writer keeps the index's columns
-
-
-# --- streaming: windowed writes -------------------------------------------------------------------
-#
-# The streaming job writes each window of fetch time as its own files, in the same Hive layout as
-# batch. Records are buffered per (window, partition) in Beam state, in the global window, and
-# written when an event-time timer at the window's end fires; a record that arrives after its
-# window was written (late data) is buffered again and written as the window's next pane. Nothing
-# is ever dropped for lateness, and no Beam trigger or allowed lateness is needed (Prism 2.62
-# supports neither).
-#
-# A file is named by its window, the run and the pane, plus a digest of its rows:
-# `part-<window start>-<run_id>-p<pane>-<digest>.parquet`. A new run never overwrites an older
-# run's files; two panes never share a name, even when the pane counter was reset by the cleanup
-# timer (or by Prism 2.62, which fires a key's timers in its next bundle, so each poll becomes a
-# pane); and a retried flush rewrites the same name with the same rows. Each file is written under
-# `OUTPUT/_staging/<run_id>/` and renamed into place under the commit lock, so readers only ever
-# see complete files. For articles, the version index delta of the same rows is published with
-# them, so the next batch run or stream restart knows what is stored.
-
-
-def window_start(epoch_seconds: float, window_seconds: int) -> int:
-    """Start (epoch seconds) of the fixed window of `window_seconds` that holds a moment."""
-    return int(epoch_seconds // window_seconds) * window_seconds
-
-
-def window_label(start: int) -> str:
-    return datetime.fromtimestamp(start, UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def rows_digest(records: Iterable[dict[str, Any]]) -> str:
-    """A digest of a pane's rows, independent of their order: the same rows give the same file name."""
-    lines = sorted(json.dumps(r, sort_keys=True, default=str) for r in records)
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:10]
-
-
-def window_file_name(start: int, run_id: str, pane: int, digest: str) -> str:
-    return f"part-{window_label(start)}-{run_id}-p{pane:03d}-{digest}.parquet"
-
-
-def stamp_fetch_time(
-    record: dict[str, Any], fetched_at: datetime, run_id: str, version: str
-) -> dict[str, Any]:
-    """A streamed record with its fetch time as ingest time and partition date (UTC), and the run."""
-    stamped = {**record, "ingest_date": fetched_at.strftime("%Y-%m-%d"), "run_id": run_id}
-    stamped["pipeline_version"] = version
-    if "ingested_at" in record:
-        stamped["ingested_at"] = fetched_at
-    return stamped
-
-
-@dataclass(frozen=True)
-class WindowFileSpec:
-    """What `WriteWindowedParquet` writes: one dataset, its columns and partition keys."""
-
-    output: str
-    dataset: str
-    schema: pa.Schema
-    partition_keys: tuple[str, ...]
-    run_id: str
-    window_seconds: int
-    settings: ParquetSettings = field(default_factory=ParquetSettings)
-    with_index: bool = False  # articles: publish their version index delta with them
-    cleanup_after: int = 86_400  # seconds after a window's end its pane counter is forgotten
-    rejects_to_dead_letters: bool = False  # articles: a record Arrow rejects becomes a dead letter
-
-
-def publish_window_file(
-    spec: WindowFileSpec, partition: str, start: int, pane: int, records: list[dict[str, Any]]
-) -> list[str]:
-    """Write one pane's rows through staging and rename them into place; returns the final paths.
-
-    Records Arrow rejects (see `convert_records`) are, with `spec.rejects_to_dead_letters`, written
-    as `write` dead letters of the same pane into the dead-letters dataset; the others as usual.
-    """
-    name = window_file_name(start, spec.run_id, pane, rows_digest(records))
-    file_schema = pa.schema(
-        [f for f in spec.schema if f.name not in spec.partition_keys], metadata=spec.schema.metadata
-    )
-    table, written, rejected = convert_records(records, file_schema)
-    if rejected and not spec.rejects_to_dead_letters:
-        raise _refuse(spec.dataset, rejected)
-    tables = []
-    if written:
-        tables.append((join_path(spec.output, spec.dataset, partition, name), table))
-    if spec.with_index and written:
-        index = records_to_table([index_record(r) for r in written], INDEX_SCHEMA)
-        tables.append((join_path(spec.output, INDEX_DATASET, name), index))
-    tables += _window_dead_letter_tables(spec, name, rejected)
-    moves = []
-    for final, table in tables:
-        staged = join_path(spec.output, STAGING_DIR, spec.run_id, f"{uuid.uuid4().hex}.parquet")
-        write_parquet(table, staged, spec.settings)
-        moves.append({"staged_path": staged, "final_path": final})
-    # Articles before their index: a crash in between rewrites an article on restart, never loses one.
-    with CommitLock(spec.output, f"stream {spec.run_id}"):
-        for move in moves:
-            if FileSystems.exists(move["final_path"]):  # a retried flush: the same rows are already there
-                delete_inside(join_path(spec.output, STAGING_DIR, spec.run_id), [move["staged_path"]])
-            else:
-                publish([move])
-    return [move["final_path"] for move in moves]
-
-
-def _window_dead_letter_tables(
-    spec: WindowFileSpec, name: str, rejected: list[RejectedRecord]
-) -> list[tuple[str, pa.Table]]:
-    """The dead letters of a pane's rejected records, one table per `ingest_date` (the records' own)."""
-    by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for bad in rejected:
-        letter = rejected_dead_letter(spec.dataset, bad)
-        letter.update(
-            ingest_date=bad.record.get("ingest_date"),
-            run_id=bad.record.get("run_id") or spec.run_id,
-            pipeline_version=bad.record.get("pipeline_version"),
-        )
-        by_date[partition_path(letter, ("ingest_date",))].append(letter)
-    schema = pa.schema(
-        [f for f in DEAD_LETTER_SCHEMA if f.name != "ingest_date"], metadata=DEAD_LETTER_SCHEMA.metadata
-    )
-    return [
-        (join_path(spec.output, DEAD_LETTER_DATASET, folder, name), records_to_table(letters, schema))
-        for folder, letters in sorted(by_date.items())
-    ]
-
-
-class _WriteWindowPanesFn(beam.DoFn):
-    BUFFER = userstate.BagStateSpec("buffer", PickleCoder())
-    PANE = userstate.ReadModifyWriteStateSpec("pane", VarIntCoder())
-    FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
-    CLEANUP = userstate.TimerSpec("cleanup", TimeDomain.WATERMARK)
-    _BUFFER_PARAM = beam.DoFn.StateParam(BUFFER)
-    _PANE_PARAM = beam.DoFn.StateParam(PANE)
-    _FLUSH_PARAM = beam.DoFn.TimerParam(FLUSH)
-    _CLEANUP_PARAM = beam.DoFn.TimerParam(CLEANUP)
-    _KEY_PARAM = beam.DoFn.KeyParam
-
-    def __init__(self, spec: WindowFileSpec) -> None:
-        self._spec = spec
-        self._rows = Metrics.counter("write", f"{spec.dataset}_rows")
-        self._files = Metrics.counter("write", f"{spec.dataset}_files")
-        self._late = Metrics.counter("write", f"{spec.dataset}_late_rows")
-
-    def process(
-        self,
-        keyed: tuple[str, dict[str, Any]],
-        buffer: Any = _BUFFER_PARAM,
-        pane: Any = _PANE_PARAM,
-        flush: Any = _FLUSH_PARAM,
-    ) -> Iterator[Any]:
-        start = int(keyed[0].split("|", 1)[0])
-        buffer.add(keyed[1])
-        if pane.read():
-            self._late.inc()  # its window was written already: it goes into the next pane
-        flush.set(Timestamp.of(start + self._spec.window_seconds))
-        return iter(())
-
-    @userstate.on_timer(FLUSH)
-    def _flush(
-        self,
-        key: Any = _KEY_PARAM,
-        buffer: Any = _BUFFER_PARAM,
-        pane: Any = _PANE_PARAM,
-        cleanup: Any = _CLEANUP_PARAM,
-    ) -> Iterator[dict[str, Any]]:
-        records = list(buffer.read())
-        if not records:
-            return
-        start_text, partition = key.split("|", 1)
-        start, index = int(start_text), pane.read() or 0
-        paths = publish_window_file(self._spec, partition, start, index, records)
-        buffer.clear()
-        pane.write(index + 1)
-        cleanup.set(Timestamp.of(start + self._spec.window_seconds + self._spec.cleanup_after))
-        self._rows.inc(len(records))
-        self._files.inc()
-        yield {
-            "dataset": self._spec.dataset,
-            "path": paths[0],
-            "rows": len(records),
-            "window_start": start,
-            "pane": index,
-            "late_rows": len(records) if index > 0 else 0,
-        }
-
-    @userstate.on_timer(CLEANUP)
-    def _cleanup(self, buffer: Any = _BUFFER_PARAM, pane: Any = _PANE_PARAM) -> None:
-        if not list(buffer.read()):  # keys of old windows hold no state for ever
-            pane.clear()
-
-
-class WriteWindowedParquet(beam.PTransform):
-    """Timestamped records -> Parquet files per fetch-time window, partition and pane (one dict per file)."""
-
-    def __init__(self, spec: WindowFileSpec) -> None:
-        super().__init__()
-        validate_run_id(spec.run_id)
-        self._spec = spec
-
-    def expand(self, records: PCollection) -> PCollection:
-        spec = self._spec
-
-        def key_by_window(
-            record: dict[str, Any], at: Any = beam.DoFn.TimestampParam
-        ) -> tuple[str, dict[str, Any]]:
-            start = window_start(float(at), spec.window_seconds)
-            return f"{start}|{partition_path(record, spec.partition_keys)}", record
-
-        return (
-            records
-            | "KeyByWindowAndPartition" >> beam.Map(key_by_window).with_output_types(tuple[str, Any])
-            | "WritePanes" >> beam.ParDo(_WriteWindowPanesFn(spec))
-        )

@@ -1,0 +1,23 @@
+"""Where the shipped configs and seeds are, found from the code, never from the working directory.
+
+In a source checkout `configs/` and `seeds/` sit beside the packages; in an installed wheel they are
+package data inside `pipeline/` (pyproject.toml maps both folders in). This module imports nothing
+heavy: `newsbeam --help` names the default configs without importing Beam.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def shipped_path(name: str) -> Path:
+    """`configs/local.yaml`, `seeds` or any path under them, as shipped with this copy of newsbeam."""
+    installed = _PACKAGE / name
+    return installed if installed.exists() else _PACKAGE.parent / name
+
+
+DEFAULT_CONFIG = shipped_path("configs/local.yaml")
+STREAM_CONFIG = shipped_path("configs/streaming.yaml")
+DATAFLOW_CONFIG = shipped_path("configs/dataflow.yaml")

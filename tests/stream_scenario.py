@@ -1,0 +1,603 @@
+"""The exactly-once scenario of the streaming job, for any runner: `run_exactly_once_scenario`.
+
+A local HTTP server serves many feeds that change while the job runs: new entries, repeats, edits
+under the same guid, a feed that alternates between 200 and 500, one that answers 304 until it
+changes, rotating windows of entries, the same stories behind different tracking parameters on two
+feeds, and entries without links. Some feeds answer slowly (a slow stage: the runner splits its
+bundles). Each feed moves on to its next *phase* only once everything it served in the current one is
+visible in the dataset, so every revision served at a successful poll must become visible, or the
+scenario fails naming what never appeared.
+
+Meanwhile the scenario holds the output's commit lock for a moment now and then (a concurrent
+compaction), which makes the job's commits slow too.
+
+The job is run four times against the same output: stopped by SIGTERM, by Ctrl-C (SIGINT to its
+whole process group, as a terminal sends it), killed with SIGKILL (kill -9) and finally stopped by
+Ctrl-C once every feed has reached its last phase. Then every distinct (article_id, content_hash)
+served must be stored exactly once, with versions 1..n rising in the order the revisions were first
+served, and nothing partial (staging, temporary files, pending markers, stop flags) left. While the
+job runs, a reader keeps reading the dataset: a file it cannot read is a failure.
+
+The expected revisions are computed from the bodies actually served, with the pipeline's own parse,
+normalize and enrich functions (what is tested here is exactly-once, not normalization).
+
+The runner is a parameter (`runner`, `beam_options`), so that the same scenario runs on Prism
+(tests/test_stream_exactly_once.py) and on the Flink cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from tests.feedserver import FeedServer, Reply, Request
+from transforms.enrich import enrich_article
+from transforms.normalize import EmptyEntryError, normalize_entry
+from transforms.parse import parse_input
+from transforms.schema import Outcome, RunInfo
+from transforms.store import CommitLock
+
+PROJECT = Path(__file__).resolve().parent.parent
+FEED_HEADERS = {"Content-Type": "application/rss+xml"}
+IN_FLIGHT_DELAY = 1.5  # seconds after a feed change to stop a run: a poll later, before its window ends
+Revision = tuple[str, str]  # (article_id, content_hash)
+
+
+# --- the feeds ------------------------------------------------------------------------------------
+
+
+def _item(guid: str, title: str, text: str, link: str | None) -> str:
+    link_element = f"<link>{link}</link>" if link else ""
+    permalink = ' isPermaLink="false"' if not link else ""
+    return (
+        f"<item><guid{permalink}>{guid}</guid>{link_element}<title>{title}</title>"
+        f"<description>{text}</description></item>"
+    )
+
+
+def _rss(name: str, items: list[str]) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{name}</title>'
+        f"<link>http://scenario.test/{name}</link><language>en</language>{''.join(items)}</channel></rss>"
+    ).encode()
+
+
+def _story(name: str, n: int, phase: int | None = None) -> tuple[str, str]:
+    edit = f" Update {phase}: the council answered the questions of the {name} desk." if phase else ""
+    return (
+        f"Story {n} from the {name} desk",
+        f"Report number {n} of the {name} desk about the day's events in the town centre.{edit}",
+    )
+
+
+def edited_feed(name: str, phase: int, entries: int = 3) -> bytes:
+    """`entries` entries; the first is edited under the same guid at every phase, the others repeat."""
+    items = []
+    for n in range(entries):
+        title, text = _story(name, n, phase if n == 0 else None)
+        items.append(_item(f"{name}-{n}", title, text, f"http://scenario.test/{name}/{n}"))
+    return _rss(name, items)
+
+
+def rotating_feed(name: str, phase: int, entries: int = 3) -> bytes:
+    """A window of the latest `entries` entries: each phase one new entry comes, the oldest goes."""
+    items = []
+    for n in range(phase, phase + entries):
+        title, text = _story(name, n)
+        items.append(_item(f"{name}-{n}", title, text, f"http://scenario.test/{name}/{n}"))
+    return _rss(name, list(reversed(items)))
+
+
+def tracking_feed(name: str, phase: int, campaign: str) -> bytes:
+    """Shared stories behind tracking parameters (the same article on two feeds), plus one of its own."""
+    items = []
+    for n in range(phase + 1):
+        title, text = _story("shared", n)
+        link = f"http://scenario.test/shared/{n}?utm_source={campaign}&amp;utm_medium=rss"
+        items.append(_item(f"{name}-shared-{n}", title, text, link))
+    title, text = _story(name, 0, phase)
+    items.append(_item(f"{name}-own", title, text, f"http://scenario.test/{name}/own?fbclid={phase}"))
+    return _rss(name, items)
+
+
+def linkless_feed(name: str, phase: int) -> bytes:
+    """Entries with a guid that is no URL and no link: the id comes from the feed and the guid."""
+    items = []
+    for n in range(phase + 1):
+        title, text = _story(name, n)
+        items.append(_item(f"tag:{name},2025:{n}", title, text, None))
+    return _rss(name, items)
+
+
+@dataclass
+class ScenarioFeed:
+    """One feed of the scenario: its body per phase, whether a phase fails, how slow it answers."""
+
+    name: str
+    body: Callable[[int], bytes]
+    failing_phase: Callable[[int], bool] = lambda phase: False
+    conditional: bool = False
+    delay: float = 0.0
+    phase: int = 0
+    served_in_phase: set[Revision] = field(default_factory=set)
+    answered_in_phase: int = 0
+
+
+def scenario_feeds(copies: int = 1, entries: int = 3) -> list[ScenarioFeed]:
+    """The feeds: `copies` of each edited and rotating feed (more load), each with `entries` entries."""
+    feeds = []
+    for n in range(4 * copies):
+        name = f"edits{n}"
+        feeds.append(
+            ScenarioFeed(name, lambda p, name=name: edited_feed(name, p, entries), delay=0.3 * (n % 2))
+        )
+    for n in range(3 * copies):
+        name = f"rotate{n}"
+        feeds.append(
+            ScenarioFeed(name, lambda p, name=name: rotating_feed(name, p, entries), delay=0.1 * (n % 3))
+        )
+    feeds.append(
+        ScenarioFeed("flaky", lambda p: rotating_feed("flaky", p), failing_phase=lambda p: p % 2 == 1)
+    )
+    feeds.append(ScenarioFeed("conditional", lambda p: edited_feed("conditional", p), conditional=True))
+    feeds += [
+        ScenarioFeed(f"tracking{n}", lambda p, n=n: tracking_feed(f"tracking{n}", p, f"c{n}"))
+        for n in range(2)
+    ]
+    feeds.append(ScenarioFeed("linkless", lambda p: linkless_feed("linkless", p), delay=0.2))
+    return feeds
+
+
+def revisions_of(body: bytes, feed_url: str) -> set[Revision]:
+    """(article_id, content_hash) of every entry of a feed body, as the pipeline computes them."""
+    parsed = parse_input(body, feed_url, content_type="application/rss+xml", base_url=feed_url)
+    assert parsed.outcome == Outcome.OK, parsed
+    run = RunInfo("scenario", datetime(2025, 11, 29, tzinfo=UTC), "test")
+    found = set()
+    for entry in parsed.entries:
+        try:
+            article = enrich_article(normalize_entry(entry, run.started_at), run)
+        except EmptyEntryError:
+            continue
+        found.add((article["article_id"], article["content_hash"]))
+    return found
+
+
+class ChangingFeeds:
+    """Serves the scenario's feeds and records every revision served, with when it was first served."""
+
+    def __init__(self, server: FeedServer, last_phase: int, copies: int = 1, entries: int = 3) -> None:
+        self.server = server
+        self.last_phase = last_phase
+        self.feeds = {feed.name: feed for feed in scenario_feeds(copies, entries)}
+        self.urls = {name: server.route(f"/{name}.xml", self._answerer(name)) for name in self.feeds}
+        self.first_served: dict[Revision, tuple[float, int]] = {}  # revision -> (time, serve order)
+        self.answers = 0
+        self._lock = threading.Lock()
+
+    def _answerer(self, name: str) -> Callable[[Request], Reply]:
+        def answer(request: Request) -> Reply:
+            feed = self.feeds[name]
+            with self._lock:
+                phase = feed.phase
+                feed.answered_in_phase += 1
+                if feed.failing_phase(phase):
+                    return Reply(500, b"down for maintenance", {"Content-Type": "text/plain"}, feed.delay)
+                etag = f'"{name}-{phase}"'
+                if feed.conditional and request.headers.get("if-none-match") == etag:
+                    return Reply(304, headers={"ETag": etag}, delay=feed.delay)
+                body = feed.body(phase)
+                served = revisions_of(body, self.urls[name])
+                feed.served_in_phase |= served
+                for revision in served:
+                    if revision not in self.first_served:
+                        self.first_served[revision] = (time.monotonic(), len(self.first_served))
+            headers = {**FEED_HEADERS, **({"ETag": etag} if feed.conditional else {})}
+            return Reply(200, body, headers, delay=feed.delay)
+
+        return answer
+
+    def advance(self, visible: set[Revision]) -> int:
+        """Move every feed whose current phase is fully visible to its next phase; returns how many moved."""
+        moved = 0
+        with self._lock:
+            for feed in self.feeds.values():
+                if feed.phase >= self.last_phase or feed.answered_in_phase == 0:
+                    continue
+                if feed.served_in_phase <= visible:  # a failing phase serves nothing: it moves on once asked
+                    feed.phase += 1
+                    feed.served_in_phase = set()
+                    feed.answered_in_phase = 0
+                    moved += 1
+        return moved
+
+    def done(self, visible: set[Revision]) -> bool:
+        with self._lock:
+            at_end = all(feed.phase >= self.last_phase for feed in self.feeds.values())
+            return at_end and set(self.first_served) <= visible
+
+    def missing(self, visible: set[Revision]) -> list[str]:
+        with self._lock:
+            return [
+                f"{rev} first served at {self.first_served[rev][0]:.1f}"
+                for rev in self.first_served
+                if rev not in visible
+            ]
+
+
+# --- the dataset ----------------------------------------------------------------------------------
+
+
+def stored_articles(output: Path) -> list[dict[str, Any]]:
+    folder = output / "articles"
+    if not folder.exists() or not any(folder.rglob("*.parquet")):
+        return []
+    query = f"""
+        SELECT article_id, content_hash, version, entry_id, filename
+        FROM read_parquet('{output}/articles/**/*.parquet', hive_partitioning = true, filename = true)
+    """
+    with duckdb.connect() as connection:
+        rows = connection.execute(query).fetchall()
+    keys = ("article_id", "content_hash", "version", "entry_id", "filename")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def leftovers(output: Path) -> list[str]:
+    """What a finished job must not leave: staging, temporary files, pending markers, stop flags."""
+    found = [
+        p
+        for p in output.rglob("*")
+        if p.is_file()
+        and (
+            "_staging" in p.parts
+            or "_pending" in p.parts
+            or "_pending_panes" in p.parts
+            or p.suffix in (".tmp", ".stop")
+            or p.name.endswith(".running")
+        )
+    ]
+    return sorted(str(p.relative_to(output)) for p in found)
+
+
+class CommitContention:
+    """Holds the output's commit lock for `hold` seconds every `every` seconds, as a concurrent
+    `newsbeam compact` would: the job's commits wait, its stateful stages get slow, and the runner
+    splits their bundles."""
+
+    def __init__(self, output: Path, hold: float = 0.6, every: float = 1.5) -> None:
+        self.output, self.hold, self.every = output, hold, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._contend, daemon=True)
+
+    def __enter__(self) -> CommitContention:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _contend(self) -> None:
+        while not self._stop.wait(self.every):
+            with CommitLock(str(self.output), "the scenario's contention", timeout=30):
+                time.sleep(self.hold)
+
+
+class DatasetWatcher:
+    """Reads the dataset every half second while the job runs; moves the feeds on; records read errors."""
+
+    def __init__(self, output: Path, feeds: ChangingFeeds) -> None:
+        self.output, self.feeds = output, feeds
+        self.visible: set[Revision] = set()
+        self.visible_at: dict[Revision, float] = {}  # monotonic time the watcher first saw it
+        self.errors: list[str] = []
+        self.advances = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> DatasetWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def refresh(self) -> None:
+        try:
+            rows = stored_articles(self.output)
+        except Exception as error:  # a partial or vanished file is what this watcher is for
+            self.errors.append(f"{type(error).__name__}: {error}")
+            return
+        self.visible = {(row["article_id"], row["content_hash"]) for row in rows}
+        now = time.monotonic()
+        for revision in self.visible:
+            self.visible_at.setdefault(revision, now)
+        self.advances += self.feeds.advance(self.visible)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            self.refresh()
+
+
+# --- running the job ------------------------------------------------------------------------------
+
+
+@dataclass
+class JobRun:
+    process: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    def text(self) -> tuple[str, str]:
+        return self.stdout.read_text(errors="replace"), self.stderr.read_text(errors="replace")
+
+
+def write_config(work: Path, urls: dict[str, str], runner: str, beam_options: dict[str, Any]) -> Path:
+    config = {
+        "runner": runner,
+        "output": str(work / "out"),
+        "feeds": [{"url": url} for url in urls.values()],
+        "stream": {"poll_interval": 1, "window": 2, "cleanup_after": 30},
+        "fetch": {"allow_private_hosts": True, "max_attempts": 1, "total_timeout": 10},
+        "beam_options": beam_options,
+    }
+    path = work / "scenario.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def start_job(config: Path, work: Path, name: str, env: dict[str, str]) -> JobRun:
+    stdout, stderr = work / f"{name}.out", work / f"{name}.err"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "stream", "--config", str(config), "--run-id", name],
+        cwd=PROJECT,
+        env=env,
+        stdout=stdout.open("wb"),
+        stderr=stderr.open("wb"),
+        start_new_session=True,  # its own process group, as a terminal's foreground job has
+    )
+    return JobRun(process, stdout, stderr)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, poll: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll)
+    return condition()
+
+
+class ScenarioFailure(AssertionError):
+    pass
+
+
+def _fail(message: str, *runs: JobRun) -> ScenarioFailure:
+    logs = []
+    for run in runs:
+        out, err = run.text()
+        logs.append(f"--- {run.stdout.stem}: exit {run.process.returncode}\n{out[-1500:]}\n{err[-3000:]}")
+    return ScenarioFailure(message + "\n" + "\n".join(logs))
+
+
+def _stop(run: JobRun, how: signal.Signals, timeout: float) -> int:
+    os.killpg(run.process.pid, how)
+    try:
+        return run.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.process.pid, signal.SIGKILL)
+        run.process.wait(timeout=30)
+        raise _fail(f"the job did not stop within {timeout:.0f}s of {how.name}", run) from None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class ScenarioReport:
+    """What the scenario saw; latencies are from first served (or from the first poll of the run that
+    stored it, for revisions a stopped run left unstored) to visible, as the watcher saw it (+0.5 s)."""
+
+    revisions: int
+    runs: int
+    phase_advances: int
+    seconds: float
+    latency_max: float
+    latency_median: float
+    latency_after_restart_max: float
+
+    def summary(self) -> str:
+        return (
+            f"{self.revisions} revisions in {self.runs} runs, {self.phase_advances} feed changes, "
+            f"{self.seconds:.0f}s; latency served -> visible: median {self.latency_median:.1f}s, "
+            f"max {self.latency_max:.1f}s, "
+            f"max from a restart's first poll {self.latency_after_restart_max:.1f}s"
+        )
+
+
+def _latencies(
+    first_served: dict[Revision, tuple[float, int]],
+    visible_at: dict[Revision, float],
+    first_polls: list[float],
+) -> tuple[float, float, float]:
+    """(max, median, max after a restart) of served -> visible; a revision served before a restart and
+    stored after it counts from the restarted run's first poll."""
+    spans, after_restart = [], [0.0]
+    for revision, (served, _) in first_served.items():
+        seen = visible_at.get(revision)
+        if seen is None:
+            continue
+        restarts = [at for at in first_polls if served < at <= seen]
+        start = restarts[-1] if restarts else served
+        spans.append(seen - start)
+        if restarts:
+            after_restart.append(seen - start)
+    spans.sort()
+    return (spans[-1] if spans else 0.0), (spans[len(spans) // 2] if spans else 0.0), max(after_restart)
+
+
+def run_exactly_once_scenario(
+    work: Path,
+    runner: str,
+    beam_options: dict[str, Any],
+    *,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 60.0,
+    advances_per_run: int = 12,
+    last_phase: int = 6,
+    copies: int = 1,
+    entries: int = 3,
+    after_kill: Callable[[JobRun], None] | None = None,
+    stop_timeout: float = 90.0,
+) -> ScenarioReport:
+    """Run the scenario of the module docstring; raises `ScenarioFailure` (an AssertionError) on a breach.
+
+    `startup_timeout` is how long a run may take to show its first progress (runner start-up);
+    `advances_per_run` how many feed phase changes each interrupted run must see before it is stopped;
+    `copies` and `entries` scale the load (feeds and entries per feed; benchmarks/ uses more).
+    `stop_timeout` bounds each drain after a stop signal (more load, longer drains).
+    `after_kill` runs after the kill -9 of the launcher: on a cluster runner the job outlives its
+    launcher, so this is where to cancel it (Prism dies with the launcher and needs nothing).
+    """
+    started = time.monotonic()
+    output = work / "out"
+    env = {**os.environ, **(env or {})}
+    runs: list[JobRun] = []
+    first_polls: list[Callable[[], float | None]] = []  # filled in when each run's first request arrives
+    with FeedServer() as server:
+        feeds = ChangingFeeds(server, last_phase, copies, entries)
+        config = write_config(work, feeds.urls, runner, beam_options)
+        with DatasetWatcher(output, feeds) as watcher, CommitContention(output):
+            stops = [("sigterm", signal.SIGTERM), ("ctrl-c", signal.SIGINT), ("kill-9", signal.SIGKILL)]
+            for name, how in stops:
+                run = start_job(config, work, name, env)
+                runs.append(run)
+                first_polls.append(_first_request_after(server, time.monotonic()))
+                before = watcher.advances
+                progressed = wait_for(
+                    lambda run=run, before=before: (
+                        watcher.advances - before >= advances_per_run or run.process.poll() is not None
+                    ),
+                    startup_timeout + 30,
+                )
+                if run.process.poll() is not None:
+                    raise _fail(f"run {name} ended by itself", run)
+                if not progressed:
+                    raise _fail(
+                        f"run {name} made no progress: never stored {feeds.missing(watcher.visible)}", run
+                    )
+                # Feeds have just moved on: a moment later their new revisions are served but not yet
+                # committed, which is when a stop or a kill must not lose or double anything.
+                time.sleep(IN_FLIGHT_DELAY)
+                code = _stop(run, how, timeout=stop_timeout)
+                expected = -signal.SIGKILL if how == signal.SIGKILL else 0
+                if code != expected:
+                    raise _fail(f"run {name} exited {code}, not {expected}", run)
+                if how == signal.SIGKILL:
+                    _check_runner_gone(run)
+                    if after_kill is not None:
+                        after_kill(run)
+                elif "rows in" not in run.text()[0]:
+                    raise _fail(f"run {name} printed no report", run)
+            final = start_job(config, work, "final", env)
+            runs.append(final)
+            final_started = time.monotonic()
+            first_polls.append(_first_request_after(server, final_started))
+
+            def finished() -> bool:  # everything stored, and every feed polled twice by this run
+                polled = Counter(r.path for r in list(server.requests) if r.at >= final_started)
+                every_feed = all(polled[f"/{name}.xml"] >= 2 for name in feeds.feeds)
+                return every_feed and feeds.done(watcher.visible)
+
+            done = wait_for(lambda: finished() or final.process.poll() is not None, startup_timeout + 90)
+            if not done or final.process.poll() is not None:
+                if final.process.poll() is None:
+                    _stop(final, signal.SIGKILL, 30)
+                raise _fail(f"never stored: {feeds.missing(watcher.visible)}", *runs)
+            time.sleep(2.5)  # a last poll or two of unchanged feeds: they must store nothing new
+            code = _stop(final, signal.SIGINT, timeout=stop_timeout)
+            if code != 0:
+                raise _fail(f"the final run exited {code}", final)
+            watcher.refresh()
+        if watcher.errors:
+            raise _fail(f"the dataset was unreadable while the job ran: {watcher.errors[:3]}", *runs)
+        _check_exactly_once(stored_articles(output), feeds.first_served, runs)
+        left = leftovers(output)
+        if left:
+            raise _fail(f"left behind: {left[:10]}", *runs)
+        polls = [at() for at in first_polls]
+        latency = _latencies(feeds.first_served, watcher.visible_at, [at for at in polls if at is not None])
+        return ScenarioReport(
+            len(feeds.first_served), len(runs), watcher.advances, time.monotonic() - started, *latency
+        )
+
+
+def _first_request_after(server: FeedServer, since: float) -> Callable[[], float | None]:
+    """When the server got its first request after `since` (asked later, once the run has polled)."""
+
+    def first() -> float | None:
+        return next((request.at for request in list(server.requests) if request.at >= since), None)
+
+    return first
+
+
+def _check_runner_gone(run: JobRun) -> None:
+    """After kill -9 of the launcher, a runner it started in a session of its own must die with it."""
+    for line in run.text()[1].splitlines():
+        if "runner pid" in line:
+            pid = int(line.rsplit("runner pid", 1)[1].split()[0].strip(" ):,"))
+            if not wait_for(lambda pid=pid: not process_alive(pid), 15):
+                os.kill(pid, signal.SIGKILL)
+                raise _fail(f"the runner (pid {pid}) outlived its launcher's kill -9", run)
+
+
+def _check_exactly_once(
+    rows: list[dict[str, Any]], first_served: dict[Revision, tuple[float, int]], runs: list[JobRun]
+) -> None:
+    stored = Counter((row["article_id"], row["content_hash"]) for row in rows)
+    twice = {rev: n for rev, n in stored.items() if n > 1}
+    missing = set(first_served) - set(stored)
+    unexpected = set(stored) - set(first_served)
+    problems = []
+    if twice:
+        problems.append(f"{len(twice)} revisions stored more than once, e.g. {list(twice.items())[:3]}")
+    if missing:
+        problems.append(f"{len(missing)} served revisions never stored, e.g. {sorted(missing)[:3]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} stored revisions never served, e.g. {sorted(unexpected)[:3]}")
+    per_id: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for row in rows:
+        revision = (row["article_id"], row["content_hash"])
+        if revision in first_served:
+            per_id[row["article_id"]].append((row["version"], first_served[revision][1]))
+    for article_id, versions in per_id.items():
+        numbers = sorted(version for version, _ in versions)
+        serve_order = [order for _, order in sorted(versions)]
+        if numbers != list(range(1, len(numbers) + 1)) or serve_order != sorted(serve_order):
+            problems.append(f"id {article_id}: versions {sorted(versions)} (version, serve order)")
+    if problems:
+        raise _fail("; ".join(problems[:8]), *runs)
