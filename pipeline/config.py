@@ -296,8 +296,7 @@ def check_input(item: str) -> None:
         raise ValueError("an input is empty")
     scheme = urlsplit(item).scheme
     if scheme in ("http", "https"):
-        if not urlsplit(item).hostname:
-            raise ValueError(f"input URL {item!r} has no host")
+        check_feed_url(item)  # the feed lists' rule: its errors never show credentials
         return
     if scheme in ("gs", "s3", "hdfs", "azfs"):
         return

@@ -41,12 +41,17 @@ def check_feed_url(url: str) -> str:
     url = url.strip()
     if not url:
         raise ValueError("the feed URL is empty")
-    shown = redact_url(url)
+    shown = _shown_url(url)
     try:
         parts = urlsplit(url)
         port_ok = parts.port is None or 0 < parts.port < 65536
     except ValueError as error:
-        raise ValueError(f"{shown!r} is not a valid URL: {redact_url(str(error))}") from None
+        raise ValueError(f"{shown!r} is not a valid URL: {_parse_error(url, error)}") from None
+    if _userinfo_cut_short(url, parts.netloc):
+        raise ValueError(
+            f"{shown!r} is not a valid URL: an '@' follows the host, as when a password holds an "
+            "unescaped '#', '?' or '/' (percent-encode them: %23, %3F, %2F)"
+        )
     if parts.scheme.lower() not in ("http", "https"):
         raise ValueError(f"{shown!r} is not an http(s) URL")
     if not parts.hostname:
@@ -60,6 +65,35 @@ def check_language(value: str) -> str:
     if not _LANGUAGE.match(value):
         raise ValueError(f"{value!r} is not a language code such as `en` or `pt-BR`")
     return value.split("-")[0].split("_")[0].lower()
+
+
+def _before_path(url: str) -> str:
+    """What follows `scheme://` up to the first '/': where a person wrote the credentials."""
+    return url.partition("://")[2].partition("/")[0]
+
+
+def _shown_url(url: str) -> str:
+    """`url` as an error may quote it. With an '@' anywhere after `scheme://`, everything up to the
+    last '@' is hidden: a password with an unescaped '#', '?', '/' or space ends the authority
+    before its '@', where `redact_url` (which follows the URL's syntax) sees no userinfo."""
+    scheme, separator, rest = url.partition("://")
+    if separator and "@" in rest:
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return redact_url(url)
+
+
+def _parse_error(url: str, error: ValueError) -> str:
+    """urlsplit's complaint, unless the URL may hold credentials: it quotes pieces (a password
+    taken for a port), so then only what kind of problem it is."""
+    if "@" in url:
+        return "its host or port cannot be read"
+    return redact_url(str(error))
+
+
+def _userinfo_cut_short(url: str, netloc: str) -> bool:
+    """Whether the URL holds `user:password@` that its syntax does not read as one: an '@' before
+    the path while the authority urlsplit found (`user:12` of `https://user:12#x@host/`) has none."""
+    return "@" not in netloc and ":" in netloc and "@" in _before_path(url)
 
 
 def canonical_feed_url(url: str) -> str:

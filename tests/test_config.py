@@ -247,3 +247,19 @@ def test_a_few_aliases_still_work(tmp_path: Path) -> None:
         "labels": ["a", "b"],
         "more": ["a", "b"],
     }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bob:hunter2cret@/feed.xml",  # no host
+        "https://bob:s3cr#et@news.example/feed.xml",  # '#' unescaped: the "port" is s3cr
+        "https://bob:12#cret@news.example/feed.xml",  # parses as host bob, port 12
+    ],
+)
+def test_a_bad_input_url_with_credentials_never_shows_them(tmp_path: Path, url: str) -> None:
+    # Inputs follow the feed lists' URL rule (pipeline.feeds.check_feed_url), redaction included.
+    path = write_config(tmp_path, f"inputs: ['{url}']\n")
+    message = config_error(path)
+    assert message.startswith(f"{path}: inputs: ")
+    assert "cret" not in message and "bob" not in message and "***@" in message

@@ -13,6 +13,7 @@ from pipeline.config import ConfigError, load_settings
 from pipeline.feeds import (
     FeedListError,
     canonical_feed_url,
+    check_feed_url,
     feed_list,
     load_opml,
     parse_duration,
@@ -239,3 +240,41 @@ def test_a_missing_opml_file_is_a_configuration_error(
     config.write_text(yaml.safe_dump({"output": str(tmp_path / "out")}), encoding="utf-8")
     assert main(["run", "--config", str(config), "--opml", str(tmp_path / "nope.opml")]) == 2
     assert "nope.opml: cannot read the OPML file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bob:s3cr#et@news.example/feed",  # '#' ends the authority: "port" s3cr
+        "https://bob:s3?cret@news.example/feed",
+        "https://bob:se/cret@news.example/feed",
+        "https://bob:pa ss@news.example/feed",
+        "https://bob:12#cret@news.example/feed",  # parses: host bob, port 12, fragment "cret@..."
+        "https://bob:12?cret@news.example/feed",
+    ],
+)
+def test_a_password_with_an_unescaped_delimiter_is_refused_without_showing_it(
+    url: str, tmp_path: Path
+) -> None:
+    # A password holding '#', '?', '/' or a space unescaped breaks the URL's authority where
+    # redact_url cannot see a userinfo: the error must still not quote the password.
+    with pytest.raises(ValueError) as raised:
+        check_feed_url(url)
+    message = str(raised.value)
+    assert "cret" not in message and "pa ss" not in message and "bob" not in message
+    assert "news.example" in message
+    opml = tmp_path / "feeds.opml"
+    escaped = url.replace("&", "&amp;").replace('"', "&quot;")
+    opml.write_text(f'<opml version="2.0"><body><outline xmlUrl="{escaped}"/></body></opml>')
+    listed = load_opml(opml)
+    assert listed.feeds == []
+    assert len(listed.problems) == 1 and "cret" not in listed.problems[0]
+
+
+def test_credentials_encoded_as_they_should_be_still_pass() -> None:
+    url = "https://bob:s3cr%23et%2F%3F%40@news.example/feed?x=1#top"
+    assert check_feed_url(url) == url
+    assert check_feed_url("https://medium.com/@someone/feed") == "https://medium.com/@someone/feed"
+    assert check_feed_url("https://news.example/feed?contact=a@b.example") == (
+        "https://news.example/feed?contact=a@b.example"
+    )

@@ -502,3 +502,102 @@ def test_credentials_in_a_redirect_location_are_dropped(feed_server: FeedServer)
     result = fetch(make_session(FAST), url, FAST)
     assert result.ok and result.final_url == result.permanent_redirect == feed_server.url("/feed")
     assert "authorization" not in feed_server.hits("/feed")[0].headers
+
+
+def _unanswering(address: str, port: int) -> list[socket.socket]:
+    """A listener on address:port whose accept queue is full: a connect to it waits unanswered
+    (its SYN dropped), as one to a blackholed address does."""
+    listener = socket.socket()
+    listener.bind((address, port))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname(), timeout=1)
+    return [listener, filler]
+
+
+def _resolve_to(monkeypatch: pytest.MonkeyPatch, name: str, addresses: list[str]) -> None:
+    """`name` answers all of `addresses` in one lookup, in that order (several A records)."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, service: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return real_getaddrinfo(host, service, *args, **kwargs)
+        family, kind, protocol = socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+        return [(family, kind, protocol, "", (ip, int(service))) for ip in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_an_unanswering_address_falls_back_to_the_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A dual-stack or multi-A host whose first addresses are blackholed is still fetched, as
+    # urllib3's own create_connection does: a connect timeout moves on to the next address.
+    (server,) = servers_on_one_port("127.0.0.4")
+    url = server.route("/feed", Reply(body=RSS))
+    sockets = _unanswering("127.0.0.2", server.port) + _unanswering("127.0.0.3", server.port)
+    _resolve_to(monkeypatch, "multi.example", ["127.0.0.2", "127.0.0.3", "127.0.0.4"])
+    settings = FetchSettings(allow_private_hosts=True, connect_timeout=0.3, total_timeout=5.0, max_attempts=1)
+    try:
+        result = fetch(make_session(settings), url.replace("127.0.0.4", "multi.example"), settings)
+    finally:
+        server.stop()
+        for sock in sockets:
+            sock.close()
+    assert result.ok and result.body == RSS, result
+
+
+def test_many_unanswering_addresses_end_at_the_total_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Five blackholed addresses at 0.6 s each would take 3 s: the 1 s deadline holds across them.
+    addresses = [f"127.0.0.{last}" for last in range(2, 7)]
+    sockets = _unanswering(addresses[0], 0)
+    port = sockets[0].getsockname()[1]
+    for address in addresses[1:]:
+        sockets += _unanswering(address, port)
+    _resolve_to(monkeypatch, "many.example", addresses)
+    settings = FetchSettings(allow_private_hosts=True, connect_timeout=0.6, total_timeout=1.0, max_attempts=1)
+    try:
+        result = fetch(make_session(settings), f"http://many.example:{port}/feed", settings)
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert result.error_type == "timeout", result
+    assert 900 <= result.elapsed_ms < 1500
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::ffff:127.0.0.1",  # IPv4-mapped
+        "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",  # NAT64 (RFC 6052): a DNS64 network's gateway reaches 169.254.169.254
+        "64:ff9b::a00:1",  # ... and 10.0.0.1
+        "64:ff9b:1::7f00:1",  # the local-use NAT64 prefix (RFC 8215)
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "2002:7f00:1::1",
+        "::127.0.0.1",  # IPv4-compatible (deprecated)
+        "0.0.0.0",
+        "::",
+    ],
+)
+def test_an_ipv6_address_holding_a_private_ipv4_one_is_private(address: str) -> None:
+    with pytest.raises(FetchError) as refused:
+        check_addresses("rebind.example", [address], HopPolicy())
+    assert refused.value.error_type == "private_address"
+
+
+@pytest.mark.parametrize(
+    "address", ["64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8", "2606:4700::1111"]
+)
+def test_an_ipv6_address_holding_a_public_ipv4_one_is_public(address: str) -> None:
+    assert check_addresses("public.example", [address], HopPolicy()) is True
+
+
+def test_credentials_are_sent_as_the_bytes_the_url_spells(feed_server: FeedServer) -> None:
+    # RFC 7617: user and password in UTF-8; percent-escapes give their bytes exactly ("%FF" too).
+    # requests would encode a str as Latin-1 and fail on '€', quoting the password's character.
+    feed_server.route("/feed", Reply(200, RSS))
+    base = f"127.0.0.1:{feed_server.port}/feed"
+    unicode_password = fetch(make_session(FAST), f"http://j%C3%BCrgen:p%E2%82%AC55@{base}", FAST)
+    raw_byte = fetch(make_session(FAST), f"http://bob:p%FF%3A@{base}", FAST)
+    unescaped = fetch(make_session(FAST), f"http://zoë:naïve€@{base}", FAST)
+    assert unicode_password.ok and raw_byte.ok and unescaped.ok, (unicode_password, raw_byte, unescaped)
+    sent = [base64.b64decode(r.headers["authorization"].removeprefix("Basic ")) for r in feed_server.requests]
+    assert sent == ["jürgen:p€55".encode(), b"bob:p\xff:", "zoë:naïve€".encode()]

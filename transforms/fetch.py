@@ -157,7 +157,8 @@ def redact_url(text: str) -> str:
 
 
 def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """The URL without its userinfo, and the (user, password) it held, percent-decoded."""
+    """The URL without its userinfo, and the (user, password) it held, percent-decoded (an escape
+    that is no UTF-8, such as `%FF`, kept as a surrogate: `basic_auth` sends its byte)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -167,7 +168,18 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
         return url, None
     user, _colon, password = userinfo.partition(":")
     plain = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return plain, (unquote(user), unquote(password))
+    return plain, (unquote(user, errors="surrogateescape"), unquote(password, errors="surrogateescape"))
+
+
+def basic_auth(credentials: tuple[str, str]) -> requests.auth.HTTPBasicAuth:
+    """(user, password) as the bytes Basic auth sends: UTF-8 (RFC 7617), escaped bytes as they are.
+
+    requests would encode text as Latin-1, which cannot hold '€' and fails quoting the character.
+    """
+    user, password = credentials
+    return requests.auth.HTTPBasicAuth(
+        user.encode("utf-8", "surrogateescape"), password.encode("utf-8", "surrogateescape")
+    )
 
 
 def carry_credentials(target: str, listed: str) -> str:
@@ -204,12 +216,35 @@ def ip_is_private(ip: str) -> bool:
     """True for an address that is not globally routable.
 
     That covers private, loopback, link-local (169.254.169.254, the cloud metadata server),
-    shared (100.64/10), reserved, multicast and unspecified addresses.
+    shared (100.64/10), reserved, multicast and unspecified addresses, and IPv6 addresses that
+    carry such an IPv4 one (IPv4-mapped, NAT64, 6to4, IPv4-compatible).
     """
     address = ipaddress.ip_address(ip.split("%")[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL_USE:
+            return True
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            address = embedded
     return not address.is_global or address.is_multicast
+
+
+# IPv6 prefixes that carry an IPv4 address a connection may end up at: NAT64's well-known prefix
+# (RFC 6052; a DNS64 network's gateway connects to the IPv4 address in the last 32 bits) and the
+# IPv4-compatible form (::a.b.c.d); 6to4 (2002::/16) and IPv4-mapped have their own properties.
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: not globally reachable
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64_WELL_KNOWN or address in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -322,21 +357,35 @@ class _PinnedConnection(HTTPConnection):
         except socket.gaierror as error:
             raise NameResolutionError(self.host, self, error) from error
         check_addresses(self.host, addresses, hop)
+        # Like urllib3's create_connection, an address that fails or does not answer gives way to
+        # the next one (a blackholed IPv6 address before a working IPv4 one), but all of them
+        # together stay within the fetch's deadline.
         last: OSError | None = None
+        timed_out: str | None = None
         for address in addresses:
+            timeout = self.timeout
+            if hop.deadline is not None:
+                remaining = hop.deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = timed_out or address
+                    break
+                timeout = remaining if not isinstance(timeout, int | float) else min(timeout, remaining)
             try:
                 sock = create_connection(
-                    (address, self.port), self.timeout, self.source_address, self.socket_options
+                    (address, self.port), timeout, self.source_address, self.socket_options
                 )
             except TimeoutError as error:
-                raise ConnectTimeoutError(
-                    self, f"Connection to {self.host} ({address}) timed out. (connect timeout={self.timeout})"
-                ) from error
+                last, timed_out = error, address
+                continue
             except OSError as error:
                 last = error
                 continue
             self.checked_address = address
             return sock
+        if timed_out is not None:
+            raise ConnectTimeoutError(
+                self, f"Connection to {self.host} ({timed_out}) timed out. (connect timeout={self.timeout})"
+            ) from last
         raise NewConnectionError(self, f"Failed to establish a new connection: {last}")
 
     def request(self, *args: Any, **kwargs: Any) -> None:
@@ -554,7 +603,7 @@ def _get_following_redirects(
             response = session.get(
                 current,
                 headers=headers,
-                auth=credentials if credentials and same_origin(listed, current) else None,
+                auth=basic_auth(credentials) if credentials and same_origin(listed, current) else None,
                 allow_redirects=False,
                 stream=True,
                 timeout=(min(settings.connect_timeout, remaining), min(settings.read_timeout, remaining)),
