@@ -426,7 +426,9 @@ def _read_local(path: str, cap: int) -> bytes:
         with os.fdopen(descriptor, "rb") as stream:
             kind = _kind_of(os.fstat(descriptor).st_mode)
             if kind is None:
-                os.set_blocking(descriptor, True)
+                # Left non-blocking: a disk file reads the same either way, and a pseudo-file that
+                # claims to be regular but blocks (/proc/kmsg, reached through a symlink to /) ends
+                # as an unreadable input instead of hanging the run.
                 return stream.read(cap)
     raise NotRegularFileError(f"{kind}, not a regular file: not read")
 
