@@ -413,6 +413,19 @@ def test_known_entries_skip_the_stages_and_a_committed_body_is_not_parsed() -> N
     assert entry_fingerprint(edited[0]) != entry_fingerprint(first[0])
 
 
+def test_an_entry_that_keeps_its_guid_but_moves_to_a_new_link_is_processed_again() -> None:
+    """The article id comes from the canonical link before the guid (transforms/enrich.py), so a
+    moved link is a new article: a fingerprint hit would drop it without it ever being stored."""
+    known = CommittedEntries()
+    feed = "http://feeds.test/moved.xml"
+    entry = raw_entry("a", "one", 0)
+    assert known.entries_to_process(feed, "d1", 1000, [entry]) == [entry]
+    known.report_committed(feed, 1000, 0)
+    moved = {**entry, "link": "http://news.test/a-moved"}
+    assert entry_fingerprint(moved) != entry_fingerprint(entry)
+    assert known.entries_to_process(feed, "d2", 2000, [moved]) == [moved]
+
+
 def test_records_report_their_poll_as_committed() -> None:
     feed = "http://feeds.test/reported.xml"
     fetched = datetime(2025, 11, 29, 0, 0, 1, 234000, tzinfo=UTC)

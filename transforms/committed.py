@@ -18,7 +18,7 @@ One cache per output is shared by every DoFn instance of the worker process (`sh
 it holds a few hundred bytes per stored article id (the old start-up seed held as much).
 
 **Polls that cost what is new.** `CommittedEntries` (one per worker process, `shared_entries`)
-keeps, per feed, the fingerprint of each raw entry whose revision is committed (its guid or link
+keeps, per feed, the fingerprint of each raw entry whose revision is committed (its guid and link
 and a hash of its raw title, summary and content: `entry_fingerprint`) and the digest of the last
 body all of whose entries were committed. A poll whose body has that digest is not parsed; an entry
 whose fingerprint is known skips normalize, detect and enrich. The poll registers the fingerprints
@@ -174,10 +174,16 @@ PENDING_POLLS_KEPT = 32  # per feed: entries of older polls never reported are f
 
 
 def entry_fingerprint(entry: dict[str, Any]) -> str:
-    """An entry's identity and raw content: guid or link, and its raw title, summary and content."""
+    """An entry's identity and raw content: guid and link, and its raw title, summary and content.
+
+    Both guid and link: the article id is made from the canonical link first, the guid only
+    without one (transforms/enrich.py), so an entry that keeps its guid under a new link is a new
+    article and must not hit.
+    """
     digest = hashlib.sha256()
-    key = entry.get("entry_id") or entry.get("link") or f"#{entry.get('ordinal', 0)}"
-    for part in (key, entry.get("title"), entry.get("summary"), entry.get("content")):
+    key = "" if entry.get("entry_id") or entry.get("link") else f"#{entry.get('ordinal', 0)}"
+    parts = (entry.get("entry_id"), entry.get("link"), key, entry.get("title"), entry.get("summary"))
+    for part in (*parts, entry.get("content")):
         digest.update((part or "").encode("utf-8", errors="surrogatepass"))
         digest.update(b"\x1f")
     return digest.hexdigest()[:32]
