@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from transforms.committed import (
     fetch_millis,
     report_records_committed,
     shared_entries,
+    shared_versions,
 )
 from transforms.dedupe import DeduplicateStream
 from transforms.feed_state import FeedSource
@@ -424,6 +425,29 @@ def test_an_entry_that_keeps_its_guid_but_moves_to_a_new_link_is_processed_again
     moved = {**entry, "link": "http://news.test/a-moved"}
     assert entry_fingerprint(moved) != entry_fingerprint(entry)
     assert known.entries_to_process(feed, "d2", 2000, [moved]) == [moved]
+
+
+def test_a_prune_of_the_store_makes_the_poll_forget_what_it_knew_committed(tmp_path: Path) -> None:
+    """After `prune` retired a partition, an entry still served comes back as version 1 (README);
+    fingerprints and committed bodies learnt before would keep it out of the stream for good."""
+    from pipeline.maintenance import prune
+
+    feed, entries = "http://feeds.test/pruned.xml", shared_entries()
+    entry = raw_entry("pruned", "text", 0)
+    assert entries.entries_to_process(feed, "body-1", 1000, [entry]) == [entry]
+    commit_pane(spec_for(tmp_path, with_index=True), PARTITION, T0, [article("pruned")])
+    entries.report_committed(feed, 1000, 0)
+    assert entries.entries_to_process(feed, "body-1", 2000, [entry]) == []
+    assert entries.body_committed(feed, "body-1")
+    versions = shared_versions(str(tmp_path))
+    versions.refresh()
+    assert versions.known("pruned") is not None
+
+    prune(str(tmp_path), timedelta(days=30), today=date(2026, 1, 15))
+    versions.refresh()
+    assert versions.known("pruned") is None
+    assert not entries.body_committed(feed, "body-1")
+    assert entries.entries_to_process(feed, "body-1", 3000, [entry]) == [entry]
 
 
 def test_records_report_their_poll_as_committed() -> None:

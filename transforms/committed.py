@@ -26,7 +26,9 @@ of the entries it sends on, by (feed, fetch time, position); `DeduplicateStream`
 stored) and the window writer's commit (an entry decided) report them committed. An entry the
 runner loses is never reported, so it is sent on again by the next poll. Where the poll and the
 commit run in different worker processes (a cluster), nothing is learned and every poll is
-parsed: slower, never wrong.
+parsed: slower, never wrong. When the index cache is rebuilt (`compact` or `prune` replaced index
+files: a prune removes revisions, which then come back as version 1) all of it is forgotten; the
+polls refresh the index cache for that, as the dedupe does.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import pyarrow as pa
 from transforms.store import StoredVersion, list_index_files, read_index
 
 ALREADY_STORED = "already_stored"
+REFRESH_SECONDS = 1.0  # how stale the committed view may be: a late refresh only lets a duplicate pass
 STALE = "stale"
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
@@ -79,8 +82,9 @@ class CommittedVersions:
                 return
             for attempt in range(5):
                 files = list_index_files(self.output)
-                if not self._files <= set(files):  # compaction replaced files we read: start again
+                if not self._files <= set(files):  # compact or prune replaced files we read: start again
                     self._files, self._ids = set(), {}
+                    _ENTRIES.forget_all()  # a prune may have removed what the polls knew committed
                 new = [path for path in files if path not in self._files]
                 try:
                     table = read_index(new)
@@ -229,6 +233,13 @@ class CommittedEntries:
             while len(pending) > PENDING_POLLS_KEPT:
                 pending.popitem(last=False)
         return [entry for entry, _ in fresh]
+
+    def forget_all(self) -> None:
+        """Forget every fingerprint and committed body: the store lost rows (a prune), so the next
+        polls parse and send on everything again, and the commit decides."""
+        with self._lock:
+            self._committed.clear()
+            self._bodies.clear()
 
     def report_committed(self, feed: str, fetched_ms: int, ordinal: int) -> None:
         """The revision of the entry at `ordinal` of the poll of `feed` at `fetched_ms` is committed."""
