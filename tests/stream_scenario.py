@@ -27,6 +27,7 @@ The runner is a parameter (`runner`, `beam_options`), so that the same scenario 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,7 +35,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -387,6 +388,20 @@ class ScenarioFailure(AssertionError):
     pass
 
 
+@contextlib.contextmanager
+def _no_run_left(runs: list[JobRun]) -> Iterator[None]:
+    """However the scenario ends (a failure raised mid-run too), no launcher it started runs on; a
+    streaming job never ends by itself, and its Prism would run on with it."""
+    try:
+        yield
+    finally:
+        for run in runs:
+            if run.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(run.process.pid, signal.SIGKILL)
+                run.process.wait(timeout=30)
+
+
 def _fail(message: str, *runs: JobRun) -> ScenarioFailure:
     logs = []
     for run in runs:
@@ -492,7 +507,7 @@ def run_exactly_once_scenario(
     with FeedServer() as server:
         feeds = ChangingFeeds(server, last_phase, copies, entries)
         config = write_config(work, feeds.urls, runner, beam_options)
-        with DatasetWatcher(output, feeds) as watcher, CommitContention(output):
+        with DatasetWatcher(output, feeds) as watcher, CommitContention(output), _no_run_left(runs):
             stops = [("sigterm", signal.SIGTERM), ("ctrl-c", signal.SIGINT), ("kill-9", signal.SIGKILL)]
             for number, (name, how) in enumerate(stops):
                 # Each interrupted run gets its share of the phases: a run that overshoots its
