@@ -291,6 +291,14 @@ def test_late_records_are_written_as_a_further_pane_never_dropped(tmp_path: Path
 PARTITION = "ingest_date=2025-11-29/language=en"
 
 
+def test_a_commit_notes_its_rows_in_the_shared_cache_even_while_that_is_empty(tmp_path: Path) -> None:
+    """An empty cache is falsy (it has a length): the commit must still use it, not a throwaway one."""
+    cache = CommittedVersions(str(tmp_path))
+    commit_pane(spec_for(tmp_path, with_index=True), PARTITION, T0, [article("a")], cache)
+    known = cache.known("a")  # without a refresh
+    assert known is not None and known.latest is not None and known.latest.version == 1
+
+
 def test_a_duplicated_pane_adds_nothing_and_a_new_run_never_overwrites(tmp_path: Path) -> None:
     spec = spec_for(tmp_path, with_index=True)
     rows = [article("a"), article("b")]
