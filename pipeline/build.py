@@ -175,6 +175,7 @@ def build_stream(
         stream.poll_interval,
         settings.fetch.settings(),
         settings.fetch.max_entries_per_feed,
+        output=settings.output,
     )
     normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(now=None)
     detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())

@@ -226,16 +226,21 @@ class PrismServer:
                 start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
+        try:
+            self._wait_until_listening(self._process)
+        except BaseException:  # a Ctrl-C while waiting too: `__exit__` will not run, so stop it here
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_listening(self, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RunnerError(
-                    f"runner: Prism exited {self._process.returncode} at start; {self._log_tail()}"
-                )
+            if process.poll() is not None:
+                raise RunnerError(f"runner: Prism exited {process.returncode} at start; {self._log_tail()}")
             with contextlib.suppress(OSError), socket.create_connection(("localhost", self.port), timeout=1):
-                return self
+                return
             time.sleep(0.1)
-        self.stop()
         raise RunnerError(f"runner: Prism did not listen on {self.endpoint} in {self.start_timeout:.0f}s")
 
     def __exit__(

@@ -220,6 +220,8 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
         except StagingInUseError as error:
             raise MaintenanceError(str(error)) from None
         take_staging_lease(settings.output, run_id)  # released by remove_staging when it ends
+        if FileSystems.exists(stop_file):  # left by a run of this id killed while it drained
+            delete_inside(join_path(settings.output, RUNS_DIR), [stop_file])
     with _StopOnSignal(stop_file) as stopper:
         try:
             state = _run_job(settings, args, beam_args, run, schedule, feeds, duration, stopper)

@@ -226,6 +226,20 @@ def test_sigint_stops_the_stream_cleanly_and_flushes_open_windows(tmp_path: Path
     assert "DONE" in out.splitlines()[0], out
 
 
+def test_a_stop_flag_left_by_a_killed_run_does_not_stop_its_restart(tmp_path: Path) -> None:
+    """SIGTERM, then SIGKILL when the drain takes too long (as a service manager does), leaves the
+    stop flag; the restart with the same --run-id must poll, not stop at its first tick."""
+    output = tmp_path / "out"
+    (output / "_runs").mkdir(parents=True)
+    (output / "_runs" / "again.stop").write_text("2025-11-29T00:00:00+00:00")  # the killed run's flag
+    with FeedServer() as server:
+        config = write_config(tmp_path, serve_changing_feeds(server))
+        finish(start_stream(config, "--run-id", "again", "--duration", "9"))
+        assert len(server.hits("/changing.xml")) >= 2, "the restart stopped at its first tick"
+    check_dataset(output)
+    assert leftovers(output) == []
+
+
 # --- the command's checks, without a runner -----------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from transforms.committed import (
     fetch_millis,
     report_records_committed,
     shared_entries,
+    shared_versions,
 )
 from transforms.dedupe import DeduplicateStream
 from transforms.feed_state import FeedSource
@@ -290,6 +291,14 @@ def test_late_records_are_written_as_a_further_pane_never_dropped(tmp_path: Path
 PARTITION = "ingest_date=2025-11-29/language=en"
 
 
+def test_a_commit_notes_its_rows_in_the_shared_cache_even_while_that_is_empty(tmp_path: Path) -> None:
+    """An empty cache is falsy (it has a length): the commit must still use it, not a throwaway one."""
+    cache = CommittedVersions(str(tmp_path))
+    commit_pane(spec_for(tmp_path, with_index=True), PARTITION, T0, [article("a")], cache)
+    known = cache.known("a")  # without a refresh
+    assert known is not None and known.latest is not None and known.latest.version == 1
+
+
 def test_a_duplicated_pane_adds_nothing_and_a_new_run_never_overwrites(tmp_path: Path) -> None:
     spec = spec_for(tmp_path, with_index=True)
     rows = [article("a"), article("b")]
@@ -411,6 +420,42 @@ def test_known_entries_skip_the_stages_and_a_committed_body_is_not_parsed() -> N
     edited = [raw_entry("a", "one, edited", 0), first[1]]
     assert known.entries_to_process(feed, body_digest(b"<rss>v2</rss>"), 4000, edited) == [edited[0]]
     assert entry_fingerprint(edited[0]) != entry_fingerprint(first[0])
+
+
+def test_an_entry_that_keeps_its_guid_but_moves_to_a_new_link_is_processed_again() -> None:
+    """The article id comes from the canonical link before the guid (transforms/enrich.py), so a
+    moved link is a new article: a fingerprint hit would drop it without it ever being stored."""
+    known = CommittedEntries()
+    feed = "http://feeds.test/moved.xml"
+    entry = raw_entry("a", "one", 0)
+    assert known.entries_to_process(feed, "d1", 1000, [entry]) == [entry]
+    known.report_committed(feed, 1000, 0)
+    moved = {**entry, "link": "http://news.test/a-moved"}
+    assert entry_fingerprint(moved) != entry_fingerprint(entry)
+    assert known.entries_to_process(feed, "d2", 2000, [moved]) == [moved]
+
+
+def test_a_prune_of_the_store_makes_the_poll_forget_what_it_knew_committed(tmp_path: Path) -> None:
+    """After `prune` retired a partition, an entry still served comes back as version 1 (README);
+    fingerprints and committed bodies learnt before would keep it out of the stream for good."""
+    from pipeline.maintenance import prune
+
+    feed, entries = "http://feeds.test/pruned.xml", shared_entries()
+    entry = raw_entry("pruned", "text", 0)
+    assert entries.entries_to_process(feed, "body-1", 1000, [entry]) == [entry]
+    commit_pane(spec_for(tmp_path, with_index=True), PARTITION, T0, [article("pruned")])
+    entries.report_committed(feed, 1000, 0)
+    assert entries.entries_to_process(feed, "body-1", 2000, [entry]) == []
+    assert entries.body_committed(feed, "body-1")
+    versions = shared_versions(str(tmp_path))
+    versions.refresh()
+    assert versions.known("pruned") is not None
+
+    prune(str(tmp_path), timedelta(days=30), today=date(2026, 1, 15))
+    versions.refresh()
+    assert versions.known("pruned") is None
+    assert not entries.body_committed(feed, "body-1")
+    assert entries.entries_to_process(feed, "body-1", 3000, [entry]) == [entry]
 
 
 def test_records_report_their_poll_as_committed() -> None:

@@ -17,8 +17,14 @@ import pytest
 
 from tests.conftest import PROJECT, require
 from tests.feedserver import FeedServer
+from tests.stream_scenario import (
+    ScenarioFailure,
+    process_alive,
+    run_exactly_once_scenario,
+    stored_articles,
+    wait_for,
+)
 from tests.stream_scenario import leftovers as scenario_leftovers
-from tests.stream_scenario import process_alive, run_exactly_once_scenario, stored_articles, wait_for
 from tests.test_stream_e2e import check_dataset, leftovers, serve_changing_feeds, write_config
 
 pytestmark = pytest.mark.e2e
@@ -71,3 +77,32 @@ def test_a_second_ctrl_c_stops_at_once_and_the_next_start_cleans_up(tmp_path: Pa
     rows = check_dataset(output)  # every revision once, in its fetch window
     assert {row["run_id"] for row in rows} <= {"first", "second"}
     assert leftovers(output) == [] and scenario_leftovers(output) == []
+
+
+def test_a_failing_scenario_leaves_no_job_running(tmp_path: Path) -> None:
+    """A breach raised while a run streams must not leave it (and its Prism) running for ever."""
+    prism = Path(os.environ.get("NEWSBEAM_PRISM", PROJECT / ".prism" / "bin" / "prism"))
+    require(prism.is_file(), f"the Prism runner is not built at {prism}: run `make prism`")
+    with pytest.raises(ScenarioFailure, match="made no progress"):
+        run_exactly_once_scenario(
+            tmp_path,
+            "prism",
+            {"environment_type": "LOOPBACK"},
+            env={"NEWSBEAM_PRISM": str(prism)},
+            startup_timeout=-25,  # gives up after 5 s
+            advances_per_run=10**6,
+        )
+    log = (tmp_path / "sigterm.err").read_text(errors="replace")
+    runner = int(log.split("runner pid ", 1)[1].split(")", 1)[0])
+    launchers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _runs_in(p, tmp_path)]
+    assert launchers == [], "the failed scenario's launcher still runs"
+    assert wait_for(lambda: not process_alive(runner), 15), f"Prism (pid {runner}) outlived the scenario"
+
+
+def _runs_in(proc: Path, work: Path) -> bool:
+    try:
+        return str(work) in (proc / "cmdline").read_bytes().decode(errors="replace") and process_alive(
+            int(proc.name)
+        )
+    except OSError:
+        return False

@@ -18,7 +18,7 @@ One cache per output is shared by every DoFn instance of the worker process (`sh
 it holds a few hundred bytes per stored article id (the old start-up seed held as much).
 
 **Polls that cost what is new.** `CommittedEntries` (one per worker process, `shared_entries`)
-keeps, per feed, the fingerprint of each raw entry whose revision is committed (its guid or link
+keeps, per feed, the fingerprint of each raw entry whose revision is committed (its guid and link
 and a hash of its raw title, summary and content: `entry_fingerprint`) and the digest of the last
 body all of whose entries were committed. A poll whose body has that digest is not parsed; an entry
 whose fingerprint is known skips normalize, detect and enrich. The poll registers the fingerprints
@@ -26,7 +26,9 @@ of the entries it sends on, by (feed, fetch time, position); `DeduplicateStream`
 stored) and the window writer's commit (an entry decided) report them committed. An entry the
 runner loses is never reported, so it is sent on again by the next poll. Where the poll and the
 commit run in different worker processes (a cluster), nothing is learned and every poll is
-parsed: slower, never wrong.
+parsed: slower, never wrong. When the index cache is rebuilt (`compact` or `prune` replaced index
+files: a prune removes revisions, which then come back as version 1) all of it is forgotten; the
+polls refresh the index cache for that, as the dedupe does.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import pyarrow as pa
 from transforms.store import StoredVersion, list_index_files, read_index
 
 ALREADY_STORED = "already_stored"
+REFRESH_SECONDS = 1.0  # how stale the committed view may be: a late refresh only lets a duplicate pass
 STALE = "stale"
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
@@ -79,8 +82,9 @@ class CommittedVersions:
                 return
             for attempt in range(5):
                 files = list_index_files(self.output)
-                if not self._files <= set(files):  # compaction replaced files we read: start again
+                if not self._files <= set(files):  # compact or prune replaced files we read: start again
                     self._files, self._ids = set(), {}
+                    _ENTRIES.forget_all()  # a prune may have removed what the polls knew committed
                 new = [path for path in files if path not in self._files]
                 try:
                     table = read_index(new)
@@ -174,10 +178,16 @@ PENDING_POLLS_KEPT = 32  # per feed: entries of older polls never reported are f
 
 
 def entry_fingerprint(entry: dict[str, Any]) -> str:
-    """An entry's identity and raw content: guid or link, and its raw title, summary and content."""
+    """An entry's identity and raw content: guid and link, and its raw title, summary and content.
+
+    Both guid and link: the article id is made from the canonical link first, the guid only
+    without one (transforms/enrich.py), so an entry that keeps its guid under a new link is a new
+    article and must not hit.
+    """
     digest = hashlib.sha256()
-    key = entry.get("entry_id") or entry.get("link") or f"#{entry.get('ordinal', 0)}"
-    for part in (key, entry.get("title"), entry.get("summary"), entry.get("content")):
+    key = "" if entry.get("entry_id") or entry.get("link") else f"#{entry.get('ordinal', 0)}"
+    parts = (entry.get("entry_id"), entry.get("link"), key, entry.get("title"), entry.get("summary"))
+    for part in (*parts, entry.get("content")):
         digest.update((part or "").encode("utf-8", errors="surrogatepass"))
         digest.update(b"\x1f")
     return digest.hexdigest()[:32]
@@ -223,6 +233,13 @@ class CommittedEntries:
             while len(pending) > PENDING_POLLS_KEPT:
                 pending.popitem(last=False)
         return [entry for entry, _ in fresh]
+
+    def forget_all(self) -> None:
+        """Forget every fingerprint and committed body: the store lost rows (a prune), so the next
+        polls parse and send on everything again, and the commit decides."""
+        with self._lock:
+            self._committed.clear()
+            self._bodies.clear()
 
     def report_committed(self, feed: str, fetched_ms: int, ordinal: int) -> None:
         """The revision of the entry at `ordinal` of the poll of `feed` at `fetched_ms` is committed."""

@@ -27,7 +27,12 @@ import pyarrow as pa
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.committed import decide_revisions, report_records_committed, shared_versions
+from transforms.committed import (
+    REFRESH_SECONDS,
+    decide_revisions,
+    report_records_committed,
+    shared_versions,
+)
 from transforms.schema import Record
 from transforms.store import (
     StoredVersion,
@@ -307,7 +312,6 @@ class DeduplicateArticles(beam.PTransform):
 
 NEW_ARTICLES = "new"
 STREAM_DUPLICATES = "duplicates"
-REFRESH_SECONDS = 1.0  # how stale the committed view may be: a late refresh only lets a duplicate pass
 
 
 class _KeepUncommittedFn(beam.DoFn):

@@ -52,7 +52,7 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
-from transforms.committed import body_digest, fetch_millis, shared_entries
+from transforms.committed import REFRESH_SECONDS, body_digest, fetch_millis, shared_entries, shared_versions
 from transforms.feed_state import FeedSource
 from transforms.fetch import FetchResult, FetchSettings, carry_credentials, fetch, make_session, redact_url
 from transforms.parse import ParsedInput
@@ -269,8 +269,10 @@ class _PollFeedFn(beam.DoFn):
         feeds: tuple[FeedSource, ...],
         default_interval: float,
         max_entries: int = MAX_ENTRIES_PER_FEED,
+        output: str | None = None,
     ) -> None:
         self._settings = settings
+        self._output = output
         self._feeds = {feed.url: feed for feed in feeds}
         self._default = default_interval
         self._max_entries = max_entries
@@ -284,6 +286,7 @@ class _PollFeedFn(beam.DoFn):
     def setup(self) -> None:
         self._session = make_session(self._settings)
         self._entries_committed = shared_entries()
+        self._versions = shared_versions(self._output) if self._output else None
 
     def teardown(self) -> None:
         self._session.close()
@@ -294,6 +297,8 @@ class _PollFeedFn(beam.DoFn):
         url = keyed[0]
         feed = self._feeds.get(url)
         interval = poll_interval(feed, self._default) if feed else self._default
+        if self._versions is not None:  # notices a prune, which makes the known entries forgotten
+            self._versions.refresh(max_age=REFRESH_SECONDS)
         with feed_lock(url):
             known = json.loads(conditions.read() or "{}")
             last = max(_LAST_POLLED.get(url, float("-inf")), known.get("tick_at", float("-inf")))
@@ -402,10 +407,12 @@ class PollFeeds(beam.PTransform):
         default_interval: float,
         settings: FetchSettings,
         max_entries_per_feed: int = MAX_ENTRIES_PER_FEED,
+        output: str | None = None,
     ) -> None:
         super().__init__()
         if not feeds:
             raise ValueError("PollFeeds needs at least one feed")
+        self._output = output  # whose committed version index the polls watch for a prune
         self._feeds = feeds
         self._tick_seconds = tick_seconds
         self._default = default_interval
@@ -422,9 +429,9 @@ class PollFeeds(beam.PTransform):
             ).with_output_types(tuple[str, int])
             # Keyed by feed URL: each feed's conditions are its own state, and polls spread over workers.
             | "FetchFeed"
-            >> beam.ParDo(_PollFeedFn(self._settings, feeds, default, self._max_entries)).with_outputs(
-                FETCHES, DEAD_LETTERS, main="entries"
-            )
+            >> beam.ParDo(
+                _PollFeedFn(self._settings, feeds, default, self._max_entries, self._output)
+            ).with_outputs(FETCHES, DEAD_LETTERS, main="entries")
         )
         return polled.entries, polled[FETCHES], polled[DEAD_LETTERS]
 

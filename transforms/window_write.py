@@ -185,7 +185,7 @@ def commit_pane(
         recover_panes(spec.output)
         already = stale = 0
         if spec.with_index:
-            committed = committed or CommittedVersions(spec.output)
+            committed = committed if committed is not None else CommittedVersions(spec.output)
             committed.refresh()
             records, dropped = decide_revisions(records, committed)
             already = sum(1 for _, reason in dropped if reason == ALREADY_STORED)
