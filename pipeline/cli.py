@@ -121,16 +121,39 @@ def _failed_inputs_limit(text: str) -> FailedInputsLimit:
     raise argparse.ArgumentTypeError(f"{text!r}: give a number of inputs (3) or a percentage of them (10%)")
 
 
+_LEADING = "leading_"  # dest prefix of the logging flags given before the command
+
+
+def _add_logging_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    noise = parser.add_argument_group("output and logging")
+    noise.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        dest=f"{prefix}verbose",
+        help="more detail (-vv: Beam's logs too)",
+    )
+    noise.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        dest=f"{prefix}quiet",
+        help="no progress; only errors and one summary line",
+    )
+    noise.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        default=None,
+        dest=f"{prefix}log_level",
+        help="set it exactly",
+    )
+
+
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    noise = common.add_argument_group("output and logging")
-    noise.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more detail (-vv: Beam's logs too)"
-    )
-    noise.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress; only errors and one summary line"
-    )
-    noise.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper, default=None, help="set it exactly")
+    _add_logging_options(common)
     return common
 
 
@@ -142,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version_text())
+    # Also before the command (`newsbeam -v run`); under their own names, because argparse lets a
+    # subcommand's defaults overwrite the values the main parser has set.
+    _add_logging_options(parser, _LEADING)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common_options()
     run = commands.add_parser(
@@ -614,9 +640,19 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
     return EXIT_OK
 
 
+def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The command's arguments and the flags left for Beam; logging flags count before or after it."""
+    args, extra = _parser().parse_known_args(argv)
+    leading = {name: vars(args).pop(f"{_LEADING}{name}") for name in ("verbose", "quiet", "log_level")}
+    args.verbose += leading["verbose"]
+    args.quiet = args.quiet or leading["quiet"]
+    args.log_level = args.log_level or leading["log_level"]
+    return args, extra
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parse_arguments(argv)
     configure_logging(args)
     command = _subcommand(parser, args.command)
     try:

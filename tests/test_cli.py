@@ -28,12 +28,12 @@ from pipeline.cli import (
     EXIT_NOTHING_READ,
     EXIT_TOO_MANY_FAILED,
     FailedInputsLimit,
-    _parser,
     configure_logging,
     exit_status,
     main,
+    parse_arguments,
 )
-from tests.conftest import PROJECT, SEEDS
+from tests.conftest import PROJECT, SEEDS, require
 from tests.feedserver import FeedServer, Reply
 
 GOOD_FEED = SEEDS / "feeds" / "rss2_en.xml"
@@ -282,8 +282,13 @@ def test_progress_is_logged_when_not_on_a_terminal(mixed_run: tuple[Path, int, s
     assert re.search(r"writing into .*/out$", stderr, re.M)  # it says where it writes
 
 
-def test_a_quiet_run_prints_one_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "-q", "--input", str(GOOD_FEED), "--output", str(tmp_path / "out")]) == 0
+@pytest.mark.parametrize("placement", ["after the command", "before the command"])
+def test_a_quiet_run_prints_one_summary_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], placement: str
+) -> None:
+    given = ["--input", str(GOOD_FEED), "--output", str(tmp_path / "out")]
+    argv = ["run", "-q", *given] if placement == "after the command" else ["-q", "run", *given]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert len(out.splitlines()) == 1 and "committed" in out
 
@@ -333,14 +338,41 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
         (["--log-level", "error"], logging.ERROR, logging.ERROR),
     ],
 )
-def test_verbosity_flags_set_the_log_levels(flags: list[str], ours: int, beams: int) -> None:
+@pytest.mark.parametrize("before_the_command", [False, True])
+def test_verbosity_flags_set_the_log_levels(
+    flags: list[str], ours: int, beams: int, before_the_command: bool
+) -> None:
+    """`newsbeam -v run` is `newsbeam run -v`, as in git, pip or dbt."""
     root, newsbeam = logging.getLogger(), logging.getLogger("newsbeam")
     saved = root.level, newsbeam.level
     try:
-        args, extra = _parser().parse_known_args(["run", *flags])
+        args, extra = parse_arguments([*flags, "run"] if before_the_command else ["run", *flags])
         assert extra == []
         configure_logging(args)
         assert (newsbeam.level, root.level) == (ours, beams)
     finally:
         root.setLevel(saved[0])
         newsbeam.setLevel(saved[1])
+
+
+def test_verbosity_flags_before_and_after_the_command_add_up() -> None:
+    args, _ = parse_arguments(["-v", "run", "-v"])
+    assert args.verbose == 2
+    args, _ = parse_arguments(["--log-level", "debug", "prune", "--older-than", "9d"])
+    assert args.log_level == "DEBUG"
+
+
+def test_the_local_prism_and_flink_state_are_found_from_any_directory(tmp_path: Path) -> None:
+    """`make prism` and `make cluster-up` put them in the checkout; a run from elsewhere finds them there."""
+    require((PROJECT / ".prism" / "bin" / "prism").is_file(), "the Prism binary (make prism)")
+    env = {
+        key: value for key, value in ENV.items() if key not in ("NEWSBEAM_PRISM", "NEWSBEAM_FLINK_CLUSTER")
+    }
+    code = "from pipeline import runners; print(runners.prism_binary()); print(runners.flink_state_path())"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    prism, flink_state = done.stdout.split()
+    assert Path(prism).resolve() == (PROJECT / ".prism" / "bin" / "prism").resolve()
+    assert Path(flink_state) == PROJECT / ".cluster" / "flink" / "cluster.json"
