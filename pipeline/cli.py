@@ -216,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
         "--progress-interval",
         default="15s",
         metavar="AGE",
-        help="when not on a terminal, log progress this often (default 15s)",
+        help="when not on a terminal, log progress this often (default 15s, at least 1s)",
     )
     _add_maintenance_commands(commands, common)
     _add_repair_command(commands, common)
@@ -595,6 +595,13 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     if getattr(args, "run_id", None) is not None:
         validate_run_id(args.run_id)
+    if args.command == "run":
+        try:
+            progress_interval = parse_duration(args.progress_interval)
+        except ValueError as error:
+            raise ConfigError(f"--progress-interval: {error}") from None
+        if progress_interval < 1:  # 0 would log a line on every turn of the display's loop
+            raise ConfigError(f"--progress-interval: {args.progress_interval!r}: give at least 1s")
     settings, config = _load(args)
     if args.command in ("compact", "prune"):
         run_maintenance(args.command, settings, args)
@@ -611,15 +618,11 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
             f"{config or 'defaults'}: inputs: no inputs; give --input or list them in the config"
         )
     if args.command == "run":
-        try:
-            interval = None if args.quiet else float(parse_duration(args.progress_interval))
-        except ValueError as error:
-            raise ConfigError(f"--progress-interval: {error}") from None
         manifest = run_batch(
             settings,
             beam_args,
             args.run_id,
-            progress_interval=interval,
+            progress_interval=None if args.quiet else float(progress_interval),
             verbose=bool(args.verbose),
             quiet=args.quiet,
         )

@@ -198,6 +198,19 @@ def test_a_zero_grace_is_a_duration_like_any_other(
     assert main(["compact", "--grace", "0s", "--output", str(tmp_path)]) == 0
 
 
+@pytest.mark.parametrize("interval", ["0s", "0", "0.5"])
+def test_a_progress_interval_under_a_second_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], interval: str
+) -> None:
+    """`0s` used to log a progress line on every turn of a busy loop: 150,000 lines in a 3 s run."""
+    output = tmp_path / "out"
+    argv = ["run", "--input", str(GOOD_FEED), "--output", str(output), "--progress-interval", interval]
+    assert main(argv) == 2
+    (line,) = error_lines(capsys)
+    assert "--progress-interval" in line and "at least 1s" in line, line
+    assert not output.exists()  # nothing ran
+
+
 # --- what a run reads, and its exit status -----------------------------------------------------------
 
 
