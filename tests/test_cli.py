@@ -124,8 +124,16 @@ def test_a_runner_typo_is_one_line_with_a_suggestion(
     code = main(["run", "--input", str(GOOD_FEED), "--output", str(tmp_path / "out"), "--runner", "sparkk"])
     assert code == 2
     (line,) = error_lines(capsys)
-    assert line.startswith("newsbeam: configuration error: ") and "runner: unknown runner 'sparkk'" in line
-    assert "did you mean 'spark'?" in line
+    # The typo is the flag's, not the shipped config file's.
+    assert line.startswith("newsbeam: configuration error: --runner: unknown runner 'sparkk'"), line
+    assert "did you mean 'spark'?" in line and "local.yaml" not in line
+
+
+def test_a_bad_input_flag_is_named_as_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.xml"
+    assert main(["run", "--input", str(missing), "--output", str(tmp_path / "out")]) == 2
+    (line,) = error_lines(capsys)
+    assert line == f"newsbeam: configuration error: --input: input path '{missing}' does not exist", line
 
 
 def test_an_output_path_that_is_a_file_is_one_line(

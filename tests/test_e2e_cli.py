@@ -364,12 +364,12 @@ def _config(tmp_path: Path, text: str) -> Path:
         (
             "",
             ["--input", "/nonexistent/feed.xml"],
-            r"inputs: input path '/nonexistent/feed\.xml' does not exist",
+            r"--input: input path '/nonexistent/feed\.xml' does not exist",
         ),
         (
             "",
             ["--input", "/nonexistent/*.xml"],
-            r"inputs: input pattern '/nonexistent/\*\.xml' matches no file",
+            r"--input: input pattern '/nonexistent/\*\.xml' matches no file",
         ),
         ("", ["--input", "ftp://example.com/feed.xml"], r"unsupported URL scheme 'ftp'"),
     ],
