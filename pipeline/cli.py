@@ -704,6 +704,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+COMMANDS = ("run", "compact", "prune", "repair", "stream", "launch")
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The command in `argv`, also after leading logging flags (whose values are never command names)."""
+    return next((word for word in argv if word in COMMANDS), None)
+
+
 def entry_point() -> None:
     """The `newsbeam` console script and `python -m pipeline`.
 
@@ -714,7 +722,7 @@ def entry_point() -> None:
     """
     argv = sys.argv[1:]
     code = main(argv)
-    if argv[:1] == ["stream"]:
+    if command_of(argv) == "stream":
         raise SystemExit(code)
     sys.stdout.flush()
     sys.stderr.flush()

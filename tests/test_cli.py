@@ -7,6 +7,7 @@ from the Parquet files with DuckDB.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import logging
@@ -25,9 +26,12 @@ import duckdb
 import pytest
 
 from pipeline.cli import (
+    COMMANDS,
     EXIT_NOTHING_READ,
     EXIT_TOO_MANY_FAILED,
     FailedInputsLimit,
+    _parser,
+    command_of,
     configure_logging,
     exit_status,
     main,
@@ -397,3 +401,22 @@ def test_the_local_prism_and_flink_state_are_found_from_any_directory(tmp_path: 
     prism, flink_state = done.stdout.split()
     assert Path(prism).resolve() == (PROJECT / ".prism" / "bin" / "prism").resolve()
     assert Path(flink_state) == PROJECT / ".cluster" / "flink" / "cluster.json"
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["stream", "--duration", "5s"], "stream"),
+        (["-v", "stream"], "stream"),  # stream must keep the normal exit (it stops Prism) after -v too
+        (["--log-level", "debug", "-q", "stream"], "stream"),
+        (["run", "--input", "stream"], "run"),
+        (["--version"], None),
+    ],
+)
+def test_the_command_is_found_after_leading_logging_flags(argv: list[str], command: str | None) -> None:
+    assert command_of(argv) == command
+
+
+def test_the_command_names_are_the_parsers() -> None:
+    (commands,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == set(COMMANDS)
