@@ -121,16 +121,39 @@ def _failed_inputs_limit(text: str) -> FailedInputsLimit:
     raise argparse.ArgumentTypeError(f"{text!r}: give a number of inputs (3) or a percentage of them (10%)")
 
 
+_LEADING = "leading_"  # dest prefix of the logging flags given before the command
+
+
+def _add_logging_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    noise = parser.add_argument_group("output and logging")
+    noise.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        dest=f"{prefix}verbose",
+        help="more detail (-vv: Beam's logs too)",
+    )
+    noise.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        dest=f"{prefix}quiet",
+        help="no progress; only errors and one summary line",
+    )
+    noise.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        default=None,
+        dest=f"{prefix}log_level",
+        help="set it exactly",
+    )
+
+
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    noise = common.add_argument_group("output and logging")
-    noise.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more detail (-vv: Beam's logs too)"
-    )
-    noise.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress; only errors and one summary line"
-    )
-    noise.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper, default=None, help="set it exactly")
+    _add_logging_options(common)
     return common
 
 
@@ -142,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version_text())
+    # Also before the command (`newsbeam -v run`); under their own names, because argparse lets a
+    # subcommand's defaults overwrite the values the main parser has set.
+    _add_logging_options(parser, _LEADING)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common_options()
     run = commands.add_parser(
@@ -190,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
         "--progress-interval",
         default="15s",
         metavar="AGE",
-        help="when not on a terminal, log progress this often (default 15s)",
+        help="when not on a terminal, log progress this often (default 15s, at least 1s)",
     )
     _add_maintenance_commands(commands, common)
     _add_repair_command(commands, common)
@@ -569,6 +595,13 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     if getattr(args, "run_id", None) is not None:
         validate_run_id(args.run_id)
+    if args.command == "run":
+        try:
+            progress_interval = parse_duration(args.progress_interval)
+        except ValueError as error:
+            raise ConfigError(f"--progress-interval: {error}") from None
+        if progress_interval < 1:  # 0 would log a line on every turn of the display's loop
+            raise ConfigError(f"--progress-interval: {args.progress_interval!r}: give at least 1s")
     settings, config = _load(args)
     if args.command in ("compact", "prune"):
         run_maintenance(args.command, settings, args)
@@ -585,15 +618,11 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
             f"{config or 'defaults'}: inputs: no inputs; give --input or list them in the config"
         )
     if args.command == "run":
-        try:
-            interval = None if args.quiet else float(parse_duration(args.progress_interval))
-        except ValueError as error:
-            raise ConfigError(f"--progress-interval: {error}") from None
         manifest = run_batch(
             settings,
             beam_args,
             args.run_id,
-            progress_interval=interval,
+            progress_interval=None if args.quiet else float(progress_interval),
             verbose=bool(args.verbose),
             quiet=args.quiet,
         )
@@ -614,9 +643,19 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
     return EXIT_OK
 
 
+def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The command's arguments and the flags left for Beam; logging flags count before or after it."""
+    args, extra = _parser().parse_known_args(argv)
+    leading = {name: vars(args).pop(f"{_LEADING}{name}") for name in ("verbose", "quiet", "log_level")}
+    args.verbose += leading["verbose"]
+    args.quiet = args.quiet or leading["quiet"]
+    args.log_level = args.log_level or leading["log_level"]
+    return args, extra
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parse_arguments(argv)
     configure_logging(args)
     command = _subcommand(parser, args.command)
     try:
@@ -665,6 +704,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+COMMANDS = ("run", "compact", "prune", "repair", "stream", "launch")
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The command in `argv`, also after leading logging flags (whose values are never command names)."""
+    return next((word for word in argv if word in COMMANDS), None)
+
+
 def entry_point() -> None:
     """The `newsbeam` console script and `python -m pipeline`.
 
@@ -675,7 +722,7 @@ def entry_point() -> None:
     """
     argv = sys.argv[1:]
     code = main(argv)
-    if argv[:1] == ["stream"]:
+    if command_of(argv) == "stream":
         raise SystemExit(code)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -371,14 +371,22 @@ REMOVED_KEYS = {
 }
 
 
-def _format_errors(error: ValidationError, origin: str) -> str:
+FLAG_OF_KEY = {"inputs": "--input"}  # the command-line flag of an override, where not `--KEY`
+
+
+def _format_errors(error: ValidationError, origin: str, from_flags: frozenset[str] = frozenset()) -> str:
+    """One line per problem, naming the flag for a value given on the command line, else the file."""
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = REMOVED_KEYS.get(key, "unknown key")
-        lines.append(f"{origin}: {key}: {message}")
+        top = str(problem["loc"][0]) if problem["loc"] else ""
+        if top in from_flags:
+            lines.append(f"{FLAG_OF_KEY.get(top, f'--{top}')}: {message}")
+        else:
+            lines.append(f"{origin}: {key}: {message}")
     return "\n".join(lines)
 
 
@@ -402,10 +410,9 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{origin}: the top level must be a mapping of keys to values")
         data = _paths_relative_to(loaded, Path(path).resolve().parent)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            data[key] = value
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    data |= given
     try:
         return Settings.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_format_errors(error, origin)) from None
+        raise ConfigError(_format_errors(error, origin, frozenset(given))) from None

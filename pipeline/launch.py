@@ -9,9 +9,9 @@ The deployment options (project, region, temp and staging locations, machine typ
 service account, network, subnetwork, SDK container image) are Beam's own pipeline options: they live
 under `beam_options:` in configs/dataflow.yaml and any of them can be given as a flag. Workers get
 `pipeline/` and `transforms/` from the sdist Beam builds with `--setup_file` (setup.py beside
-pyproject.toml), on the SDK container image the Flex Template's Dockerfile builds
-(deploy/dataflow/Dockerfile), so that scheduled runs (Cloud Scheduler -> Flex Template) and manual
-launches run the same code.
+pyproject.toml; an installed copy has none and relies on the image), on the SDK container image
+the Flex Template's Dockerfile builds (deploy/dataflow/Dockerfile), so that scheduled runs (Cloud
+Scheduler -> Flex Template) and manual launches run the same code.
 
 `--dry-run` builds the job as Dataflow would receive it, offline and without credentials: Beam's
 `--dry_run` with `--no_auth`, and a local `--dataflow_endpoint` so that Beam skips the bucket checks
@@ -106,7 +106,9 @@ def launch_dataflow(
     validate_run_id(run_id)
     if settings.runner.strip().lower() not in DATAFLOW_ALIASES:
         raise RunnerError(f"runner: `launch` submits to Dataflow; got {settings.runner!r} (use `run`)")
-    extra = [f"--setup_file={SETUP_FILE}"]  # config and command line come later and win
+    # A checkout stages its code from setup.py; an installed copy has none: the workers' SDK image
+    # (deploy/dataflow/Dockerfile installs newsbeam) carries it. Config and command line win.
+    extra = [f"--setup_file={SETUP_FILE}"] if SETUP_FILE.is_file() else []
     if dry_run:
         extra += ["--dry_run=True", "--no_auth", f"--dataflow_endpoint={OFFLINE_ENDPOINT}"]
     options = make_pipeline_options(settings.runner, settings.beam_options, extra + beam_args)
@@ -116,6 +118,12 @@ def launch_dataflow(
     setup_file = options.view_as(SetupOptions).setup_file
     if setup_file and not Path(setup_file).is_file():
         raise ConfigError(f"beam_options.setup_file: {setup_file} does not exist")
+    if not setup_file and not options.view_as(WorkerOptions).sdk_container_image:
+        raise ConfigError(
+            "launch: this installed newsbeam has no setup.py to stage its code onto the workers: give "
+            "--sdk_container_image (an image with newsbeam installed, deploy/dataflow/Dockerfile) or "
+            "--setup_file (a checkout's setup.py)"
+        )
     started_at = datetime.now(UTC).replace(microsecond=0)
     run = RunInfo(run_id, started_at, version)
     pipeline = Pipeline(runner="DataflowRunner", options=options)

@@ -107,7 +107,10 @@ class RunSummary:
                 "  slowest inputs:    " + ", ".join(f"{r['source']} ({r['elapsed_ms']} ms)" for r in slowest)
             )
         lines += feed_health_lines(fetches)
-        lines.append(f"  output:            {where}/articles, {where}/dead_letters, {where}/feed_fetches")
+        datasets = [f"{where}/{name}" for name in ("articles", "dead_letters", "feed_fetches")]
+        # A dataset's folder appears with its first file (a clean run has no dead_letters/ yet).
+        shown = [d if "://" in d or os.path.isdir(d) else f"{d} (none yet)" for d in datasets]
+        lines.append(f"  output:            {', '.join(shown)}")
         lines.append(f"  manifest:          {where}/_runs/{self.manifest['run_id']}.json")
         if metrics:
             lines.append(f"  {METRICS_NOTE}:")

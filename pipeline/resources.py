@@ -18,6 +18,15 @@ def shipped_path(name: str) -> Path:
     return installed if installed.exists() else _PACKAGE.parent / name
 
 
+def checkout_path(name: str) -> Path:
+    """`.prism/bin/prism` or `.cluster/...` as `make` builds them in the checkout, from any directory.
+
+    An installed copy has no checkout: there it is the working directory's (a clone's root).
+    """
+    in_checkout = _PACKAGE.parent / name
+    return in_checkout if in_checkout.exists() or not Path(name).exists() else Path(name).resolve()
+
+
 DEFAULT_CONFIG = shipped_path("configs/local.yaml")
 STREAM_CONFIG = shipped_path("configs/streaming.yaml")
 DATAFLOW_CONFIG = shipped_path("configs/dataflow.yaml")

@@ -39,13 +39,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineRunner
 
+from pipeline.resources import checkout_path
+
 LOCAL_ALIASES = frozenset({"direct", "directrunner", "fnapirunner", "local"})
 PRISM_ALIASES = frozenset({"prism", "prismrunner"})
 PRISM_ENV = "NEWSBEAM_PRISM"
-PRISM_DEFAULT = Path(".prism/bin/prism")
+PRISM_DEFAULT = ".prism/bin/prism"  # in the checkout (see resources.checkout_path)
 FLINK_ALIASES = frozenset({"flink", "flink-cluster"})
 FLINK_ENV = "NEWSBEAM_FLINK_CLUSTER"
-FLINK_DEFAULT = Path(".cluster/flink/cluster.json")
+FLINK_DEFAULT = ".cluster/flink/cluster.json"
 DATAFLOW_ALIASES = frozenset({"dataflow", "dataflowrunner"})
 CLUSTER_UP = "run `make cluster-up` (or set NEWSBEAM_FLINK_CLUSTER to a running cluster's cluster.json)"
 PORT_CHECK_TIMEOUT_S = 2.0
@@ -56,7 +58,8 @@ class RunnerError(ValueError):
 
 
 def prism_binary() -> Path:
-    path = Path(os.environ.get(PRISM_ENV, PRISM_DEFAULT))
+    given = os.environ.get(PRISM_ENV)
+    path = Path(given) if given else checkout_path(PRISM_DEFAULT)
     if not path.is_file():
         raise RunnerError(
             f"runner: the Prism binary {path} does not exist; build it with `make prism` or set {PRISM_ENV}"
@@ -90,9 +93,14 @@ def runner_options(name: str) -> list[str]:
     return []
 
 
+def flink_state_path() -> Path:
+    given = os.environ.get(FLINK_ENV)
+    return Path(given) if given else checkout_path(FLINK_DEFAULT)
+
+
 def flink_cluster() -> dict[str, object]:
     """The state file `make cluster-up` writes: ports, pids, the job endpoint and the worker command."""
-    path = Path(os.environ.get(FLINK_ENV, FLINK_DEFAULT))
+    path = flink_state_path()
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

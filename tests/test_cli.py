@@ -7,6 +7,7 @@ from the Parquet files with DuckDB.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import logging
@@ -25,15 +26,18 @@ import duckdb
 import pytest
 
 from pipeline.cli import (
+    COMMANDS,
     EXIT_NOTHING_READ,
     EXIT_TOO_MANY_FAILED,
     FailedInputsLimit,
     _parser,
+    command_of,
     configure_logging,
     exit_status,
     main,
+    parse_arguments,
 )
-from tests.conftest import PROJECT, SEEDS
+from tests.conftest import PROJECT, SEEDS, require
 from tests.feedserver import FeedServer, Reply
 
 GOOD_FEED = SEEDS / "feeds" / "rss2_en.xml"
@@ -124,8 +128,16 @@ def test_a_runner_typo_is_one_line_with_a_suggestion(
     code = main(["run", "--input", str(GOOD_FEED), "--output", str(tmp_path / "out"), "--runner", "sparkk"])
     assert code == 2
     (line,) = error_lines(capsys)
-    assert line.startswith("newsbeam: configuration error: ") and "runner: unknown runner 'sparkk'" in line
-    assert "did you mean 'spark'?" in line
+    # The typo is the flag's, not the shipped config file's.
+    assert line.startswith("newsbeam: configuration error: --runner: unknown runner 'sparkk'"), line
+    assert "did you mean 'spark'?" in line and "local.yaml" not in line
+
+
+def test_a_bad_input_flag_is_named_as_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.xml"
+    assert main(["run", "--input", str(missing), "--output", str(tmp_path / "out")]) == 2
+    (line,) = error_lines(capsys)
+    assert line == f"newsbeam: configuration error: --input: input path '{missing}' does not exist", line
 
 
 def test_an_output_path_that_is_a_file_is_one_line(
@@ -196,6 +208,19 @@ def test_a_zero_grace_is_a_duration_like_any_other(
 ) -> None:
     assert main(["prune", "--older-than", "90d", "--grace", "0s", "--output", str(tmp_path)]) == 0
     assert main(["compact", "--grace", "0s", "--output", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize("interval", ["0s", "0", "0.5"])
+def test_a_progress_interval_under_a_second_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], interval: str
+) -> None:
+    """`0s` used to log a progress line on every turn of a busy loop: 150,000 lines in a 3 s run."""
+    output = tmp_path / "out"
+    argv = ["run", "--input", str(GOOD_FEED), "--output", str(output), "--progress-interval", interval]
+    assert main(argv) == 2
+    (line,) = error_lines(capsys)
+    assert "--progress-interval" in line and "at least 1s" in line, line
+    assert not output.exists()  # nothing ran
 
 
 # --- what a run reads, and its exit status -----------------------------------------------------------
@@ -282,8 +307,13 @@ def test_progress_is_logged_when_not_on_a_terminal(mixed_run: tuple[Path, int, s
     assert re.search(r"writing into .*/out$", stderr, re.M)  # it says where it writes
 
 
-def test_a_quiet_run_prints_one_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "-q", "--input", str(GOOD_FEED), "--output", str(tmp_path / "out")]) == 0
+@pytest.mark.parametrize("placement", ["after the command", "before the command"])
+def test_a_quiet_run_prints_one_summary_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], placement: str
+) -> None:
+    given = ["--input", str(GOOD_FEED), "--output", str(tmp_path / "out")]
+    argv = ["run", "-q", *given] if placement == "after the command" else ["-q", "run", *given]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert len(out.splitlines()) == 1 and "committed" in out
 
@@ -333,14 +363,60 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
         (["--log-level", "error"], logging.ERROR, logging.ERROR),
     ],
 )
-def test_verbosity_flags_set_the_log_levels(flags: list[str], ours: int, beams: int) -> None:
+@pytest.mark.parametrize("before_the_command", [False, True])
+def test_verbosity_flags_set_the_log_levels(
+    flags: list[str], ours: int, beams: int, before_the_command: bool
+) -> None:
+    """`newsbeam -v run` is `newsbeam run -v`, as in git, pip or dbt."""
     root, newsbeam = logging.getLogger(), logging.getLogger("newsbeam")
     saved = root.level, newsbeam.level
     try:
-        args, extra = _parser().parse_known_args(["run", *flags])
+        args, extra = parse_arguments([*flags, "run"] if before_the_command else ["run", *flags])
         assert extra == []
         configure_logging(args)
         assert (newsbeam.level, root.level) == (ours, beams)
     finally:
         root.setLevel(saved[0])
         newsbeam.setLevel(saved[1])
+
+
+def test_verbosity_flags_before_and_after_the_command_add_up() -> None:
+    args, _ = parse_arguments(["-v", "run", "-v"])
+    assert args.verbose == 2
+    args, _ = parse_arguments(["--log-level", "debug", "prune", "--older-than", "9d"])
+    assert args.log_level == "DEBUG"
+
+
+def test_the_local_prism_and_flink_state_are_found_from_any_directory(tmp_path: Path) -> None:
+    """`make prism` and `make cluster-up` put them in the checkout; a run from elsewhere finds them there."""
+    require((PROJECT / ".prism" / "bin" / "prism").is_file(), "the Prism binary (make prism)")
+    env = {
+        key: value for key, value in ENV.items() if key not in ("NEWSBEAM_PRISM", "NEWSBEAM_FLINK_CLUSTER")
+    }
+    code = "from pipeline import runners; print(runners.prism_binary()); print(runners.flink_state_path())"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    prism, flink_state = done.stdout.split()
+    assert Path(prism).resolve() == (PROJECT / ".prism" / "bin" / "prism").resolve()
+    assert Path(flink_state) == PROJECT / ".cluster" / "flink" / "cluster.json"
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["stream", "--duration", "5s"], "stream"),
+        (["-v", "stream"], "stream"),  # stream must keep the normal exit (it stops Prism) after -v too
+        (["--log-level", "debug", "-q", "stream"], "stream"),
+        (["run", "--input", "stream"], "run"),
+        (["--version"], None),
+    ],
+)
+def test_the_command_is_found_after_leading_logging_flags(argv: list[str], command: str | None) -> None:
+    assert command_of(argv) == command
+
+
+def test_the_command_names_are_the_parsers() -> None:
+    (commands,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == set(COMMANDS)

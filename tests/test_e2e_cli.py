@@ -265,8 +265,11 @@ def test_report_names_inputs_languages_duplicates_dead_letters_and_outputs(seeds
     out = seeds_run.output
     assert "committed" in seeds_run.stdout.splitlines()[0]
     assert report_line(seeds_run.stdout, "dead letters") == "0"
+    # A dataset's folder appears with its first file: the report names none that is not there.
+    assert not (Path(out) / "dead_letters").exists()
     assert (
-        report_line(seeds_run.stdout, "output") == f"{out}/articles, {out}/dead_letters, {out}/feed_fetches"
+        report_line(seeds_run.stdout, "output")
+        == f"{out}/articles, {out}/dead_letters (none yet), {out}/feed_fetches"
     )
     assert report_line(seeds_run.stdout, "manifest") == f"{out}/_runs/{seeds_run.manifest['run_id']}.json"
     articles = seeds_run.manifest["counts"]["articles"]
@@ -364,12 +367,12 @@ def _config(tmp_path: Path, text: str) -> Path:
         (
             "",
             ["--input", "/nonexistent/feed.xml"],
-            r"inputs: input path '/nonexistent/feed\.xml' does not exist",
+            r"--input: input path '/nonexistent/feed\.xml' does not exist",
         ),
         (
             "",
             ["--input", "/nonexistent/*.xml"],
-            r"inputs: input pattern '/nonexistent/\*\.xml' matches no file",
+            r"--input: input pattern '/nonexistent/\*\.xml' matches no file",
         ),
         ("", ["--input", "ftp://example.com/feed.xml"], r"unsupported URL scheme 'ftp'"),
     ],

@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, require
 
 SOURCE = ("pyproject.toml", "setup.py", "README.md", "pipeline", "transforms", "configs", "seeds")
 
@@ -111,3 +111,18 @@ def test_the_installed_command_runs_from_any_directory(installed: Path, tmp_path
     shipped_seeds = installed.parent / "lib"
     assert len(articles) == 22 and all(shipped_seeds in s.parents for s in sources), sources
     assert {s.name for s in sources} >= {"000_c847d24acf547d54.txt", "rss2_en.xml", "rss2_ru_cp1251.xml"}
+
+
+def test_the_installed_command_builds_the_dataflow_job(installed: Path, tmp_path: Path) -> None:
+    """An installed copy has no setup.py to stage: its workers' image (deploy/dataflow) carries newsbeam."""
+    try:
+        from pipeline.launch import require_gcp_extra
+
+        require_gcp_extra()
+        has_gcp = True
+    except Exception:
+        has_gcp = False
+    require(has_gcp, "Beam's gcp extra (make cluster-deps)")
+    dry = _run(installed / "newsbeam", "launch", "--dry-run", cwd=tmp_path, env=clean_env())
+    assert re.search(r"^  SDK image: +europe-west1-docker\.pkg\.dev/.+/worker:0\.1\.0$", dry.stdout, re.M)
+    assert re.search(r"^  steps: +\d+ transforms$", dry.stdout, re.M), dry.stdout
