@@ -780,8 +780,8 @@ class _ReadGroupFn(beam.DoFn):
 def at_end_of_global_window(value: Any) -> WindowedValue:
     """`value` in the global window at its end, for outputs of `finish_bundle`.
 
-    Not at MAX_TIMESTAMP: that is past the global window's end (a day before it), so a runner that
-    drops late data (Prism) drops such elements at the next grouping.
+    Not at MAX_TIMESTAMP: the global window ends a day before that, so a runner that drops late data
+    (Prism) drops elements stamped MAX_TIMESTAMP at the next grouping.
     """
     return cast(WindowedValue, GlobalWindows.windowed_value_at_end_of_window(value))
 
