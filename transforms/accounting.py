@@ -57,20 +57,37 @@ class CountUnaccounted(beam.PTransform):
         )
 
 
+# (source, (field, amount)): the type of every input of the `AllCounts` Flatten. Inputs of a Flatten
+# must share its output's coder: Prism rewrites an input's coder to the output's by coder id, which
+# corrupts every collection sharing the generic pickled coder (an untyped `FlatMap`'s) and fails the
+# run. A text key is also the deterministic key coder the grouping needs, so nothing is rewritten.
+SourceCount = tuple[str, tuple[str, int]]
+
+
 class CountPerSource(beam.PTransform):
     """(fetch rows, staged article files, duplicates, dead letters[, already stored]) -> fetch rows."""
 
     def expand(self, inputs: tuple[PCollection, ...]) -> PCollection:
         fetches, staged_articles, duplicates, dead_letters, *stored = inputs
-        written = staged_articles | "WrittenPerSource" >> beam.FlatMap(written_per_source)
-        dropped = duplicates | "DuplicatesPerSource" >> beam.Map(lambda d: (d["source"], ("duplicates", 1)))
+        # One declared type for every input of the Flatten: see `SourceCount`.
+        written = staged_articles | "WrittenPerSource" >> beam.FlatMap(written_per_source).with_output_types(
+            SourceCount
+        )
+        dropped = duplicates | "DuplicatesPerSource" >> beam.Map(
+            lambda d: (d["source"], ("duplicates", 1))
+        ).with_output_types(SourceCount)
         failed = (
             dead_letters
             | "EntryDeadLetters" >> beam.Filter(lambda d: d.get("entry_ref") is not None)
-            | "DeadLettersPerSource" >> beam.Map(lambda d: (d["source"], ("dead_letters", 1)))
+            | "DeadLettersPerSource"
+            >> beam.Map(lambda d: (d["source"], ("dead_letters", 1))).with_output_types(SourceCount)
         )
         already = (
-            [stored[0] | "AlreadyStoredPerSource" >> beam.Map(lambda d: (d["source"], ("already_stored", 1)))]
+            [
+                stored[0]
+                | "AlreadyStoredPerSource"
+                >> beam.Map(lambda d: (d["source"], ("already_stored", 1))).with_output_types(SourceCount)
+            ]
             if stored
             else []
         )
@@ -80,7 +97,9 @@ class CountPerSource(beam.PTransform):
             | "SumPerSourceAndField" >> beam.CombinePerKey(_SumFields())
             | "FieldsOfSource" >> beam.FlatMap(lambda kv: ((kv[0], item) for item in kv[1].items()))
         )
-        keyed_fetches = fetches | "KeyBySource" >> beam.Map(lambda row: (row["source"], row))
+        keyed_fetches = fetches | "KeyBySource" >> beam.Map(
+            lambda row: (row["source"], row)
+        ).with_output_types(tuple[str, Any])
         return (
             {"fetches": keyed_fetches, "counts": counts}
             | "JoinCounts" >> beam.CoGroupByKey()

@@ -277,14 +277,20 @@ class DeduplicateArticles(beam.PTransform):
             files.pipeline
             | "IndexLocation" >> beam.Create([self._output])
             | "ReadStoredVersions"
-            >> beam.ParDo(
-                _ReadStoredVersionsFn(), ids=beam.pvalue.AsList(grouped | "Ids" >> beam.Keys())
-            ).with_outputs(STORE_SNAPSHOT, main="versions")
+            >> beam.ParDo(_ReadStoredVersionsFn(), ids=beam.pvalue.AsList(grouped | "Ids" >> beam.Keys()))
+            .with_output_types(tuple[str, Any])
+            .with_outputs(STORE_SNAPSHOT, main="versions")
         )
+        # Both sides of the join keyed by file name with one declared type, so that the CoGroupByKey's
+        # Flatten inputs share its coder (Prism rewrites mismatched ones by coder id and fails the run).
         decided = grouped | "Decide" >> beam.ParDo(
             _DecideFn(self._run_id), stored=beam.pvalue.AsDict(stored.versions)
-        ).with_outputs(DUPLICATES, ALREADY_STORED, INDEX_ROWS, main="edits")
-        keyed_files = files | "KeyByName" >> beam.Map(lambda f: (posixpath.basename(f.staged_path), f))
+        ).with_output_types(tuple[str, Any]).with_outputs(
+            DUPLICATES, ALREADY_STORED, INDEX_ROWS, main="edits"
+        )
+        keyed_files = files | "KeyByName" >> beam.Map(
+            lambda f: (posixpath.basename(f.staged_path), f)
+        ).with_output_types(tuple[str, Any])
         edited = (
             {"files": keyed_files, "edits": decided.edits}
             | "EditsPerFile" >> beam.CoGroupByKey()

@@ -37,8 +37,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.combiners import ToList
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MAX_TIMESTAMP
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.feed_state import (
@@ -704,9 +703,9 @@ class _ReadGroupFn(beam.DoFn):
                 continue
             for output in self._count(outputs):
                 if isinstance(output, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(output.tag, _global(output.value))
+                    yield beam.pvalue.TaggedOutput(output.tag, at_end_of_global_window(output.value))
                 else:
-                    yield _global(output)
+                    yield at_end_of_global_window(output)
         for lane in self._lanes:
             lane.result()  # a lane never raises (see _fetch_one); if it did, fail loudly, drop nothing
 
@@ -778,8 +777,19 @@ class _ReadGroupFn(beam.DoFn):
         return outputs
 
 
-def _global(value: Any) -> WindowedValue:
-    return WindowedValue(value, MAX_TIMESTAMP, (GlobalWindow(),))
+def at_end_of_global_window(value: Any) -> WindowedValue:
+    """`value` in the global window at its end, for outputs of `finish_bundle`.
+
+    Not at MAX_TIMESTAMP: the global window ends a day before that, so a runner that drops late data
+    (Prism) drops elements stamped MAX_TIMESTAMP at the next grouping.
+    """
+    return cast(WindowedValue, GlobalWindows.windowed_value_at_end_of_window(value))
+
+
+# The one type of both inputs of the `GroupByHost` Flatten: ((kind, host or shard), (input, state)).
+# Both must carry the same coder as the Flatten's output, or Prism, which rewrites the inputs' coder
+# to the output's by coder id, corrupts every collection sharing the generic pickled coder.
+KeyedInput = tuple[tuple[str, str], Any]
 
 
 class ReadSources(beam.PTransform):
@@ -803,10 +813,14 @@ class ReadSources(beam.PTransform):
             expanded.sources
             | "OneElementPerInput" >> beam.Distinct()
             | "PlanReads"
-            >> beam.ParDo(_PlanReadsFn(self._settings)).with_outputs(FILES, FETCHES, FEED_STATES, main="due")
+            >> beam.ParDo(_PlanReadsFn(self._settings))
+            .with_output_types(KeyedInput)
+            .with_outputs(FILES, FETCHES, FEED_STATES, main="due")
         )
         file_shards = (
-            planned[FILES] | "AllFiles" >> ToList() | "ShardFilesBySize" >> beam.FlatMap(_keyed_shards)
+            planned[FILES]
+            | "AllFiles" >> ToList()
+            | "ShardFilesBySize" >> beam.FlatMap(_keyed_shards).with_output_types(KeyedInput)
         )
         # The group also redistributes: file shards and hosts spread over the workers.
         read = (

@@ -49,9 +49,7 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.combiners import ToListCombineFn
 from apache_beam.transforms.core import CombineGlobally
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MAX_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.fetch import redact_url
 from transforms.paths import child, delete_inside, list_files, validate_run_id
@@ -307,13 +305,15 @@ class _StageFilesFn(beam.DoFn):
             yield from self._write(largest, records)
 
     def finish_bundle(self) -> Iterator[Any]:
+        # Outputs of finish_bundle need a window: the global one, at its end (not MAX_TIMESTAMP, which is
+        # past that end, so Prism drops such elements as late at the next grouping).
         for output in self._flush():
             if isinstance(output, beam.pvalue.TaggedOutput):
                 yield beam.pvalue.TaggedOutput(
-                    output.tag, WindowedValue(output.value, MAX_TIMESTAMP, (GlobalWindow(),))
+                    output.tag, GlobalWindows.windowed_value_at_end_of_window(output.value)
                 )
             else:
-                yield WindowedValue(output, MAX_TIMESTAMP, (GlobalWindow(),))
+                yield GlobalWindows.windowed_value_at_end_of_window(output)
 
     def _flush(self) -> Iterator[Any]:
         for partition, records in self._buffers.items():
