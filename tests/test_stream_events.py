@@ -350,6 +350,17 @@ def test_a_pane_decided_before_a_crash_is_rolled_forward_whole(tmp_path: Path) -
     assert commit_pane(spec_for(tmp_path, with_index=True), PARTITION, T0, [article("a")]).paths == []
 
 
+def test_an_undecided_pane_is_removed_from_an_output_named_like_a_pattern(tmp_path: Path) -> None:
+    """Recovery lists the pending panes; it never matches a pattern built from the output's name."""
+    output = tmp_path / "out[1]"
+    undecided = output / "_runs" / "_pending_panes" / "pane-1"
+    undecided.mkdir(parents=True)
+    (undecided / "part.parquet").write_bytes(b"PAR1 staged before the decision")
+    (undecided.parent / "stray.tmp").write_bytes(b"")
+    assert recover_panes(str(output)) == 0
+    assert list(undecided.parent.iterdir()) == []
+
+
 # --- TestStream: de-duplication -----------------------------------------------------------------------
 
 

@@ -83,6 +83,17 @@ def list_files(folder: str, suffix: str = "", recursive: bool = False) -> list[F
     return sorted((m for m in matched if m.path.endswith(suffix)), key=lambda m: m.path)
 
 
+def list_children(folder: str) -> list[str]:
+    """What `delete_inside(folder, ...)` may remove to empty `folder`: locally its entries (files and
+    folders), on object stores every object below it. The folder's name is never read as a pattern."""
+    if is_local(folder):
+        if not os.path.isdir(folder):
+            return []
+        with os.scandir(folder) as entries:
+            return sorted(entry.path for entry in entries)
+    return [m.path for m in list_files(folder, recursive=True)]
+
+
 def _normal(path: str) -> str:
     """A local path with `..`, `.`, doubled slashes and symlinks resolved."""
     return os.path.realpath(os.path.abspath(path))

@@ -67,6 +67,7 @@ from transforms.parse import (
     parse_input,
     parse_seed_file,
 )
+from transforms.paths import escape_pattern
 from transforms.schema import (
     SOURCE_KEY,
     Outcome,
@@ -591,7 +592,7 @@ def file_size(path: str) -> int:
     try:
         if "://" not in path:
             return os.path.getsize(path_from_text(path))
-        return int(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
+        return int(FileSystems.match([escape_pattern(path)])[0].metadata_list[0].size_in_bytes)
     except Exception:
         return 0
 

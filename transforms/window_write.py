@@ -57,7 +57,7 @@ from transforms.committed import (
     report_records_committed,
     shared_versions,
 )
-from transforms.paths import delete_inside, list_files, validate_run_id
+from transforms.paths import delete_inside, list_children, list_files, validate_run_id
 from transforms.schema import DEAD_LETTER_SCHEMA
 from transforms.store import INDEX_DATASET, INDEX_SCHEMA, CommitLock, fault_point, index_record
 from transforms.write import (
@@ -165,7 +165,7 @@ def recover_panes(output: str) -> int:
         publish(moves, strict=False)  # a move found at neither end was rolled forward before
         delete_inside(folder, [match.path])
         recovered += 1
-    leftovers = [m.path for m in FileSystems.match([join_path(folder, "*")])[0].metadata_list]
+    leftovers = list_children(folder)  # listed, not matched: the output may be named `out[1]`
     delete_inside(folder, [path for path in leftovers if not path.endswith(".json")])
     if recovered:
         log.info("rolled forward %d interrupted pane commits in %s", recovered, output)
