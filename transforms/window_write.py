@@ -71,11 +71,11 @@ from transforms.write import (
     publish,
     read_json,
     records_to_table,
+    refuse_records,
     rejected_dead_letter,
     write_json_atomically,
     write_parquet,
 )
-from transforms.write import _refuse as refuse_records
 
 PENDING_PANES_DIR = "_pending_panes"
 log = logging.getLogger(__name__)

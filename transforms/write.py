@@ -236,7 +236,7 @@ class RecordRejectedError(ValueError):
     """A record of a dataset whose records must all be written (not entries) that Arrow rejects."""
 
 
-def _refuse(dataset: str, rejected: list[RejectedRecord]) -> RecordRejectedError:
+def refuse_records(dataset: str, rejected: list[RejectedRecord]) -> RecordRejectedError:
     first = rejected[0]
     return RecordRejectedError(
         f"{len(rejected)} {dataset} record(s) cannot be written, the first (source "
@@ -324,7 +324,7 @@ class _StageFilesFn(beam.DoFn):
     def _write(self, partition: str, records: list[dict[str, Any]]) -> Iterator[Any]:
         table, records, rejected = convert_records(records, self._schema, self._defaults)
         if rejected and not self._rejects_to_dead_letters:
-            raise _refuse(self._dataset, rejected)
+            raise refuse_records(self._dataset, rejected)
         for bad in rejected:
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, rejected_dead_letter(self._dataset, bad))
