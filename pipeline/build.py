@@ -52,13 +52,7 @@ def build_batch(
     )
     written = _write_batch(settings, run, source, processed)
     if progress is not None:
-        counted = (
-            ("inputs", source.fetches),
-            ("articles", processed.articles),
-            ("dead_letters", written.dead_letters),
-        )
-        for kind, collection in counted:
-            _ = collection | f"Progress{kind.title()}" >> beam.ParDo(CountProgress(progress, kind))
+        _send_progress(progress, source, processed, written)
     return _commit_batch(settings, run, source, written)
 
 
@@ -145,6 +139,18 @@ def _write_batch(
         index_files,
     ) | "AllStagedFiles" >> beam.Flatten()
     return BatchWrite(deduplicated, dead_letters, fetch_rows, staged_files)
+
+
+def _send_progress(
+    progress: tuple[str, int], source: BatchSource, processed: ProcessedArticles, written: BatchWrite
+) -> None:
+    counted = (
+        ("inputs", source.fetches),
+        ("articles", processed.articles),
+        ("dead_letters", written.dead_letters),
+    )
+    for kind, collection in counted:
+        _ = collection | f"Progress{kind.title()}" >> beam.ParDo(CountProgress(progress, kind))
 
 
 def _commit_batch(settings: Settings, run: RunInfo, source: BatchSource, written: BatchWrite) -> PCollection:

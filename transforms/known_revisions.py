@@ -61,22 +61,36 @@ class _MarkStoredFn(beam.DoFn):
         yield {**article, "already_stored": stored}
 
 
-class MarkStoredRevisions(beam.PTransform):
+class _CheckRevisions(beam.PTransform):
+    """Identified articles -> `KnownRevisions`, by one DoFn that reads `output`'s committed index."""
+
+    label_of_check = ""
+
+    def __init__(self, output: str | None) -> None:
+        super().__init__()
+        self._output = output
+
+    def check(self) -> beam.DoFn:
+        raise NotImplementedError
+
+    def expand(self, articles: PCollection) -> KnownRevisions:
+        results = articles | self.label_of_check >> beam.ParDo(self.check()).with_outputs(
+            DUPLICATES, main="articles"
+        )
+        return KnownRevisions(results.articles, results[DUPLICATES])
+
+
+class MarkStoredRevisions(_CheckRevisions):
     """Identified articles -> `KnownRevisions`: all of them, each marked `already_stored` or not.
 
     A mark, not a drop: the batch sink (`DeduplicateArticles`, `CommitRun`) still decides and counts
     what is stored. `output` is the dataset whose committed version index is read (None: nothing is).
     """
 
-    def __init__(self, output: str | None) -> None:
-        super().__init__()
-        self._output = output
+    label_of_check = "MarkStored"
 
-    def expand(self, articles: PCollection) -> KnownRevisions:
-        results = articles | "MarkStored" >> beam.ParDo(_MarkStoredFn(self._output)).with_outputs(
-            DUPLICATES, main="articles"
-        )
-        return KnownRevisions(results.articles, results[DUPLICATES])
+    def check(self) -> beam.DoFn:
+        return _MarkStoredFn(self._output)
 
 
 # --- streaming: across polls and restarts ---------------------------------------------------------
@@ -122,19 +136,14 @@ class _KeepUncommittedFn(beam.DoFn):
         yield {**kept[0], "already_stored": False}  # its version is provisional: its pane's commit decides
 
 
-class DeduplicateStream(beam.PTransform):
+class DeduplicateStream(_CheckRevisions):
     """Identified articles, timestamped with their fetch -> `KnownRevisions`: those not committed yet
     (each with a provisional `version`) and the duplicates dropped, as {source, article_id}.
 
     `output` is the dataset whose committed version index decides (None: nothing is dropped).
     """
 
-    def __init__(self, output: str | None) -> None:
-        super().__init__()
-        self._output = output
+    label_of_check = "KeepUncommitted"
 
-    def expand(self, articles: PCollection) -> KnownRevisions:
-        results = articles | "KeepUncommitted" >> beam.ParDo(_KeepUncommittedFn(self._output)).with_outputs(
-            DUPLICATES, main="articles"
-        )
-        return KnownRevisions(results.articles, results[DUPLICATES])
+    def check(self) -> beam.DoFn:
+        return _KeepUncommittedFn(self._output)
