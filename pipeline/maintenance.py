@@ -34,6 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.durations import parse_duration
 from transforms.paths import list_files, validate_run_id
+from transforms.schema import DATASETS
 from transforms.store import (
     INDEX_DATASET,
     INDEX_FIELDS,
@@ -66,7 +67,6 @@ from transforms.write import (
 )
 
 TRASH_DIR = "_trash"
-DATASETS = ("articles", "dead_letters", "feed_fetches")
 DEFAULT_GRACE = timedelta(hours=1)
 # Files at least this big are left alone: compaction is for the many small files of frequent runs.
 DEFAULT_LARGE_FILE_BYTES = 64 * 1024 * 1024

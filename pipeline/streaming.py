@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pipeline import Pipeline
 
-from pipeline.build import DATASETS, build_stream
+from pipeline.build import build_stream
 from pipeline.config import ConfigError, Settings
 from pipeline.durations import parse_duration
 from pipeline.feeds import feed_list
@@ -53,7 +53,7 @@ from transforms.feed_state import FeedSource
 from transforms.parse import is_http_url
 from transforms.paths import delete_inside, list_files, validate_run_id
 from transforms.poll import PollSchedule, tick_seconds_for
-from transforms.schema import RunInfo
+from transforms.schema import DATASETS, RunInfo
 from transforms.store import CommitLock
 from transforms.window_write import recover_panes
 from transforms.write import (

@@ -45,7 +45,7 @@ import duckdb
 import yaml
 
 from tests.feedserver import FeedServer, Reply, Request
-from transforms.enrich import enrich_article
+from transforms.enrich import identify_article
 from transforms.normalize import EmptyEntryError, normalize_entry
 from transforms.parse import parse_input
 from transforms.schema import Outcome, RunInfo
@@ -170,7 +170,7 @@ def revisions_of(body: bytes, feed_url: str) -> set[Revision]:
     found = set()
     for entry in parsed.entries:
         try:
-            article = enrich_article(normalize_entry(entry, run.started_at), run)
+            article = identify_article(normalize_entry(entry, run.started_at))
         except EmptyEntryError:
             continue
         found.add((article["article_id"], article["content_hash"]))

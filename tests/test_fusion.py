@@ -22,9 +22,11 @@ from transforms.schema import RunInfo
 
 RECORD_STEPS = (
     "ReadSources/ReadAndParse",
-    "NormalizeArticles/",
-    "DetectLanguage/",
-    "EnrichArticles/",
+    "ProcessArticles/NormalizeArticles/",
+    "ProcessArticles/IdentifyArticles/",
+    "ProcessArticles/MarkStoredRevisions/",
+    "ProcessArticles/DetectLanguage/",
+    "ProcessArticles/EnrichArticles/",
     "WriteArticles/StageParquetFiles",
 )
 SINK = "beam:runner:sink:v1"
@@ -65,6 +67,7 @@ def test_only_compact_collections_leave_the_record_stage(tmp_path: Path) -> None
         "ReadSources/AllFetchRows",
         "ReadSources/AllReadDeadLetters",
         "ReadSources/AllFeedStates",
+        "ProcessArticles/AllDeadLetters",
         "AllDeadLetters",
         "DeduplicateArticles/GroupById",
         "DeduplicateArticles/EditsPerFile/CoGroupByKeyImpl/Flatten",

@@ -31,7 +31,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline.cli import main
 from tests.conftest import PROJECT
 from transforms import enrich
-from transforms.enrich import enrich_article
+from transforms.enrich import identify_article
 from transforms.language import LanguageDetector
 from transforms.normalize import normalize_entry
 from transforms.read import (
@@ -269,7 +269,7 @@ def test_one_file_read_through_a_relative_and_an_absolute_path_gets_one_id(
 
     def article_id(path: str) -> tuple[str, str]:
         (entry,) = outputs_of(path)["entries"]
-        article = enrich_article(normalize_entry(entry, NOW), RUN)
+        article = identify_article(normalize_entry(entry, NOW))
         return article["article_id"], article["article_id_source"]
 
     spellings = [

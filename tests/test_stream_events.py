@@ -38,9 +38,9 @@ from transforms.committed import (
     shared_entries,
     shared_versions,
 )
-from transforms.dedupe import DeduplicateStream
 from transforms.feed_state import FeedSource
 from transforms.fetch import FetchResult
+from transforms.known_revisions import DeduplicateStream
 from transforms.poll import (
     PollSchedule,
     conditions_after,

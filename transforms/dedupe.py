@@ -1,5 +1,7 @@
 """DeduplicateArticles: one article per `article_id` within a run, and only what the store lacks.
 
+(The early known-revision checks, before the costly stages, are in transforms/known_revisions.py.)
+
 Articles are deduplicated after they are staged, on compact references: every staged row comes
 with an `ArticleRef` (its id, rank, file and row, and its version-index fields), and only those
 go through the shuffle. Whole records stay inside the stage that reads, enriches and stages them,
@@ -27,12 +29,6 @@ import pyarrow as pa
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.committed import (
-    REFRESH_SECONDS,
-    decide_revisions,
-    report_records_committed,
-    shared_versions,
-)
 from transforms.schema import Record
 from transforms.store import (
     StoredVersion,
@@ -251,13 +247,18 @@ def _edited_name(path: str) -> str:
     return path.removesuffix(".parquet") + "-edited.parquet"
 
 
-class DeduplicateArticles(beam.PTransform):
-    """(staged article files, their `ArticleRef`s) -> the run's article files, deduplicated.
+class DeduplicatedArticles(NamedTuple):
+    files: PCollection  # the staged article files to commit (`StagedFile`s)
+    index_rows: PCollection  # the run's version-index delta
+    duplicates: PCollection  # {source, article_id} of each entry another entry of the run beat
+    already_stored: PCollection  # {source, article_id} of each winner whose revision is stored
+    store_snapshot: PCollection  # the index files read, for `CommitRun` to reconcile with later commits
 
-    Returns a dict of PCollections: `files` (the staged files to commit), `index_rows` (the run's
-    version-index delta), `duplicates` and `already_stored` (each {source, article_id}) and
-    `store_snapshot` (the index files read, for `CommitRun` to reconcile with runs that committed
-    meanwhile). `output` is the dataset whose version index is read; `run_id` goes into the index rows.
+
+class DeduplicateArticles(beam.PTransform):
+    """(staged article files, their `ArticleRef`s) -> `DeduplicatedArticles`.
+
+    `output` is the dataset whose version index is read; `run_id` goes into the index rows.
     """
 
     def __init__(self, output: str, run_id: str, settings: ParquetSettings | None = None) -> None:
@@ -266,7 +267,7 @@ class DeduplicateArticles(beam.PTransform):
         self._run_id = run_id
         self._settings = settings or ParquetSettings()
 
-    def expand(self, staged: tuple[PCollection, PCollection]) -> dict[str, PCollection]:
+    def expand(self, staged: tuple[PCollection, PCollection]) -> DeduplicatedArticles:
         files, refs = staged
         grouped = (
             refs
@@ -296,71 +297,10 @@ class DeduplicateArticles(beam.PTransform):
             | "EditsPerFile" >> beam.CoGroupByKey()
             | "ApplyEdits" >> beam.ParDo(_ApplyEditsFn(self._settings))
         )
-        return {
-            "files": edited,
-            INDEX_ROWS: decided[INDEX_ROWS],
-            DUPLICATES: decided[DUPLICATES],
-            ALREADY_STORED: decided[ALREADY_STORED],
-            STORE_SNAPSHOT: stored[STORE_SNAPSHOT],
-        }
-
-
-# --- streaming: across polls and restarts ---------------------------------------------------------
-#
-# The streaming job sees the same entries on every poll of a feed. `DeduplicateStream` drops an
-# entry only when its revision (article id and content hash) is committed: it asks the worker's
-# cache of the committed version index (transforms/committed.py), refreshed at most every
-# `REFRESH_SECONDS`, and keeps no runner state of its own. So an entry that the runner lost on its
-# way to the sink (a split bundle, a crash, a stop) is not marked seen: the next poll offers it again.
-# Revisions not yet committed pass, also when seen before; the window writer's commit decides
-# them under the commit lock (a revision in flight twice is stored once), and gives the versions.
-# The cache starts from the store's index, so a restarted job drops at once what is stored.
-
-NEW_ARTICLES = "new"
-STREAM_DUPLICATES = "duplicates"
-
-
-class _KeepUncommittedFn(beam.DoFn):
-    def __init__(self, output: str | None) -> None:
-        self._output = output
-        self._new = Metrics.counter("dedupe", "stream_new")
-        self._versions = Metrics.counter("dedupe", "stream_new_versions")
-        self._duplicates = Metrics.counter("dedupe", "stream_duplicates")
-
-    def setup(self) -> None:
-        self._committed = shared_versions(self._output) if self._output else None
-
-    def process(self, article: Record) -> Iterator[Any]:
-        if self._committed is None:
-            self._new.inc()
-            yield {**article, "version": 1}
-            return
-        self._committed.refresh(max_age=REFRESH_SECONDS)
-        kept, _dropped = decide_revisions([article], self._committed)
-        if not kept:
-            report_records_committed([article])  # the next poll need not even normalize it
-            self._duplicates.inc()
-            yield beam.pvalue.TaggedOutput(
-                STREAM_DUPLICATES, {"source": article["source"], "article_id": article["article_id"]}
-            )
-            return
-        (self._versions if kept[0]["version"] > 1 else self._new).inc()
-        yield kept[0]  # its version is provisional: the commit of its pane decides
-
-
-class DeduplicateStream(beam.PTransform):
-    """Timestamped articles -> (articles not committed yet, with a provisional `version`; duplicates
-    as {source, article_id}).
-
-    `output` is the dataset whose committed version index decides (None: nothing is dropped).
-    """
-
-    def __init__(self, output: str | None) -> None:
-        super().__init__()
-        self._output = output
-
-    def expand(self, articles: PCollection) -> tuple[PCollection, PCollection]:
-        results = articles | "KeepUncommitted" >> beam.ParDo(_KeepUncommittedFn(self._output)).with_outputs(
-            STREAM_DUPLICATES, main=NEW_ARTICLES
+        return DeduplicatedArticles(
+            files=edited,
+            index_rows=decided[INDEX_ROWS],
+            duplicates=decided[DUPLICATES],
+            already_stored=decided[ALREADY_STORED],
+            store_snapshot=stored[STORE_SNAPSHOT],
         )
-        return results[NEW_ARTICLES], results[STREAM_DUPLICATES]

@@ -28,10 +28,9 @@ from apache_beam.pvalue import PCollection
 from dateutil import parser as date_parser
 from w3lib.url import canonicalize_url
 
+from transforms.outputs import ArticleOutputs, apply_with_dead_letters
 from transforms.parse import RawEntry, is_http_url
-from transforms.schema import SOURCE_KEY, Record, Stage, dead_letter, entry_ref
-
-DEAD_LETTERS = "dead_letters"
+from transforms.schema import DEAD_LETTERS, SOURCE_KEY, NormalizedArticle, Stage, dead_letter, entry_ref
 
 # --- text ---------------------------------------------------------------------------------------
 
@@ -283,7 +282,7 @@ class EmptyEntryError(ValueError):
     """An entry with neither a title nor any text: nothing to keep."""
 
 
-def normalize_entry(entry: RawEntry, now: datetime) -> Record:
+def normalize_entry(entry: RawEntry, now: datetime) -> NormalizedArticle:
     """The normalized article fields of one raw entry (language and ids come in later stages)."""
     title = one_line(entry.get("title"))
     text = html_to_text(entry.get("content"))
@@ -302,7 +301,7 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Record:
         entry.get("published"), entry.get("published_epoch"), now
     )
     updated_at, updated_offset = parse_timestamp(entry.get("updated"), entry.get("updated_epoch"), now)
-    article: Record = {
+    article: NormalizedArticle = {
         "source": entry["source"],
         "source_type": entry["source_type"],
         "ordinal": entry.get("ordinal", 0),
@@ -367,8 +366,5 @@ class NormalizeArticles(beam.PTransform):
         super().__init__()
         self._now = now
 
-    def expand(self, entries: PCollection) -> tuple[PCollection, PCollection]:
-        results = entries | "Normalize" >> beam.ParDo(_NormalizeFn(self._now)).with_outputs(
-            DEAD_LETTERS, main="articles"
-        )
-        return results.articles, results[DEAD_LETTERS]
+    def expand(self, entries: PCollection) -> ArticleOutputs:
+        return apply_with_dead_letters(entries, "Normalize", _NormalizeFn(self._now))

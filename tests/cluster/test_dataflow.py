@@ -32,9 +32,12 @@ TEMPLATE = PROJECT / "deploy" / "dataflow"
 NEWSBEAM = Path(sys.executable).parent / "newsbeam"
 STAGES = (
     "ReadSources",
-    "NormalizeArticles",
-    "DetectLanguage",
-    "EnrichArticles",
+    "ProcessArticles",
+    "ProcessArticles/NormalizeArticles",
+    "ProcessArticles/IdentifyArticles",
+    "ProcessArticles/MarkStoredRevisions",
+    "ProcessArticles/DetectLanguage",
+    "ProcessArticles/EnrichArticles",
     "DeduplicateArticles",
     "WriteArticles",
     "WriteDeadLetters",
