@@ -28,13 +28,13 @@ from transforms.dedupe import (
 )
 from transforms.enrich import EnrichArticles
 from transforms.feed_state import FeedSource, WriteFeedState, state_path
+from transforms.io.commit import CommitRun, WritePartitionedParquet, WriteVersionIndex
+from transforms.io.window import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
 from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
 from transforms.read import ReadSettings, ReadSources, pattern_as_text
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, RunInfo
-from transforms.window_write import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
-from transforms.write import CommitRun, WritePartitionedParquet, WriteVersionIndex
 
 ARTICLES = "articles"
 DEAD_LETTERS = "dead_letters"

@@ -33,21 +33,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.durations import parse_duration
-from transforms.paths import list_files, validate_run_id
-from transforms.store import (
-    INDEX_DATASET,
-    INDEX_FIELDS,
-    INDEX_SCHEMA,
-    LOOKUP_FIELDS,
-    CommitLock,
-    fault_point,
-    index_dir,
-    is_local,
-    join,
-    list_index_files,
-    read_parquet,
-)
-from transforms.write import (
+from transforms.io.commit import (
     RUNS_DIR,
     STAGING_DIR,
     ParquetSettings,
@@ -64,6 +50,20 @@ from transforms.write import (
     take_staging_lease,
     write_parquet,
 )
+from transforms.io.lock import (
+    INDEX_DATASET,
+    INDEX_FIELDS,
+    INDEX_SCHEMA,
+    LOOKUP_FIELDS,
+    CommitLock,
+    fault_point,
+    index_dir,
+    is_local,
+    join,
+    list_index_files,
+    read_parquet,
+)
+from transforms.io.paths import list_files, validate_run_id
 
 TRASH_DIR = "_trash"
 DATASETS = ("articles", "dead_letters", "feed_fetches")

@@ -50,13 +50,7 @@ from pipeline.runners import (
     prism_job_options,
 )
 from transforms.feed_state import FeedSource
-from transforms.parse import is_http_url
-from transforms.paths import delete_inside, list_files, validate_run_id
-from transforms.poll import PollSchedule, tick_seconds_for
-from transforms.schema import RunInfo
-from transforms.store import CommitLock
-from transforms.window_write import recover_panes
-from transforms.write import (
+from transforms.io.commit import (
     RUNS_DIR,
     StagingInUseError,
     check_staging_free,
@@ -65,6 +59,12 @@ from transforms.write import (
     remove_staging,
     take_staging_lease,
 )
+from transforms.io.lock import CommitLock
+from transforms.io.paths import delete_inside, list_files, validate_run_id
+from transforms.io.window import recover_panes
+from transforms.parse import is_http_url
+from transforms.poll import PollSchedule, tick_seconds_for
+from transforms.schema import RunInfo
 
 STREAM_LOGGER = "newsbeam.stream"
 STREAM_JOB_SERVER_TIMEOUT = 10 * 365 * 86400  # seconds: see stream_beam_args

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from transforms.dedupe import ArticleRef, article_ref, decide, edit_rows, rank
-from transforms.store import StoredVersion
+from transforms.io.lock import StoredVersion
 
 
 def article(**values: Any) -> dict[str, Any]:

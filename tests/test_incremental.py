@@ -19,9 +19,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipeline.cli import main
+from transforms.io.commit import move_to_already_stored, renumber_versions
+from transforms.io.lock import StoredVersion, next_version
 from transforms.schema import ARTICLE_COLUMNS, SCHEMA_VERSION
-from transforms.store import StoredVersion, next_version
-from transforms.write import move_to_already_stored, renumber_versions
 
 PROJECT = Path(__file__).resolve().parent.parent
 SCHEMA_V0 = PROJECT / "tests" / "data" / "schema_v0"

@@ -13,8 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, TIMESTAMP
-from transforms.write import (
+from transforms.io.commit import (
     MAX_PARTITION_SEGMENT_BYTES,
     NULL_PARTITION,
     ParquetSettings,
@@ -24,6 +23,7 @@ from transforms.write import (
     partition_path,
     records_to_table,
 )
+from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, TIMESTAMP
 
 HOSTILE = [
     "../",

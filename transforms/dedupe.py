@@ -27,21 +27,21 @@ import pyarrow as pa
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.committed import (
+from transforms.io.commit import ParquetSettings, StagedFile, write_parquet
+from transforms.io.committed import (
     REFRESH_SECONDS,
     decide_revisions,
     report_records_committed,
     shared_versions,
 )
-from transforms.schema import Record
-from transforms.store import (
+from transforms.io.lock import (
     StoredVersion,
     latest_versions,
     next_version,
     read_parquet,
     read_stored_versions,
 )
-from transforms.write import ParquetSettings, StagedFile, write_parquet
+from transforms.schema import Record
 
 DUPLICATES = "duplicates"
 ALREADY_STORED = "already_stored"

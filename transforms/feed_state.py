@@ -34,8 +34,8 @@ from apache_beam.pvalue import AsSingleton, PCollection
 from apache_beam.transforms.combiners import ToListCombineFn
 
 from transforms.fetch import redact_url
+from transforms.io.lock import CommitLock
 from transforms.schema import TIMESTAMP, Outcome
-from transforms.store import CommitLock
 
 STATE_DIR = "_state"
 STATE_FILE = "feeds.parquet"

@@ -52,9 +52,7 @@ from apache_beam.transforms.core import CombineGlobally
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.fetch import redact_url
-from transforms.paths import child, delete_inside, list_files, validate_run_id
-from transforms.schema import Stage, dead_letter, entry_ref, escaped_text
-from transforms.store import (
+from transforms.io.lock import (
     INDEX_DATASET,
     INDEX_SCHEMA,
     CommitLock,
@@ -66,6 +64,8 @@ from transforms.store import (
     read_index,
     read_parquet,
 )
+from transforms.io.paths import child, delete_inside, list_files, validate_run_id
+from transforms.schema import Stage, dead_letter, entry_ref, escaped_text
 
 STAGING_DIR = "_staging"
 RUNS_DIR = "_runs"

@@ -11,7 +11,7 @@ supports neither).
 bundles of stateful DoFns and runs the split-off elements of a key in a new bundle while the first
 still runs, so a pane can be flushed twice, or hold revisions the dedupe state had already let
 through. So `commit_pane`, under the commit lock, checks each article revision against the
-committed version index (`transforms.committed.decide_revisions`): a content already stored is
+committed version index (`transforms.io.committed.decide_revisions`): a content already stored is
 never stored again, a text older than the stored latest never becomes a newer version, and the
 others get the next versions in fetch-time order. A record the runner loses is never committed, so
 `DeduplicateStream` lets it through again on a later poll.
@@ -50,17 +50,7 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.committed import (
-    ALREADY_STORED,
-    CommittedVersions,
-    decide_revisions,
-    report_records_committed,
-    shared_versions,
-)
-from transforms.paths import delete_inside, list_children, list_files, validate_run_id
-from transforms.schema import DEAD_LETTER_SCHEMA
-from transforms.store import INDEX_DATASET, INDEX_SCHEMA, CommitLock, fault_point, index_record
-from transforms.write import (
+from transforms.io.commit import (
     DEAD_LETTER_DATASET,
     RUNS_DIR,
     ParquetSettings,
@@ -76,6 +66,16 @@ from transforms.write import (
     write_json_atomically,
     write_parquet,
 )
+from transforms.io.committed import (
+    ALREADY_STORED,
+    CommittedVersions,
+    decide_revisions,
+    report_records_committed,
+    shared_versions,
+)
+from transforms.io.lock import INDEX_DATASET, INDEX_SCHEMA, CommitLock, fault_point, index_record
+from transforms.io.paths import delete_inside, list_children, list_files, validate_run_id
+from transforms.schema import DEAD_LETTER_SCHEMA
 
 PENDING_PANES_DIR = "_pending_panes"
 log = logging.getLogger(__name__)

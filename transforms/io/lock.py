@@ -46,8 +46,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.object_lock import ObjectLease, conditional_objects, has_conditional_writes
-from transforms.paths import list_files
+from transforms.io.object_lock import ObjectLease, conditional_objects, has_conditional_writes
+from transforms.io.paths import list_files
 from transforms.schema import TIMESTAMP, Column, arrow_schema
 
 STATE_DIR = "_state"
