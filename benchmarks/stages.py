@@ -24,7 +24,8 @@ import pyarrow as pa
 from benchmarks.corpus import list_inputs
 from benchmarks.measure import report
 from transforms.enrich import enrich_article
-from transforms.io.commit import ParquetSettings, partition_path, records_to_table, write_parquet
+from transforms.io.parquet import ParquetSettings, records_to_table, write_parquet
+from transforms.io.paths import partition_path
 from transforms.language import LanguageDetector, LanguageSettings, apply_language
 from transforms.normalize import normalize_entry
 from transforms.parse import RawEntry, parse_input, parse_seed_file

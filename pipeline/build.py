@@ -28,7 +28,9 @@ from transforms.dedupe import (
 )
 from transforms.enrich import EnrichArticles
 from transforms.feed_state import FeedSource, WriteFeedState, state_path
-from transforms.io.commit import CommitRun, WritePartitionedParquet, WriteVersionIndex
+from transforms.io.commit import CommitRun
+from transforms.io.staging import WritePartitionedParquet
+from transforms.io.versions import WriteVersionIndex
 from transforms.io.window import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
@@ -123,6 +125,7 @@ def build_batch(
             inputs,
             snapshot=deduplicated[STORE_SNAPSHOT],
             unaccounted=fetch_rows | "CountUnaccounted" >> CountUnaccounted(),
+            settings=parquet,
         )
     )
     if read_settings.state_path and read.feed_states is not None:

@@ -500,7 +500,8 @@ def run_batch(
     from pipeline.progress import showing_progress
     from pipeline.report import RunSummary
     from pipeline.runners import make_runner
-    from transforms.io.commit import manifest_path, read_json, release_staging_lease
+    from transforms.io.manifests import manifest_path, read_json
+    from transforms.io.staging import release_staging_lease
     from transforms.schema import RunInfo
 
     started_at = datetime.now(UTC).replace(microsecond=0)
@@ -674,13 +675,14 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.runners import RunnerError
     from transforms.io.lock import CommitLockLost, CommitLockTimeout
     from transforms.io.paths import RunIdError
+    from transforms.io.versions import IndexDamagedError
 
     try:
         return _dispatch(args, beam_args)
     except (ConfigError, RunnerError, FeedListError, RunIdError) as error:
         print(f"newsbeam: configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (CommitLockTimeout, CommitLockLost, MaintenanceError) as error:
+    except (CommitLockTimeout, CommitLockLost, MaintenanceError, IndexDamagedError) as error:
         print(f"newsbeam: {error}", file=sys.stderr)
         return EXIT_LOCKED
     except KeyboardInterrupt:

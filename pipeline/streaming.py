@@ -39,7 +39,7 @@ from pipeline.build import DATASETS, build_stream
 from pipeline.config import ConfigError, Settings
 from pipeline.durations import parse_duration
 from pipeline.feeds import feed_list
-from pipeline.maintenance import MaintenanceError, check_index
+from pipeline.maintenance import MaintenanceError
 from pipeline.options import make_pipeline_options
 from pipeline.runners import (
     LOCAL_ALIASES,
@@ -50,17 +50,11 @@ from pipeline.runners import (
     prism_job_options,
 )
 from transforms.feed_state import FeedSource
-from transforms.io.commit import (
-    RUNS_DIR,
-    StagingInUseError,
-    check_staging_free,
-    join_path,
-    recover_runs,
-    remove_staging,
-    take_staging_lease,
-)
+from transforms.io.commit import recover_runs
 from transforms.io.lock import CommitLock
-from transforms.io.paths import delete_inside, list_files, validate_run_id
+from transforms.io.paths import RUNS_DIR, delete_inside, join_path, list_files, validate_run_id
+from transforms.io.staging import StagingInUseError, check_staging_free, remove_staging, take_staging_lease
+from transforms.io.versions import check_index
 from transforms.io.window import recover_panes
 from transforms.parse import is_http_url
 from transforms.poll import PollSchedule, tick_seconds_for

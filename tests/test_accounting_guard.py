@@ -10,7 +10,8 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from transforms.accounting import CountUnaccounted, unaccounted_entries
-from transforms.io.commit import CommitRun, WritePartitionedParquet
+from transforms.io.commit import CommitRun
+from transforms.io.staging import WritePartitionedParquet
 from transforms.schema import FEED_FETCH_SCHEMA
 
 

@@ -19,8 +19,8 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from transforms.accounting import CountPerSource
 from transforms.dedupe import DeduplicateArticles, article_ref
 from transforms.enrich import EnrichArticles, make_article_id
-from transforms.io.commit import StagedFile, WritePartitionedParquet
-from transforms.io.lock import INDEX_SCHEMA
+from transforms.io.staging import StagedFile, WritePartitionedParquet
+from transforms.io.versions import INDEX_SCHEMA
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
 from transforms.read import ReadSources

@@ -286,7 +286,8 @@ def test_run_that_read_the_index_before_another_committed_reconciles(tmp_path: P
 
 
 def test_recovery_rolls_forward_a_decided_commit_and_forgets_an_undecided_one(tmp_path: Path) -> None:
-    from transforms.io.commit import manifest_path, pending_path, recover_runs, write_json_atomically
+    from transforms.io.commit import recover_runs
+    from transforms.io.manifests import manifest_path, pending_path, write_json_atomically
 
     output = tmp_path / "out"
     staged = [

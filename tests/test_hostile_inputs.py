@@ -32,12 +32,8 @@ from pipeline.cli import main
 from tests.conftest import PROJECT
 from transforms import enrich
 from transforms.enrich import enrich_article
-from transforms.io.commit import (
-    ParquetSettings,
-    WritePartitionedParquet,
-    convert_records,
-    records_to_table,
-)
+from transforms.io.parquet import ParquetSettings, convert_records, records_to_table
+from transforms.io.staging import WritePartitionedParquet
 from transforms.io.window import WindowFileSpec, commit_pane
 from transforms.language import LanguageDetector
 from transforms.normalize import normalize_entry

@@ -26,7 +26,8 @@ from apache_beam.io.filesystem import FileSystem
 
 from pipeline.cli import main, new_run_id
 from tests.test_incremental import make_inputs, run
-from transforms.io.commit import remove_staging, write_parquet
+from transforms.io.parquet import write_parquet
+from transforms.io.staging import remove_staging
 
 pytestmark = pytest.mark.e2e
 
@@ -329,7 +330,8 @@ class FullDisk:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr("transforms.io.commit.write_parquet", self)
+        monkeypatch.setattr("transforms.io.staging.write_parquet", self)
+        monkeypatch.setattr("transforms.io.versions.write_parquet", self)
         monkeypatch.setattr("transforms.dedupe.write_parquet", self)
 
 
@@ -383,7 +385,7 @@ def test_a_dead_runs_staging_is_removed_and_a_live_ones_kept(store: tuple[Path, 
     import sys
 
     from tests.conftest import PROJECT
-    from transforms.io.commit import release_staging_lease, take_staging_lease
+    from transforms.io.staging import release_staging_lease, take_staging_lease
 
     inputs, output = store
     staging = output / "_staging"

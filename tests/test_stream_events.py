@@ -41,7 +41,8 @@ from transforms.io.committed import (
     shared_entries,
     shared_versions,
 )
-from transforms.io.lock import PAUSE_ENV, list_index_files
+from transforms.io.faults import PAUSE_ENV
+from transforms.io.versions import list_index_files
 from transforms.io.window import (
     WindowFileSpec,
     WriteWindowedParquet,

@@ -15,7 +15,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import PCollection
 
-from transforms.io.commit import StagedFile
+from transforms.io.staging import StagedFile
 from transforms.schema import Record
 
 COUNT_FIELDS = ("articles_written", "duplicates", "dead_letters", "already_stored")

@@ -17,29 +17,29 @@ from __future__ import annotations
 
 import posixpath
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.io.commit import ParquetSettings, StagedFile, write_parquet
 from transforms.io.committed import (
     REFRESH_SECONDS,
     decide_revisions,
     report_records_committed,
     shared_versions,
 )
-from transforms.io.lock import (
+from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
+from transforms.io.staging import StagedFile
+from transforms.io.versions import (
     StoredVersion,
     latest_versions,
     next_version,
-    read_parquet,
     read_stored_versions,
+    renumber_rows,
 )
 from transforms.schema import Record
 
@@ -145,24 +145,6 @@ def decide(refs: Iterable[ArticleRef], stored: StoredVersion | None) -> Decision
     return Decision(winner, version, ordered[1:])
 
 
-def edit_rows(table: pa.Table, edits: Mapping[int, int]) -> pa.Table:
-    """A staged table with rows whose edit is 0 dropped and the others given their edited version."""
-    versions = table.column("version").to_pylist()
-    keep = []
-    for row in range(table.num_rows):
-        version = edits.get(row)
-        if version == 0:
-            continue
-        if version is not None:
-            versions[row] = version
-        keep.append(row)
-    position = table.column_names.index("version")
-    table = table.set_column(
-        position, table.field("version"), pa.array(versions, table.field("version").type)
-    )
-    return table.take(pa.array(keep, pa.int64()))
-
-
 class _ReadStoredVersionsFn(beam.DoFn):
     """The output folder -> (article_id, StoredVersion) of the run's ids; the index files read."""
 
@@ -230,7 +212,9 @@ class _ApplyEditsFn(beam.DoFn):
                 yield staged
                 continue
             self._rewritten.inc()
-            table = edit_rows(read_parquet(staged.staged_path), {row: version for row, version, _ in edits})
+            decided = {row: version for row, version, _ in edits}
+            original = read_parquet(staged.staged_path)
+            table = renumber_rows(original, [decided.get(row) for row in range(original.num_rows)])
             per_source = defaultdict(int, staged.rows_per_source)
             for _row, version, source in edits:
                 if version == 0:

@@ -44,7 +44,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from transforms.io.lock import StoredVersion, list_index_files, read_index
+from transforms.io.versions import StoredVersion, list_index_files, read_index
 
 ALREADY_STORED = "already_stored"
 REFRESH_SECONDS = 1.0  # how stale the committed view may be: a late refresh only lets a duplicate pass

@@ -50,22 +50,7 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.io.commit import (
-    DEAD_LETTER_DATASET,
-    RUNS_DIR,
-    ParquetSettings,
-    RejectedRecord,
-    convert_records,
-    join_path,
-    partition_path,
-    publish,
-    read_json,
-    records_to_table,
-    refuse_records,
-    rejected_dead_letter,
-    write_json_atomically,
-    write_parquet,
-)
+from transforms.io.commit import publish
 from transforms.io.committed import (
     ALREADY_STORED,
     CommittedVersions,
@@ -73,11 +58,33 @@ from transforms.io.committed import (
     report_records_committed,
     shared_versions,
 )
-from transforms.io.lock import INDEX_DATASET, INDEX_SCHEMA, CommitLock, fault_point, index_record
-from transforms.io.paths import delete_inside, list_children, list_files, validate_run_id
+from transforms.io.faults import fault_point
+from transforms.io.lock import CommitLock
+from transforms.io.manifests import read_json, write_json_atomically
+from transforms.io.parquet import (
+    ParquetSettings,
+    RejectedRecord,
+    convert_records,
+    records_to_table,
+    refuse_records,
+    rejected_dead_letter,
+    write_parquet,
+)
+from transforms.io.paths import (
+    INDEX_DATASET,
+    RUNS_DIR,
+    delete_inside,
+    join_path,
+    list_children,
+    list_files,
+    partition_path,
+    validate_run_id,
+)
+from transforms.io.versions import INDEX_SCHEMA, index_record
 from transforms.schema import DEAD_LETTER_SCHEMA
 
 PENDING_PANES_DIR = "_pending_panes"
+DEAD_LETTER_DATASET = "dead_letters"  # where the dead letters of rejected rows go
 log = logging.getLogger(__name__)
 
 
