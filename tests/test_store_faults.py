@@ -373,7 +373,7 @@ def test_a_run_that_died_of_a_full_disk_does_not_block_the_next_run(
 
 LEASE_HOLDER = """
 import sys
-from transforms.io.commit import take_staging_lease
+from transforms.io.staging import take_staging_lease
 take_staging_lease(sys.argv[1], "live")
 print("holding", flush=True)
 sys.stdin.read()
