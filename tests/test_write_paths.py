@@ -23,7 +23,7 @@ from transforms.io.paths import (
     join_path,
     partition_path,
 )
-from transforms.io.staging import StagedFile, _StageFilesFn
+from transforms.io.staging import StagedFile, StagingTarget, _StageFilesFn
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, TIMESTAMP
 
 HOSTILE = [
@@ -186,9 +186,10 @@ def test_records_to_table_rejects_a_wrong_type() -> None:
 def test_a_full_writer_buffer_writes_its_largest_partition(tmp_path: Path) -> None:
     """The writer holds at most `max_buffered_rows` records; full, it writes the partition with the most."""
     schema = pa.schema([pa.field("language", pa.string()), pa.field("source", pa.string())])
-    fn = _StageFilesFn(
+    target = StagingTarget(
         str(tmp_path), "articles", schema, ("language",), "run", ParquetSettings(max_buffered_rows=5)
     )
+    fn = _StageFilesFn(target)
     fn.start_bundle()
     languages = ["en", "en", "fr", "en", "de", "en", "en", "en", "fr", "en", "en", "en", "en", "en", "en"]
     staged: list[StagedFile] = []

@@ -21,6 +21,23 @@ from transforms.schema import Stage, dead_letter, entry_ref, escaped_text
 
 
 @dataclass(frozen=True)
+class DatasetFiles:
+    """The files of one dataset that a writer makes: where, with which columns and partition keys."""
+
+    output: str
+    dataset: str
+    schema: pa.Schema
+    partition_keys: tuple[str, ...]
+    run_id: str
+
+    def file_schema(self) -> pa.Schema:
+        """The columns inside each file. Hive layout: partition values live in the folder names, not
+        in the files, as every engine (Spark, BigQuery, Athena) expects."""
+        kept = [f for f in self.schema if f.name not in self.partition_keys]
+        return pa.schema(kept, metadata=self.schema.metadata)
+
+
+@dataclass(frozen=True)
 class ParquetSettings:
     compression: str = "zstd"
     compression_level: int = 3

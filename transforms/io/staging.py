@@ -30,6 +30,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from transforms.io.manifests import pending_path
 from transforms.io.parquet import (
+    DatasetFiles,
     ParquetSettings,
     convert_records,
     refuse_records,
@@ -66,32 +67,37 @@ class StagedFile:
     rows_per_source: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StagingTarget(DatasetFiles):
+    """What one `WritePartitionedParquet` stages: see its docstring for each field."""
+
+    settings: ParquetSettings = field(default_factory=ParquetSettings)
+    defaults: Mapping[str, Any] | None = None
+    row_refs: RowRefs | None = None
+    rejects_to_dead_letters: bool = False
+
+
 class _StageFilesFn(beam.DoFn):
-    def __init__(
-        self,
-        output: str,
-        dataset: str,
-        schema: pa.Schema,
-        partition_keys: tuple[str, ...],
-        run_id: str,
-        settings: ParquetSettings,
-        defaults: Mapping[str, Any] | None = None,
-        row_refs: RowRefs | None = None,
-        rejects_to_dead_letters: bool = False,
-    ) -> None:
+    def __init__(self, target: StagingTarget) -> None:
+        output, dataset, schema, partition_keys = (
+            target.output,
+            target.dataset,
+            target.schema,
+            target.partition_keys,
+        )
         self._output = output
         self._dataset = dataset
-        self._defaults = dict(defaults or {})
-        self._row_refs = row_refs
-        self._rejects_to_dead_letters = rejects_to_dead_letters
+        self._defaults = dict(target.defaults or {})
+        self._row_refs = target.row_refs
+        self._rejects_to_dead_letters = target.rejects_to_dead_letters
         # Hive layout: partition values live in the folder names, not in the files, as every
         # engine (Spark, BigQuery, Athena) expects.
         self._schema = pa.schema(
             [f for f in schema if f.name not in partition_keys], metadata=schema.metadata
         )
         self._keys = partition_keys
-        self._run_id = validate_run_id(run_id)
-        self._settings = settings
+        self._run_id = validate_run_id(target.run_id)
+        self._settings = target.settings
         self._rows = Metrics.counter("write", f"{dataset}_rows")
         self._files = Metrics.counter("write", f"{dataset}_files")
         self._rejected = Metrics.counter("write", f"{dataset}_dead_letters")
@@ -197,7 +203,7 @@ class WritePartitionedParquet(beam.PTransform):
         rejects_to_dead_letters: bool = False,
     ) -> None:
         super().__init__()
-        self._fn = _StageFilesFn(
+        target = StagingTarget(
             output,
             dataset,
             schema,
@@ -208,6 +214,7 @@ class WritePartitionedParquet(beam.PTransform):
             row_refs,
             rejects_to_dead_letters,
         )
+        self._fn = _StageFilesFn(target)
 
     def expand(self, records: PCollection) -> StagedOutputs:
         staged = records | "StageParquetFiles" >> beam.ParDo(self._fn).with_outputs(

@@ -62,6 +62,7 @@ from transforms.io.faults import fault_point
 from transforms.io.lock import CommitLock
 from transforms.io.manifests import read_json, write_json_atomically
 from transforms.io.parquet import (
+    DatasetFiles,
     ParquetSettings,
     RejectedRecord,
     convert_records,
@@ -119,14 +120,9 @@ def stamp_fetch_time(
 
 
 @dataclass(frozen=True)
-class WindowFileSpec:
-    """What `WriteWindowedParquet` writes: one dataset, its columns and partition keys."""
+class WindowFileSpec(DatasetFiles):
+    """What `WriteWindowedParquet` writes: one dataset, its columns and partition keys, its windows."""
 
-    output: str
-    dataset: str
-    schema: pa.Schema
-    partition_keys: tuple[str, ...]
-    run_id: str
     window_seconds: int
     settings: ParquetSettings = field(default_factory=ParquetSettings)
     with_index: bool = False  # articles: decide against the version index, publish its delta with them
@@ -200,9 +196,7 @@ def commit_pane(
         if not records:
             return PaneCommit([], 0, already, stale)
         name = window_file_name(start, spec.run_id, rows_digest(records))
-        file_schema = pa.schema(
-            [f for f in spec.schema if f.name not in spec.partition_keys], metadata=spec.schema.metadata
-        )
+        file_schema = spec.file_schema()
         # Records Arrow rejects (transforms/write.py, `convert_records`) become `write` dead letters
         # of the same pane when the spec says so; they are not stored, so not in the index.
         table, written, rejected = convert_records(records, file_schema)
