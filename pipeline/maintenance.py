@@ -1,6 +1,6 @@
 """Maintenance of an output folder: recovery before a run, `newsbeam compact` and `newsbeam prune`.
 
-All three change the datasets only through the commit protocol of transforms/write.py: a manifest
+All three change the datasets only through the commit protocol of transforms/io/commit.py: a manifest
 under `OUTPUT/_runs/` (`kind` compact or prune) lists new files to publish (`files`) and replaced
 files to retire (`retired`, moved to `OUTPUT/_trash/<id>/`), carried out under the commit lock and
 rolled forward after a crash. They take the lock only for that short publish step, so they can
@@ -113,7 +113,7 @@ def prepare_run(output: str, run_id: str, lock_timeout: float = 600.0) -> dict[s
 
     Returns the manifest when `run_id` is already committed (a retry after a crash that came after
     the commit): the run has nothing left to do. Otherwise this process holds the run's staging
-    lease (transforms/write.py) until the commit removes the staging or `release_staging_lease`.
+    lease (transforms/io/staging.py) until the commit removes the staging or `release_staging_lease`.
     """
     validate_run_id(run_id)
     with CommitLock(output, f"recovery before run {run_id}", timeout=lock_timeout):

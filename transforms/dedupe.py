@@ -8,7 +8,7 @@ so the in-process runner never holds them (it buffers every PCollection that cro
 Within the run, when several entries share an id (the same link in two feeds, or twice in one
 feed), the most recently updated one wins, then the most complete; the order is total, so
 exactly one wins. Across runs, the winner is compared with the latest stored version of its id
-(the version index of transforms/store.py): already stored, it is dropped; changed, it gets the
+(the version index of transforms/io/versions.py): already stored, it is dropped; changed, it gets the
 next version number. The decisions that change a staged file (rows dropped, versions other than
 1) are applied to it before the commit; files without any are left as staged.
 """
@@ -102,7 +102,7 @@ class ArticleRef(NamedTuple):
         return _EPOCH + timedelta(microseconds=self.updated_micros)
 
     def index_row(self, version: int, run_id: str) -> Record:
-        """Its row of the version index (transforms/store.py)."""
+        """Its row of the version index (transforms/io/versions.py)."""
         return {
             "article_id": self.article_id,
             "content_hash": self.content_hash,
@@ -293,7 +293,7 @@ class DeduplicateArticles(beam.PTransform):
 #
 # The streaming job sees the same entries on every poll of a feed. `DeduplicateStream` drops an
 # entry only when its revision (article id and content hash) is committed: it asks the worker's
-# cache of the committed version index (transforms/committed.py), refreshed at most every
+# cache of the committed version index (transforms/io/committed.py), refreshed at most every
 # `REFRESH_SECONDS`, and keeps no runner state of its own. So an entry that the runner lost on its
 # way to the sink (a split bundle, a crash, a stop) is not marked seen: the next poll offers it again.
 # Revisions not yet committed pass, also when seen before; the window writer's commit decides

@@ -197,7 +197,7 @@ def commit_pane(
             return PaneCommit([], 0, already, stale)
         name = window_file_name(start, spec.run_id, rows_digest(records))
         file_schema = spec.file_schema()
-        # Records Arrow rejects (transforms/write.py, `convert_records`) become `write` dead letters
+        # Records Arrow rejects (transforms/io/parquet.py, `convert_records`) become `write` dead letters
         # of the same pane when the spec says so; they are not stored, so not in the index.
         table, written, rejected = convert_records(records, file_schema)
         if rejected and not spec.rejects_to_dead_letters:
