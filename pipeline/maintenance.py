@@ -11,6 +11,10 @@ reader that opened them keeps reading; each compact or prune empties the trash o
 
     newsbeam compact --output /data/news                 # every partition with 2+ small files
     newsbeam prune --output /data/news --older-than 90d  # ingest_date partitions older than 90 days
+
+Longer than ~400 lines for a reason: recovery, repair, compact, prune and the trash share one
+operation shape (lease, plan, manifest of moves, trash) and its helpers; the storage they rest on
+is in transforms/io/.
 """
 
 from __future__ import annotations
