@@ -24,11 +24,12 @@ import pyarrow as pa
 from benchmarks.corpus import list_inputs
 from benchmarks.measure import report
 from transforms.enrich import enrich_article, identify_article
+from transforms.io.parquet import ParquetSettings, records_to_table, write_parquet
+from transforms.io.paths import partition_path
 from transforms.language import LanguageDetector, LanguageSettings, apply_language
 from transforms.normalize import normalize_entry
 from transforms.parse import RawEntry, parse_input, parse_seed_file
 from transforms.schema import ARTICLE_SCHEMA, CheckedArticle, RunInfo
-from transforms.write import ParquetSettings, partition_path, records_to_table, write_parquet
 
 STAGES = ("read", "parse", "normalize", "detect", "enrich", "write")
 PARTITION_KEYS = ("ingest_date", "language")

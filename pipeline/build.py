@@ -22,6 +22,10 @@ from pipeline.progress import CountProgress
 from transforms.accounting import CountPerSource, CountUnaccounted
 from transforms.dedupe import DeduplicateArticles, DeduplicatedArticles, article_ref
 from transforms.feed_state import FeedSource, WriteFeedState, state_path
+from transforms.io.commit import CommitRun
+from transforms.io.staging import WritePartitionedParquet
+from transforms.io.versions import WriteVersionIndex
+from transforms.io.window import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
 from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
 from transforms.process import ProcessArticles, ProcessedArticles
 from transforms.read import ReadSettings, ReadSources, pattern_as_text
@@ -34,8 +38,6 @@ from transforms.schema import (
     FEED_FETCHES,
     RunInfo,
 )
-from transforms.window_write import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
-from transforms.write import CommitRun, WritePartitionedParquet, WriteVersionIndex
 
 
 def build_batch(
@@ -161,6 +163,7 @@ def _commit_batch(settings: Settings, run: RunInfo, source: BatchSource, written
         source.inputs,
         snapshot=written.deduplicated.store_snapshot,
         unaccounted=written.fetch_rows | "CountUnaccounted" >> CountUnaccounted(),
+        settings=settings.parquet.settings(),
     )
     state_path_ = source.read_settings.state_path
     if state_path_ and source.feed_states is not None:

@@ -500,8 +500,9 @@ def run_batch(
     from pipeline.progress import showing_progress
     from pipeline.report import RunSummary
     from pipeline.runners import make_runner
+    from transforms.io.manifests import manifest_path, read_json
+    from transforms.io.staging import release_staging_lease
     from transforms.schema import RunInfo
-    from transforms.write import manifest_path, read_json, release_staging_lease
 
     started_at = datetime.now(UTC).replace(microsecond=0)
     run = RunInfo(run_id or new_run_id(started_at), started_at, pipeline_version())
@@ -591,7 +592,7 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.config import ConfigError
     from pipeline.durations import parse_duration
     from pipeline.feeds import feed_list
-    from transforms.paths import validate_run_id
+    from transforms.io.paths import validate_run_id
 
     if getattr(args, "run_id", None) is not None:
         validate_run_id(args.run_id)
@@ -672,15 +673,16 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.feeds import FeedListError
     from pipeline.maintenance import MaintenanceError
     from pipeline.runners import RunnerError
-    from transforms.paths import RunIdError
-    from transforms.store import CommitLockLost, CommitLockTimeout
+    from transforms.io.lock import CommitLockLost, CommitLockTimeout
+    from transforms.io.paths import RunIdError
+    from transforms.io.versions import IndexDamagedError
 
     try:
         return _dispatch(args, beam_args)
     except (ConfigError, RunnerError, FeedListError, RunIdError) as error:
         print(f"newsbeam: configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (CommitLockTimeout, CommitLockLost, MaintenanceError) as error:
+    except (CommitLockTimeout, CommitLockLost, MaintenanceError, IndexDamagedError) as error:
         print(f"newsbeam: {error}", file=sys.stderr)
         return EXIT_LOCKED
     except KeyboardInterrupt:

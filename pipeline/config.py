@@ -26,10 +26,10 @@ from pipeline.durations import parse_duration
 from pipeline.feeds import check_feed_url, check_language
 from transforms.feed_state import FeedSource, StatePolicy
 from transforms.fetch import FetchSettings
+from transforms.io.parquet import ParquetSettings
 from transforms.language import LanguageSettings
 from transforms.read import MAX_ENTRIES_PER_FEED
 from transforms.schema import PARTITIONABLE_ARTICLE_KEYS
-from transforms.write import ParquetSettings
 
 
 class ConfigError(ValueError):

@@ -39,7 +39,7 @@ from pipeline.build import build_batch
 from pipeline.config import ConfigError, Settings
 from pipeline.options import make_pipeline_options
 from pipeline.runners import DATAFLOW_ALIASES, RunnerError
-from transforms.paths import validate_run_id
+from transforms.io.paths import validate_run_id
 from transforms.schema import RunInfo
 
 SETUP_FILE = Path(__file__).resolve().parent.parent / "setup.py"

@@ -39,7 +39,7 @@ from pipeline.build import build_stream
 from pipeline.config import ConfigError, Settings
 from pipeline.durations import parse_duration
 from pipeline.feeds import feed_list
-from pipeline.maintenance import MaintenanceError, check_index
+from pipeline.maintenance import MaintenanceError
 from pipeline.options import make_pipeline_options
 from pipeline.runners import (
     LOCAL_ALIASES,
@@ -50,21 +50,15 @@ from pipeline.runners import (
     prism_job_options,
 )
 from transforms.feed_state import FeedSource
+from transforms.io.commit import recover_runs
+from transforms.io.lock import CommitLock
+from transforms.io.paths import RUNS_DIR, delete_inside, join_path, list_files, validate_run_id
+from transforms.io.staging import StagingInUseError, check_staging_free, remove_staging, take_staging_lease
+from transforms.io.versions import check_index
+from transforms.io.window import recover_panes
 from transforms.parse import is_http_url
-from transforms.paths import delete_inside, list_files, validate_run_id
 from transforms.poll import PollSchedule, tick_seconds_for
 from transforms.schema import DATASETS, RunInfo
-from transforms.store import CommitLock
-from transforms.window_write import recover_panes
-from transforms.write import (
-    RUNS_DIR,
-    StagingInUseError,
-    check_staging_free,
-    join_path,
-    recover_runs,
-    remove_staging,
-    take_staging_lease,
-)
 
 STREAM_LOGGER = "newsbeam.stream"
 STREAM_JOB_SERVER_TIMEOUT = 10 * 365 * 86400  # seconds: see stream_beam_args

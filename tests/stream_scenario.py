@@ -46,10 +46,10 @@ import yaml
 
 from tests.feedserver import FeedServer, Reply, Request
 from transforms.enrich import identify_article
+from transforms.io.lock import CommitLock
 from transforms.normalize import EmptyEntryError, normalize_entry
 from transforms.parse import parse_input
 from transforms.schema import Outcome, RunInfo
-from transforms.store import CommitLock
 
 PROJECT = Path(__file__).resolve().parent.parent
 FEED_HEADERS = {"Content-Type": "application/rss+xml"}

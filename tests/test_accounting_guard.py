@@ -10,8 +10,9 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from transforms.accounting import CountUnaccounted, unaccounted_entries
+from transforms.io.commit import CommitRun
+from transforms.io.staging import WritePartitionedParquet
 from transforms.schema import FEED_FETCH_SCHEMA
-from transforms.write import CommitRun, WritePartitionedParquet
 
 
 def test_unaccounted_entries_is_what_the_counts_do_not_explain() -> None:

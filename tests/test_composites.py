@@ -19,14 +19,14 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from transforms.accounting import CountPerSource
 from transforms.dedupe import DeduplicateArticles, article_ref
 from transforms.enrich import EnrichArticles, IdentifyArticles, content_hash, make_article_id
+from transforms.io.staging import StagedFile, WritePartitionedParquet
+from transforms.io.versions import INDEX_SCHEMA
 from transforms.language import DetectLanguage, LanguageSettings
 from transforms.normalize import NormalizeArticles
 from transforms.outputs import ArticleOutputs
 from transforms.process import ProcessArticles
 from transforms.read import ReadSources
 from transforms.schema import RunInfo
-from transforms.store import INDEX_SCHEMA
-from transforms.write import StagedFile, WritePartitionedParquet
 
 PROJECT = Path(__file__).resolve().parent.parent
 SEEDS = PROJECT / "seeds"

@@ -32,6 +32,9 @@ from pipeline.cli import main
 from tests.conftest import PROJECT
 from transforms import enrich
 from transforms.enrich import identify_article
+from transforms.io.parquet import ParquetSettings, convert_records, records_to_table
+from transforms.io.staging import WritePartitionedParquet
+from transforms.io.window import WindowFileSpec, commit_pane
 from transforms.language import LanguageDetector
 from transforms.normalize import normalize_entry
 from transforms.read import (
@@ -51,13 +54,6 @@ from transforms.schema import (
     Stage,
     entry_ref,
     failed_article,
-)
-from transforms.window_write import WindowFileSpec, commit_pane
-from transforms.write import (
-    ParquetSettings,
-    WritePartitionedParquet,
-    convert_records,
-    records_to_table,
 )
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

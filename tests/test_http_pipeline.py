@@ -37,8 +37,8 @@ from transforms.feed_state import (
     write_states,
 )
 from transforms.fetch import FetchSettings
+from transforms.io.lock import CommitLock
 from transforms.read import ReadSettings, ReadSources
-from transforms.store import CommitLock
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,9 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import PROJECT
-from transforms.committed import (
+from transforms.feed_state import FeedSource
+from transforms.fetch import FetchResult
+from transforms.io.committed import (
     ALREADY_STORED,
     STALE,
     CommittedEntries,
@@ -38,8 +40,17 @@ from transforms.committed import (
     shared_entries,
     shared_versions,
 )
-from transforms.feed_state import FeedSource
-from transforms.fetch import FetchResult
+from transforms.io.faults import PAUSE_ENV
+from transforms.io.versions import list_index_files
+from transforms.io.window import (
+    WindowFileSpec,
+    WriteWindowedParquet,
+    commit_pane,
+    recover_panes,
+    rows_digest,
+    window_file_name,
+    window_start,
+)
 from transforms.known_revisions import DeduplicateStream
 from transforms.poll import (
     PollSchedule,
@@ -53,16 +64,6 @@ from transforms.poll import (
     total_ticks,
 )
 from transforms.schema import ARTICLE_SCHEMA
-from transforms.store import PAUSE_ENV, list_index_files
-from transforms.window_write import (
-    WindowFileSpec,
-    WriteWindowedParquet,
-    commit_pane,
-    recover_panes,
-    rows_digest,
-    window_file_name,
-    window_start,
-)
 
 T0 = 1_764_374_400  # 2025-11-29T00:00:00Z, a multiple of every window length used here
 WINDOW = 10
@@ -331,7 +332,7 @@ def test_a_pane_decided_before_a_crash_is_rolled_forward_whole(tmp_path: Path) -
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "from tests.test_stream_events import article, spec_for, PARTITION, T0;"
-        "from transforms.window_write import commit_pane; from pathlib import Path;"
+        "from transforms.io.window import commit_pane; from pathlib import Path;"
         "commit_pane(spec_for(Path(sys.argv[2]), with_index=True), PARTITION, T0, [article('a')])"
     )
     marker = tmp_path / "paused"

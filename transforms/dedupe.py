@@ -10,7 +10,7 @@ so the in-process runner never holds them (it buffers every PCollection that cro
 Within the run, when several entries share an id (the same link in two feeds, or twice in one
 feed), the most recently updated one wins, then the most complete; the order is total, so
 exactly one wins. Across runs, the winner is compared with the latest stored version of its id
-(the version index of transforms/store.py): already stored, it is dropped; changed, it gets the
+(the version index of transforms/io/versions.py): already stored, it is dropped; changed, it gets the
 next version number. The decisions that change a staged file (rows dropped, versions other than
 1) are applied to it before the commit; files without any are left as staged.
 """
@@ -19,25 +19,25 @@ from __future__ import annotations
 
 import posixpath
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.schema import Record
-from transforms.store import (
+from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
+from transforms.io.staging import StagedFile
+from transforms.io.versions import (
     StoredVersion,
     latest_versions,
     next_version,
-    read_parquet,
     read_stored_versions,
+    renumber_rows,
 )
-from transforms.write import ParquetSettings, StagedFile, write_parquet
+from transforms.schema import Record
 
 DUPLICATES = "duplicates"
 ALREADY_STORED = "already_stored"
@@ -98,7 +98,7 @@ class ArticleRef(NamedTuple):
         return _EPOCH + timedelta(microseconds=self.updated_micros)
 
     def index_row(self, version: int, run_id: str) -> Record:
-        """Its row of the version index (transforms/store.py)."""
+        """Its row of the version index (transforms/io/versions.py)."""
         return {
             "article_id": self.article_id,
             "content_hash": self.content_hash,
@@ -139,24 +139,6 @@ def decide(refs: Iterable[ArticleRef], stored: StoredVersion | None) -> Decision
     winner = ordered[0]
     version = next_version(winner.content_hash, winner.updated_at, stored)
     return Decision(winner, version, ordered[1:])
-
-
-def edit_rows(table: pa.Table, edits: Mapping[int, int]) -> pa.Table:
-    """A staged table with rows whose edit is 0 dropped and the others given their edited version."""
-    versions = table.column("version").to_pylist()
-    keep = []
-    for row in range(table.num_rows):
-        version = edits.get(row)
-        if version == 0:
-            continue
-        if version is not None:
-            versions[row] = version
-        keep.append(row)
-    position = table.column_names.index("version")
-    table = table.set_column(
-        position, table.field("version"), pa.array(versions, table.field("version").type)
-    )
-    return table.take(pa.array(keep, pa.int64()))
 
 
 class _ReadStoredVersionsFn(beam.DoFn):
@@ -226,7 +208,9 @@ class _ApplyEditsFn(beam.DoFn):
                 yield staged
                 continue
             self._rewritten.inc()
-            table = edit_rows(read_parquet(staged.staged_path), {row: version for row, version, _ in edits})
+            decided = {row: version for row, version, _ in edits}
+            original = read_parquet(staged.staged_path)
+            table = renumber_rows(original, [decided.get(row) for row in range(original.num_rows)])
             per_source = defaultdict(int, staged.rows_per_source)
             for _row, version, source in edits:
                 if version == 0:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import posixpath
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -34,10 +33,10 @@ from apache_beam.pvalue import AsSingleton, PCollection
 from apache_beam.transforms.combiners import ToListCombineFn
 
 from transforms.fetch import redact_url
+from transforms.io.lock import CommitLock
+from transforms.io.paths import STATE_DIR, join_path
 from transforms.schema import TIMESTAMP, Outcome
-from transforms.store import CommitLock
 
-STATE_DIR = "_state"
 STATE_FILE = "feeds.parquet"
 STATE_VERSION = 1
 
@@ -195,7 +194,7 @@ def state_after(
 
 
 def state_path(output: str) -> str:
-    return posixpath.join(output.rstrip("/"), STATE_DIR, STATE_FILE)
+    return join_path(output, STATE_DIR, STATE_FILE)
 
 
 def _to_row(state: FeedState) -> dict[str, Any]:

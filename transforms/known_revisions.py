@@ -9,7 +9,7 @@ feed's own fields) and before full text, detect and enrich:
   books balance as they did before.
 - streaming, `DeduplicateStream`: drops what is committed (below).
 
-Both read the worker's one cache of the committed index (transforms/committed.py); a batch worker
+Both read the worker's one cache of the committed index (transforms/io/committed.py); a batch worker
 reads it once, when its DoFn is set up, and holds a few hundred bytes per stored article id.
 """
 
@@ -23,7 +23,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.committed import (
+from transforms.io.committed import (
     REFRESH_SECONDS,
     decide_revisions,
     report_records_committed,

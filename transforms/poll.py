@@ -52,9 +52,15 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
-from transforms.committed import REFRESH_SECONDS, body_digest, fetch_millis, shared_entries, shared_versions
 from transforms.feed_state import FeedSource
 from transforms.fetch import FetchResult, FetchSettings, carry_credentials, fetch, make_session, redact_url
+from transforms.io.committed import (
+    REFRESH_SECONDS,
+    body_digest,
+    fetch_millis,
+    shared_entries,
+    shared_versions,
+)
 from transforms.parse import ParsedInput
 from transforms.read import (
     DEAD_LETTERS,

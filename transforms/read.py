@@ -59,6 +59,7 @@ from transforms.fetch import (
     redact_url,
     split_credentials,
 )
+from transforms.io.paths import escape_pattern
 from transforms.parse import (
     TOO_MANY_ENTRIES,
     ParsedInput,
@@ -67,7 +68,6 @@ from transforms.parse import (
     parse_input,
     parse_seed_file,
 )
-from transforms.paths import escape_pattern
 from transforms.schema import (
     SOURCE_KEY,
     Outcome,

@@ -62,7 +62,7 @@ from tests.test_stream_e2e import (
     serve_changing_feeds,
     write_config,
 )
-from transforms.window_write import window_label, window_start
+from transforms.io.window import window_label, window_start
 
 DEPLOY = PROJECT / "deploy" / "flink"
 CLUSTER = DEPLOY / "cluster.py"
