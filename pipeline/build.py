@@ -30,7 +30,9 @@ from transforms.enrich import EnrichArticles
 from transforms.feed_state import FeedSource, WriteFeedState, state_path
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
-from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
+from transforms.poll import PollFeeds
+from transforms.poll_cycles import LogPollCycles
+from transforms.poll_schedule import GeneratePollTicks, PollSchedule
 from transforms.read import ReadSettings, ReadSources, pattern_as_text
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, RunInfo
 from transforms.window_write import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
@@ -64,8 +66,8 @@ def build_batch(
     # A path given in bytes that are not UTF-8 travels as text (`pattern_as_text`), as every path does.
     inputs = [pattern_as_text(pattern) for pattern in (*settings.inputs, *(feed.url for feed in feeds))]
     patterns = p | "Inputs" >> beam.Create(inputs)
-    read = ReadSources(read_settings)
-    entries, fetches, read_failures = patterns | "ReadSources" >> read
+    read = patterns | "ReadSources" >> ReadSources(read_settings)
+    entries, fetches, read_failures = read.entries, read.fetches, read.dead_letters
     normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(run.started_at)
     detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
     enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)
@@ -125,7 +127,7 @@ def build_batch(
             unaccounted=fetch_rows | "CountUnaccounted" >> CountUnaccounted(),
         )
     )
-    if read_settings.state_path and read.feed_states is not None:
+    if read_settings.state_path:
         # Takes the manifest as a side input: runs only after the commit, so a failed run keeps the old state.
         _ = read.feed_states | "WriteFeedState" >> WriteFeedState(
             read_settings.state_path, manifest, lock_output=settings.output
@@ -169,14 +171,16 @@ def build_stream(
         )
 
     ticks = p | "PollTicks" >> GeneratePollTicks(schedule)
-    entries, fetches, read_failures = ticks | "PollFeeds" >> PollFeeds(
+    polled = ticks | "PollFeeds" >> PollFeeds(
         feeds,
         schedule.tick_seconds,
         stream.poll_interval,
         settings.fetch.settings(),
         settings.fetch.max_entries_per_feed,
         output=settings.output,
+        state_policy=settings.state.policy(),
     )
+    entries, fetches, read_failures = polled.entries, polled.fetches, polled.dead_letters
     normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(now=None)
     detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
     enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)

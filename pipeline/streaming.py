@@ -52,7 +52,7 @@ from pipeline.runners import (
 from transforms.feed_state import FeedSource
 from transforms.parse import is_http_url
 from transforms.paths import delete_inside, list_files, validate_run_id
-from transforms.poll import PollSchedule, tick_seconds_for
+from transforms.poll_schedule import PollSchedule, tick_seconds_for
 from transforms.schema import RunInfo
 from transforms.store import CommitLock
 from transforms.window_write import recover_panes

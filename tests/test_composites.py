@@ -394,7 +394,7 @@ def name(path: str) -> str:
 def test_read_sources(input_folder: Path) -> None:
     missing = str(input_folder.parent / "nothing-*.xml")
     with pipeline() as p:
-        entries, fetches, dead = p | beam.Create([str(input_folder), missing]) | ReadSources()
+        entries, fetches, dead, _states = p | beam.Create([str(input_folder), missing]) | ReadSources()
         assert_that(
             entries | "EntryTitles" >> beam.Map(lambda e: (name(e["source"]), e["source_type"], e["title"])),
             equal_to(
@@ -521,7 +521,7 @@ def test_the_accounting_equation_through_every_stage(input_folder: Path, tmp_pat
     )
     output = str(tmp_path / "out")
     with pipeline() as p:
-        entries, fetches, read_failures = p | beam.Create([str(input_folder)]) | ReadSources()
+        entries, fetches, read_failures, _states = p | beam.Create([str(input_folder)]) | ReadSources()
         normalized, normalize_failures = entries | NormalizeArticles(NOW)
         detected, detect_failures = normalized | DetectLanguage()
         enriched_articles, enrich_failures = detected | EnrichArticles(RUN)

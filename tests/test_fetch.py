@@ -67,6 +67,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, int(port or 0)))]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
     def fake_ip_is_private(ip: str) -> bool:
         return ip != "127.0.0.2" and real_ip_is_private(ip)
 

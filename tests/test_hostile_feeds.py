@@ -45,7 +45,7 @@ def test_a_slowloris_feed_ends_at_its_deadline_while_the_other_feeds_are_read(
     # 2 KB at one byte every 20 ms: 40 s for the body, and never a pause long enough to time out.
     drip = feed_server.route("/drip", Reply(200, rss("drip", 8), drip_every=0.02))
     with beam.Pipeline(runner=FnApiRunner()) as p:
-        entries, fetches, dead = p | beam.Create([*good, drip]) | ReadSources(settings)
+        entries, fetches, dead, _states = p | beam.Create([*good, drip]) | ReadSources(settings)
         assert_that(
             fetches
             | beam.Map(
