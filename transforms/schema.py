@@ -19,9 +19,9 @@ from typing import Any
 import pyarrow as pa
 
 # 1: the first layout. 2: `articles.version` and `feed_fetches.already_stored` added. 3:
-# `feed_fetches.entries_cut` added. Files of every version read together by column name (DuckDB
+# `feed_fetches.entries_cut` added. 4: `feed_fetches.discovered_from` added. Files of every version read together by column name (DuckDB
 # `union_by_name`, a pyarrow dataset with the newest schema).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Spark cannot read nanosecond timestamps; microseconds in UTC are read by every engine.
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -197,6 +197,7 @@ FEED_FETCH_COLUMNS: tuple[Column, ...] = (
     Column("message", pa.string(), "Parser warning or error message"),
     Column("url", pa.string(), "URL requested (HTTP sources)"),
     Column("final_url", pa.string(), "URL after redirects (HTTP sources)"),
+    Column("discovered_from", pa.string(), "The HTML page listed as a feed that named this feed (discovery)"),
     Column("http_status", pa.int16(), "Final HTTP status (HTTP sources)"),
     Column("etag", pa.string(), "`ETag` the server sent (HTTP sources)"),
     Column("last_modified", pa.string(), "`Last-Modified` the server sent (HTTP sources)"),
