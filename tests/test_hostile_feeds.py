@@ -28,7 +28,8 @@ from tests.test_http_pipeline import feed_reply, rows, rss, run
 from transforms.feed_state import FeedSource, load_states, state_path
 from transforms.fetch import FetchSettings, redact_url
 from transforms.poll import _PollFeedFn
-from transforms.read import FETCHES, ReadSettings, ReadSources
+from transforms.read import ReadSettings, ReadSources
+from transforms.read_outputs import FETCHES
 
 pytestmark = pytest.mark.e2e
 
