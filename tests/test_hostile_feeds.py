@@ -23,7 +23,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.feeds import check_feed_url, unique_feeds
-from tests.feedserver import FeedServer, Reply, Request
+from tests.feedserver import FeedServer, KeyState, Reply, Request
 from tests.test_http_pipeline import feed_reply, rows, rss, run
 from transforms.feed_state import FeedSource, load_states, state_path
 from transforms.fetch import FetchSettings, redact_url
@@ -163,19 +163,6 @@ def test_credentials_in_a_feed_url_are_used_but_never_written(
         assert USER not in text, where
 
 
-class _ConditionsState:
-    """Beam's ReadModifyWriteState for one key, as the streaming runner would keep it."""
-
-    def __init__(self) -> None:
-        self.value: str | None = None
-
-    def read(self) -> str | None:
-        return self.value
-
-    def write(self, value: str) -> None:
-        self.value = value
-
-
 def test_stream_polls_of_a_feed_with_credentials_use_them_and_record_them_redacted(
     feed_server: FeedServer,
 ) -> None:
@@ -185,7 +172,7 @@ def test_stream_polls_of_a_feed_with_credentials_use_them_and_record_them_redact
     listed = f"http://{USER}:{PASSWORD}@{s.host}:{s.port}/moved"
     poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(listed),), 1)
     poll.setup()
-    conditions = _ConditionsState()
+    conditions = KeyState()
     try:  # two ticks a poll interval apart; the outputs come timestamped with their fetch
         polled = [o for tick in (0, 1) for o in poll.process((listed, tick), conditions, tick=float(tick))]
     finally:

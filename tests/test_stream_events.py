@@ -27,7 +27,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import PROJECT
-from tests.feedserver import FeedServer, Reply
+from tests.feedserver import FeedServer, KeyState, Reply
 from transforms.committed import (
     ALREADY_STORED,
     STALE,
@@ -42,7 +42,7 @@ from transforms.committed import (
     shared_versions,
 )
 from transforms.dedupe import DeduplicateStream
-from transforms.feed_state import FeedSource, StatePolicy, state_after
+from transforms.feed_state import FeedSource, FeedState, StatePolicy, state_after
 from transforms.fetch import FetchSettings
 from transforms.poll import _PollFeedFn, too_soon
 from transforms.poll_schedule import (
@@ -219,24 +219,11 @@ def test_a_replayed_tick_polls_nothing() -> None:
     assert not too_soon(T0, None, interval=5)
 
 
-class _FeedState:
-    """Beam's ReadModifyWriteState for one key, as the streaming runner would keep it."""
-
-    def __init__(self) -> None:
-        self.value: str | None = None
-
-    def read(self) -> str | None:
-        return self.value
-
-    def write(self, value: str) -> None:
-        self.value = value
-
-
 def _poll_ticks(url: str, ticks: range) -> tuple[list[dict[str, Any]], str | None]:
     """The fetch rows of polling one feed at `ticks` (one second apart, its interval)."""
     poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(url),), 1)
     poll.setup()
-    state = _FeedState()
+    state = KeyState()
     try:
         outputs = [o for tick in ticks for o in poll.process((url, tick), state, tick=float(tick))]
     finally:
@@ -255,9 +242,10 @@ def test_a_feed_failing_in_streaming_backs_off_as_in_batch(feed_server: FeedServ
         ("skipped", "backing_off"),
         ("skipped", "backing_off"),
     ]
-    batch = state_after(
-        state_after(
-            None,
+
+    def failed(previous: FeedState | None) -> FeedState:  # batch's rule, after one more HTTP 500
+        return state_after(
+            previous,
             url,
             T,
             outcome="error",
@@ -269,19 +257,9 @@ def test_a_feed_failing_in_streaming_backs_off_as_in_batch(feed_server: FeedServ
             fresh_seconds=None,
             poll_interval=None,
             policy=StatePolicy(),
-        ),
-        url,
-        T,
-        outcome="error",
-        status=500,
-        error_type="http_500",
-        etag=None,
-        last_modified=None,
-        permanent_redirect=None,
-        fresh_seconds=None,
-        poll_interval=None,
-        policy=StatePolicy(),
-    )
+        )
+
+    batch = failed(failed(None))
     assert batch.next_poll_at == T + timedelta(seconds=600) and batch.consecutive_failures == 2
     assert "after 2 failures" in rows[2]["message"]
 

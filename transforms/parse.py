@@ -14,14 +14,14 @@ The formats live in modules of their own: `parse_xml` (feedparser), `parse_json`
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, Unpack
 
 from transforms.parse_json import parse_json_feed
 from transforms.parse_text import decode_text as decode_text
 from transforms.parse_text import parse_seed_file as parse_seed_file
 from transforms.parse_xml import parse_xml_feed
 from transforms.parse_xml import undeclared_charset as undeclared_charset
-from transforms.raw_entry import TOO_MANY_ENTRIES
+from transforms.raw_entry import TOO_MANY_ENTRIES, ParseHints
 from transforms.raw_entry import ParsedInput as ParsedInput
 from transforms.raw_entry import RawEntry as RawEntry
 from transforms.raw_entry import absolute_link as absolute_link
@@ -30,27 +30,11 @@ from transforms.schema import Outcome
 
 
 class FeedParser(Protocol):
-    def __call__(
-        self,
-        body: bytes,
-        source: str,
-        *,
-        content_type: str | None,
-        base_url: str | None,
-        max_entries: int | None,
-    ) -> ParsedInput: ...
+    def __call__(self, body: bytes, source: str, **hints: Unpack[ParseHints]) -> ParsedInput: ...
 
 
-def _json_feed(
-    body: bytes, source: str, *, content_type: str | None, base_url: str | None, max_entries: int | None
-) -> ParsedInput:
-    return parse_json_feed(body, source, base_url=base_url, max_entries=max_entries)
-
-
-def _xml_feed(
-    body: bytes, source: str, *, content_type: str | None, base_url: str | None, max_entries: int | None
-) -> ParsedInput:
-    return parse_xml_feed(body, source, content_type=content_type, base_url=base_url, max_entries=max_entries)
+def _json_feed(body: bytes, source: str, **hints: Unpack[ParseHints]) -> ParsedInput:
+    return parse_json_feed(body, source, base_url=hints.get("base_url"), max_entries=hints.get("max_entries"))
 
 
 # Media types that name their parser. Any other type containing "json" is JSON too.
@@ -62,7 +46,7 @@ PARSERS_BY_MEDIA_TYPE: dict[str, FeedParser] = {
 SNIFFERS: tuple[tuple[Callable[[bytes], bool], FeedParser], ...] = (
     (lambda body: body[:64].lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"[")), _json_feed),
 )
-FALLBACK_PARSER: FeedParser = _xml_feed
+FALLBACK_PARSER: FeedParser = parse_xml_feed
 
 
 def parser_for(body: bytes, content_type: str | None) -> FeedParser:
@@ -75,25 +59,18 @@ def parser_for(body: bytes, content_type: str | None) -> FeedParser:
     return next((parser for sniff, parser in SNIFFERS if sniff(body)), FALLBACK_PARSER)
 
 
-def parse_input(
-    body: bytes,
-    source: str,
-    *,
-    content_type: str | None = None,
-    base_url: str | None = None,
-    max_entries: int | None = None,
-) -> ParsedInput:
+def parse_input(body: bytes, source: str, **hints: Unpack[ParseHints]) -> ParsedInput:
     """Parse one feed body with the parser its media type or its bytes choose (`parser_for`).
 
     At most `max_entries` entries (the first ones, in feed order) are made; the others are counted
     in `entries_cut`, so that one huge feed costs the later stages no more than a large one.
     """
+    max_entries = hints.get("max_entries")
     if max_entries is not None and max_entries < 1:
         raise ValueError(f"max_entries must be at least 1, not {max_entries}")
     if not body.strip():
         return ParsedInput(Outcome.NOT_A_FEED, error_type="empty_body", message="the input is empty")
-    parser = parser_for(body, content_type)
-    parsed = parser(body, source, content_type=content_type, base_url=base_url, max_entries=max_entries)
+    parsed = parser_for(body, hints.get("content_type"))(body, source, **hints)
     if parsed.entries_cut:
         kept = len(parsed.entries)
         cut = (

@@ -10,8 +10,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from transforms.raw_entry import ParsedInput, RawEntry, absolute_link, is_http_url
-from transforms.schema import Outcome, SourceType
+from transforms.raw_entry import EntryFeed, ParsedInput, RawEntry, absolute_link, is_http_url
+from transforms.schema import Outcome
 from transforms.source_errors import ParseError
 
 _JSON_FEED_VERSION = re.compile(r"^https?://jsonfeed\.org/version/1(\.1)?/?$")
@@ -38,6 +38,7 @@ def parse_json_feed(
             error_type="no_items",
             message="JSON Feed without an `items` list",
         )
+    feed = EntryFeed(source, feed_title, feed_link, feed_language)
     entries: list[RawEntry] = []
     skipped = cut = 0
     for ordinal, item in enumerate(items):
@@ -50,13 +51,8 @@ def parse_json_feed(
         html = _str_or_none(item.get("content_html"))
         tags = item.get("tags") if isinstance(item.get("tags"), list) else []
         entries.append(
-            RawEntry(
-                source=source,
-                source_type=SourceType.FEED,
-                ordinal=ordinal,
-                feed_title=feed_title,
-                feed_link=feed_link,
-                feed_language=feed_language,
+            feed.entry(
+                ordinal,
                 entry_id=_str_or_none(item.get("id")),
                 link=absolute_link(_str_or_none(item.get("url") or item.get("external_url")), feed_base),
                 title=_str_or_none(item.get("title")),

@@ -11,7 +11,7 @@ import calendar
 import re
 import xml.sax
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 from xml.parsers import expat
 
 import charset_normalizer
@@ -25,8 +25,8 @@ from transforms.feedparser_rules import (
     EntryLimit,
     newsbeam_handlers,
 )
-from transforms.raw_entry import ParsedInput, RawEntry, absolute_link, is_http_url
-from transforms.schema import Outcome, SourceType
+from transforms.raw_entry import EntryFeed, ParsedInput, ParseHints, RawEntry, absolute_link, is_http_url
+from transforms.schema import Outcome
 
 _HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html[\s>])", re.I | re.S)
 # Microsoft's Channel Definition Format: feedparser reads it but names no version.
@@ -42,14 +42,10 @@ _LATIN_GUESSES = frozenset(
 )
 
 
-def parse_xml_feed(
-    body: bytes,
-    source: str,
-    *,
-    content_type: str | None = None,
-    base_url: str | None = None,
-    max_entries: int | None = None,
-) -> ParsedInput:
+def parse_xml_feed(body: bytes, source: str, **hints: Unpack[ParseHints]) -> ParsedInput:
+    """The entries of an XML feed; what is no feed is a `not_a_feed` outcome with its reason."""
+    content_type, base_url = hints.get("content_type"), hints.get("base_url")
+    max_entries = hints.get("max_entries")
     headers = {"content-type": content_type or "application/xml"}
     charset = undeclared_charset(body, content_type)
     if charset:
@@ -101,10 +97,10 @@ def parse_xml_feed(
     feed_language = feed.get("language")
     link_base = base_url if is_http_url(base_url) else stated_feed_url(feed)
     feed_link = absolute_link(feed.get("link"), link_base)
+    shared = EntryFeed(source, feed_title, feed_link, feed_language)
     kept = parsed.entries[:max_entries] if max_entries is not None else parsed.entries
     entries = [
-        _entry_from_feedparser(entry, ordinal, source, feed_title, feed_link, feed_language, link_base)
-        for ordinal, entry in enumerate(kept)
+        _entry_from_feedparser(entry, ordinal, shared, link_base) for ordinal, entry in enumerate(kept)
     ]
     outcome = Outcome.OK_WITH_WARNINGS if parsed.bozo else Outcome.OK
     error_type: str | None = type(parsed.get("bozo_exception")).__name__ if parsed.bozo else None
@@ -188,15 +184,7 @@ def _epoch(value: Any) -> int | None:
         return None
 
 
-def _entry_from_feedparser(
-    entry: Any,
-    ordinal: int,
-    source: str,
-    feed_title: str | None,
-    feed_link: str | None,
-    feed_language: str | None,
-    base_url: str | None,
-) -> RawEntry:
+def _entry_from_feedparser(entry: Any, ordinal: int, feed: EntryFeed, base_url: str | None) -> RawEntry:
     content, content_type, content_language = None, None, None
     if entry.get("content"):
         # Several content elements are alternatives (text, html): prefer the richest.
@@ -206,13 +194,8 @@ def _entry_from_feedparser(
     summary_detail = entry.get("summary_detail") or {}
     title_detail = entry.get("title_detail") or {}
     published, updated = _dates(entry)
-    return RawEntry(
-        source=source,
-        source_type=SourceType.FEED,
-        ordinal=ordinal,
-        feed_title=feed_title,
-        feed_link=feed_link,
-        feed_language=feed_language,
+    return feed.entry(
+        ordinal,
         entry_id=entry.get("id") or None,
         link=absolute_link(entry.get("link"), base_url),
         title=entry.get("title"),
@@ -222,12 +205,8 @@ def _entry_from_feedparser(
         entry_language=(content_language or summary_detail.get("language") or title_detail.get("language")),
         authors=_names(entry),
         tags=[t.get("term") or t.get("label") or "" for t in entry.get("tags") or []],
-        published=published.raw,
-        published_epoch=published.epoch,
-        published_field=published.field,
-        updated=updated.raw,
-        updated_epoch=updated.epoch,
-        updated_field=updated.field,
+        **published.columns("published"),
+        **updated.columns("updated"),
     )
 
 
@@ -236,6 +215,10 @@ class _Date:
     raw: str | None = None
     epoch: int | None = None
     field: str | None = None  # the field it came from, which becomes `published_at_source`
+
+    def columns(self, name: str) -> dict[str, Any]:
+        """The three `RawEntry` keys of this date: `name`, `name_epoch`, `name_field`."""
+        return {name: self.raw, f"{name}_epoch": self.epoch, f"{name}_field": self.field}
 
 
 def _dates(entry: Any) -> tuple[_Date, _Date]:

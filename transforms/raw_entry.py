@@ -6,10 +6,10 @@ Cleaning is left to the normalize stage; these are the entries as found in their
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Any, TypedDict, cast
 from urllib.parse import urljoin, urlsplit
 
-from transforms.schema import Outcome
+from transforms.schema import Outcome, SourceType
 
 TOO_MANY_ENTRIES = "too_many_entries"
 
@@ -40,6 +40,14 @@ class RawEntry(TypedDict, total=False):
     updated_field: str | None
 
 
+class ParseHints(TypedDict, total=False):
+    """What a parser is told besides the bytes: how they were served, and how many entries to read."""
+
+    content_type: str | None
+    base_url: str | None  # where the bytes came from, to resolve relative links against
+    max_entries: int | None
+
+
 @dataclass
 class ParsedInput:
     outcome: Outcome
@@ -64,3 +72,25 @@ def absolute_link(link: str | None, base: str | None) -> str | None:
     if is_http_url(link) or not is_http_url(base):
         return link
     return urljoin(base or "", link)
+
+
+@dataclass(frozen=True)
+class EntryFeed:
+    """What every entry of one feed shares: the source it was read from and the feed's own fields."""
+
+    source: str
+    title: str | None
+    link: str | None
+    language: str | None
+
+    def entry(self, ordinal: int, **fields: Any) -> RawEntry:
+        """One entry of this feed: the shared fields first, then the entry's own (`RawEntry` keys)."""
+        shared = {
+            "source": self.source,
+            "source_type": SourceType.FEED,
+            "ordinal": ordinal,
+            "feed_title": self.title,
+            "feed_link": self.link,
+            "feed_language": self.language,
+        }
+        return cast(RawEntry, {**shared, **fields})
