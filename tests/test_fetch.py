@@ -188,6 +188,14 @@ def test_gzip_body_over_the_cap_after_decoding(feed_server: FeedServer, session:
     assert result.error_type == "too_large" and "after decoding" in (result.message or "")
 
 
+def test_the_cap_after_decoding_is_exact(feed_server: FeedServer, session: requests.Session) -> None:
+    # urllib3 decodes in bounded steps; the cap is the decoded size, to the byte.
+    exact = feed_server.route("/exact", Reply(200, b"a" * FAST.max_bytes, gzip=True))
+    over = feed_server.route("/over", Reply(200, b"a" * (FAST.max_bytes + 1), gzip=True))
+    assert fetch(session, exact, FAST).body == b"a" * FAST.max_bytes
+    assert fetch(session, over, FAST).error_type == "too_large"
+
+
 def test_gzip_bomb_stops_at_the_cap(feed_server: FeedServer, session: requests.Session) -> None:
     bomb = gzip_bomb(200 * 1024 * 1024)  # 200 MB of zeros in about 200 KB
     url = feed_server.route("/bomb", Reply(200, bomb, {"Content-Encoding": "gzip"}))
