@@ -26,7 +26,9 @@ from transforms.io.commit import CommitRun
 from transforms.io.staging import WritePartitionedParquet
 from transforms.io.versions import WriteVersionIndex
 from transforms.io.window import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
-from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
+from transforms.poll import PollFeeds
+from transforms.poll_cycles import LogPollCycles
+from transforms.poll_schedule import GeneratePollTicks, PollSchedule
 from transforms.process import ProcessArticles, ProcessedArticles
 from transforms.read import ReadSettings, ReadSources, pattern_as_text
 from transforms.schema import (
@@ -64,7 +66,7 @@ class BatchSource(NamedTuple):
     fetches: PCollection
     dead_letters: PCollection
     read_settings: ReadSettings
-    feed_states: PCollection | None
+    feed_states: PCollection
 
 
 def _read_sources(p: Pipeline, settings: Settings) -> BatchSource:
@@ -79,9 +81,8 @@ def _read_sources(p: Pipeline, settings: Settings) -> BatchSource:
     )
     # A path given in bytes that are not UTF-8 travels as text (`pattern_as_text`), as every path does.
     inputs = [pattern_as_text(pattern) for pattern in (*settings.inputs, *(feed.url for feed in feeds))]
-    read = ReadSources(read_settings)
-    entries, fetches, read_failures = p | "Inputs" >> beam.Create(inputs) | "ReadSources" >> read
-    return BatchSource(inputs, entries, fetches, read_failures, read_settings, read.feed_states)
+    read = p | "Inputs" >> beam.Create(inputs) | "ReadSources" >> ReadSources(read_settings)
+    return BatchSource(inputs, read.entries, read.fetches, read.dead_letters, read_settings, read.feed_states)
 
 
 class BatchWrite(NamedTuple):
@@ -166,7 +167,7 @@ def _commit_batch(settings: Settings, run: RunInfo, source: BatchSource, written
         settings=settings.parquet.settings(),
     )
     state_path_ = source.read_settings.state_path
-    if state_path_ and source.feed_states is not None:
+    if state_path_:
         # Takes the manifest as a side input: runs only after the commit, so a failed run keeps the old state.
         _ = source.feed_states | "WriteFeedState" >> WriteFeedState(
             state_path_, manifest, lock_output=settings.output
@@ -210,14 +211,16 @@ def build_stream(
         )
 
     ticks = p | "PollTicks" >> GeneratePollTicks(schedule)
-    entries, fetches, read_failures = ticks | "PollFeeds" >> PollFeeds(
+    polled = ticks | "PollFeeds" >> PollFeeds(
         feeds,
         schedule.tick_seconds,
         stream.poll_interval,
         settings.fetch.settings(),
         settings.fetch.max_entries_per_feed,
         output=settings.output,
+        state_policy=settings.state.policy(),
     )
+    entries, fetches, read_failures = polled.entries, polled.fetches, polled.dead_letters
     processed = entries | "ProcessArticles" >> ProcessArticles(
         run, settings.language.settings(), output=settings.output, streaming=True
     )

@@ -57,7 +57,7 @@ from transforms.io.staging import StagingInUseError, check_staging_free, remove_
 from transforms.io.versions import check_index
 from transforms.io.window import recover_panes
 from transforms.parse import is_http_url
-from transforms.poll import PollSchedule, tick_seconds_for
+from transforms.poll_schedule import PollSchedule, tick_seconds_for
 from transforms.schema import DATASETS, RunInfo
 
 STREAM_LOGGER = "newsbeam.stream"

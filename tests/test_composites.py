@@ -484,7 +484,7 @@ def name(path: str) -> str:
 def test_read_sources(input_folder: Path) -> None:
     missing = str(input_folder.parent / "nothing-*.xml")
     with pipeline() as p:
-        entries, fetches, dead = p | beam.Create([str(input_folder), missing]) | ReadSources()
+        entries, fetches, dead, _states = p | beam.Create([str(input_folder), missing]) | ReadSources()
         assert_that(
             entries | "EntryTitles" >> beam.Map(lambda e: (name(e["source"]), e["source_type"], e["title"])),
             equal_to(
@@ -611,7 +611,8 @@ def test_the_accounting_equation_through_every_stage(input_folder: Path, tmp_pat
     )
     output = str(tmp_path / "out")
     with pipeline() as p:
-        entries, fetches, read_failures = p | beam.Create([str(input_folder)]) | ReadSources()
+        read = p | beam.Create([str(input_folder)]) | ReadSources()
+        entries, fetches, read_failures = read.entries, read.fetches, read.dead_letters
         processed = entries | ProcessArticles(RUN, LanguageSettings(), output=output)
         deduplicated = processed.articles | StageAndDeduplicate(output, ("ingest_date", "language"))
         staged, duplicates = deduplicated.files, deduplicated.duplicates

@@ -27,7 +27,7 @@ import pytest
 from tests.conftest import PROJECT
 from transforms.normalize import html_to_text, parse_timestamp
 from transforms.parse import parse_input, undeclared_charset
-from transforms.read import expand_pattern
+from transforms.read_files import expand_pattern
 from transforms.schema import Outcome
 
 CORPUS_GLOBS = (

@@ -37,15 +37,10 @@ from transforms.io.staging import WritePartitionedParquet
 from transforms.io.window import WindowFileSpec, commit_pane
 from transforms.language import LanguageDetector
 from transforms.normalize import normalize_entry
-from transforms.read import (
-    DEAD_LETTERS,
-    FETCHES,
-    ReadSettings,
-    ReadSources,
-    expand_pattern,
-    pattern_as_text,
-    read_file,
-)
+from transforms.read import ReadSources
+from transforms.read_files import expand_pattern, pattern_as_text, read_file
+from transforms.read_outputs import DEAD_LETTERS, FETCHES
+from transforms.read_settings import ReadSettings
 from transforms.schema import (
     ARTICLE_SCHEMA,
     DEAD_LETTER_SCHEMA,
@@ -201,7 +196,7 @@ def test_a_file_name_that_is_not_utf8_is_read_and_its_name_survives_arrow(tmp_pa
     assert [Path(p).name for p in expand_pattern(pattern_as_text(typed))] == [BAD_NAME_SHOWN]
 
     with beam.Pipeline(runner=FnApiRunner()) as p:
-        entries, fetches, dead = p | beam.Create([str(folder)]) | ReadSources()
+        entries, fetches, dead, _states = p | beam.Create([str(folder)]) | ReadSources()
         assert_that(
             entries | "Titles" >> beam.Map(lambda e: (Path(e["source"]).name, e["title"])),
             equal_to(

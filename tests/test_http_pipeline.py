@@ -400,7 +400,7 @@ def test_per_host_limit_holds_across_workers_while_hosts_are_fetched_at_once() -
         ]
         options = PipelineOptions(direct_num_workers=2, direct_running_mode="multi_threading")
         with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
-            entries, fetches, dead = p | beam.Create(urls) | ReadSources(settings)
+            entries, fetches, dead, _states = p | beam.Create(urls) | ReadSources(settings)
             assert_that(
                 fetches | beam.Map(lambda r: (r["source"], r["outcome"])),
                 equal_to([(url, "ok") for url in urls]),

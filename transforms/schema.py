@@ -26,9 +26,9 @@ from typing import Any, Final, NotRequired, TypedDict
 import pyarrow as pa
 
 # 1: the first layout. 2: `articles.version` and `feed_fetches.already_stored` added. 3:
-# `feed_fetches.entries_cut` added. Files of every version read together by column name (DuckDB
-# `union_by_name`, a pyarrow dataset with the newest schema).
-SCHEMA_VERSION = 3
+# `feed_fetches.entries_cut` added. 4: `feed_fetches.discovered_from` added. Files of every version
+# are read together by column name (DuckDB `union_by_name`, a pyarrow dataset with the newest schema).
+SCHEMA_VERSION = 4
 
 # The datasets of an output folder, each a folder of Hive-partitioned Parquet files.
 ARTICLES = "articles"
@@ -215,6 +215,7 @@ FEED_FETCH_COLUMNS: tuple[Column, ...] = (
     Column("message", pa.string(), "Parser warning or error message"),
     Column("url", pa.string(), "URL requested (HTTP sources)"),
     Column("final_url", pa.string(), "URL after redirects (HTTP sources)"),
+    Column("discovered_from", pa.string(), "The HTML page listed as a feed that named this feed (discovery)"),
     Column("http_status", pa.int16(), "Final HTTP status (HTTP sources)"),
     Column("etag", pa.string(), "`ETag` the server sent (HTTP sources)"),
     Column("last_modified", pa.string(), "`Last-Modified` the server sent (HTTP sources)"),
@@ -364,6 +365,7 @@ class FeedFetch(TypedDict, total=False):
     message: str | None
     url: str | None
     final_url: str | None
+    discovered_from: str | None
     http_status: int | None
     etag: str | None
     last_modified: str | None
