@@ -14,7 +14,6 @@ from apache_beam.pipeline import Pipeline
 from apache_beam.pvalue import PCollection
 
 from pipeline.config import Settings
-from pipeline.feeds import feed_list
 from pipeline.progress import CountProgress
 from transforms.accounting import CountPerSource, CountUnaccounted
 from transforms.dedupe import (
@@ -27,11 +26,11 @@ from transforms.dedupe import (
     article_ref,
 )
 from transforms.enrich import EnrichArticles
-from transforms.feed_state import FeedSource, WriteFeedState, state_path
+from transforms.feed_state import FeedSource, WriteFeedState
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
 from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
-from transforms.read import ReadSettings, ReadSources, pattern_as_text
+from transforms.read import ReadSources, pattern_as_text
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, RunInfo
 from transforms.window_write import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
 from transforms.write import CommitRun, WritePartitionedParquet, WriteVersionIndex
@@ -50,16 +49,10 @@ def build_batch(
     With `progress` (a 127.0.0.1 address), steps fused into the reading stages send their counts
     there while the run goes on (pipeline/progress.py).
     """
-    parquet = settings.parquet.settings()
-    feeds = feed_list(settings).feeds
-    read_settings = ReadSettings(
-        fetch=settings.fetch.settings(),
-        feeds={feed.url: feed for feed in feeds},
-        state_path=(settings.state.path or state_path(settings.output)) if settings.state.enabled else None,
-        state_policy=settings.state.policy(),
-        force=settings.state.force,
-        max_entries_per_feed=settings.fetch.max_entries_per_feed,
-    )
+    stages = settings.stages
+    parquet = stages.parquet
+    feeds = settings.feed_list.feeds
+    read_settings = stages.read
 
     # A path given in bytes that are not UTF-8 travels as text (`pattern_as_text`), as every path does.
     inputs = [pattern_as_text(pattern) for pattern in (*settings.inputs, *(feed.url for feed in feeds))]
@@ -67,7 +60,7 @@ def build_batch(
     read = ReadSources(read_settings)
     entries, fetches, read_failures = patterns | "ReadSources" >> read
     normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(run.started_at)
-    detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
+    detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.stages.language)
     enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)
     # Articles are staged first and deduplicated on compact references to the staged rows, so
     # that whole records never leave the stage that reads and enriches them.
@@ -151,7 +144,7 @@ def build_stream(
     windows, `ingest_date` and `ingested_at` come from it.
     """
     stream = settings.stream
-    parquet = settings.parquet.settings()
+    parquet = settings.stages.parquet
 
     def spec(dataset: str, schema: Any, keys: tuple[str, ...], with_index: bool = False) -> WindowFileSpec:
         # Articles: a record Arrow rejects becomes a dead letter of the same pane.
@@ -173,12 +166,12 @@ def build_stream(
         feeds,
         schedule.tick_seconds,
         stream.poll_interval,
-        settings.fetch.settings(),
+        settings.stages.fetch,
         settings.fetch.max_entries_per_feed,
         output=settings.output,
     )
     normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(now=None)
-    detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
+    detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.stages.language)
     enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)
     stamped = enriched | "StampFetchTime" >> beam.Map(_stamped_with_fetch_time(run))
     unique, duplicates = stamped | "DeduplicateStream" >> DeduplicateStream(settings.output)

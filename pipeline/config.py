@@ -15,19 +15,22 @@ from __future__ import annotations
 import difflib
 import glob
 import os
+from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.durations import parse_duration
-from pipeline.feeds import check_feed_url, check_language
-from transforms.feed_state import FeedSource, StatePolicy
+from pipeline.feeds import FeedList, FeedListError, check_feed_url, check_language, feed_list
+from transforms.feed_state import FeedSource, StatePolicy, state_path
 from transforms.fetch import FetchSettings
 from transforms.language import LanguageSettings
-from transforms.read import MAX_ENTRIES_PER_FEED
+from transforms.parse import is_http_url
+from transforms.read import MAX_ENTRIES_PER_FEED, ReadSettings
 from transforms.schema import PARTITIONABLE_ARTICLE_KEYS
 from transforms.write import ParquetSettings
 
@@ -106,49 +109,45 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LanguageConfig(_Strict):
-    max_chars: int = Field(1000, ge=50, le=100_000)
-    n_trial: int = Field(3, ge=1, le=20)
-    seed: int = 0
-    min_letters: int = Field(3, ge=1)
-    sure_confidence: float = Field(0.9, ge=0.0, le=1.0)
-    min_letters_to_override: int = Field(12, ge=0, le=1000)
-    declared_prior: float = Field(0.5, gt=0.0, lt=1.0)
-    cache_size: int = Field(10_000, ge=0, le=10_000_000)
+# The stages' own frozen settings hold the defaults; the models below take theirs from them.
+_LANGUAGE = LanguageSettings()
+_PARQUET = ParquetSettings()
+_FETCH = FetchSettings()
+_STATE = StatePolicy()
 
-    def settings(self) -> LanguageSettings:
-        return LanguageSettings(**self.model_dump())
+
+class LanguageConfig(_Strict):
+    max_chars: int = Field(_LANGUAGE.max_chars, ge=50, le=100_000)
+    n_trial: int = Field(_LANGUAGE.n_trial, ge=1, le=20)
+    seed: int = _LANGUAGE.seed
+    min_letters: int = Field(_LANGUAGE.min_letters, ge=1)
+    sure_confidence: float = Field(_LANGUAGE.sure_confidence, ge=0.0, le=1.0)
+    min_letters_to_override: int = Field(_LANGUAGE.min_letters_to_override, ge=0, le=1000)
+    declared_prior: float = Field(_LANGUAGE.declared_prior, gt=0.0, lt=1.0)
+    cache_size: int = Field(_LANGUAGE.cache_size, ge=0, le=10_000_000)
 
 
 class ParquetConfig(_Strict):
     compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd"
-    compression_level: int = Field(3, ge=1, le=22)
-    row_group_size: int = Field(64_000, ge=1_000)
-    max_buffered_rows: int = Field(10_000, ge=100)
-
-    def settings(self) -> ParquetSettings:
-        return ParquetSettings(**self.model_dump())
+    compression_level: int = Field(_PARQUET.compression_level, ge=1, le=22)
+    row_group_size: int = Field(_PARQUET.row_group_size, ge=1_000)
+    max_buffered_rows: int = Field(_PARQUET.max_buffered_rows, ge=100)
 
 
 class FetchConfig(_Strict):
-    user_agent: str = "newsbeam/0.1 (+https://github.com/newsbeam/newsbeam)"
-    connect_timeout: float = Field(5.0, gt=0)
-    read_timeout: float = Field(15.0, gt=0)
-    total_timeout: float = Field(60.0, gt=0)
-    max_bytes: int = Field(20 * 1024 * 1024, ge=1024)
-    max_redirects: int = Field(5, ge=0, le=20)
-    max_attempts: int = Field(3, ge=1, le=10)
-    backoff_base: float = Field(0.5, ge=0)
-    max_retry_after: float = Field(30.0, ge=0)
-    allow_private_hosts: bool = False
-    max_concurrent: int = Field(16, ge=1, le=512)  # feeds fetched at once per worker
-    max_per_host: int = Field(2, ge=1, le=64)  # requests at once to one host, across workers
-    max_entries_per_feed: int = Field(
-        MAX_ENTRIES_PER_FEED, ge=1
-    )  # of any feed, file or URL; the rest are cut
-
-    def settings(self) -> FetchSettings:
-        return FetchSettings(**self.model_dump(exclude={"max_entries_per_feed"}))
+    user_agent: str = _FETCH.user_agent
+    connect_timeout: float = Field(_FETCH.connect_timeout, gt=0)
+    read_timeout: float = Field(_FETCH.read_timeout, gt=0)
+    total_timeout: float = Field(_FETCH.total_timeout, gt=0)
+    max_bytes: int = Field(_FETCH.max_bytes, ge=1024)
+    max_redirects: int = Field(_FETCH.max_redirects, ge=0, le=20)
+    max_attempts: int = Field(_FETCH.max_attempts, ge=1, le=10)
+    backoff_base: float = Field(_FETCH.backoff_base, ge=0)
+    max_retry_after: float = Field(_FETCH.max_retry_after, ge=0)
+    allow_private_hosts: bool = _FETCH.allow_private_hosts
+    max_concurrent: int = Field(_FETCH.max_concurrent, ge=1, le=512)  # feeds fetched at once per worker
+    max_per_host: int = Field(_FETCH.max_per_host, ge=1, le=64)  # requests at once to one host
+    max_entries_per_feed: int = Field(MAX_ENTRIES_PER_FEED, ge=1)  # of any feed, file or URL
 
 
 class FeedConfig(_Strict):
@@ -192,26 +191,17 @@ class StateConfig(_Strict):
 
     enabled: bool = True
     path: str | None = None  # default OUTPUT/_state/feeds.parquet
-    honour_ttl: bool = True
-    max_fresh: int = 86400  # a feed's ttl / max-age is shortened to this (seconds or "1d")
-    backoff_after: int = Field(2, ge=1)  # consecutive failures before a feed is skipped
-    backoff_base: int = 600  # first skip after failures; doubled per further failure
-    backoff_max: int = 86400
+    honour_ttl: bool = _STATE.honour_ttl
+    max_fresh: int = _STATE.max_fresh_seconds  # a feed's ttl / max-age is shortened to this ("1d")
+    backoff_after: int = Field(_STATE.backoff_after, ge=1)  # consecutive failures before a skip
+    backoff_base: int = _STATE.backoff_base_seconds  # first skip after failures; doubled per failure
+    backoff_max: int = _STATE.backoff_max_seconds
     force: bool = False  # poll every feed now, ignoring ttl and backoff (`--force`)
 
     @field_validator("max_fresh", "backoff_base", "backoff_max", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> int:
         return parse_duration(value)
-
-    def policy(self) -> StatePolicy:
-        return StatePolicy(
-            honour_ttl=self.honour_ttl,
-            max_fresh_seconds=self.max_fresh,
-            backoff_after=self.backoff_after,
-            backoff_base_seconds=self.backoff_base,
-            backoff_max_seconds=self.backoff_max,
-        )
 
 
 class StreamConfig(_Strict):
@@ -228,8 +218,27 @@ class StreamConfig(_Strict):
         return None if value is None else parse_duration(value)
 
 
+class StageSettings(NamedTuple):
+    """The frozen settings each stage takes, all derived from one `Settings` (`Settings.stages`)."""
+
+    fetch: FetchSettings
+    language: LanguageSettings
+    parquet: ParquetSettings
+    state_policy: StatePolicy
+    read: ReadSettings  # the batch source: fetch settings, feed hints, per-feed state
+
+
+# What each command needs beyond valid keys (`Settings.mode_problems`).
+Mode = Literal["batch", "stream", "launch"]
+
+
 class Settings(_Strict):
-    """A whole newsbeam config file."""
+    """A whole newsbeam config file.
+
+    Valid keys make valid settings; what a command needs on top (inputs for a run, http(s) feeds
+    and a streaming runner for `stream`, gs:// paths for `launch`) is `mode_problems`. The feed
+    list (`feeds:` and the OPML files) is read once, on first use, and kept with the settings.
+    """
 
     runner: str = "direct"
     output: str = "output"
@@ -242,6 +251,7 @@ class Settings(_Strict):
     opml: list[str] = Field(default_factory=list)  # OPML subscription lists (also `--opml`)
     state: StateConfig = StateConfig()
     stream: StreamConfig = StreamConfig()
+    progress_interval: int = 15  # seconds or "15s": a run not on a terminal logs progress this often
     beam_options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("runner")
@@ -277,17 +287,109 @@ class Settings(_Strict):
             check_input(item)
         return inputs
 
-    @field_validator("opml")
+    @field_validator("progress_interval", mode="before")
     @classmethod
-    def _opml_files_exist(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            if not os.path.isfile(path):
-                raise ValueError(f"OPML file {path!r} does not exist")
-        return paths
+    def _at_least_a_second(cls, value: Any) -> int:
+        seconds = parse_duration(value)
+        if seconds < 1:  # 0 would log a line on every turn of the display's loop
+            raise ValueError(f"{value!r}: give at least 1s")
+        return seconds
 
     @property
     def article_partition_keys(self) -> tuple[str, ...]:
         return ("ingest_date", *self.partition_by)
+
+    @cached_property
+    def feed_list(self) -> FeedList:
+        """`feeds:` then each OPML file, without duplicates; FeedListError for an unreadable file."""
+        listed = [(f"feeds[{index}]", feed.source()) for index, feed in enumerate(self.feeds)]
+        return feed_list(listed, self.opml)
+
+    @cached_property
+    def stages(self) -> StageSettings:
+        fetch = FetchSettings(**self.fetch.model_dump(exclude={"max_entries_per_feed"}))
+        state = self.state
+        policy = StatePolicy(
+            honour_ttl=state.honour_ttl,
+            max_fresh_seconds=state.max_fresh,
+            backoff_after=state.backoff_after,
+            backoff_base_seconds=state.backoff_base,
+            backoff_max_seconds=state.backoff_max,
+        )
+        read = ReadSettings(
+            fetch=fetch,
+            feeds={feed.url: feed for feed in self.feed_list.feeds},
+            state_path=(state.path or state_path(self.output)) if state.enabled else None,
+            state_policy=policy,
+            force=state.force,
+            max_entries_per_feed=self.fetch.max_entries_per_feed,
+        )
+        return StageSettings(
+            fetch=fetch,
+            language=LanguageSettings(**self.language.model_dump()),
+            parquet=ParquetSettings(**self.parquet.model_dump()),
+            state_policy=policy,
+            read=read,
+        )
+
+    def mode_problems(self, mode: Mode) -> list[tuple[str, str]]:
+        """What `mode` needs that these settings lack, as (key, problem); reads the feed list."""
+        from pipeline.runners import DATAFLOW_ALIASES, LOCAL_ALIASES
+
+        feeds = self.feed_list.feeds
+        runner = self.runner.strip().lower()
+        problems: list[tuple[str, str]] = []
+        if mode == "stream":
+            if runner in LOCAL_ALIASES:
+                problems.append(
+                    (
+                        "runner",
+                        f"{self.runner!r} runs batch pipelines only (an unbounded one never emits its "
+                        "windows there); use `prism` locally (`make prism`), or FlinkRunner / DataflowRunner",
+                    )
+                )
+            not_urls = [item for item in self.inputs if not is_http_url(item)]
+            if not_urls:
+                problems.append(
+                    (
+                        "inputs",
+                        f"the streaming job polls http(s) feeds; {', '.join(map(repr, not_urls))} "
+                        "is not one (use `newsbeam run` for files)",
+                    )
+                )
+            elif not self.inputs and not feeds:
+                problems.append(
+                    ("inputs", "no feeds to poll; list them under `feeds:` or `inputs:`, or give --opml")
+                )
+            return problems
+        if not self.inputs and not feeds:
+            problems.append(("inputs", "no inputs; give --input or list them in the config"))
+        if mode == "launch":
+            if runner not in DATAFLOW_ALIASES:
+                problems.append(("runner", f"`launch` submits to Dataflow; got {self.runner!r} (use `run`)"))
+            if not self.output.startswith("gs://"):
+                problems.append(
+                    (
+                        "output",
+                        f"{self.output!r} is not a gs:// URL; Dataflow workers cannot write a local folder",
+                    )
+                )
+            local = [item for item in self.inputs if "://" not in item]
+            if local:
+                problems.append(("inputs", f"Dataflow workers cannot read local paths: {', '.join(local)}"))
+        return problems
+
+    def check_mode(self, mode: Mode, origin: str = "settings") -> Settings:
+        """These settings when `mode` can run with them; else ConfigError, one line per problem."""
+        try:
+            problems = self.mode_problems(mode)
+        except FeedListError as error:
+            raise ConfigError(_line("opml", str(error), origin, frozenset())) from None
+        if problems:
+            raise ConfigError(
+                "\n".join(_line(key, message, origin, frozenset()) for key, message in problems)
+            )
+        return self
 
 
 def check_input(item: str) -> None:
@@ -371,48 +473,97 @@ REMOVED_KEYS = {
 }
 
 
-FLAG_OF_KEY = {"inputs": "--input"}  # the command-line flag of an override, where not `--KEY`
+# The command-line flag of an override, where not `--KEY`; overrides of nested keys are dotted.
+FLAG_OF_KEY = {
+    "inputs": "--input",
+    "state.force": "--force",
+    "stream.duration": "--duration",
+    "progress_interval": "--progress-interval",
+}
+
+
+def _line(key: str, message: str, origin: str, from_flags: frozenset[str]) -> str:
+    """One problem, naming the flag for a value given on the command line, else the file and key."""
+    flag_key = next((k for k in from_flags if key == k or key.startswith(f"{k}.")), None)
+    if flag_key is not None:
+        return f"{FLAG_OF_KEY.get(flag_key, '--' + flag_key.replace('_', '-'))}: {message}"
+    return f"{origin}: {key}: {message}"
 
 
 def _format_errors(error: ValidationError, origin: str, from_flags: frozenset[str] = frozenset()) -> str:
-    """One line per problem, naming the flag for a value given on the command line, else the file."""
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = REMOVED_KEYS.get(key, "unknown key")
-        top = str(problem["loc"][0]) if problem["loc"] else ""
-        if top in from_flags:
-            lines.append(f"{FLAG_OF_KEY.get(top, f'--{top}')}: {message}")
-        else:
-            lines.append(f"{origin}: {key}: {message}")
+        lines.append(_line(key, message, origin, from_flags))
     return "\n".join(lines)
 
 
-def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Settings from a YAML file (or defaults when None) with CLI overrides applied on top."""
-    data: dict[str, Any] = {}
-    origin = "defaults"
-    if path is not None:
-        origin = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(f"{origin}: cannot read the config file: {error.strerror}") from error
-        try:
-            loaded = safe_load_bounded(text)
-        except (yaml.YAMLError, RecursionError) as error:
-            reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
-            raise ConfigError(f"{origin}: not valid YAML: {reason}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{origin}: the top level must be a mapping of keys to values")
-        data = _paths_relative_to(loaded, Path(path).resolve().parent)
-    given = {key: value for key, value in (overrides or {}).items() if value is not None}
-    data |= given
+def _with_override(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """`data` with the dotted `key` set (`state.force`), sections merged, never mutated."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        return {**data, head: value}
+    section = data.get(head, {})
+    if not isinstance(section, dict):  # a bad section stays for validation to name
+        return data
+    return {**data, head: _with_override(section, rest, value)}
+
+
+def _read_config(path: str | Path) -> dict[str, Any]:
+    origin = str(path)
     try:
-        return Settings.model_validate(data)
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{origin}: cannot read the config file: {error.strerror}") from error
+    try:
+        loaded = safe_load_bounded(text)
+    except (yaml.YAMLError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise ConfigError(f"{origin}: not valid YAML: {reason}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of keys to values")
+    return _paths_relative_to(loaded, Path(path).resolve().parent)
+
+
+def load_settings(
+    path: str | Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    mode: Mode | None = None,
+    absolute_output: bool = False,
+) -> Settings:
+    """Settings from a YAML file (or defaults when None) with overrides applied on top, validated once.
+
+    `overrides` are keys of the file (dotted for nested ones: `state.force`); None values are
+    skipped. They are validated with the file, and a bad one is named by its command-line flag.
+    With `mode`, what that command needs is checked too (`Settings.mode_problems`); with
+    `absolute_output`, a local output is made absolute (so every message says where it is).
+    The OPML files are read here, once: a missing or broken one fails naming the file.
+    """
+    origin = "defaults" if path is None else str(path)
+    data = {} if path is None else _read_config(path)
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    for key, value in given.items():
+        data = _with_override(data, key, value)
+    if absolute_output:
+        output = data.get("output", Settings.model_fields["output"].default)
+        if isinstance(output, str) and output.strip() and len(urlsplit(output).scheme) <= 1:
+            data["output"] = os.path.abspath(output)
+    from_flags = frozenset(given)
+    try:
+        settings = Settings.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_format_errors(error, origin, frozenset(given))) from None
+        raise ConfigError(_format_errors(error, origin, from_flags)) from None
+    try:
+        problems = settings.mode_problems(mode) if mode else []
+        _ = settings.feed_list
+    except FeedListError as error:
+        raise ConfigError(_line("opml", str(error), origin, from_flags)) from None
+    if problems:
+        raise ConfigError("\n".join(_line(key, message, origin, from_flags) for key, message in problems))
+    return settings

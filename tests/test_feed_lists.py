@@ -10,13 +10,12 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_settings
+from pipeline.durations import parse_duration
 from pipeline.feeds import (
     FeedListError,
     canonical_feed_url,
     check_feed_url,
-    feed_list,
     load_opml,
-    parse_duration,
     unique_feeds,
 )
 from tests.feedserver import FeedServer, Reply
@@ -133,7 +132,7 @@ def test_config_feeds_with_hints(tmp_path: Path) -> None:
             },
         )
     )
-    feeds = feed_list(settings)
+    feeds = settings.feed_list
     assert [f.url for f in feeds.feeds] == [
         "https://a.example/feed",
         "https://b.example/feed",
@@ -177,7 +176,7 @@ def test_bad_feed_entries_fail_naming_the_key(
 
 def test_state_settings_take_durations(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, {"state": {"backoff_base": "5m", "max_fresh": "2h"}}))
-    policy = settings.state.policy()
+    policy = settings.stages.state_policy
     assert (policy.backoff_base_seconds, policy.max_fresh_seconds) == (300, 7200)
     with pytest.raises(ConfigError, match=r"state\.backof: unknown key"):
         load_settings(write(tmp_path, {"state": {"backof": 5}}))

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from pipeline.cli import _parser
-from pipeline.config import ConfigError, load_settings
+from pipeline.config import ConfigError, Settings, load_settings
 from tests.conftest import PROJECT
 
 DATAFLOW_CONFIG = PROJECT / "configs" / "dataflow.yaml"
@@ -177,7 +177,9 @@ def test_a_launch_without_project_or_with_local_paths_fails_before_building(
 
     settings = load_settings(DATAFLOW_CONFIG)
     options = {k: v for k, v in settings.beam_options.items() if k != "project"}
-    broken = settings.model_copy(update={"beam_options": options, "output": str(tmp_path)})
+    broken = Settings.model_validate(
+        settings.model_dump() | {"beam_options": options, "output": str(tmp_path)}
+    )
     with pytest.raises(ConfigError) as error:
         launch_dataflow(broken, [], "r", "0.1.0", dry_run=True)
     message = str(error.value)
