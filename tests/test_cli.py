@@ -22,7 +22,6 @@ import termios
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from pipeline.cli import (
@@ -38,7 +37,7 @@ from pipeline.cli import (
     parse_arguments,
 )
 from pipeline.run import committed_counts
-from tests.conftest import PROJECT, SEEDS, require
+from tests.conftest import PROJECT, SEEDS, require, sql
 from tests.feedserver import FeedServer, Reply
 
 GOOD_FEED = SEEDS / "feeds" / "rss2_en.xml"
@@ -54,7 +53,7 @@ def python(code: str, cwd: Path = PROJECT) -> subprocess.CompletedProcess[str]:
 def fetch_rows(output: Path) -> list[tuple[str, str, str | None]]:
     files = [str(p) for p in (output / "feed_fetches").glob("**/*.parquet")]
     query = f"SELECT source, outcome, message FROM read_parquet({files!r}) ORDER BY source"
-    return [(str(s), str(o), m) for s, o, m in duckdb.sql(query).fetchall()]
+    return [(str(s), str(o), m) for s, o, m in sql(query).fetchall()]
 
 
 def error_lines(captured: pytest.CaptureFixture[str]) -> list[str]:

@@ -250,7 +250,7 @@ def enriched(source: str, article_id: str, updated: datetime | None, text: str =
     }
 
 
-class StageAndDeduplicate(beam.PTransform):
+class StageAndDeduplicate(beam.PTransform[Any, Any]):
     """Articles staged as the batch pipeline stages them, then deduplicated on their refs."""
 
     def __init__(self, output: str, partition_keys: tuple[str, ...]) -> None:

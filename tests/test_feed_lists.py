@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pytest
 import yaml
 
@@ -18,6 +17,7 @@ from pipeline.feeds import (
     load_opml,
     unique_feeds,
 )
+from tests.conftest import sql
 from tests.feedserver import FeedServer, Reply
 from transforms.feed_state import FeedSource
 
@@ -220,14 +220,12 @@ def test_run_with_opml_fetches_each_feed_once_and_reports_bad_entries(
     assert "duplicate of" in stderr and "'gopher://old.example/feed' is not an http(s) URL" in stderr
 
     files = [str(p) for p in (tmp_path / "out" / "feed_fetches").glob("**/*.parquet")]
-    fetched = duckdb.sql(f"SELECT source, outcome FROM read_parquet({files!r}) ORDER BY source").fetchall()
+    fetched = sql(f"SELECT source, outcome FROM read_parquet({files!r}) ORDER BY source").fetchall()
     assert fetched == [(one, "ok"), (untitled, "ok")]
     assert [r.path for r in feed_server.requests].count("/one") == 1
     articles = [str(p) for p in (tmp_path / "out" / "articles").glob("**/*.parquet")]
     titles = dict(
-        duckdb.sql(
-            f"SELECT source, feed_title FROM read_parquet({articles!r}, hive_partitioning = true)"
-        ).fetchall()
+        sql(f"SELECT source, feed_title FROM read_parquet({articles!r}, hive_partitioning = true)").fetchall()
     )
     assert titles == {one: "One", untitled: "Two, named here"}  # the OPML name where the feed has none
 

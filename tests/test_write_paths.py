@@ -7,12 +7,14 @@ import posixpath
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import sql
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, TIMESTAMP
 from transforms.write import (
     MAX_PARTITION_SEGMENT_BYTES,
@@ -142,7 +144,7 @@ def test_partition_path() -> None:
 
 def test_records_to_table_round_trips_through_parquet(tmp_path: Path) -> None:
     plus_two = timezone(timedelta(hours=2))
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "article_id": "a" * 32,
             "source": "feed.xml",
@@ -222,7 +224,6 @@ CYRILLIC_HOST = "мвд.министерство-образования-и-на�
 @pytest.mark.e2e
 def test_a_long_idn_host_reads_back_exactly_from_its_partition_folder(tmp_path: Path) -> None:
     """`source_domain` lives only in the folder names: DuckDB and pyarrow.dataset must decode the host."""
-    import duckdb
     import pyarrow.dataset as ds
 
     from pipeline.cli import main
@@ -242,7 +243,7 @@ def test_a_long_idn_host_reads_back_exactly_from_its_partition_folder(tmp_path: 
     assert main(["run", "--config", str(config)]) == 0
 
     glob = f"{output}/articles/**/*.parquet"
-    read_back = duckdb.sql(f"SELECT source_domain FROM read_parquet('{glob}', hive_partitioning = true)")
+    read_back = sql(f"SELECT source_domain FROM read_parquet('{glob}', hive_partitioning = true)")
     assert read_back.fetchall() == [(CYRILLIC_HOST,)]
     dataset = ds.dataset(output / "articles", format="parquet", partitioning="hive")
     assert dataset.to_table(columns=["source_domain"]).column("source_domain").to_pylist() == [CYRILLIC_HOST]

@@ -104,6 +104,7 @@ def test_the_dry_run_builds_every_stage_of_the_batch_job(launched: Any) -> None:
 def test_workers_run_the_configured_sdk_image_with_the_deployment_options(
     launched: Any, config: dict[str, Any]
 ) -> None:
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
     from apache_beam.runners.dataflow.internal import apiclient
 
     options = config["beam_options"]
@@ -127,7 +128,7 @@ def test_workers_run_the_configured_sdk_image_with_the_deployment_options(
     ]
     assert described.serviceAccountEmail == options["service_account_email"]
     assert "use_runner_v2" in described.experiments
-    cloud = launched.options.view_as(apiclient.GoogleCloudOptions)
+    cloud = launched.options.view_as(GoogleCloudOptions)
     assert (cloud.project, cloud.region) == (options["project"], options["region"])
     # Beam gives each job a folder of its own under the temp and staging locations.
     assert cloud.temp_location.startswith(options["temp_location"] + "/beamapp-")
