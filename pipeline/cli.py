@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import importlib
 import logging
 import os
+import re
 import sys
 import traceback
 from datetime import timedelta
@@ -371,6 +373,35 @@ def beam_flags(extra: list[str], ours: list[str]) -> list[str]:
     raise UsageError("; ".join(problems) + " (flags are newsbeam's, see --help, or Beam pipeline options)")
 
 
+# --- errors of the job -----------------------------------------------------------------------
+
+# The last line of a Python traceback: `package.module.ClassName: message`.
+_RAISED = re.compile(r"^(?P<name>(?:pipeline|transforms)(?:\.\w+)+): ", re.MULTILINE)
+
+
+def raised_in_job(error: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether `error` is, wraps, or reports one of `kinds` raised inside the job.
+
+    The in-process runner re-raises a step's exception (or chains it); a portable runner (Prism,
+    Flink) sends only the worker's traceback as text, whose exception names are resolved back to
+    newsbeam's classes here, so that a subclass counts too.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, kinds):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    for found in _RAISED.finditer(str(error)):
+        module, _, name = found.group("name").rpartition(".")
+        try:
+            raised = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(raised, type) and issubclass(raised, kinds):
+            return True
+    return False
+
+
 # --- logging -----------------------------------------------------------------------------------
 
 
@@ -549,9 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except Exception as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        # A commit step that waited too long for the lock, or lost it, fails in the runner, which wraps it.
-        text = f"{type(error).__name__} {error}"
-        if CommitLockTimeout.__name__ in text or CommitLockLost.__name__ in text:
+        if raised_in_job(error, (CommitLockTimeout, CommitLockLost)):
             print(f"newsbeam: {first_line}", file=sys.stderr)
             return EXIT_LOCKED
         if args.verbose:

@@ -18,11 +18,19 @@ import os
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from pipeline.durations import parse_duration
 from pipeline.feeds import FeedList, FeedListError, check_feed_url, check_language, feed_list
@@ -105,6 +113,82 @@ def safe_load_bounded(text: str) -> Any:
         loader.dispose()
 
 
+def check_input(item: str) -> str:
+    """An input must be an http(s) URL, an existing path, a glob that matches, or an object-store URL."""
+    if not item or not item.strip():
+        raise ValueError("an input is empty")
+    scheme = urlsplit(item).scheme
+    if scheme in ("http", "https"):
+        check_feed_url(item)  # the feed lists' rule: its errors never show credentials
+        return item
+    if scheme in ("gs", "s3", "hdfs", "azfs"):
+        return item
+    if len(scheme) > 1:
+        raise ValueError(f"input {item!r}: unsupported URL scheme {scheme!r}")
+    if any(ch in item for ch in "*?["):
+        if not glob.glob(item, recursive=True):
+            raise ValueError(f"input pattern {item!r} matches no file")
+        return item
+    if not os.path.exists(item):
+        raise ValueError(f"input path {item!r} does not exist")
+    return item
+
+
+def check_runner(name: str) -> str:
+    """newsbeam's runner names, Beam's, or a dotted class path; a "did you mean" for typos."""
+    from apache_beam.runners.runner import _RUNNER_MAP
+
+    from pipeline.runners import DATAFLOW_ALIASES, FLINK_ALIASES, LOCAL_ALIASES, PRISM_ALIASES
+
+    key = name.strip().lower()
+    ours = sorted(LOCAL_ALIASES | PRISM_ALIASES | FLINK_ALIASES | DATAFLOW_ALIASES)
+    beams = sorted(_RUNNER_MAP)
+    known = {*ours, *beams, *(k.removesuffix("runner") for k in beams)}
+    if key in known or "." in key:
+        return name
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"unknown runner {name!r}{hint} (direct, prism, flink, dataflow, a Beam runner name "
+        "such as SparkRunner, or a dotted class path)"
+    )
+
+
+def check_output(output: str) -> str:
+    """A local output must be a folder (or not exist yet); object-store URLs are checked by the runner."""
+    if not output.strip():
+        raise ValueError("the output path is empty")
+    if len(urlsplit(output).scheme) <= 1 and os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"{output!r} is a file, not a folder; give a folder to write the datasets into")
+    return output
+
+
+def _check_inputs(inputs: list[str]) -> list[str]:
+    return [check_input(item) for item in inputs]
+
+
+def _optional_duration(value: Any) -> int | None:
+    return None if value is None else parse_duration(value)
+
+
+def _optional_language(value: str | None) -> str | None:
+    return check_language(value) if value else None
+
+
+def _at_least_a_second(value: Any) -> int:
+    seconds = parse_duration(value)
+    if seconds < 1:  # 0 would log a line on every turn of the display's loop
+        raise ValueError(f"{value!r}: give at least 1s")
+    return seconds
+
+
+# Values that read a grammar: durations (`15m`), feed URLs, language codes.
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+OptionalDuration = Annotated[int | None, BeforeValidator(_optional_duration)]
+FeedUrl = Annotated[str, AfterValidator(check_feed_url)]
+LanguageCode = Annotated[str | None, AfterValidator(_optional_language)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -153,27 +237,12 @@ class FetchConfig(_Strict):
 class FeedConfig(_Strict):
     """One `feeds:` entry: a feed URL and optional hints."""
 
-    url: str
+    url: FeedUrl
     name: str | None = None
-    language: str | None = None  # ISO 639-1 hint, used when the feed declares none
+    language: LanguageCode = None  # ISO 639-1 hint, used when the feed declares none
     category: str | None = None
     tags: list[str] = Field(default_factory=list)
-    poll_interval: int | None = None  # seconds, or "15m", "2h", "1d": not polled more often
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        return check_feed_url(url)
-
-    @field_validator("language")
-    @classmethod
-    def _language_code(cls, value: str | None) -> str | None:
-        return check_language(value) if value else None
-
-    @field_validator("poll_interval", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> int | None:
-        return None if value is None else parse_duration(value)
+    poll_interval: OptionalDuration = None  # seconds, or "15m", "2h", "1d": not polled more often
 
     def source(self) -> FeedSource:
         return FeedSource(
@@ -192,30 +261,20 @@ class StateConfig(_Strict):
     enabled: bool = True
     path: str | None = None  # default OUTPUT/_state/feeds.parquet
     honour_ttl: bool = _STATE.honour_ttl
-    max_fresh: int = _STATE.max_fresh_seconds  # a feed's ttl / max-age is shortened to this ("1d")
+    max_fresh: Duration = _STATE.max_fresh_seconds  # a feed's ttl / max-age is shortened to this ("1d")
     backoff_after: int = Field(_STATE.backoff_after, ge=1)  # consecutive failures before a skip
-    backoff_base: int = _STATE.backoff_base_seconds  # first skip after failures; doubled per failure
-    backoff_max: int = _STATE.backoff_max_seconds
+    backoff_base: Duration = _STATE.backoff_base_seconds  # first skip after failures; doubled per failure
+    backoff_max: Duration = _STATE.backoff_max_seconds
     force: bool = False  # poll every feed now, ignoring ttl and backoff (`--force`)
-
-    @field_validator("max_fresh", "backoff_base", "backoff_max", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> int:
-        return parse_duration(value)
 
 
 class StreamConfig(_Strict):
     """The streaming job (`newsbeam stream`): polling, windows on fetch time, de-duplication."""
 
-    poll_interval: int = Field(300, ge=1)  # seconds or "5m": feeds without their own poll_interval
-    window: int = Field(300, ge=1)  # fixed windows on fetch time, seconds or "5m"
-    cleanup_after: int = Field(86400, ge=1)  # a window's pane counter is kept this long after its end
-    duration: int | None = Field(None, ge=1)  # stop after this long (also `--duration`); None: until Ctrl-C
-
-    @field_validator("poll_interval", "window", "cleanup_after", "duration", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> int | None:
-        return None if value is None else parse_duration(value)
+    poll_interval: Duration = Field(300, ge=1)  # seconds or "5m": feeds without their own poll_interval
+    window: Duration = Field(300, ge=1)  # fixed windows on fetch time, seconds or "5m"
+    cleanup_after: Duration = Field(86400, ge=1)  # a window's pane counter is kept this long after its end
+    duration: OptionalDuration = Field(None, ge=1)  # stop after this long (`--duration`); None: until Ctrl-C
 
 
 class StageSettings(NamedTuple):
@@ -240,9 +299,9 @@ class Settings(_Strict):
     list (`feeds:` and the OPML files) is read once, on first use, and kept with the settings.
     """
 
-    runner: str = "direct"
-    output: str = "output"
-    inputs: list[str] = Field(default_factory=list)
+    runner: Annotated[str, AfterValidator(check_runner)] = "direct"
+    output: Annotated[str, AfterValidator(check_output)] = "output"
+    inputs: Annotated[list[str], AfterValidator(_check_inputs)] = Field(default_factory=list)
     partition_by: list[str] = Field(default_factory=lambda: ["language"])
     language: LanguageConfig = LanguageConfig()
     parquet: ParquetConfig = ParquetConfig()
@@ -251,18 +310,9 @@ class Settings(_Strict):
     opml: list[str] = Field(default_factory=list)  # OPML subscription lists (also `--opml`)
     state: StateConfig = StateConfig()
     stream: StreamConfig = StreamConfig()
-    progress_interval: int = 15  # seconds or "15s": a run not on a terminal logs progress this often
+    progress_interval: Annotated[int, BeforeValidator(_at_least_a_second)] = 15  # seconds or "15s": a
+    # run not on a terminal logs its progress this often
     beam_options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("runner")
-    @classmethod
-    def _known_runner(cls, name: str) -> str:
-        return check_runner(name)
-
-    @field_validator("output")
-    @classmethod
-    def _output_is_a_folder(cls, output: str) -> str:
-        return check_output(output)
 
     @field_validator("partition_by")
     @classmethod
@@ -279,21 +329,6 @@ class Settings(_Strict):
         if len(set(keys)) != len(keys):
             raise ValueError("a partition key is listed twice")
         return keys
-
-    @field_validator("inputs")
-    @classmethod
-    def _inputs_exist(cls, inputs: list[str]) -> list[str]:
-        for item in inputs:
-            check_input(item)
-        return inputs
-
-    @field_validator("progress_interval", mode="before")
-    @classmethod
-    def _at_least_a_second(cls, value: Any) -> int:
-        seconds = parse_duration(value)
-        if seconds < 1:  # 0 would log a line on every turn of the display's loop
-            raise ValueError(f"{value!r}: give at least 1s")
-        return seconds
 
     @property
     def article_partition_keys(self) -> tuple[str, ...]:
@@ -392,26 +427,6 @@ class Settings(_Strict):
         return self
 
 
-def check_input(item: str) -> None:
-    """An input must be an http(s) URL, an existing path, a glob that matches, or an object-store URL."""
-    if not item or not item.strip():
-        raise ValueError("an input is empty")
-    scheme = urlsplit(item).scheme
-    if scheme in ("http", "https"):
-        check_feed_url(item)  # the feed lists' rule: its errors never show credentials
-        return
-    if scheme in ("gs", "s3", "hdfs", "azfs"):
-        return
-    if len(scheme) > 1:
-        raise ValueError(f"input {item!r}: unsupported URL scheme {scheme!r}")
-    if any(ch in item for ch in "*?["):
-        if not glob.glob(item, recursive=True):
-            raise ValueError(f"input pattern {item!r} matches no file")
-        return
-    if not os.path.exists(item):
-        raise ValueError(f"input path {item!r} does not exist")
-
-
 def _paths_relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     """The config's `inputs:` and `opml:` paths resolved against its folder (URLs and absolute paths kept).
 
@@ -433,35 +448,6 @@ def _paths_relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
         if isinstance(resolved.get(key), list):
             resolved[key] = [resolve(item) for item in resolved[key]]
     return resolved
-
-
-def check_runner(name: str) -> str:
-    """newsbeam's runner names, Beam's, or a dotted class path; a "did you mean" for typos."""
-    from apache_beam.runners.runner import _RUNNER_MAP
-
-    from pipeline.runners import DATAFLOW_ALIASES, FLINK_ALIASES, LOCAL_ALIASES, PRISM_ALIASES
-
-    key = name.strip().lower()
-    ours = sorted(LOCAL_ALIASES | PRISM_ALIASES | FLINK_ALIASES | DATAFLOW_ALIASES)
-    beams = sorted(_RUNNER_MAP)
-    known = {*ours, *beams, *(k.removesuffix("runner") for k in beams)}
-    if key in known or "." in key:
-        return name
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(
-        f"unknown runner {name!r}{hint} (direct, prism, flink, dataflow, a Beam runner name "
-        "such as SparkRunner, or a dotted class path)"
-    )
-
-
-def check_output(output: str) -> str:
-    """A local output must be a folder (or not exist yet); object-store URLs are checked by the runner."""
-    if not output.strip():
-        raise ValueError("the output path is empty")
-    if len(urlsplit(output).scheme) <= 1 and os.path.exists(output) and not os.path.isdir(output):
-        raise ValueError(f"{output!r} is a file, not a folder; give a folder to write the datasets into")
-    return output
 
 
 # Keys that once meant something: refused like any unknown key, but saying why and what to do.
