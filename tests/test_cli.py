@@ -29,13 +29,13 @@ from pipeline.cli import (
     EXIT_NOTHING_READ,
     EXIT_TOO_MANY_FAILED,
     FailedInputsLimit,
-    _parser,
     command_of,
     configure_logging,
     exit_status,
     main,
     parse_arguments,
 )
+from pipeline.commands import build_parser
 from pipeline.run import committed_counts
 from tests.conftest import PROJECT, SEEDS, require, sql
 from tests.feedserver import FeedServer, Reply
@@ -420,5 +420,5 @@ def test_the_command_is_found_after_leading_logging_flags(argv: list[str], comma
 
 
 def test_the_command_names_are_the_parsers() -> None:
-    (commands,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     assert set(commands.choices) == set(COMMANDS)

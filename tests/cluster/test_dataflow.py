@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
-from pipeline.cli import _parser
+from pipeline.commands import build_parser
 from pipeline.config import ConfigError, Settings, load_settings
 from tests.conftest import PROJECT
 
@@ -210,7 +210,7 @@ def test_flex_template_metadata_is_valid_and_every_parameter_reaches_launch() ->
         for regex in parameter.get("regexes", []):
             assert re.fullmatch(regex, examples[parameter["name"]]), (parameter["name"], regex)
     argv = _template_main().template_argv([f"--{name}={value}" for name, value in examples.items()])
-    args, beam_args = _parser().parse_known_args(argv)
+    args, beam_args = build_parser().parse_known_args(argv)
     assert beam_args == []
     assert args.command == "launch" and args.runner == "dataflow"
     assert args.input == ["gs://b/seeds/*.txt", "https://example.com/feed.xml"]
