@@ -1,13 +1,23 @@
-"""Load and validate a newsbeam YAML config; bad configuration fails here, before the pipeline starts.
+"""Load and validate a newsbeam YAML config into one `Settings`; bad configuration fails here, at start.
 
-Every value has its default in `configs/local.yaml` and in the models below; a config file only
-needs the keys it changes. Unknown keys, wrong types, missing inputs and bad partition keys are
-reported as one `ConfigError` whose lines each name the file and the key.
+Validated once: the file and the command line's overrides together (`load_settings`), then what
+the command needs (`Settings.mode_problems`: inputs for a run, http(s) feeds and a streaming
+runner for `stream`, gs:// paths for `launch`). Unknown keys, wrong types, missing inputs, bad
+partition keys and unreadable OPML lists are one `ConfigError` whose lines each name the file and
+the key, or the flag a value came from. The feed list (`feeds:` and OPML) is read once, with the
+settings (`Settings.feed_list`).
+
+Defaults live once, in the stages' frozen settings (`FetchSettings`, `LanguageSettings`,
+`ParquetSettings`, `StatePolicy`): the models below take theirs from them, and `Settings.stages`
+derives the stages' settings back, in one place. `configs/local.yaml` shows the defaults for users
+to edit; tests/test_config.py and tests/test_settings.py hold it equal to them.
 
 Paths under `inputs:` and `opml:` are relative to the config file's folder (so a config and the
 files it lists travel together, and the shipped config finds the shipped seeds from any directory);
 `output:` and the command line's paths are relative to the working directory. The YAML loader is
-bounded (aliases and the size they expand to) so that an alias bomb fails here, naming the file.
+bounded (pipeline/bounded_yaml.py).
+
+Over 400 lines as one concern: every key, its rule and how a bad one is reported, in one place.
 """
 
 from __future__ import annotations
@@ -394,9 +404,13 @@ REMOVED_KEYS = {
 }
 
 
-# The command-line flag of an override, where not `--KEY`; overrides of nested keys are dotted.
+# The command-line flag of each key the CLI overrides (nested keys dotted). An override of any
+# other key (from Python) is named `overrides: KEY`.
 FLAG_OF_KEY = {
     "inputs": "--input",
+    "output": "--output",
+    "runner": "--runner",
+    "opml": "--opml",
     "state.force": "--force",
     "stream.duration": "--duration",
     "progress_interval": "--progress-interval",
@@ -405,10 +419,12 @@ FLAG_OF_KEY = {
 
 def _line(key: str, message: str, origin: str, from_flags: frozenset[str]) -> str:
     """One problem, naming the flag for a value given on the command line, else the file and key."""
-    flag_key = next((k for k in from_flags if key == k or key.startswith(f"{k}.")), None)
-    if flag_key is not None:
-        return f"{FLAG_OF_KEY.get(flag_key, '--' + flag_key.replace('_', '-'))}: {message}"
-    return f"{origin}: {key}: {message}"
+    given = next((k for k in from_flags if key == k or key.startswith(f"{k}.")), None)
+    if given is None:
+        return f"{origin}: {key}: {message}"
+    if given in FLAG_OF_KEY:
+        return f"{FLAG_OF_KEY[given]}: {message}"
+    return f"overrides: {key}: {message}"
 
 
 def _format_errors(error: ValidationError, origin: str, from_flags: frozenset[str] = frozenset()) -> str:

@@ -88,6 +88,12 @@ def test_a_bad_value_from_a_flag_is_named_by_the_flag(overrides: dict[str, Any],
     assert len(lines) == 1 and lines[0].startswith(expected), lines
 
 
+def test_an_override_from_python_is_named_as_one() -> None:
+    assert problems(None, {"fetch.max_attempts": 0}) == [
+        "overrides: fetch.max_attempts: Input should be greater than or equal to 1"
+    ]
+
+
 def test_a_nested_override_keeps_the_rest_of_its_section(tmp_path: Path) -> None:
     path = write(tmp_path, {"state": {"backoff_base": "5m"}, "stream": {"window": "10m"}})
     settings = load_settings(path, {"state.force": True, "stream.duration": "90s"})
