@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from pipeline.config import Settings
+    from pipeline.config import Mode, Settings
     from pipeline.run import RunCounts
 
 
@@ -227,7 +227,7 @@ def _load(args: argparse.Namespace) -> Settings:
         # The shipped config's demo inputs are never mixed into the user's own.
         overrides["inputs"] = overrides.get("inputs") or []
         overrides["opml"] = overrides.get("opml") or []
-    modes: dict[str, Any] = {"run": "batch", "stream": "stream", "launch": "launch"}
+    modes: dict[str, Mode] = {"run": "batch", "stream": "stream", "launch": "launch"}
     return load_settings(config, overrides, mode=modes.get(args.command), absolute_output=True)
 
 
