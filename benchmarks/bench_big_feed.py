@@ -18,8 +18,6 @@ and, with `--uncapped`, with a cap above the feed. It prints the figures and eac
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import shutil
 import tempfile
 import time
@@ -29,7 +27,7 @@ from typing import Any, cast
 
 import pyarrow.dataset as ds
 
-from pipeline.cli import run_batch
+from pipeline import run_batch
 from pipeline.config import load_settings
 from transforms.enrich import enrich_article, identify_article
 from transforms.language import LanguageDetector, LanguageSettings, apply_language
@@ -99,8 +97,7 @@ def whole_run(feed: Path, output: Path, max_entries: int) -> dict[str, Any]:
         {"inputs": [str(feed)], "output": str(output), "fetch": {"max_entries_per_feed": max_entries}},
     )
     started, cpu = time.perf_counter(), time.process_time()
-    with contextlib.redirect_stdout(io.StringIO()):
-        manifest = run_batch(settings, [])
+    manifest = run_batch(settings).manifest
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     (row,) = (
         ds.dataset(output / "feed_fetches", format="parquet", partitioning="hive")

@@ -17,11 +17,10 @@ from apache_beam.pipeline import Pipeline
 from apache_beam.pvalue import PCollection
 
 from pipeline.config import Settings
-from pipeline.feeds import feed_list
 from pipeline.progress import CountProgress
 from transforms.accounting import CountPerSource, CountUnaccounted
 from transforms.dedupe import DeduplicateArticles, DeduplicatedArticles, article_ref
-from transforms.feed_state import FeedSource, WriteFeedState, state_path
+from transforms.feed_state import FeedSource, WriteFeedState
 from transforms.io.commit import CommitRun
 from transforms.io.staging import WritePartitionedParquet
 from transforms.io.versions import WriteVersionIndex
@@ -52,7 +51,7 @@ def build_batch(
     """
     source = _read_sources(p, settings)
     processed = source.entries | "ProcessArticles" >> ProcessArticles(
-        run, settings.language.settings(), output=settings.output
+        run, settings.stages.language, output=settings.output
     )
     written = _write_batch(settings, run, source, processed)
     if progress is not None:
@@ -70,15 +69,8 @@ class BatchSource(NamedTuple):
 
 
 def _read_sources(p: Pipeline, settings: Settings) -> BatchSource:
-    feeds = feed_list(settings).feeds
-    read_settings = ReadSettings(
-        fetch=settings.fetch.settings(),
-        feeds={feed.url: feed for feed in feeds},
-        state_path=(settings.state.path or state_path(settings.output)) if settings.state.enabled else None,
-        state_policy=settings.state.policy(),
-        force=settings.state.force,
-        max_entries_per_feed=settings.fetch.max_entries_per_feed,
-    )
+    feeds = settings.feed_list.feeds
+    read_settings = settings.stages.read
     # A path given in bytes that are not UTF-8 travels as text (`pattern_as_text`), as every path does.
     inputs = [pattern_as_text(pattern) for pattern in (*settings.inputs, *(feed.url for feed in feeds))]
     read = p | "Inputs" >> beam.Create(inputs) | "ReadSources" >> ReadSources(read_settings)
@@ -95,7 +87,7 @@ class BatchWrite(NamedTuple):
 def _write_batch(
     settings: Settings, run: RunInfo, source: BatchSource, processed: ProcessedArticles
 ) -> BatchWrite:
-    parquet = settings.parquet.settings()
+    parquet = settings.stages.parquet
     # Articles are staged first and deduplicated on compact references to the staged rows, so
     # that whole records never leave the stage that reads and enriches them.
     staged_articles = processed.articles | "WriteArticles" >> WritePartitionedParquet(
@@ -164,7 +156,7 @@ def _commit_batch(settings: Settings, run: RunInfo, source: BatchSource, written
         source.inputs,
         snapshot=written.deduplicated.store_snapshot,
         unaccounted=written.fetch_rows | "CountUnaccounted" >> CountUnaccounted(),
-        settings=settings.parquet.settings(),
+        settings=settings.stages.parquet,
     )
     state_path_ = source.read_settings.state_path
     if state_path_:
@@ -193,7 +185,7 @@ def build_stream(
     windows, `ingest_date` and `ingested_at` come from it.
     """
     stream = settings.stream
-    parquet = settings.parquet.settings()
+    parquet = settings.stages.parquet
 
     def spec(dataset: str, schema: Any, keys: tuple[str, ...], with_index: bool = False) -> WindowFileSpec:
         # Articles: a record Arrow rejects becomes a dead letter of the same pane.
@@ -215,14 +207,14 @@ def build_stream(
         feeds,
         schedule.tick_seconds,
         stream.poll_interval,
-        settings.fetch.settings(),
+        settings.stages.fetch,
         settings.fetch.max_entries_per_feed,
         output=settings.output,
-        state_policy=settings.state.policy(),
+        state_policy=settings.stages.state_policy,
     )
     entries, fetches, read_failures = polled.entries, polled.fetches, polled.dead_letters
     processed = entries | "ProcessArticles" >> ProcessArticles(
-        run, settings.language.settings(), output=settings.output, streaming=True
+        run, settings.stages.language, output=settings.output, streaming=True
     )
     stamped = processed.articles | "StampFetchTime" >> beam.Map(_stamped_with_fetch_time(run))
     article_files = stamped | "WriteArticles" >> WriteWindowedParquet(

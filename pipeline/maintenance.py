@@ -224,7 +224,7 @@ def _ensure_folder(folder: str) -> None:
 def run_repair(settings: Any, args: argparse.Namespace) -> int:
     """Repair `settings.output`'s index and say what was wrong and what was done; the exit code."""
     report = repair_index(
-        settings.output, settings.parquet.settings(), lock_timeout=args.lock_timeout, force=args.force
+        settings.output, settings.stages.parquet, lock_timeout=args.lock_timeout, force=args.force
     )
     for problem in report.damaged:
         print(f"newsbeam repair: {problem}")

@@ -254,7 +254,7 @@ def enriched(source: str, article_id: str, updated: datetime | None, text: str =
     }
 
 
-class StageAndDeduplicate(beam.PTransform):
+class StageAndDeduplicate(beam.PTransform[Any, Any]):
     """Articles staged as the batch pipeline stages them, then deduplicated on their refs."""
 
     def __init__(self, output: str, partition_keys: tuple[str, ...]) -> None:
@@ -415,7 +415,7 @@ def test_process_articles_marks_stored_revisions_and_drops_none(tmp_path: Path) 
         assert_that(processed.duplicates, equal_to([]), label="NoneDropped")
 
 
-class ReplaceText(beam.PTransform):
+class ReplaceText(beam.PTransform[Any, Any]):
     """A stand-in full-text stage: records what it was given and replaces each article's text."""
 
     def expand(self, articles: Any) -> ArticleOutputs:

@@ -57,7 +57,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     per lookup (the last repeats), as a rebinding DNS server does; 127.0.0.2 plays a public address."""
     answers: dict[str, list[str]] = {}
     real_getaddrinfo = socket.getaddrinfo
-    real_ip_is_private = fetch_module.ip_is_private
+    real_ip_is_private = connection_module.ip_is_private
 
     def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         if host not in answers:

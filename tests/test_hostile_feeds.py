@@ -18,8 +18,9 @@ from typing import Any
 import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.pipeline import Pipeline
 from apache_beam.pvalue import TaggedOutput
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.feeds import check_feed_url, unique_feeds
@@ -45,7 +46,7 @@ def test_a_slowloris_feed_ends_at_its_deadline_while_the_other_feeds_are_read(
     good = [feed_server.route(f"/good{i}", feed_reply(rss(f"good{i}", 2))) for i in range(3)]
     # 2 KB at one byte every 20 ms: 40 s for the body, and never a pause long enough to time out.
     drip = feed_server.route("/drip", Reply(200, rss("drip", 8), drip_every=0.02))
-    with beam.Pipeline(runner=FnApiRunner()) as p:
+    with Pipeline(runner=FnApiRunner()) as p:
         entries, fetches, dead, _states = p | beam.Create([*good, drip]) | ReadSources(settings)
         assert_that(
             fetches

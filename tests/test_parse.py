@@ -15,9 +15,9 @@ from transforms.parse import (
     absolute_link,
     decode_text,
     parse_input,
-    parse_json_feed,
     parse_seed_file,
 )
+from transforms.parse_json import parse_json_feed
 from transforms.schema import Outcome, SourceType
 
 PROJECT = Path(__file__).resolve().parent.parent

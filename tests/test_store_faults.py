@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystem import FileSystem
 
-from pipeline.cli import main, new_run_id
+from pipeline.cli import main
+from pipeline.run import new_run_id
 from tests.test_incremental import make_inputs, run
 from transforms.io.parquet import write_parquet
 from transforms.io.staging import remove_staging

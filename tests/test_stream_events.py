@@ -19,6 +19,7 @@ from typing import Any
 import apache_beam as beam
 import pyarrow.dataset as ds
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.pipeline import Pipeline
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing.test_stream import TestStream as EventStream
@@ -92,16 +93,19 @@ def article(
     }
 
 
-def streaming_pipeline() -> beam.Pipeline:
+def streaming_pipeline() -> Pipeline:
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
-    return beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
+    return Pipeline(runner=BundleBasedDirectRunner(), options=options)
 
 
 def read_dataset(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return ds.dataset(str(path), format="parquet", partitioning="hive").to_table().to_pylist()
+    rows: list[dict[str, Any]] = (
+        ds.dataset(str(path), format="parquet", partitioning="hive").to_table().to_pylist()
+    )
+    return rows
 
 
 def parquet_files(root: Path) -> list[Path]:

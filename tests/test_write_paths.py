@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import sql
 from transforms.io.parquet import ParquetSettings, records_to_table
 from transforms.io.paths import (
     MAX_PARTITION_SEGMENT_BYTES,
@@ -224,7 +225,6 @@ CYRILLIC_HOST = "мвд.министерство-образования-и-на�
 @pytest.mark.e2e
 def test_a_long_idn_host_reads_back_exactly_from_its_partition_folder(tmp_path: Path) -> None:
     """`source_domain` lives only in the folder names: DuckDB and pyarrow.dataset must decode the host."""
-    import duckdb
     import pyarrow.dataset as ds
 
     from pipeline.cli import main
@@ -244,8 +244,8 @@ def test_a_long_idn_host_reads_back_exactly_from_its_partition_folder(tmp_path: 
     assert main(["run", "--config", str(config)]) == 0
 
     glob = f"{output}/articles/**/*.parquet"
-    read_back = duckdb.sql(f"SELECT source_domain FROM read_parquet('{glob}', hive_partitioning = true)")
-    assert read_back is not None and read_back.fetchall() == [(CYRILLIC_HOST,)]
+    read_back = sql(f"SELECT source_domain FROM read_parquet('{glob}', hive_partitioning = true)")
+    assert read_back.fetchall() == [(CYRILLIC_HOST,)]
     dataset = ds.dataset(output / "articles", format="parquet", partitioning="hive")
     assert dataset.to_table(columns=["source_domain"]).column("source_domain").to_pylist() == [CYRILLIC_HOST]
 

@@ -294,7 +294,8 @@ class _FakeTaskManager:
         import grpc
         from apache_beam.portability.api import beam_provision_api_pb2, beam_provision_api_pb2_grpc
 
-        asked = self.asked = []
+        asked: list[str | None] = []
+        self.asked = asked
 
         class Provision(beam_provision_api_pb2_grpc.ProvisionServiceServicer):
             def GetProvisionInfo(self, request: Any, context: Any) -> Any:
