@@ -246,7 +246,7 @@ def choose_sources(candidates: Sequence[SourceText], rng: random.Random) -> list
     long_enough = [c for c in candidates if c.words >= MIN_WORDS and len(c.paragraphs) >= 3 and c.title]
     seen_digests: set[str] = set()
     per_feed: dict[str, int] = {}
-    chosen = []
+    chosen: list[SourceText] = []
     for candidate in long_enough:
         digest = hashlib.sha256(" ".join(candidate.paragraphs[:2]).encode()).hexdigest()
         if digest in seen_digests or per_feed.get(candidate.feed, 0) >= MAX_PER_FEED:
@@ -339,7 +339,7 @@ def build_set(corpus: Path = CORPUS, seed: int = SEED) -> list[Item]:
         if donors:
             donor = rng.choice(donors)
             used.add(donor.key)
-            body = [source.paragraphs[0], *donor.paragraphs[1:], FOOTER.format(outlet=home)]
+            follow_up = [source.paragraphs[0], *donor.paragraphs[1:], FOOTER.format(outlet=home)]
             items.append(
                 Item(
                     f"{story}-f",
@@ -347,7 +347,7 @@ def build_set(corpus: Path = CORPUS, seed: int = SEED) -> list[Item]:
                     "follow_up",
                     source.language,
                     rewrite_headline(donor.title, rng),
-                    "\n\n".join(body),
+                    "\n\n".join(follow_up),
                     at + timedelta(days=1, hours=rng.randint(0, 12)),
                     home,
                 )
