@@ -1,0 +1,152 @@
+"""Near-duplicate stories on the labelled syndication set: precision, recall, ARI and cost.
+
+    python -m benchmarks.bench_stories                # the set of benchmarks/syndication_set.py, seed fixed
+    python -m benchmarks.bench_stories --threshold 0.45
+
+For the canonical arrival order and three shuffled ones, the set is assigned to stories (transforms/
+stories.py) in one commit, in ten commits and as a stream of small commits with a restart (the index
+written to bytes and read back) in the middle; the clusters must be identical across the three for one
+arrival order. Reported: pairwise precision and recall and the adjusted Rand index of the clusters
+against the labels, per kind of item (copies, teasers, hard negatives), and the CPU cost per article.
+Goal (issue 18): precision at least 0.98, recall at least 0.90.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pickle
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from math import comb
+from pathlib import Path
+
+from benchmarks.syndication_set import CORPUS, SEED, Item, build_set, shuffled
+from transforms.stories import (
+    DEFAULT_THRESHOLD,
+    Fingerprint,
+    IndexedArticle,
+    MemoryStoryIndex,
+    NewArticle,
+    StoryAssignment,
+    assign_stories,
+    band_keys,
+    fingerprint,
+)
+
+CACHE = Path.home() / ".cache" / "newsbeam-bench"
+
+
+def cached_set(seed: int) -> list[Item]:
+    """The set, built once per seed and corpus (its generation takes minutes: it extracts pages)."""
+    listing = sorted(str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*") if p.is_file())
+    key = hashlib.sha256(
+        f"{seed}\n{listing}".encode() + Path(__file__).with_name("syndication_set.py").read_bytes()
+    )
+    path = CACHE / f"syndication-{key.hexdigest()[:16]}.pickle"
+    if path.exists():
+        items: list[Item] = pickle.loads(path.read_bytes())
+        return items
+    items = build_set(seed=seed)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(items))
+    return items
+
+
+def pair_scores(labels: dict[str, str], predicted: dict[str, str]) -> tuple[float, float, float]:
+    """Pairwise precision and recall, and the adjusted Rand index, of `predicted` against `labels`."""
+    cells = Counter((predicted[i], labels[i]) for i in labels)
+    rows = Counter(predicted[i] for i in labels)
+    columns = Counter(labels.values())
+    together = sum(comb(n, 2) for n in cells.values())
+    predicted_pairs = sum(comb(n, 2) for n in rows.values())
+    true_pairs = sum(comb(n, 2) for n in columns.values())
+    precision = together / predicted_pairs if predicted_pairs else 1.0
+    recall = together / true_pairs if true_pairs else 1.0
+    expected = predicted_pairs * true_pairs / comb(len(labels), 2)
+    maximum = (predicted_pairs + true_pairs) / 2
+    ari = (together - expected) / (maximum - expected) if maximum != expected else 1.0
+    return precision, recall, ari
+
+
+def assign_in_commits(
+    articles: Sequence[NewArticle], commits: int, threshold: float, restart_at: int | None = None
+) -> dict[str, StoryAssignment]:
+    index = MemoryStoryIndex()
+    size = max(1, -(-len(articles) // commits))
+    result: dict[str, StoryAssignment] = {}
+    for number, start in enumerate(range(0, len(articles), size)):
+        if restart_at is not None and number == restart_at:
+            index = reloaded(index)
+        for assignment in assign_stories(articles[start : start + size], index, threshold, timedelta(days=7)):
+            result[assignment.article_id] = assignment
+    return result
+
+
+def reloaded(index: MemoryStoryIndex) -> MemoryStoryIndex:
+    """The index through bytes and back, as a restart reads it from the store."""
+    articles = {a.article_id: a for bucket in index.buckets.values() for a in bucket}
+    blob = [(a.article_id, a.story_id, a.published_at, a.fingerprint.to_bytes()) for a in articles.values()]
+    fresh = MemoryStoryIndex()
+    for article_id, story_id, published_at, data in pickle.loads(pickle.dumps(blob)):
+        article = IndexedArticle(article_id, story_id, published_at, Fingerprint.from_bytes(data))
+        fresh.add(article, band_keys(article.fingerprint))
+    return fresh
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument(
+        "--orders", type=int, default=3, help="shuffled arrival orders besides the canonical one"
+    )
+    args = parser.parse_args(argv)
+    items = cached_set(args.seed)
+    started = time.process_time()
+    prints = {item.item_id: fingerprint(item.title, item.text, item.language) for item in items}
+    fingerprint_ms = (time.process_time() - started) * 1000 / len(items)
+    print(f"{len(items)} items; fingerprint {fingerprint_ms:.2f} ms CPU per article")
+    labels = {item.item_id: item.story for item in items}
+    print(f"{'order':<10} {'commits':<14} {'precision':>9} {'recall':>7} {'ARI':>6}   identical")
+    for order_number in range(args.orders + 1):
+        ordered = items if order_number == 0 else shuffled(items, args.seed + order_number)
+        articles = [NewArticle(i.item_id, i.published_at, prints[i.item_id]) for i in ordered]
+        articles.sort(key=lambda a: (a.published_at, a.article_id))
+        started = time.process_time()
+        runs = {
+            "one": assign_in_commits(articles, 1, args.threshold),
+            "ten": assign_in_commits(articles, 10, args.threshold),
+            "stream": assign_in_commits(articles, 200, args.threshold, restart_at=100),
+        }
+        assign_ms = (time.process_time() - started) * 1000 / (3 * len(articles))
+        stories = {name: {k: v.story_id for k, v in run.items()} for name, run in runs.items()}
+        same = stories["one"] == stories["ten"] == stories["stream"]
+        name = "canonical" if order_number == 0 else f"shuffle{order_number}"
+        for commits, predicted in stories.items():
+            p, r, ari = pair_scores(labels, predicted)
+            print(f"{name:<10} {commits:<14} {p:9.4f} {r:7.4f} {ari:6.4f}   {same}")
+        if order_number == 0:
+            print(f"  assign {assign_ms:.3f} ms CPU per article")
+            predicted = stories["one"]
+            misses: Counter[str] = Counter()
+            false_joins: Counter[str] = Counter()
+            for item in items:
+                story_items = [o for o in items if o.story == item.story and o.item_id != item.item_id]
+                if any(predicted[o.item_id] != predicted[item.item_id] for o in story_items):
+                    misses[item.kind] += 1
+                joined = [
+                    o
+                    for o in items
+                    if predicted[o.item_id] == predicted[item.item_id] and o.item_id != item.item_id
+                ]
+                if any(o.story != item.story for o in joined):
+                    false_joins[item.kind] += 1
+            print("  items split from their story, by kind:", dict(misses))
+            print("  items joined to another story, by kind:", dict(false_joins))
+
+
+if __name__ == "__main__":
+    main()
