@@ -24,7 +24,7 @@ from transforms.dedupe import (
     STORE_SNAPSHOT,
     DeduplicateArticles,
     DeduplicateStream,
-    article_ref,
+    SpillRefs,
 )
 from transforms.enrich import EnrichArticles
 from transforms.feed_state import FeedSource, WriteFeedState, state_path
@@ -69,8 +69,8 @@ def build_batch(
     normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(run.started_at)
     detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
     enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)
-    # Articles are staged first and deduplicated on compact references to the staged rows, so
-    # that whole records never leave the stage that reads and enriches them.
+    # Articles are staged first and deduplicated on compact references to the staged rows, spilled
+    # to staging, so that neither whole records nor per-article refs wait in the runner's memory.
     staged_articles = enriched | "WriteArticles" >> WritePartitionedParquet(
         settings.output,
         ARTICLES,
@@ -79,7 +79,7 @@ def build_batch(
         run.run_id,
         parquet,
         defaults={"version": 1},
-        row_refs=article_ref,
+        row_refs=SpillRefs(settings.output, run.run_id),
         rejects_to_dead_letters=True,
     )
     deduplicate = DeduplicateArticles(settings.output, run.run_id, parquet)

@@ -17,7 +17,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from transforms.accounting import CountPerSource
-from transforms.dedupe import DeduplicateArticles, article_ref
+from transforms.dedupe import DeduplicateArticles, SpillRefs
 from transforms.enrich import EnrichArticles, make_article_id
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
@@ -265,7 +265,7 @@ class StageAndDeduplicate(beam.PTransform):
             self._keys,
             RUN.run_id,
             defaults={"version": 1},
-            row_refs=article_ref,
+            row_refs=SpillRefs(self._output, RUN.run_id),
         )
         return (staged.files, staged.row_refs) | DeduplicateArticles(self._output, RUN.run_id)
 
