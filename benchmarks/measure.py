@@ -91,6 +91,7 @@ def run_step(
     samples: list[tuple[float, int]] = []
     loads = [os.getloadavg()[0]]
     stdout_path = log.with_suffix(".stdout")
+    samples_path = log.with_suffix(".samples.json")
     with log.open("w") as err, stdout_path.open("w") as out:
         err.write("$ " + " ".join(command) + "\n")
         err.flush()
@@ -108,6 +109,8 @@ def run_step(
             if now >= next_kept:
                 samples.append((round(now, 1), total // (1024 * 1024)))
                 loads.append(os.getloadavg()[0])
+                # Kept as the step goes: a step stopped before its end still shows its memory curve.
+                samples_path.write_text(json.dumps({"pss_mb": samples, "load": loads}))
                 next_kept = now + 5
             # A sample walks /proc (a few ms of CPU): every 250 ms it takes ~1% of a core from the
             # step measured, the same share for every step.
