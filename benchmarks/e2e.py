@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from benchmarks.measure import report
+from benchmarks.measure import measured_commit, report
 from pipeline.cli import run_batch
 from pipeline.config import load_settings
 
@@ -28,6 +28,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "local.yaml"
 
 def main(argv: list[str]) -> None:
     output, workers, folders = argv[0], int(argv[1]), argv[2:]
+    commit = measured_commit()
     shutil.rmtree(output, ignore_errors=True)
     settings = load_settings(CONFIG, {"inputs": folders, "output": output})
     beam_args = [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
@@ -57,7 +58,8 @@ def main(argv: list[str]) -> None:
             "seconds": seconds,
             "status": manifest["status"],
             "workers": workers,
-        }
+        },
+        commit,
     )
 
 

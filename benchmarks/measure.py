@@ -67,9 +67,31 @@ def own_peak_rss() -> int:
     return 0
 
 
-def report(result: dict[str, Any]) -> None:
-    """Called by a step at its end: its figures for the parent, on one line of stdout."""
+def measured_commit() -> dict[str, Any]:
+    """The commit of the tree a step runs, and the files changed on top of it (JSON results aside)."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    changed = [line for line in git("status", "--porcelain").splitlines() if not line.endswith(".json")]
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "subject": git("log", "-1", "--format=%s"),
+        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "uncommitted_changes": changed,
+    }
+
+
+def report(result: dict[str, Any], commit: dict[str, Any] | None = None) -> None:
+    """Called by a step at its end: its figures for the parent, on one line of stdout.
+
+    `commit` is the tree the step ran (taken at its start): a long suite may span commits.
+    """
     result["own_peak_rss"] = own_peak_rss()
+    if commit is not None:
+        result["measured"] = commit
     print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)
 
 

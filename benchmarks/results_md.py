@@ -61,6 +61,14 @@ def _short(commit: dict[str, Any]) -> str:
     return text
 
 
+def _commit(step: dict[str, Any] | None) -> str:
+    """The commit a newsbeam step ran (recorded by the step itself); `-` for the baselines."""
+    measured = (step or {}).get("measured")
+    if not measured:
+        return "-"
+    return f"`{measured['commit'][:7]}`" + ("+changes" if measured.get("uncommitted_changes") else "")
+
+
 def _load(step: dict[str, Any]) -> str:
     load = step.get("load_average")
     return f"{load['mean']:.1f}" if load else "-"
@@ -88,14 +96,14 @@ def render_markdown(results: dict[str, Any], name: str) -> str:
             f"End to end on the same {results['copies']} copies (wall time of the whole command; "
             "CPU of every process; peak memory = summed PSS of the process tree):",
             "",
-            "| run | articles | wall s | articles/s | CPU s | CPU ms/article | peak PSS MB | load |",
-            "|---|---|---|---|---|---|---|---|",
+            "| run | articles | wall s | articles/s | CPU s | CPU ms/article | peak PSS MB | load | commit |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for label, r in rows:
             lines.append(
                 f"| {label} | {r['articles']:,} | {r['wall_seconds']:.1f} | {_per_second(r):.1f} | "
                 f"{r['cpu_seconds']:.1f} | {1000 * r['cpu_seconds'] / r['articles']:.2f} | "
-                f"{r['peak_tree_pss'] / MB:,.0f} | {_load(r)} |"
+                f"{r['peak_tree_pss'] / MB:,.0f} | {_load(r)} | {_commit(r)} |"
             )
     ratios = results.get("ratios", {})
     pairs = [(k, v) for k, v in ratios.items() if k.startswith("w") and "_over_" in k]
@@ -185,7 +193,7 @@ def render_markdown(results: dict[str, Any], name: str) -> str:
                 f"{run['peak_tree_pss'] / MB:,.0f} | {run.get('peak_launcher_pss', 0) / MB:,.0f} | "
                 f"{run['peak_tree_pss'] / first['peak_tree_pss']:.2f} | {books} | "
                 + (f"{_per_second(pool):.1f} | {pool['peak_tree_pss'] / MB:,.0f}" if pool else "- | -")
-                + f" | {_load(run)} |"
+                + f" | {_load(run)} | {_commit(run)} |"
             )
         by_target = {p["target"]: p["newsbeam"] for p in points}
         if 10_000 in by_target and 100_000 in by_target:

@@ -34,7 +34,6 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from benchmarks import corpus
-from benchmarks.measure import run_step
+from benchmarks.measure import measured_commit, run_step
 from benchmarks.results_md import RECORDED, render_text, write_results_md
 from transforms.language import detector_code
 
@@ -89,22 +88,6 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average_at_start": os.getloadavg(),
-    }
-
-
-def measured_commit() -> dict[str, Any]:
-    """The commit measured, and whether the tree had changes on top of it."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=corpus.REPO, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
-    changed = [line for line in git("status", "--porcelain").splitlines() if not line.endswith(".json")]
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "subject": git("log", "-1", "--format=%s"),
-        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-        "uncommitted_changes": changed,
     }
 
 

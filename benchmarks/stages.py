@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from benchmarks.corpus import list_inputs
-from benchmarks.measure import report
+from benchmarks.measure import measured_commit, report
 from transforms.enrich import enrich_article
 from transforms.language import LanguageDetector, LanguageSettings, apply_language
 from transforms.normalize import normalize_entry
@@ -97,6 +97,7 @@ def run_stages(folders: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
+    commit = measured_commit()
     profile_to = None
     if argv and argv[0] == "--profile":
         profile_to, argv = argv[1], argv[2:]
@@ -110,7 +111,7 @@ def main(argv: list[str]) -> None:
         Path(profile_to).write_text(profiler.output_text(unicode=True, show_all=False))
     else:
         result = run_stages(argv)
-    report(result)
+    report(result, commit)
 
 
 if __name__ == "__main__":
