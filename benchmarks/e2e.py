@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from benchmarks.measure import report
+from benchmarks.measure import measured_commit, report
 from pipeline import run_batch
 from pipeline.config import load_settings
 
@@ -26,6 +26,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "local.yaml"
 
 def main(argv: list[str]) -> None:
     output, workers, folders = argv[0], int(argv[1]), argv[2:]
+    commit = measured_commit()
     shutil.rmtree(output, ignore_errors=True)
     settings = load_settings(CONFIG, {"inputs": folders, "output": output})
     beam_args = [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
@@ -54,7 +55,8 @@ def main(argv: list[str]) -> None:
             "seconds": seconds,
             "status": manifest["status"],
             "workers": workers,
-        }
+        },
+        commit,
     )
 
 

@@ -1,15 +1,29 @@
-"""The benchmark suite: newsbeam against the baseline script, stage costs, scaling and accuracy.
+"""The benchmark suite: newsbeam against three baselines, stage costs, scaling, memory and accuracy.
 
-    make bench                                   # python -m benchmarks.run: >= 50,000 articles
-    python -m benchmarks.run --copies 2          # a smaller corpus while developing
-    python -m benchmarks.run --full              # all scale points (10k, 50k, 100k) and 1,000 sentences
-    python -m benchmarks.run --only accuracy     # some of: baseline e2e stages scaling accuracy
+    make bench                                        # python -m benchmarks.run: >= 50,000 articles
+    python -m benchmarks.run --copies 2               # a smaller corpus while developing
+    python -m benchmarks.run --only e2e,pool --copies 8   # some of: PARTS below
+    python -m benchmarks.run --only scaling --scales 10000,100000,1000000
+    python -m benchmarks.run ... --record             # keep the JSON (benchmarks/recorded/), new RESULTS.md
+    python -m benchmarks.run --render                 # RESULTS.md again from the recorded JSON files
 
-Every measured step runs in a subprocess of its own, so that its peak memory (the sum over the
-process and its workers) is its own. Prints a table and writes everything as JSON to
-`benchmarks/results/` (git-ignored). Exits non-zero, saying why, when the shared corpus is missing.
-Absolute times drift on a shared machine; the ratios to the baseline, measured side by side in the
-same run, are the figures to compare.
+Parts, all on the same copies of the corpus in one run, so that their ratios are fair:
+- `baseline` (a): the script users write first (feedparser and langdetect defaults, one process);
+- `lean` (b): that script with newsbeam's parser and detector settings;
+- `pool` (c): (b) on a `multiprocessing.Pool` of as many processes as newsbeam's workers (the headline);
+- `e2e`: newsbeam (`run_batch`) with 1 and 2 workers, and its start-up cost (a run over one file);
+- `stages`: newsbeam's stage functions in a plain loop over the same copies (Beam's overhead, like
+  with like: the 1-worker pipeline's time less its start-up, against the loop);
+- `scaling`: newsbeam with 2 workers at each of `--scales` articles, and (c) at those up to 100,000;
+  copies beyond the work folder's are made in a temporary folder and removed after;
+- `accuracy`: language accuracy on the lingua sentences.
+
+Every measured step runs in a subprocess of its own (benchmarks/measure.py): wall and CPU time, and
+peak memory as summed PSS of its process tree. Prints a table and writes everything as JSON to
+`benchmarks/results/` (git-ignored). With `--record` the JSON is also kept in `benchmarks/recorded/`
+(tracked) and `RESULTS.md`'s generated part is rewritten from every recorded JSON (benchmarks/results_md.py).
+Exits non-zero, saying why, when the shared corpus is missing. Absolute times drift on a shared
+machine (the load average is recorded per step); ratios within one run are the figures to compare.
 """
 
 from __future__ import annotations
@@ -17,8 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,25 +45,32 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from benchmarks import corpus
-from benchmarks.measure import run_step
+from benchmarks.measure import measured_commit, run_step
+from benchmarks.results_md import RECORDED, render_text, write_results_md
 from transforms.language import detector_code
 
 RESULTS = corpus.REPO / "benchmarks" / "results"
 ARTICLES_PER_COPY = 6_550  # written articles per copy of the corpus (200 feeds + 100 seed files)
 DEFAULT_COPIES = 8  # 8 x 6,550 = 52,400 articles: at least 50,000
-PARTS = ("baseline", "e2e", "stages", "scaling", "accuracy")
-MB = 1024 * 1024
+WORK_COPIES = 16  # copies kept in benchmarks/work/corpus; larger scales use a temporary folder
+BASELINE_MAX_SCALE = 100_000  # the baselines run at scale points up to here (the 1M run is newsbeam's)
+PARTS = ("baseline", "lean", "pool", "e2e", "stages", "scaling", "accuracy")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=DEFAULT_COPIES, help="copies of the 200 feeds")
+    parser.add_argument("--workers", type=int, default=2, help="newsbeam's workers = the pool's processes")
     parser.add_argument("--full", action="store_true", help="all scale points and all 1,000 sentences")
     parser.add_argument("--scales", default=None, help="comma-separated article counts for scaling")
-    parser.add_argument("--stage-copies", type=int, default=1, help="copies the plain stage loop reads")
     parser.add_argument("--sentences", type=int, default=None, help="lingua sentences per language")
     parser.add_argument("--only", default=None, help=f"comma-separated parts of {', '.join(PARTS)}")
     parser.add_argument("--profile", action="store_true", help="profile the stage loop with pyinstrument")
+    parser.add_argument("--record", action="store_true", help="keep the JSON and rewrite RESULTS.md")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite RESULTS.md from the recorded JSON"
+    )
+    parser.add_argument("--note", default="", help="a line saying what this run is for (kept in the JSON)")
     return parser
 
 
@@ -57,8 +81,6 @@ def machine() -> dict[str, Any]:
             cpu = line.split(":", 1)[1].strip()
             break
     memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
-    import os
-
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -72,9 +94,13 @@ def machine() -> dict[str, Any]:
 # --- agreement ----------------------------------------------------------------------------------
 
 
-def agreement(baseline_file: Path, output: Path) -> dict[str, Any]:
+def agreement(baseline_files: list[Path], output: Path) -> dict[str, Any]:
     """Same language as the baseline where the baseline is more than 0.9 sure (joined on url)."""
-    base = pq.read_table(baseline_file, columns=["url", "language", "confidence"]).to_pylist()
+    base = [
+        row
+        for path in baseline_files
+        for row in pq.read_table(path, columns=["url", "language", "confidence"]).to_pylist()
+    ]
     ours = (
         ds.dataset(output / "articles", format="parquet", partitioning="hive")
         .to_table(columns=["url", "language", "language_detected"])
@@ -102,6 +128,10 @@ def agreement(baseline_file: Path, output: Path) -> dict[str, Any]:
     }
 
 
+def parquet_files(path: Path) -> list[Path]:
+    return sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -111,6 +141,9 @@ def per_second(step: dict[str, Any], key: str = "wall_seconds") -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.render:
+        print(f"RESULTS.md rewritten from {len(write_results_md())} recorded runs")
+        return 0
     parts = set(args.only.split(",")) if args.only else set(PARTS)
     unknown = parts - set(PARTS)
     if unknown:
@@ -119,21 +152,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.scales:
         scales = [int(s) for s in args.scales.split(",")]
     else:
-        scales = [10_000, 50_000, 100_000] if args.full else [10_000, 50_000]
+        scales = [10_000, 50_000, 100_000] if args.full else [10_000, 100_000]
     scale_copies = {s: math.ceil(s / ARTICLES_PER_COPY) for s in scales}
     sentences = args.sentences or (1000 if args.full else 200)
+    workers = args.workers
     work = corpus.WORK
     logs = work / "logs"
     started = datetime.now(UTC)
     results: dict[str, Any] = {
         "started_at": started.isoformat(),
         "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "note": args.note,
+        "measured": measured_commit(),
         "machine": machine(),
         "copies": args.copies,
+        "workers": workers,
     }
 
     try:
-        needed = max([args.copies, args.stage_copies, *(scale_copies.values() if "scaling" in parts else [])])
+        in_work = [c for c in scale_copies.values() if c <= WORK_COPIES] if "scaling" in parts else []
+        needed = max([args.copies, *in_work])
         clock = time.perf_counter()
         built = corpus.build(needed)
         print(f"corpus: {needed} copies in {built.root} ({time.perf_counter() - clock:.1f}s)", flush=True)
@@ -147,34 +185,44 @@ def main(argv: list[str] | None = None) -> int:
     def step(name: str, module_args: list[str]) -> dict[str, Any]:
         print(f"running {name} ...", flush=True)
         result = run_step(module_args, logs / f"{name}.log")
-        print(f"  {name}: {result.get('articles', '')} articles in {result['wall_seconds']:.1f}s", flush=True)
+        print(
+            f"  {name}: {result.get('articles', '')} articles in {result['wall_seconds']:.1f}s "
+            f"(load {result['load_average']['mean']:.1f})",
+            flush=True,
+        )
         return result
 
-    if "baseline" in parts:
-        results["baseline"] = step(
-            "baseline", ["benchmarks.baseline", str(work / "baseline.parquet"), *inputs]
-        )
+    baselines = {
+        "baseline": ("baseline", [], work / "baseline.parquet"),
+        "lean": ("baseline_lean", ["--lean"], work / "baseline-lean.parquet"),
+        "pool": (f"baseline_pool_{workers}", ["--lean", "--processes", str(workers)], work / "baseline-pool"),
+    }
+    for part, (name, flags, out) in baselines.items():
+        if part in parts:
+            shutil.rmtree(out, ignore_errors=True)
+            out.unlink(missing_ok=True)
+            results[part] = step(name, ["benchmarks.baseline", *flags, str(out), *inputs])
     if "e2e" in parts:
-        for workers in (1, 2):
-            out = work / f"out-w{workers}"
-            results[f"newsbeam_w{workers}"] = step(
-                f"newsbeam_w{workers}", ["benchmarks.e2e", str(out), str(workers), *inputs]
+        one_file = sorted((Path(inputs[0]) / "seeds").iterdir())[:1]
+        for count in sorted({1, workers}):
+            results[f"startup_w{count}"] = step(
+                f"startup_w{count}",
+                ["benchmarks.e2e", str(work / "out-startup"), str(count), str(one_file[0])],
             )
-        if (work / "baseline.parquet").exists():
-            results["agreement"] = agreement(work / "baseline.parquet", work / "out-w2")
+            out = work / f"out-w{count}"
+            results[f"newsbeam_w{count}"] = step(
+                f"newsbeam_w{count}", ["benchmarks.e2e", str(out), str(count), *inputs]
+            )
+        results["agreement"] = {
+            part: agreement(parquet_files(baselines[part][2]), work / f"out-w{workers}")
+            for part in ("baseline", "lean", "pool")
+            if part in results
+        }
     if "stages" in parts:
         profile = ["--profile", str(work / "profile.txt")] if args.profile else []
-        results["stages"] = step("stages", ["benchmarks.stages", *profile, *built.inputs(args.stage_copies)])
+        results["stages"] = step("stages", ["benchmarks.stages", *profile, *inputs])
     if "scaling" in parts:
-        scaling = []
-        for scale, copies in scale_copies.items():
-            if copies == args.copies and "newsbeam_w2" in results:
-                run = results["newsbeam_w2"]
-            else:
-                out = work / f"out-scale-{scale}"
-                run = step(f"scale_{scale}", ["benchmarks.e2e", str(out), "2", *built.inputs(copies)])
-            scaling.append({"target": scale, "copies": copies, **run})
-        results["scaling"] = scaling
+        results["scaling"] = scaling(scale_copies, built, args.copies, workers, results, step)
     if "accuracy" in parts:
         results["accuracy"] = step(
             "accuracy", ["benchmarks.accuracy", "--sentences", str(sentences), "--articles", "40"]
@@ -182,141 +230,115 @@ def main(argv: list[str] | None = None) -> int:
 
     results["ratios"] = ratios(results)
     results["finished_at"] = datetime.now(UTC).isoformat()
-    results["load_average_at_end"] = __import__("os").getloadavg()
+    results["load_average_at_end"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"bench-{started:%Y%m%dT%H%M%SZ}.json"
+    text = json.dumps(results, indent=2, default=str)
     for path in (RESULTS / name, RESULTS / "latest.json"):
-        path.write_text(json.dumps(results, indent=2, default=str))
-    print(render(results))
-    print(f"\nresults: {RESULTS / name}")
+        path.write_text(text)
+    if args.record:
+        RECORDED.mkdir(parents=True, exist_ok=True)
+        (RECORDED / name).write_text(text)
+        write_results_md()
+    print(render_text(results))
+    print(f"\nresults: {RESULTS / name}" + (f" (recorded: {RECORDED / name})" if args.record else ""))
     return 0
 
 
+def scaling(
+    scale_copies: dict[int, int],
+    built: corpus.Corpus,
+    copies: int,
+    workers: int,
+    results: dict[str, Any],
+    step: Any,
+) -> list[dict[str, Any]]:
+    """newsbeam at each scale point, and the pool baseline up to `BASELINE_MAX_SCALE` articles."""
+    points = []
+    for scale, count in scale_copies.items():
+        point: dict[str, Any] = {"target": scale, "copies": count}
+        temporary = None
+        if count > WORK_COPIES:  # never into the repository: a temporary folder, removed after
+            temporary = Path(tempfile.mkdtemp(prefix=f"newsbeam-scale-{scale}-"))
+            clock = time.perf_counter()
+            folders = corpus.build(count, temporary).inputs(count)
+            point["corpus_seconds"] = time.perf_counter() - clock
+            out_root = temporary
+        else:
+            folders, out_root = built.inputs(count), corpus.WORK
+        try:
+            if count == copies and f"newsbeam_w{workers}" in results:
+                point["newsbeam"] = results[f"newsbeam_w{workers}"]
+            else:
+                point["newsbeam"] = step(
+                    f"scale_{scale}",
+                    ["benchmarks.e2e", str(out_root / f"out-scale-{scale}"), str(workers), *folders],
+                )
+            if scale <= BASELINE_MAX_SCALE:
+                if count == copies and "pool" in results:
+                    point["pool"] = results["pool"]
+                else:
+                    out = out_root / f"baseline-pool-scale-{scale}"
+                    shutil.rmtree(out, ignore_errors=True)
+                    point["pool"] = step(
+                        f"scale_{scale}_pool",
+                        ["benchmarks.baseline", "--lean", "--processes", str(workers), str(out), *folders],
+                    )
+        finally:
+            if temporary is not None:
+                shutil.rmtree(temporary, ignore_errors=True)
+        points.append(point)
+    return points
+
+
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """newsbeam over each baseline (articles/s, CPU per article, memory); Beam overhead; memory growth."""
     out: dict[str, Any] = {}
-    base = results.get("baseline")
-    for workers in (1, 2):
-        ours = results.get(f"newsbeam_w{workers}")
-        if base and ours:
-            out[f"speed_w{workers}"] = per_second(ours) / per_second(base)
-            out[f"speed_w{workers}_inside"] = per_second(ours, "seconds") / per_second(base, "seconds")
-            out[f"cpu_per_article_w{workers}"] = (ours["cpu_seconds"] / ours["articles"]) / (
-                base["cpu_seconds"] / base["articles"]
-            )
-            out[f"peak_memory_w{workers}"] = ours["peak_tree_rss"] / base["peak_tree_rss"]
-    stages, pipeline = results.get("stages"), results.get("newsbeam_w1")
-    if stages and pipeline:
+    workers = results.get("workers", 2)
+    for count in sorted({1, workers}):
+        ours = results.get(f"newsbeam_w{count}")
+        for part in ("baseline", "lean", "pool"):
+            base = results.get(part)
+            if not (base and ours):
+                continue
+            key = f"w{count}_over_{part}"
+            out[key] = {
+                "articles_per_second": per_second(ours) / per_second(base),
+                "articles_per_second_inside": per_second(ours, "seconds") / per_second(base, "seconds"),
+                "cpu_per_article": (base["cpu_seconds"] / base["articles"])
+                / (ours["cpu_seconds"] / ours["articles"]),
+                "peak_memory": ours["peak_tree_pss"] / base["peak_tree_pss"],
+            }
+    if f"w{workers}_over_pool" in out:
+        out["headline_speed_over_pool"] = out[f"w{workers}_over_pool"]["articles_per_second"]
+    stages, pipeline, startup = results.get("stages"), results.get("newsbeam_w1"), results.get("startup_w1")
+    if stages and pipeline and startup:
+        # Like with like: the same copies; the pipeline's fixed start-up (a run over one file) apart.
         loop_wall = stages["wall_seconds_inside"] / stages["articles"]
         loop_cpu = stages["cpu_seconds"] / stages["articles"]
+        out["startup_seconds_w1"] = startup["seconds"]
+        out["startup_cpu_seconds_w1"] = startup["cpu_seconds"]
         out["beam_overhead_wall_percent"] = 100 * (
-            (pipeline["seconds"] / pipeline["articles"]) / loop_wall - 1
+            ((pipeline["seconds"] - startup["seconds"]) / pipeline["articles"]) / loop_wall - 1
         )
         out["beam_overhead_cpu_percent"] = 100 * (
-            (pipeline["cpu_seconds"] / pipeline["articles"]) / loop_cpu - 1
+            ((pipeline["cpu_seconds"] - startup["cpu_seconds"]) / pipeline["articles"]) / loop_cpu - 1
         )
     # A run that lost entries says nothing about memory per article.
-    scaling = [s for s in results.get("scaling") or [] if not s.get("unaccounted_entries")]
-    if len(scaling) >= 2:
-        first, last = scaling[0], scaling[-1]
-        growth = (last["peak_tree_rss"] - first["peak_tree_rss"]) / max(
-            last["articles"] - first["articles"], 1
-        )
-        out["peak_memory_growth_kb_per_article"] = growth / 1024
+    points = [s for s in results.get("scaling") or [] if not s["newsbeam"].get("unaccounted_entries")]
+    if len(points) >= 2:
+        first = points[0]["newsbeam"]
+        growth = {}
+        for point in points[1:]:
+            run = point["newsbeam"]
+            growth[str(point["target"])] = {
+                "peak_over_first": run["peak_tree_pss"] / first["peak_tree_pss"],
+                "kb_per_article": (run["peak_tree_pss"] - first["peak_tree_pss"])
+                / max(run["articles"] - first["articles"], 1)
+                / 1024,
+            }
+        out["memory_growth_from_first_scale"] = growth
     return out
-
-
-def render(results: dict[str, Any]) -> str:
-    lines = [
-        f"newsbeam benchmark, {results['started_at']}  ({results['machine']['cpu']}, "
-        f"{results['machine']['cores']} cores)",
-        "",
-    ]
-    header = (
-        f"{'run':<22}{'articles':>10}{'wall s':>9}{'art/s':>9}{'cpu s':>9}{'cpu ms/art':>11}"
-        f"{'peak MB':>9}{'x base':>8}{'x base cpu':>11}{'mem x':>7}"
-    )
-    lines += [header, "-" * len(header)]
-    base = results.get("baseline")
-    rows = [("baseline (1 process)", base)]
-    rows += [(f"newsbeam {w} worker{'s' if w > 1 else ''}", results.get(f"newsbeam_w{w}")) for w in (1, 2)]
-    rows += [(f"scale {s['target']:,} (2 w)", s) for s in results.get("scaling") or []]
-    for label, r in rows:
-        if not r:
-            continue
-        cpu_ms = 1000 * r["cpu_seconds"] / r["articles"]
-        ratio = f"{per_second(r) / per_second(base):.2f}" if base else "-"
-        cpu_ratio = f"{1000 * base['cpu_seconds'] / base['articles'] / cpu_ms:.2f}" if base else "-"
-        memory = f"{r['peak_tree_rss'] / base['peak_tree_rss']:.2f}" if base else "-"
-        lines.append(
-            f"{label:<22}{r['articles']:>10,}{r['wall_seconds']:>9.1f}{per_second(r):>9.1f}"
-            f"{r['cpu_seconds']:>9.1f}{cpu_ms:>11.2f}{r['peak_tree_rss'] / MB:>9.0f}{ratio:>8}{cpu_ratio:>11}"
-            f"{memory:>7}"
-        )
-    lines.append(
-        "(x base: articles/s over the baseline's, wall clock of the whole command; x base cpu: the"
-        "\n baseline's CPU time per article over this run's, all processes; mem x: peak RSS of all"
-        "\n processes over the baseline's)"
-    )
-    for label, r in rows:
-        if r and r.get("unaccounted_entries"):
-            lines.append(
-                f"WARNING {label}: {r['unaccounted_entries']:,} of {r['entries']:,} entries are neither "
-                "written, duplicates nor dead letters\n  (feed_fetches: entries != articles_written"
-                " + duplicates + dead_letters)"
-            )
-    agree = results.get("agreement")
-    if agree:
-        lines.append(
-            "\nlanguage agreement with the baseline where it is > 0.9 sure: "
-            f"{agree['same_language_percent']:.2f}% of {agree['baseline_sure']:,} articles "
-            f"(joined on url: {agree['joined_on_url']:,})"
-        )
-    stages = results.get("stages")
-    if stages:
-        lines.append(f"\nstage costs, plain loop over {stages['articles']:,} articles (CPU ms per article):")
-        lines.append(
-            "  "
-            + "  ".join(f"{k} {1000 * v / stages['articles']:.3f}" for k, v in stages["stages"].items())
-            + f"  total {1000 * stages['seconds'] / stages['articles']:.3f}"
-        )
-    r = results.get("ratios", {})
-    if "beam_overhead_wall_percent" in r:
-        lines.append(
-            f"beam overhead (1 worker vs plain loop): {r['beam_overhead_wall_percent']:.1f}% wall, "
-            f"{r['beam_overhead_cpu_percent']:.1f}% CPU (target < 15%)"
-        )
-    if "peak_memory_growth_kb_per_article" in r:
-        lines.append(f"peak memory growth: {r['peak_memory_growth_kb_per_article']:.2f} KB per article")
-    accuracy = results.get("accuracy")
-    if accuracy:
-        lines.append(
-            f"\nlanguage accuracy on lingua sentences, {accuracy['languages']} languages "
-            f"({accuracy['sentences_per_language']}) per language:"
-        )
-        lines.append(f"  {'config':<15}{'headline':>10}{'sentence':>10}{'article':>10}   ms/text h/s/a")
-        for config, v in accuracy["overall_percent"].items():
-            lines.append(
-                f"  {config:<15}{v['headline']:>9.2f}%{v['sentence']:>9.2f}%{v['article']:>9.2f}%   "
-                f"{v['headline_ms_per_text']:.2f}/{v['sentence_ms_per_text']:.2f}/{v['article_ms_per_text']:.2f}"
-            )
-        f = accuracy["fusion"]
-        lines.append(
-            f"  fusion on headlines, declared language wrong for {100 * f['wrong_declared_share']:.0f}%: "
-            f"without {f['detect_without_declaration_percent']:.2f}%, "
-            f"with {f['detect_with_declaration_percent']:.2f}%"
-            f" (declared alone {f['declared_only_percent']:.2f}%)"
-        )
-        lines.append(
-            "  real feeds (declared / detected / chosen / plain langdetect = true language, % of items):"
-        )
-        for feed in accuracy["real_feeds"]:
-            lines.append(
-                f"    {feed['outlet'][:30]:<31}{feed['language']:<4}{feed['items']:>4}  "
-                f"{feed['declared_percent']:>5.1f} {feed['detected_percent']:>5.1f} "
-                f"{feed['chosen_percent']:>5.1f} "
-                f"{feed['langdetect_percent']:>5.1f}  declared {feed['declared_tags']}"
-            )
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any, cast
 import pyarrow as pa
 
 from benchmarks.corpus import list_inputs
-from benchmarks.measure import report
+from benchmarks.measure import measured_commit, report
 from transforms.enrich import enrich_article, identify_article
 from transforms.io.parquet import ParquetSettings, records_to_table, write_parquet
 from transforms.io.paths import partition_path
@@ -101,6 +101,7 @@ def run_stages(folders: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
+    commit = measured_commit()
     profile_to = None
     if argv and argv[0] == "--profile":
         profile_to, argv = argv[1], argv[2:]
@@ -114,7 +115,7 @@ def main(argv: list[str]) -> None:
         Path(profile_to).write_text(profiler.output_text(unicode=True, show_all=False))
     else:
         result = run_stages(argv)
-    report(result)
+    report(result, commit)
 
 
 if __name__ == "__main__":

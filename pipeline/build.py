@@ -19,7 +19,7 @@ from apache_beam.pvalue import PCollection
 from pipeline.config import Settings
 from pipeline.progress import CountProgress
 from transforms.accounting import CountPerSource, CountUnaccounted
-from transforms.dedupe import DeduplicateArticles, DeduplicatedArticles, article_ref
+from transforms.dedupe import DeduplicateArticles, DeduplicatedArticles, SpillRefs
 from transforms.feed_state import FeedSource, WriteFeedState
 from transforms.io.commit import CommitRun
 from transforms.io.staging import WritePartitionedParquet
@@ -88,8 +88,8 @@ def _write_batch(
     settings: Settings, run: RunInfo, source: BatchSource, processed: ProcessedArticles
 ) -> BatchWrite:
     parquet = settings.stages.parquet
-    # Articles are staged first and deduplicated on compact references to the staged rows, so
-    # that whole records never leave the stage that reads and enriches them.
+    # Articles are staged first and deduplicated on compact references to the staged rows, spilled
+    # to staging, so that neither whole records nor per-article refs wait in the runner's memory.
     staged_articles = processed.articles | "WriteArticles" >> WritePartitionedParquet(
         settings.output,
         ARTICLES,
@@ -98,7 +98,7 @@ def _write_batch(
         run.run_id,
         parquet,
         defaults={"version": 1},
-        row_refs=article_ref,
+        row_refs=SpillRefs(settings.output, run.run_id),
         rejects_to_dead_letters=True,
     )
     deduplicate = DeduplicateArticles(settings.output, run.run_id, parquet)

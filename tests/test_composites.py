@@ -17,7 +17,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from transforms.accounting import CountPerSource
-from transforms.dedupe import DeduplicateArticles, article_ref
+from transforms.dedupe import DeduplicateArticles, SpillRefs
 from transforms.enrich import EnrichArticles, IdentifyArticles, content_hash, make_article_id
 from transforms.io.staging import StagedFile, WritePartitionedParquet
 from transforms.io.versions import INDEX_SCHEMA
@@ -269,7 +269,7 @@ class StageAndDeduplicate(beam.PTransform[Any, Any]):
             self._keys,
             RUN.run_id,
             defaults={"version": 1},
-            row_refs=article_ref,
+            row_refs=SpillRefs(self._output, RUN.run_id),
         )
         return (staged.files, staged.row_refs) | DeduplicateArticles(self._output, RUN.run_id)
 

@@ -239,7 +239,9 @@ def test_lock_failures_are_known_by_their_class_wherever_they_were_raised() -> N
     wrapped = RuntimeError("the job failed")
     wrapped.__cause__ = CommitLockLost("taken over")
     assert raised_in_job(wrapped, (CommitLockTimeout, CommitLockLost))
-    remote = RuntimeError("Pipeline failed:\nTraceback ...\ntransforms.io.lock.CommitLockTimeout: held by b\n")
+    remote = RuntimeError(
+        "Pipeline failed:\nTraceback ...\ntransforms.io.lock.CommitLockTimeout: held by b\n"
+    )
     assert raised_in_job(remote, (CommitLockTimeout,))
     # A message that only mentions the name, or a class that is not one of them, is not a lock failure.
     assert not raised_in_job(RuntimeError("feed 'CommitLockTimeout news' failed"), (CommitLockTimeout,))

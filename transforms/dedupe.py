@@ -1,11 +1,14 @@
 """DeduplicateArticles: one article per `article_id` within a run, and only what the store lacks.
 
-(The early known-revision checks, before the costly stages, are in transforms/known_revisions.py.)
-
-Articles are deduplicated after they are staged, on compact references: every staged row comes
-with an `ArticleRef` (its id, rank, file and row, and its version-index fields), and only those
-go through the shuffle. Whole records stay inside the stage that reads, enriches and stages them,
-so the in-process runner never holds them (it buffers every PCollection that crosses a stage).
+Articles are deduplicated after they are staged, on compact references: every staged row has an
+`ArticleRef` (its id, rank, file and row, and its version-index fields). The writer puts the refs of
+each staged file in a Parquet file of their own in the run's staging (`SpillRefs`), and only those
+files' names cross to the next stage. Neither whole records nor per-article refs wait in the runner:
+the in-process runner buffers in memory every PCollection that crosses a stage, which made its
+memory grow with every article of the run (6.7 KB each, with the refs in a GroupByKey and their
+ids in a side input). The decision reads the refs back from staging in hash buckets of at most
+`BUCKET_ROWS` refs (spilled to a local temporary folder), with the stored versions of each bucket's
+ids, so its memory is bounded by a bucket, not by the run.
 
 Within the run, when several entries share an id (the same link in two feeds, or twice in one
 feed), the most recently updated one wins, then the most complete; the order is total, so
@@ -13,28 +16,40 @@ exactly one wins. Across runs, the winner is compared with the latest stored ver
 (the version index of transforms/io/versions.py): already stored, it is dropped; changed, it gets the
 next version number. The decisions that change a staged file (rows dropped, versions other than
 1) are applied to it before the commit; files without any are left as staged.
+
+(The early known-revision checks, before the costly stages, are in transforms/known_revisions.py.)
 """
 
 from __future__ import annotations
 
+import math
 import posixpath
+import tempfile
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
+from apache_beam.transforms.combiners import ToListCombineFn
 
 from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
+from transforms.io.paths import STAGING_DIR, join_path
 from transforms.io.staging import StagedFile
 from transforms.io.versions import (
+    LOOKUP_SCHEMA,
     StoredVersion,
+    index_batches,
     latest_versions,
+    list_index_files,
     next_version,
-    read_stored_versions,
     renumber_rows,
 )
 from transforms.schema import Record
@@ -141,18 +156,139 @@ def decide(refs: Iterable[ArticleRef], stored: StoredVersion | None) -> Decision
     return Decision(winner, version, ordered[1:])
 
 
-class _ReadStoredVersionsFn(beam.DoFn):
-    """The output folder -> (article_id, StoredVersion) of the run's ids; the index files read."""
+# --- the refs, spilled to staging and read back in buckets ----------------------------------------
 
-    def __init__(self) -> None:
-        self._stored = Metrics.counter("dedupe", "index_rows_matched")
+REFS_DIR = "_refs"  # OUTPUT/_staging/<run_id>/_refs/: removed with the run's staging at its commit
+BUCKET_ROWS = 50_000  # refs decided at once: memory holds one bucket's refs and their stored versions
+REF_SCHEMA = pa.schema(
+    [
+        ("article_id", pa.string()),
+        ("freshest", pa.float64()),  # the rank's fields, in its order
+        ("completeness", pa.int64()),
+        ("content_hash", pa.string()),
+        ("source", pa.string()),
+        ("ordinal", pa.int64()),
+        ("file", pa.string()),
+        ("row", pa.int64()),
+        ("updated_micros", pa.int64()),
+        ("ingest_date", pa.string()),
+    ]
+)
 
-    def process(self, output: str, ids: list[str]) -> Iterator[Any]:
-        files, table = read_stored_versions(output, ids)
-        latest = latest_versions(table)
-        self._stored.inc(len(latest))
-        yield from latest.items()
-        yield beam.pvalue.TaggedOutput(STORE_SNAPSHOT, files)
+
+def refs_table(refs: Iterable[ArticleRef]) -> pa.Table:
+    """`ArticleRef`s as a table of `REF_SCHEMA` (read back exactly by `refs_of_table`)."""
+    columns: dict[str, list[Any]] = {name: [] for name in REF_SCHEMA.names}
+    for ref in refs:
+        for name, value in zip(REF_SCHEMA.names[1:6], ref.rank, strict=True):
+            columns[name].append(value)
+        columns["article_id"].append(ref.article_id)
+        columns["file"].append(ref.file)
+        columns["row"].append(ref.row)
+        columns["updated_micros"].append(ref.updated_micros)
+        columns["ingest_date"].append(ref.ingest_date)
+    return pa.table(columns, schema=REF_SCHEMA)
+
+
+def refs_of_table(table: pa.Table) -> list[ArticleRef]:
+    return [
+        ArticleRef(
+            row["article_id"],
+            (row["freshest"], row["completeness"], row["content_hash"], row["source"], row["ordinal"]),
+            row["file"],
+            row["row"],
+            row["updated_micros"],
+            row["ingest_date"],
+        )
+        for row in table.to_pylist()
+    ]
+
+
+@dataclass(frozen=True)
+class SpillRefs:
+    """The articles writer's `row_refs`: the refs of one staged file go to a Parquet file in staging.
+
+    Returns (that file's path, its number of refs): one small element per staged file is all that
+    crosses to `DeduplicateArticles`, however many articles the run has.
+    """
+
+    output: str
+    run_id: str
+
+    def __call__(self, records: list[Record], staged_path: str) -> tuple[str, int]:
+        refs = [article_ref(record, staged_path, row) for row, record in enumerate(records)]
+        path = join_path(self.output, STAGING_DIR, self.run_id, REFS_DIR, posixpath.basename(staged_path))
+        write_parquet(refs_table(refs), path, ParquetSettings())
+        return path, len(refs)
+
+
+def bucket_of(article_ids: list[str], buckets: int) -> list[int]:
+    """A stable bucket per id (the same in every process: not Python's salted `hash`)."""
+    if buckets == 1:
+        return [0] * len(article_ids)
+    return [zlib.crc32(i.encode("utf-8", "surrogatepass")) % buckets for i in article_ids]
+
+
+class _BucketFiles:
+    """One Arrow stream file per bucket in a local folder, written table by table, read batch by batch."""
+
+    def __init__(self, folder: Path, kind: str, schema: pa.Schema, buckets: int) -> None:
+        self._paths = [folder / f"{kind}-{n:05d}.arrows" for n in range(buckets)]
+        self._schema, self._buckets = schema, buckets
+        self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+
+    def add(self, table: pa.Table) -> None:
+        per_bucket: dict[int, list[int]] = defaultdict(list)
+        for row, bucket in enumerate(bucket_of(table.column("article_id").to_pylist(), self._buckets)):
+            per_bucket[bucket].append(row)
+        for bucket, rows in per_bucket.items():
+            writer = self._writers.get(bucket)
+            if writer is None:
+                writer = self._writers[bucket] = pa.ipc.new_stream(str(self._paths[bucket]), self._schema)
+            part = table if len(rows) == table.num_rows else table.take(pa.array(rows, pa.int64()))
+            writer.write_table(part)
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def reset(self) -> None:
+        self.close()
+        for path in self._paths:
+            path.unlink(missing_ok=True)
+
+    def batches(self, bucket: int) -> Iterator[pa.RecordBatch]:
+        path = self._paths[bucket]
+        if path.exists():
+            with pa.ipc.open_stream(str(path)) as reader:
+                yield from reader
+
+
+def _stored_of(index: _BucketFiles, bucket: int, ids: set[str]) -> dict[str, StoredVersion]:
+    """The latest stored version of each of `ids` that the bucket's index rows know."""
+    wanted = pa.array(sorted(ids), pa.string())
+    matches = [
+        table.filter(pc.is_in(table["article_id"], value_set=wanted))
+        for table in (pa.Table.from_batches([batch]) for batch in index.batches(bucket))
+    ]
+    return latest_versions(pa.concat_tables(matches)) if matches else {}
+
+
+def _spill_index(output: str, index: _BucketFiles, attempts: int = 5) -> list[str]:
+    """The store's version index into `index`'s buckets; the files read (re-listed when compaction
+    retires one meanwhile, as `store.read_stored_versions` does)."""
+    for attempt in range(attempts):
+        files = list_index_files(output)
+        try:
+            for table in index_batches(files):
+                index.add(table)
+            return files
+        except FileNotFoundError:
+            index.reset()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _dropped(ref: ArticleRef) -> Record:
@@ -160,19 +296,47 @@ def _dropped(ref: ArticleRef) -> Record:
 
 
 class _DecideFn(beam.DoFn):
-    """(id, refs) -> edits of staged rows (file name, (row, version, source)), and what was dropped."""
+    """The run's ref files -> edits of staged rows (file name, (row, version, source)), what was
+    dropped, the index rows, and the index files read (`STORE_SNAPSHOT`, for the commit).
 
-    def __init__(self, run_id: str) -> None:
+    One call for the whole run: the refs are read back from staging into hash buckets (a local
+    temporary folder), the store's index into the same buckets, and each bucket is decided alone.
+    """
+
+    def __init__(self, output: str, run_id: str) -> None:
+        self._output = output
         self._run_id = run_id
+        self._stored = Metrics.counter("dedupe", "index_rows_matched")
         self._duplicates = Metrics.counter("dedupe", "duplicates")
         self._already = Metrics.counter("dedupe", "already_stored")
         self._changed = Metrics.counter("dedupe", "new_versions")
 
-    def process(
-        self, grouped: tuple[str, Iterable[ArticleRef]], stored: dict[str, StoredVersion]
-    ) -> Iterator[Any]:
-        article_id, refs = grouped
-        decision = decide(refs, stored.get(article_id))
+    def process(self, ref_files: list[tuple[str, int]]) -> Iterator[Any]:
+        buckets = max(1, math.ceil(sum(rows for _path, rows in ref_files) / BUCKET_ROWS))
+        with tempfile.TemporaryDirectory(prefix="newsbeam-dedupe-") as folder:
+            refs = _BucketFiles(Path(folder), "refs", REF_SCHEMA, buckets)
+            index = _BucketFiles(Path(folder), "index", LOOKUP_SCHEMA, buckets)
+            try:
+                for path, _rows in ref_files:
+                    refs.add(read_parquet(path).cast(REF_SCHEMA))
+                refs.close()
+                files = _spill_index(self._output, index) if ref_files else list_index_files(self._output)
+                index.close()
+                yield beam.pvalue.TaggedOutput(STORE_SNAPSHOT, files)
+                for bucket in range(buckets):
+                    by_id: dict[str, list[ArticleRef]] = defaultdict(list)
+                    for batch in refs.batches(bucket):
+                        for ref in refs_of_table(pa.Table.from_batches([batch])):
+                            by_id[ref.article_id].append(ref)
+                    stored = _stored_of(index, bucket, set(by_id)) if by_id else {}
+                    self._stored.inc(len(stored))
+                    for article_id, group in by_id.items():
+                        yield from self._outcomes(decide(group, stored.get(article_id)))
+            finally:
+                refs.close()
+                index.close()
+
+    def _outcomes(self, decision: Decision) -> Iterator[Any]:
         for loser in decision.duplicates:
             self._duplicates.inc()
             yield beam.pvalue.TaggedOutput(DUPLICATES, _dropped(loser))
@@ -240,7 +404,7 @@ class DeduplicatedArticles(NamedTuple):
 
 
 class DeduplicateArticles(beam.PTransform):
-    """(staged article files, their `ArticleRef`s) -> `DeduplicatedArticles`.
+    """(staged article files, their ref files from `SpillRefs`) -> `DeduplicatedArticles`.
 
     `output` is the dataset whose version index is read; `run_id` goes into the index rows.
     """
@@ -252,27 +416,18 @@ class DeduplicateArticles(beam.PTransform):
         self._settings = settings or ParquetSettings()
 
     def expand(self, staged: tuple[PCollection, PCollection]) -> DeduplicatedArticles:
-        files, refs = staged
-        grouped = (
-            refs
-            | "KeyById" >> beam.Map(lambda ref: (ref.article_id, ref)).with_output_types(tuple[str, Any])
-            | "GroupById" >> beam.GroupByKey()
-        )
-        stored = (
-            files.pipeline
-            | "IndexLocation" >> beam.Create([self._output])
-            | "ReadStoredVersions"
-            >> beam.ParDo(_ReadStoredVersionsFn(), ids=beam.pvalue.AsList(grouped | "Ids" >> beam.Keys()))
+        files, ref_files = staged
+        # One element per staged file crosses here (its refs' path and count), never one per article.
+        decided = (
+            ref_files
+            | "GatherRefFiles" >> beam.CombineGlobally(ToListCombineFn())
+            | "Decide"
+            >> beam.ParDo(_DecideFn(self._output, self._run_id))
             .with_output_types(tuple[str, Any])
-            .with_outputs(STORE_SNAPSHOT, main="versions")
+            .with_outputs(DUPLICATES, ALREADY_STORED, INDEX_ROWS, STORE_SNAPSHOT, main="edits")
         )
         # Both sides of the join keyed by file name with one declared type, so that the CoGroupByKey's
         # Flatten inputs share its coder (Prism rewrites mismatched ones by coder id and fails the run).
-        decided = grouped | "Decide" >> beam.ParDo(
-            _DecideFn(self._run_id), stored=beam.pvalue.AsDict(stored.versions)
-        ).with_output_types(tuple[str, Any]).with_outputs(
-            DUPLICATES, ALREADY_STORED, INDEX_ROWS, main="edits"
-        )
         keyed_files = files | "KeyByName" >> beam.Map(
             lambda f: (posixpath.basename(f.staged_path), f)
         ).with_output_types(tuple[str, Any])
@@ -286,5 +441,5 @@ class DeduplicateArticles(beam.PTransform):
             index_rows=decided[INDEX_ROWS],
             duplicates=decided[DUPLICATES],
             already_stored=decided[ALREADY_STORED],
-            store_snapshot=stored[STORE_SNAPSHOT],
+            store_snapshot=decided[STORE_SNAPSHOT],
         )

@@ -214,7 +214,7 @@ def test_both_taskmanagers_worker_pools_did_work(flink: dict[str, Any], flink_ou
         for tm in per_tm:
             records = int(tm["metrics"]["read-records"])
             records_per_tm[tm["taskmanager-id"]] = records_per_tm.get(tm["taskmanager-id"], 0) + records
-            # Flink names a fused stage by its transforms' common prefixes: `{ReadSources, ProcessArticles, ...}`.
+            # Flink names a fused stage by its transforms' prefixes: `{ReadSources, ProcessArticles, ...}`.
             if "NormalizeArticles" in vertex["name"] or "ProcessArticles" in vertex["name"]:
                 read_stage_per_tm[tm["taskmanager-id"]] = (
                     read_stage_per_tm.get(tm["taskmanager-id"], 0) + records

@@ -52,7 +52,9 @@ ROW_REFS = "row_refs"
 DEAD_LETTERS = "dead_letters"
 
 
-RowRefs = Callable[[dict[str, Any], str, int], Any]
+# (the records of one staged file, its staged path) -> one element per file (transforms/dedupe.py
+# writes the file's refs to staging and gives their path: per-article data never waits in the runner).
+RowRefs = Callable[[list[dict[str, Any]], str], Any]
 
 
 @dataclass(frozen=True)
@@ -163,12 +165,11 @@ class _StageFilesFn(beam.DoFn):
             dict(per_source),
         )
         if self._row_refs is not None:
-            for row, record in enumerate(records):
-                yield beam.pvalue.TaggedOutput(ROW_REFS, self._row_refs(record, staged_path, row))
+            yield beam.pvalue.TaggedOutput(ROW_REFS, self._row_refs(records, staged_path))
 
 
 class StagedOutputs(NamedTuple):
-    """What `WritePartitionedParquet` gives: staged files, row refs (empty without `row_refs`) and
+    """What `WritePartitionedParquet` gives: staged files, row refs of each (empty without `row_refs`) and
     the `write` dead letters of records Arrow rejected (empty unless `rejects_to_dead_letters`)."""
 
     files: PCollection
@@ -179,9 +180,9 @@ class StagedOutputs(NamedTuple):
 class WritePartitionedParquet(beam.PTransform):
     """Records -> Parquet files in staging, one `StagedFile` each; `CommitRun` publishes them.
 
-    `defaults` fills the columns the records lack. With `row_refs`, `row_refs(record, staged path,
-    row number)` comes out for every row written, a compact reference that later steps can decide
-    on without holding the records (see transforms/dedupe.py).
+    `defaults` fills the columns the records lack. With `row_refs`, `row_refs(records, staged path)`
+    comes out for every file written (its records in row order): compact references that later
+    steps can decide on without holding the records (see transforms/dedupe.py).
 
     A record Arrow cannot convert (a lone surrogate, a number out of range, a wrong type) never
     fails the bundle silently: with `rejects_to_dead_letters` (records that are entries of their

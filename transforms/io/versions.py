@@ -22,7 +22,7 @@ from __future__ import annotations
 import posixpath
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -76,25 +76,30 @@ def list_index_files(output: str) -> list[str]:
     return [m.path for m in list_files(index_dir(output), ".parquet")]
 
 
-def read_index(files: Iterable[str], ids: Iterable[str] | None = None) -> pa.Table:
-    """The index rows of `files`, only those of `ids` when given (filtered in Arrow, not in Python)."""
-    wanted = None if ids is None else pa.array(sorted(set(ids)), pa.string())
-    tables = []
+def index_batches(files: Iterable[str], batch_size: int = 262_144) -> Iterator[pa.Table]:
+    """The index rows of `files` (the `LOOKUP_FIELDS`), a batch at a time: never the whole index."""
     for path in files:
         with FileSystems.open(path) as stream:
             try:
-                # Batch by batch: memory holds the matches, never the whole index.
                 reader = pq.ParquetFile(stream)
-                for batch in reader.iter_batches(batch_size=262_144, columns=LOOKUP_FIELDS):
-                    table = pa.Table.from_batches([batch])
-                    if wanted is not None:
-                        table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
-                    tables.append(table.select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA))
+                for batch in reader.iter_batches(batch_size=batch_size, columns=LOOKUP_FIELDS):
+                    yield pa.Table.from_batches([batch]).select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA)
             except (pa.ArrowException, KeyError) as error:  # KeyError: a file without the columns
                 raise IndexFileError(
                     f"the version index file {path} cannot be read ({error}); rebuild the index from the "
                     "article files with `newsbeam repair OUTPUT`"
                 ) from error
+
+
+def read_index(files: Iterable[str], ids: Iterable[str] | None = None) -> pa.Table:
+    """The index rows of `files`, only those of `ids` when given (filtered in Arrow, not in Python)."""
+    wanted = None if ids is None else pa.array(sorted(set(ids)), pa.string())
+    tables = []
+    for table in index_batches(files):
+        if wanted is not None:
+            # Batch by batch: memory holds the matches, never the whole index.
+            table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
+        tables.append(table)
     if not tables:
         return LOOKUP_SCHEMA.empty_table()
     return pa.concat_tables(tables)
