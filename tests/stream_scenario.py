@@ -28,6 +28,7 @@ The runner is a parameter (`runner`, `beam_options`), so that the same scenario 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -54,6 +55,11 @@ from transforms.store import CommitLock
 PROJECT = Path(__file__).resolve().parent.parent
 FEED_HEADERS = {"Content-Type": "application/rss+xml"}
 IN_FLIGHT_DELAY = 1.5  # seconds after a feed change to stop a run: a poll later, before its window ends
+POLL_INTERVAL = 1.0  # seconds (`stream.poll_interval`)
+WINDOW = 2  # seconds (`stream.window`)
+# Two requests of one run to one feed are never closer than the poll interval, less this: the time from
+# the poll's start (which the job spaces) to the request's arrival here varies by a few milliseconds.
+REQUEST_JITTER = 0.05
 Revision = tuple[str, str]  # (article_id, content_hash)
 
 
@@ -298,13 +304,22 @@ class CommitContention:
                 time.sleep(self.hold)
 
 
+def published_at(path: str) -> float:
+    """When a file became visible, on the monotonic clock: its rename into place set its ctime."""
+    try:
+        changed = os.stat(path).st_ctime
+    except FileNotFoundError:  # compacted away since the read: it was visible until now
+        return time.monotonic()
+    return time.monotonic() - (time.time() - changed)
+
+
 class DatasetWatcher:
     """Reads the dataset every half second while the job runs; moves the feeds on; records read errors."""
 
     def __init__(self, output: Path, feeds: ChangingFeeds) -> None:
         self.output, self.feeds = output, feeds
         self.visible: set[Revision] = set()
-        self.visible_at: dict[Revision, float] = {}  # monotonic time the watcher first saw it
+        self.visible_at: dict[Revision, float] = {}  # monotonic time its file was published
         self.errors: list[str] = []
         self.advances = 0
         self._stop = threading.Event()
@@ -325,9 +340,10 @@ class DatasetWatcher:
             self.errors.append(f"{type(error).__name__}: {error}")
             return
         self.visible = {(row["article_id"], row["content_hash"]) for row in rows}
-        now = time.monotonic()
-        for revision in self.visible:
-            self.visible_at.setdefault(revision, now)
+        for row in rows:
+            revision = (row["article_id"], row["content_hash"])
+            if revision not in self.visible_at:
+                self.visible_at[revision] = published_at(row["filename"])
         self.advances += self.feeds.advance(self.visible)
 
     def _watch(self) -> None:
@@ -353,7 +369,7 @@ def write_config(work: Path, urls: dict[str, str], runner: str, beam_options: di
         "runner": runner,
         "output": str(work / "out"),
         "feeds": [{"url": url} for url in urls.values()],
-        "stream": {"poll_interval": 1, "window": 2, "cleanup_after": 30},
+        "stream": {"poll_interval": POLL_INTERVAL, "window": WINDOW, "cleanup_after": 30},
         "fetch": {"allow_private_hosts": True, "max_attempts": 1, "total_timeout": 10},
         "beam_options": beam_options,
     }
@@ -436,7 +452,7 @@ def process_alive(pid: int) -> bool:
 @dataclass
 class ScenarioReport:
     """What the scenario saw; latencies are from first served (or from the first poll of the run that
-    stored it, for revisions a stopped run left unstored) to visible, as the watcher saw it (+0.5 s)."""
+    stored it, for revisions a stopped run left unstored) to the publication of its file."""
 
     revisions: int
     runs: int
@@ -503,6 +519,7 @@ def run_exactly_once_scenario(
     output = work / "out"
     env = {**os.environ, **(env or {})}
     runs: list[JobRun] = []
+    run_spans: list[tuple[float, float]] = []  # (start, end) of each run, ended by its stop (and cancel)
     first_polls: list[Callable[[], float | None]] = []  # filled in when each run's first request arrives
     with FeedServer() as server:
         feeds = ChangingFeeds(server, last_phase, copies, entries)
@@ -514,9 +531,10 @@ def run_exactly_once_scenario(
                 # `advances_per_run` (a window commit moves many feeds at once, a drain more) must not
                 # leave the next one too few changes to see, or it fails for want of them.
                 feeds.phase_ceiling = last_phase * (number + 1) // len(stops)
+                run_started = time.monotonic()
                 run = start_job(config, work, name, env)
                 runs.append(run)
-                first_polls.append(_first_request_after(server, time.monotonic()))
+                first_polls.append(_first_request_after(server, run_started))
                 before = watcher.advances
                 progressed = wait_for(
                     lambda run=run, before=before: (
@@ -543,6 +561,7 @@ def run_exactly_once_scenario(
                         after_kill(run)
                 elif "rows in" not in run.text()[0]:
                     raise _fail(f"run {name} printed no report", run)
+                run_spans.append((run_started, time.monotonic()))
             feeds.phase_ceiling = last_phase
             final = start_job(config, work, "final", env)
             runs.append(final)
@@ -563,10 +582,19 @@ def run_exactly_once_scenario(
             code = _stop(final, signal.SIGINT, timeout=stop_timeout)
             if code != 0:
                 raise _fail(f"the final run exited {code}", final)
+            run_spans.append((final_started, time.monotonic()))
             watcher.refresh()
         if watcher.errors:
             raise _fail(f"the dataset was unreadable while the job ran: {watcher.errors[:3]}", *runs)
         _check_exactly_once(stored_articles(output), feeds.first_served, runs)
+        closest = closest_polls(list(server.requests), run_spans)
+        too_close = {path: gap for path, gap in closest.items() if gap < POLL_INTERVAL - REQUEST_JITTER}
+        if too_close:
+            raise _fail(
+                f"feeds polled more often than every {POLL_INTERVAL:g}s (closest requests of one run): "
+                + ", ".join(f"{path} {gap * 1000:.0f} ms" for path, gap in sorted(too_close.items())),
+                *runs,
+            )
         left = leftovers(output)
         if left:
             raise _fail(f"left behind: {left[:10]}", *runs)
@@ -575,6 +603,21 @@ def run_exactly_once_scenario(
         return ScenarioReport(
             len(feeds.first_served), len(runs), watcher.advances, time.monotonic() - started, *latency
         )
+
+
+def closest_polls(requests: list[Request], spans: list[tuple[float, float]]) -> dict[str, float]:
+    """Per feed path: the shortest time between two requests of one run (a restart may poll at once)."""
+    closest: dict[str, float] = {}
+    for start, end in spans:
+        times: dict[str, list[float]] = defaultdict(list)
+        for request in requests:
+            if start <= request.at <= end:
+                times[request.path].append(request.at)
+        for path, ats in times.items():
+            ats.sort()
+            for earlier, later in itertools.pairwise(ats):
+                closest[path] = min(closest.get(path, float("inf")), later - earlier)
+    return closest
 
 
 def _first_request_after(server: FeedServer, since: float) -> Callable[[], float | None]:
