@@ -461,13 +461,15 @@ class ScenarioReport:
     latency_max: float
     latency_median: float
     latency_after_restart_max: float
+    closest_polls: float  # the shortest time between two requests of one run to one feed
 
     def summary(self) -> str:
         return (
             f"{self.revisions} revisions in {self.runs} runs, {self.phase_advances} feed changes, "
             f"{self.seconds:.0f}s; latency served -> visible: median {self.latency_median:.1f}s, "
             f"max {self.latency_max:.1f}s, "
-            f"max from a restart's first poll {self.latency_after_restart_max:.1f}s"
+            f"max from a restart's first poll {self.latency_after_restart_max:.1f}s; "
+            f"closest polls of a feed {self.closest_polls:.2f}s apart"
         )
 
 
@@ -588,11 +590,14 @@ def run_exactly_once_scenario(
             raise _fail(f"the dataset was unreadable while the job ran: {watcher.errors[:3]}", *runs)
         _check_exactly_once(stored_articles(output), feeds.first_served, runs)
         closest = closest_polls(list(server.requests), run_spans)
-        too_close = {path: gap for path, gap in closest.items() if gap < POLL_INTERVAL - REQUEST_JITTER}
+        too_close = {path: at for path, at in closest.items() if at[0] < POLL_INTERVAL - REQUEST_JITTER}
         if too_close:
             raise _fail(
                 f"feeds polled more often than every {POLL_INTERVAL:g}s (closest requests of one run): "
-                + ", ".join(f"{path} {gap * 1000:.0f} ms" for path, gap in sorted(too_close.items())),
+                + ", ".join(
+                    f"{path} {gap * 1000:.0f} ms apart in {runs[number].stdout.stem} at {at:.1f}s"
+                    for path, (gap, number, at) in sorted(too_close.items())
+                ),
                 *runs,
             )
         left = leftovers(output)
@@ -601,14 +606,22 @@ def run_exactly_once_scenario(
         polls = [at() for at in first_polls]
         latency = _latencies(feeds.first_served, watcher.visible_at, [at for at in polls if at is not None])
         return ScenarioReport(
-            len(feeds.first_served), len(runs), watcher.advances, time.monotonic() - started, *latency
+            len(feeds.first_served),
+            len(runs),
+            watcher.advances,
+            time.monotonic() - started,
+            *latency,
+            min((gap for gap, _, _ in closest.values()), default=float("inf")),
         )
 
 
-def closest_polls(requests: list[Request], spans: list[tuple[float, float]]) -> dict[str, float]:
-    """Per feed path: the shortest time between two requests of one run (a restart may poll at once)."""
-    closest: dict[str, float] = {}
-    for start, end in spans:
+def closest_polls(
+    requests: list[Request], spans: list[tuple[float, float]]
+) -> dict[str, tuple[float, int, float]]:
+    """Per feed path: the shortest time between two requests of one run (a restart may poll at once),
+    with the run's number and the later request's time from the run's start."""
+    closest: dict[str, tuple[float, int, float]] = {}
+    for number, (start, end) in enumerate(spans):
         times: dict[str, list[float]] = defaultdict(list)
         for request in requests:
             if start <= request.at <= end:
@@ -616,7 +629,8 @@ def closest_polls(requests: list[Request], spans: list[tuple[float, float]]) -> 
         for path, ats in times.items():
             ats.sort()
             for earlier, later in itertools.pairwise(ats):
-                closest[path] = min(closest.get(path, float("inf")), later - earlier)
+                if later - earlier < closest.get(path, (float("inf"),))[0]:
+                    closest[path] = (later - earlier, number, later - start)
     return closest
 
 
