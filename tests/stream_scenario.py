@@ -57,9 +57,6 @@ FEED_HEADERS = {"Content-Type": "application/rss+xml"}
 IN_FLIGHT_DELAY = 1.5  # seconds after a feed change to stop a run: a poll later, before its window ends
 POLL_INTERVAL = 1.0  # seconds (`stream.poll_interval`)
 WINDOW = 2  # seconds (`stream.window`)
-# Two requests of one run to one feed are never closer than the poll interval, less this: the time from
-# the poll's start (which the job spaces) to the request's arrival here varies by a few milliseconds.
-REQUEST_JITTER = 0.05
 CONTENTION_HOLD = 0.6  # seconds the scenario's stand-in for a compaction holds the commit lock
 # The bound: visible within one window plus one poll interval of being served (or of a restart's
 # first poll). Plus one allowance: a pane commit that finds the lock held by the contention waits for it
@@ -599,7 +596,7 @@ def run_exactly_once_scenario(
             raise _fail(f"the dataset was unreadable while the job ran: {watcher.errors[:3]}", *runs)
         _check_exactly_once(stored_articles(output), feeds.first_served, runs)
         closest = closest_polls(list(server.requests), run_spans)
-        too_close = {path: at for path, at in closest.items() if at[0] < POLL_INTERVAL - REQUEST_JITTER}
+        too_close = {path: at for path, at in closest.items() if at[0] < POLL_INTERVAL}
         if too_close:
             raise _fail(
                 f"feeds polled more often than every {POLL_INTERVAL:g}s (closest requests of one run): "
