@@ -18,6 +18,7 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow.dataset as ds
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.pipeline import Pipeline
 from apache_beam.pvalue import TaggedOutput
@@ -224,8 +225,17 @@ def test_a_replayed_tick_polls_nothing() -> None:
     assert not too_soon(T0, None, interval=5)
 
 
-def _poll_ticks(url: str, ticks: range) -> tuple[list[dict[str, Any]], str | None]:
-    """The fetch rows of polling one feed at `ticks` (one second apart, its interval)."""
+def _poll_ticks(
+    url: str, ticks: range, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The fetch rows of polling one feed at `ticks` (one second apart, its interval).
+
+    The ticks come at once in real time, which a real job would see as a backlog (one poll): the
+    spacing in real time is switched off here and left to the exactly-once scenario to check.
+    """
+    from transforms import poll as poll_module
+
+    monkeypatch.setattr(poll_module, "wait_before_poll", lambda *_: 0.0)
     poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(url),), 1)
     poll.setup()
     state = KeyState()
@@ -236,9 +246,11 @@ def _poll_ticks(url: str, ticks: range) -> tuple[list[dict[str, Any]], str | Non
     return [o.value.value for o in outputs if isinstance(o, TaggedOutput) and o.tag == FETCHES], state.value
 
 
-def test_a_feed_failing_in_streaming_backs_off_as_in_batch(feed_server: FeedServer) -> None:
+def test_a_feed_failing_in_streaming_backs_off_as_in_batch(
+    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = feed_server.route("/down", Reply(500, b"down"))
-    rows, _state = _poll_ticks(url, range(4))
+    rows, _state = _poll_ticks(url, range(4), monkeypatch)
     # Batch's policy (StatePolicy defaults): skipped after two consecutive failures, for 10 minutes.
     assert len(feed_server.hits("/down")) == 2
     assert [(r["outcome"], r["error_type"]) for r in rows] == [
@@ -269,12 +281,14 @@ def test_a_feed_failing_in_streaming_backs_off_as_in_batch(feed_server: FeedServ
     assert "after 2 failures" in rows[2]["message"]
 
 
-def test_streaming_sends_the_validators_batch_would(feed_server: FeedServer) -> None:
+def test_streaming_sends_the_validators_batch_would(
+    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A 200 that is no feed (an error page) brings no validators worth keeping, in batch and here.
     feed = Reply(200, RSS_ONE, {"ETag": '"v1"', "Content-Type": "application/rss+xml"})
     not_a_feed = Reply(200, b"<html><body>oops</body></html>", {"ETag": '"v2"', "Content-Type": "text/html"})
     url = feed_server.route("/feed", feed, not_a_feed)
-    rows, state = _poll_ticks(url, range(2))
+    rows, state = _poll_ticks(url, range(2), monkeypatch)
     assert [r["outcome"] for r in rows] == ["ok", "not_a_feed"]
     kept = json.loads(state or "{}").get("feed_state") or {}
     assert (kept.get("etag"), kept.get("consecutive_failures")) == ('"v1"', 1)
@@ -537,12 +551,19 @@ def test_records_report_their_poll_as_committed() -> None:
     )
 
 
-def test_polls_of_a_feed_skip_replayed_ticks_and_ask_no_304_before_a_commit(feed_server: Any) -> None:
+def test_polls_of_a_feed_skip_replayed_ticks_and_ask_no_304_before_a_commit(
+    feed_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No sink reports the entries committed here, so every poll is a full GET that sends them on."""
     from tests.feedserver import conditional
     from tests.test_stream_e2e import ONE, TWO, rss
+    from transforms import poll
     from transforms.fetch import FetchSettings
     from transforms.poll import PollFeeds
+
+    # TestStream hands over ticks 2 s apart in event time at once in real time, which a real job would
+    # see as a backlog (one poll); the spacing in real time is the exactly-once scenario's to check.
+    monkeypatch.setattr(poll, "wait_before_poll", lambda *_: 0.0)
 
     url = feed_server.route("/etag.xml", conditional(rss(ONE, TWO), '"v1"'))
     ticks = (

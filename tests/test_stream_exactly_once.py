@@ -26,8 +26,19 @@ from tests.stream_scenario import (
 )
 from tests.stream_scenario import leftovers as scenario_leftovers
 from tests.test_stream_e2e import check_dataset, leftovers, serve_changing_feeds, write_config
+from transforms.poll import wait_before_poll
 
 pytestmark = pytest.mark.e2e
+T0 = 1_764_000_000.0
+
+
+def test_a_backlog_of_ticks_polls_a_feed_once_per_interval_of_real_time() -> None:
+    """A poll stage running behind reached four ticks of one feed at once and fetched it four times
+    in 43 ms; the scenario below checks the same from the server's side."""
+    assert wait_before_poll(None, 1.0, now=T0) == 0.0  # not polled yet by this job: at once
+    assert wait_before_poll(T0, 1.0, now=T0 + 1.2) == 0.0
+    assert wait_before_poll(T0, 1.0, now=T0 + 0.02) is None  # a backlogged tick: it polls nothing
+    assert wait_before_poll(T0, 1.0, now=T0 + 0.9) == pytest.approx(0.1)  # a little early: it waits
 
 
 def test_every_served_revision_is_stored_exactly_once_across_stops_and_kills(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@
 multiple of the tick), keys the polls by feed URL and fetches each with a stateful DoFn that keeps
 the feed's `ETag` / `Last-Modified` between polls, so an unchanged feed costs a 304. The polls of
 one feed run one at a time in a worker (a lock per feed), a tick closer than the feed's interval to
-its last poll (a replayed tick) polls nothing, and the validators of an older response never
-replace those of a newer one. Fetching and parsing are batch's own
+its last poll (a replayed tick) polls nothing, no poll starts sooner than the interval after the
+feed's last answer (a stage that runs behind reaches several ticks at once: it polls once), and
+the validators of an older response never replace those of a newer one. Fetching and parsing are batch's own
 (`transforms.read.fetched_to_outputs`), so a poll yields exactly what a batch read does: raw
 entries, one `feed_fetches` row and, for a failed feed, a dead letter. Every output is timestamped
 with the moment its fetch started: the streaming job windows on real fetch time.
@@ -72,6 +73,8 @@ from transforms.schema import Outcome, SourceType
 _FEED_LOCKS: dict[str, threading.Lock] = {}
 _FEED_LOCKS_LOCK = threading.Lock()
 _LAST_POLLED: dict[str, float] = {}
+_LAST_ANSWERED: dict[str, float] = {}  # when each feed's last poll in this process ended (epoch seconds)
+EARLY_POLL_SLACK = 0.25  # of the interval: a poll due this soon waits for it, a later one skips its tick
 
 
 def feed_lock(url: str) -> threading.Lock:
@@ -82,6 +85,26 @@ def feed_lock(url: str) -> threading.Lock:
 def too_soon(tick_at: float, last_polled_at: float | None, interval: float) -> bool:
     """Whether a tick comes before the feed's interval since its last poll (a replayed tick)."""
     return last_polled_at is not None and tick_at < last_polled_at + interval - 1e-3
+
+
+def wait_before_poll(last_answered_at: float | None, interval: float, now: float) -> float | None:
+    """Seconds to wait before a feed's poll may start, or None: skip this tick.
+
+    Ticks are a tick apart when emitted, but a busy stage may reach them late and several at once
+    (each poll runs after the polls before it in the bundle): what spaces the requests is the real
+    time of the feed's last answer. Counted from the answer, not from the start of that poll, the
+    server never sees two requests closer than the interval, however long a request took to leave
+    (a cold worker's first one did, by 76 ms on a loaded machine). A poll due within
+    `EARLY_POLL_SLACK` of its interval waits for the rest (a tick that reached the stage a little
+    earlier than the one before); one due later is a backlogged tick and polls nothing, the feed's
+    next tick polls it.
+    """
+    if last_answered_at is None:
+        return 0.0
+    wait = last_answered_at + interval - now
+    if wait <= 0:
+        return 0.0
+    return wait if wait <= EARLY_POLL_SLACK * interval else None
 
 
 class _PollFeedFn(beam.DoFn):
@@ -110,6 +133,7 @@ class _PollFeedFn(beam.DoFn):
         self._not_modified = Metrics.counter("poll", "not_modified")
         self._entries = Metrics.counter("poll", "entries")
         self._too_soon = Metrics.counter("poll", "ticks_too_soon")
+        self._behind = Metrics.counter("poll", "ticks_behind")
         self._unchanged_bodies = Metrics.counter("poll", "unchanged_bodies")
         self._known_entries = Metrics.counter("poll", "known_entries")
         self._skipped = Metrics.counter("poll", "feeds_skipped")
@@ -136,6 +160,12 @@ class _PollFeedFn(beam.DoFn):
             if too_soon(float(tick), last if last > float("-inf") else None, interval):
                 self._too_soon.inc()
                 return
+            answered = max(_LAST_ANSWERED.get(url, float("-inf")), known.get("answered_at", float("-inf")))
+            wait = wait_before_poll(answered if answered > float("-inf") else None, interval, time.time())
+            if wait is None:
+                self._behind.inc()
+                return
+            time.sleep(wait)
             _LAST_POLLED[url] = float(tick)
             stored = feed_state_of(known)
             now = datetime.now(UTC)
@@ -146,6 +176,7 @@ class _PollFeedFn(beam.DoFn):
                 yield from (_at(o, now.timestamp()) for o in skipped if o.tag == FETCHES)
                 return
             outputs, after = self._poll(url, known, stored, feed)
+            _LAST_ANSWERED[url] = after["answered_at"] = time.time()
             after["tick_at"] = float(tick)
             if after.get("fetched_at", 0) >= known.get("fetched_at", 0):  # never an older response's
                 conditions.write(json.dumps(after))

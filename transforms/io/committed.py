@@ -24,9 +24,10 @@ body all of whose entries were committed. A poll whose body has that digest is n
 whose fingerprint is known skips normalize, detect and enrich. The poll registers the fingerprints
 of the entries it sends on, by (feed, fetch time, position); `DeduplicateStream` (an entry already
 stored) and the window writer's commit (an entry decided) report them committed. An entry the
-runner loses is never reported, so it is sent on again by the next poll. Where the poll and the
-commit run in different worker processes (a cluster), nothing is learned and every poll is
-parsed: slower, never wrong. When the index cache is rebuilt (`compact` or `prune` replaced index
+runner loses is never reported, so it is sent on again by the next poll. Where the commit runs in
+another worker process than the poll (a cluster), `DeduplicateStream`, fused with the poll, finds
+the revision in the index on the next poll and reports it: learned one poll later, never wrong.
+When the index cache is rebuilt (`compact` or `prune` replaced index
 files: a prune removes revisions, which then come back as version 1) all of it is forgotten; the
 polls refresh the index cache for that, as the dedupe does.
 """
