@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pipeline.report_commands import REPORT_COMMANDS, add_report_commands, run_report_command
 from pipeline.resources import DATAFLOW_CONFIG, DEFAULT_CONFIG, STREAM_CONFIG
 
 if TYPE_CHECKING:
@@ -222,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_repair_command(commands, common)
     _add_stream_command(commands, common)
     _add_launch_command(commands, common)
+    add_report_commands(commands, common)
     return parser
 
 
@@ -593,6 +595,8 @@ def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipeline.feeds import feed_list
     from transforms.paths import validate_run_id
 
+    if args.command in REPORT_COMMANDS:  # read an output: no config, no run
+        return run_report_command(args)
     if getattr(args, "run_id", None) is not None:
         validate_run_id(args.run_id)
     if args.command == "run":
@@ -704,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-COMMANDS = ("run", "compact", "prune", "repair", "stream", "launch")
+COMMANDS = ("run", "compact", "prune", "repair", "stream", "launch", *REPORT_COMMANDS)
 
 
 def command_of(argv: list[str]) -> str | None:

@@ -58,7 +58,7 @@ def manifests(output: str) -> list[dict[str, Any]]:
 
 
 def partition_of(relative_folder: str) -> dict[str, str | None]:
-    """`ingest_date=2026-12-01/language=en` -> its keys and values, Hive-unescaped (`__HIVE_DEFAULT...` -> None)."""
+    """`ingest_date=2026-12-01/language=en` -> its keys and values, Hive-unescaped (the null one -> None)."""
     values: dict[str, str | None] = {}
     for segment in relative_folder.split("/"):
         key, separator, value = segment.partition("=")

@@ -117,11 +117,11 @@ def open_store(output: str) -> Store:
     return store
 
 
-FEED_HEALTH_SQL = """
+FEED_HEALTH_SQL = f"""
 WITH fetches AS (
     SELECT *,
-        outcome IN {read} AS was_read,
-        outcome IN {failed} OR (outcome = 'skipped' AND error_type = 'backing_off') AS failed
+        outcome IN {READ_OUTCOMES} AS was_read,
+        outcome IN {FAILED_OUTCOMES} OR (outcome = 'skipped' AND error_type = 'backing_off') AS failed
     FROM feed_fetches WHERE source_type = 'feed'
 ),
 latest AS (
@@ -150,7 +150,8 @@ entry_times AS (
 ),
 gaps AS (
     SELECT e.source, e.entry_at, l.reference,
-        epoch(e.entry_at) - epoch(lag(e.entry_at) OVER (PARTITION BY e.source ORDER BY e.entry_at)) AS gap_seconds
+        epoch(e.entry_at) - epoch(lag(e.entry_at) OVER (PARTITION BY e.source ORDER BY e.entry_at))
+            AS gap_seconds
     FROM entry_times e JOIN latest l USING (source)
     WHERE e.entry_at <= l.reference
 ),
@@ -185,7 +186,7 @@ FROM judged
 ORDER BY
     CASE status WHEN 'failing' THEN 0 WHEN 'stale' THEN 1 ELSE 2 END,
     failing_for DESC, silence_ratio DESC NULLS LAST, source
-""".format(read=READ_OUTCOMES, failed=FAILED_OUTCOMES)
+"""
 
 
 def feed_health(store: Store, rule: StaleRule) -> list[dict[str, Any]]:
@@ -200,21 +201,25 @@ def reason(row: dict[str, Any], rule: StaleRule) -> str:
     """Why a feed is failing or stale, in one line; empty for a healthy feed."""
     if row["status"] == "failing":
         status = f"HTTP {row['last_http_status']}, " if row.get("last_http_status") else ""
-        return f"{row['last_outcome']}: {row['last_error'] or 'unknown'} ({status}{row['failing_for']} fetches)"
+        return (
+            f"{row['last_outcome']}: {row['last_error'] or 'unknown'} ({status}{row['failing_for']} fetches)"
+        )
     if row["status"] == "stale":
         days = (row["silent_seconds"] or 0) / 86400
         window_days = rule.window_seconds / 86400
         if not row["recent_entries"]:
             return f"no new entry for {days:.1f} days (none in the last {window_days:g} days)"
         gap = row["median_gap_seconds"] / 86400
-        return f"no new entry for {days:.1f} days, more than {rule.factor:g} x its median gap ({gap:.2f} days)"
+        return (
+            f"no new entry for {days:.1f} days, more than {rule.factor:g} x its median gap ({gap:.2f} days)"
+        )
     return ""
 
 
-RUNS_SQL = """
+RUNS_SQL = f"""
 WITH fetch_runs AS (
     SELECT run_id, min(started_at) AS first_fetch, count(*) AS inputs,
-        count(*) FILTER (WHERE outcome IN {failed}) AS failed_inputs
+        count(*) FILTER (WHERE outcome IN {FAILED_OUTCOMES}) AS failed_inputs
     FROM feed_fetches GROUP BY run_id
 ),
 runs AS (
@@ -239,7 +244,7 @@ SELECT *,
 FROM runs
 ORDER BY started_at DESC NULLS LAST, run_id DESC
 LIMIT ?
-""".format(failed=FAILED_OUTCOMES)
+"""
 
 
 def latest_runs(store: Store, limit: int = 10) -> list[dict[str, Any]]:
@@ -249,4 +254,6 @@ def latest_runs(store: Store, limit: int = 10) -> list[dict[str, Any]]:
 
 def alert_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One tab-separated line per feed that needs attention: status, feed, reason."""
-    return [f"{row['status']}\t{row['source']}\t{row['reason']}" for row in rows if row["status"] in ATTENTION]
+    return [
+        f"{row['status']}\t{row['source']}\t{row['reason']}" for row in rows if row["status"] in ATTENTION
+    ]

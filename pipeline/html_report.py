@@ -38,7 +38,8 @@ OUTCOME_COLORS = {
 }
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #1c2833; padding: 0 1rem; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #1c2833;
+       padding: 0 1rem; }
 h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 2.2rem; }
 .meta { color: #566573; margin-top: 0; }
 .cards { display: flex; gap: 1rem; flex-wrap: wrap; }
@@ -81,9 +82,12 @@ def svg(chart: alt.TopLevelMixin) -> str:
 
 def table(headers: list[str], rows: list[list[str]], table_id: str, numeric: set[int] | None = None) -> str:
     numeric = numeric or set()
-    head = "".join(f'<th class="n">{h}</th>' if i in numeric else f"<th>{h}</th>" for i, h in enumerate(headers))
+    head = "".join(
+        f'<th class="n">{h}</th>' if i in numeric else f"<th>{h}</th>" for i, h in enumerate(headers)
+    )
     body = "".join(
-        "<tr>" + "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r))
+        "<tr>"
+        + "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r))
         + "</tr>"
         for r in rows
     )
@@ -207,7 +211,16 @@ def health_section(store: Store, health: list[dict[str, Any]], rule: StaleRule, 
         )
     parts.append(
         table(
-            ["status", "feed", "last outcome", "failing for", "last entry", "silent for", "median gap", "why"],
+            [
+                "status",
+                "feed",
+                "last outcome",
+                "failing for",
+                "last entry",
+                "silent for",
+                "median gap",
+                "why",
+            ],
             rows,
             "feed-health",
             {3},
@@ -234,7 +247,9 @@ def health_section(store: Store, health: list[dict[str, Any]], rule: StaleRule, 
                 y=alt.Y("source:N", sort=order, title=None, axis=alt.Axis(labelLimit=360)),
                 color=alt.Color(
                     "outcome:N",
-                    scale=alt.Scale(domain=outcomes, range=[OUTCOME_COLORS.get(o, "#7f8c8d") for o in outcomes]),
+                    scale=alt.Scale(
+                        domain=outcomes, range=[OUTCOME_COLORS.get(o, "#7f8c8d") for o in outcomes]
+                    ),
                 ),
             )
             .properties(width=min(CHART_WIDTH, 48 * len(run_order)), height=22 * len(order))
@@ -246,7 +261,8 @@ def health_section(store: Store, health: list[dict[str, Any]], rule: StaleRule, 
 def dead_letter_section(store: Store) -> str:
     reasons = store.rows(
         "SELECT stage, error_type, count(*) AS dead_letters, count(DISTINCT source) AS sources, "
-        "max(failed_at) AS latest FROM dead_letters GROUP BY 1, 2 ORDER BY dead_letters DESC, stage, error_type"
+        "max(failed_at) AS latest FROM dead_letters GROUP BY 1, 2 "
+        "ORDER BY dead_letters DESC, stage, error_type"
     )
     if not reasons:
         return "<h2>Dead letters</h2><p>No dead letters.</p>"
@@ -292,10 +308,16 @@ def runs_section(runs: list[dict[str, Any]]) -> str:
     return "<h2>Latest runs</h2>" + table(headers, rows, "latest-runs", {4, 5, 6, 7})
 
 
-def render(store: Store, rule: StaleRule, runs: int = 10, generated_at: datetime | None = None) -> str:
-    """The whole page, as one string of HTML."""
+def render(
+    store: Store,
+    rule: StaleRule,
+    runs: int = 10,
+    health: list[dict[str, Any]] | None = None,
+    generated_at: datetime | None = None,
+) -> str:
+    """The whole page, as one string of HTML (`health`: `feed_health(store, rule)`, when known)."""
     generated_at = generated_at or datetime.now(UTC)
-    health = feed_health(store, rule)
+    health = feed_health(store, rule) if health is None else health
     latest = latest_runs(store, runs)
     (totals,) = store.rows(
         "SELECT (SELECT count(*) FROM latest_articles) AS articles, "
@@ -310,7 +332,10 @@ def render(store: Store, rule: StaleRule, runs: int = 10, generated_at: datetime
         ("dead letters", _n(totals["dead_letters"])),
         ("last run", _e(latest[0]["outcome"]) if latest else "none"),
     ]
-    card_html = "".join(f'<div class="card" id="card-{label.replace(" ", "-")}"><b>{value}</b>{label}</div>' for label, value in cards)
+    card_html = "".join(
+        f'<div class="card" id="card-{label.replace(" ", "-")}"><b>{value}</b>{label}</div>'
+        for label, value in cards
+    )
     body = "".join(
         [
             "<h1>newsbeam report</h1>",

@@ -25,7 +25,7 @@ ENGLISH = (
     "Scientists measured the water temperature of the lake every week during the whole summer.",
 )
 GERMAN = (
-    "Der Stadtrat hat nach einer langen Debatte am Dienstag den neuen Haushalt für den Nahverkehr beschlossen.",
+    "Der Stadtrat hat nach einer langen Debatte am Dienstag den neuen Haushalt beschlossen.",
     "Die Bauern im Tal erwarten in diesem Herbst dank des milden und regnerischen Frühlings eine gute Ernte.",
     "Das Museum eröffnet im nächsten Monat eine neue Ausstellung moderner Fotografie aus aller Welt.",
     "Die Wissenschaftler haben den ganzen Sommer über jede Woche die Wassertemperatur des Sees gemessen.",
@@ -40,17 +40,19 @@ FETCH = {
 
 
 def rss(name: str, language: str, sentences: tuple[str, ...], dates: list[datetime]) -> bytes:
+    slug = name.lower().replace(" ", "-")
     items = "".join(
         f"<item><title>{name} story {i}: {sentences[i % len(sentences)][:30]}</title>"
-        f"<link>http://news.example/{name}/{i}</link><guid>http://news.example/{name}/{i}</guid>"
+        f"<link>http://news.example/{slug}/{i}</link><guid>http://news.example/{slug}/{i}</guid>"
         f"<pubDate>{format_datetime(when)}</pubDate>"
-        f"<description>{' '.join(sentences[(i + k) % len(sentences)] for k in range(1 + i % 3))}</description>"
+        f"<description>{' '.join(sentences[(i + k) % len(sentences)] for k in range(1 + i % 3))}"
+        "</description>"
         "</item>"
         for i, when in enumerate(dates)
     )
     return (
         f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{name}</title>'
-        f"<link>http://news.example/{name}</link><language>{language}</language>{items}</channel></rss>"
+        f"<link>http://news.example/{slug}</link><language>{language}</language>{items}</channel></rss>"
     ).encode()
 
 
@@ -70,7 +72,9 @@ def build(folder: Path, server: FeedServer) -> ReportOutput:
     silent_dates = [now - timedelta(days=12 + d) for d in range(10)]
     headers = {"Content-Type": "application/rss+xml"}
     steady = server.route("/steady.xml", Reply(200, rss("Steady News", "en", ENGLISH, steady_dates), headers))
-    silent = server.route("/silent.xml", Reply(200, rss("Silent Zeitung", "de", GERMAN, silent_dates), headers))
+    silent = server.route(
+        "/silent.xml", Reply(200, rss("Silent Zeitung", "de", GERMAN, silent_dates), headers)
+    )
     broken = server.route("/broken.xml", Reply(500, b"oops"))
     garbage = folder / "garbage.rss"
     garbage.write_text("<rss><channel><title>half a feed", encoding="utf-8")
