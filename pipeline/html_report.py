@@ -48,6 +48,7 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-t
 table { border-collapse: collapse; margin: .6rem 0; font-size: .9rem; }
 th, td { border-bottom: 1px solid #e5e8e8; padding: .25rem .6rem; text-align: left; vertical-align: top; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.n, td.t { white-space: nowrap; }
 .status { font-weight: 600; border-radius: 4px; padding: 0 .4rem; color: white; }
 .failing { background: #c0392b; } .stale { background: #d68910; } .ok { background: #1e8449; }
 .source { color: #566573; font-size: .8rem; word-break: break-all; }
@@ -75,22 +76,37 @@ def _days(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
+# vl-convert measures text with this font to lay the chart out; a browser that draws the labels in
+# a wider one would cut them at the edges. Debian's Chromium has it; elsewhere the padding helps.
+CHART_FONT = "DejaVu Sans"
+
+
 def svg(chart: alt.TopLevelMixin) -> str:
     """The chart as inline SVG, rendered offline (vl-convert embeds the Vega runtime)."""
-    return str(vl_convert.vegalite_to_svg(chart.to_dict()))
+    spec = chart.to_dict()
+    spec.setdefault("config", {})["font"] = CHART_FONT
+    spec["padding"] = 12
+    return str(vl_convert.vegalite_to_svg(spec))
 
 
-def table(headers: list[str], rows: list[list[str]], table_id: str, numeric: set[int] | None = None) -> str:
-    numeric = numeric or set()
+def table(
+    headers: list[str],
+    rows: list[list[str]],
+    table_id: str,
+    numeric: set[int] | None = None,
+    times: set[int] | None = None,
+) -> str:
+    """A table whose `numeric` columns align right and whose `times` columns never wrap."""
+    numeric, times = numeric or set(), times or set()
+
+    def cell(i: int, content: str) -> str:
+        kind = "n" if i in numeric else "t" if i in times else ""
+        return f'<td class="{kind}">{content}</td>' if kind else f"<td>{content}</td>"
+
     head = "".join(
         f'<th class="n">{h}</th>' if i in numeric else f"<th>{h}</th>" for i, h in enumerate(headers)
     )
-    body = "".join(
-        "<tr>"
-        + "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r))
-        + "</tr>"
-        for r in rows
-    )
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(r)) + "</tr>" for r in rows)
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -200,7 +216,7 @@ def health_section(store: Store, health: list[dict[str, Any]], rule: StaleRule, 
         rows.append(
             [
                 f'<span class="status {row["status"]}">{row["status"]}</span>',
-                f'{name}<div class="source">{_e(row["source"])}</div>',
+                f'{name}<div class="source">{_e(row["source"])}</div>' if row["title"] else name,
                 _e(row["last_outcome"]),
                 _n(row["failing_for"]),
                 _e(_when(row["last_entry"])),
@@ -224,6 +240,7 @@ def health_section(store: Store, health: list[dict[str, Any]], rule: StaleRule, 
             rows,
             "feed-health",
             {3},
+            {4, 5, 6},
         )
     )
     order = [row["source"] for row in health]
@@ -238,13 +255,21 @@ def health_section(store: Store, health: list[dict[str, Any]], rule: StaleRule, 
     if grid:
         outcomes = sorted({r["outcome"] for r in grid})
         run_order = [r for _, r in sorted({(g["run_start"], g["run"]) for g in grid})]
-        values = [{k: v for k, v in g.items() if k != "run_start"} for g in grid]
+        names = {row["source"]: row["title"] or row["source"] for row in health}
+        values = [
+            {"feed": names.get(g["source"], g["source"]), "run": g["run"], "outcome": g["outcome"]}
+            for g in grid
+        ]
+        order = [names[source] for source in order]
         chart = (
-            alt.Chart(alt.Data(values=values), title=f"Outcome of each fetch, last {runs} runs (oldest left)")
+            alt.Chart(
+                alt.Data(values=values),
+                title=alt.Title(f"Outcome of each fetch, last {runs} runs (oldest left)", anchor="start"),
+            )
             .mark_rect(stroke="white")
             .encode(
                 x=alt.X("run:O", sort=run_order, title="run", axis=alt.Axis(labelAngle=-30, labelLimit=200)),
-                y=alt.Y("source:N", sort=order, title=None, axis=alt.Axis(labelLimit=360)),
+                y=alt.Y("feed:N", sort=order, title=None, axis=alt.Axis(labelLimit=280)),
                 color=alt.Color(
                     "outcome:N",
                     scale=alt.Scale(
@@ -252,7 +277,7 @@ def health_section(store: Store, health: list[dict[str, Any]], rule: StaleRule, 
                     ),
                 ),
             )
-            .properties(width=min(CHART_WIDTH, 48 * len(run_order)), height=22 * len(order))
+            .properties(width=max(160, min(CHART_WIDTH, 48 * len(run_order))), height=22 * len(order))
         )
         parts.append(f"<figure>{svg(chart)}</figure>")
     return "".join(parts)
@@ -278,7 +303,7 @@ def dead_letter_section(store: Store) -> str:
     )
     return (
         "<h2>Dead letters by reason</h2>"
-        + table(["stage", "reason", "dead letters", "sources", "latest"], rows, "dead-letters", {2, 3})
+        + table(["stage", "reason", "dead letters", "sources", "latest"], rows, "dead-letters", {2, 3}, {4})
         + f"<figure>{svg(chart)}</figure>"
     )
 
@@ -305,7 +330,7 @@ def runs_section(runs: list[dict[str, Any]]) -> str:
             ]
         )
     headers = ["run", "kind", "started", "took", "inputs", "failed", "articles", "dead letters", "outcome"]
-    return "<h2>Latest runs</h2>" + table(headers, rows, "latest-runs", {4, 5, 6, 7})
+    return "<h2>Latest runs</h2>" + table(headers, rows, "latest-runs", {4, 5, 6, 7}, {2, 3})
 
 
 def render(

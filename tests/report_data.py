@@ -94,13 +94,17 @@ def build(folder: Path, server: FeedServer) -> ReportOutput:
     return ReportOutput(output, steady, silent, broken, str(garbage), run_ids)
 
 
-if __name__ == "__main__":  # a sample output to look at: python -m tests.report_data FOLDER
+if __name__ == "__main__":
+    # The README's screenshot: python -m tests.report_data FOLDER docs/report.png
     import sys
-    import time
+
+    from pipeline.cli import main as newsbeam
+    from tests.browser import screenshot_file
 
     with FeedServer() as feeds:
         target = Path(sys.argv[1])
         target.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
         built = build(target, feeds)
-        print(built, f"{time.monotonic() - started:.1f}s")
+    newsbeam(["report", str(built.output)])
+    if len(sys.argv) > 2:
+        screenshot_file(built.output / "report.html", Path(sys.argv[2]))
