@@ -86,7 +86,8 @@ cluster-deps: $(VENV)/.installed-cluster airflow-venv
 # (the provider brings another Beam). tests/test_deploy.py parses deploy/airflow/newsbeam_dag.py in it
 # and runs its task. Built once per constraints file (about 2.5 minutes cold), like the Spark venv.
 AIRFLOW_VENV := .cluster/airflow-venv
-AIRFLOW_PACKAGES := apache-airflow==3.3.2 apache-airflow-providers-apache-beam==6.3.1
+AIRFLOW_PACKAGES := apache-airflow==3.3.2 "apache-airflow-providers-apache-beam[google]==6.3.1" \
+	apache-airflow-providers-google==22.8.0
 .PHONY: airflow-venv browser
 
 $(AIRFLOW_VENV)/.installed: deploy/constraints/airflow-venv.txt

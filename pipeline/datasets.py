@@ -39,7 +39,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 
 class OutputError(ValueError):
-    """An output folder that holds no newsbeam datasets (a typo, or a folder never written)."""
+    """An output that cannot be read: no newsbeam datasets there (a typo), or a damaged committed file."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,13 @@ def read_files(files: list[CommittedFile], schema: pa.Schema, columns: list[str]
     target = pa.schema([schema.field(name) for name in columns])
     tables = []
     for committed in files:
-        with FileSystems.open(committed.path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            parquet = pq.ParquetFile(stream)
-            present = [c for c in columns if c in parquet.schema_arrow.names]
-            table = parquet.read(columns=present)
+        try:
+            with FileSystems.open(committed.path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+                parquet = pq.ParquetFile(stream)
+                present = [c for c in columns if c in parquet.schema_arrow.names]
+                table = parquet.read(columns=present)
+        except (OSError, pa.ArrowException) as error:  # a committed file damaged since: name it
+            raise OutputError(f"{committed.path}: a committed file that cannot be read: {error}") from None
         arrays = []
         for field in target:
             if field.name in present:

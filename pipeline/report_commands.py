@@ -96,6 +96,14 @@ def _fail(command: str, message: str) -> int:
 
 def run_report_command(args: argparse.Namespace) -> int:
     """`newsbeam report` or `newsbeam show`; the exit code."""
+    try:
+        import altair  # noqa: F401
+        import duckdb  # noqa: F401
+        import vl_convert  # noqa: F401
+    except ImportError as error:
+        return _fail(
+            args.command, f"{error.name} is missing: install the report extra, pip install 'newsbeam[report]'"
+        )
     from pipeline.datasets import OutputError
     from pipeline.durations import parse_duration
     from pipeline.health import StaleRule, open_store

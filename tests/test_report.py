@@ -235,6 +235,17 @@ def test_a_folder_without_datasets_is_a_clear_error(
     assert main(["show", str(tmp_path)]) == 2
 
 
+def test_a_damaged_committed_file_is_named(
+    data: ReportOutput, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "out"
+    shutil.copytree(data.output, output)
+    (damaged, *_) = sorted((output / "feed_fetches").rglob("*.parquet"))
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    assert main(["report", str(output)]) == 2
+    assert f"{damaged}: a committed file that cannot be read" in capsys.readouterr().err
+
+
 def test_a_commit_under_way_is_not_read(data: ReportOutput, tmp_path: Path) -> None:
     """Files a `committing` manifest names are not counted until it is committed (rolled forward)."""
     output = tmp_path / "out"

@@ -1,8 +1,9 @@
 """An Airflow DAG that runs newsbeam's batch job hourly with Beam's operator, then checks feed health.
 
 Copy this file and newsbeam_run.py into Airflow's dags folder (or point `dags_folder` here), with
-Airflow and `apache-airflow-providers-apache-beam` installed in Airflow's own environment (pinned
-in deploy/constraints/airflow-venv.txt; `make airflow-venv` builds it). newsbeam runs in its own
+Airflow, `apache-airflow-providers-apache-beam` and `apache-airflow-providers-google` (the Beam
+operator refuses to start without it, whatever the runner) installed in Airflow's own environment
+(pinned in deploy/constraints/airflow-venv.txt; `make airflow-venv` builds it). newsbeam runs in its own
 environment, named by these variables (read when the DAG is parsed):
 
     NEWSBEAM_PYTHON   newsbeam's interpreter (default /opt/newsbeam/.venv/bin/python)
