@@ -201,8 +201,8 @@ def reason(row: dict[str, Any], rule: StaleRule) -> str:
     """Why a feed is failing or stale, in one line; empty for a healthy feed."""
     if row["status"] == "failing":
         status = f"HTTP {row['last_http_status']}, " if row.get("last_http_status") else ""
-        return (
-            f"{row['last_outcome']}: {row['last_error'] or 'unknown'} ({status}{row['failing_for']} fetches)"
+        return f"{row['last_outcome']}: {row['last_error'] or 'unknown'} ({status}{row['failing_for']} " + (
+            "fetch failed)" if row["failing_for"] == 1 else "fetches failed)"
         )
     if row["status"] == "stale":
         days = (row["silent_seconds"] or 0) / 86400
