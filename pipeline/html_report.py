@@ -16,6 +16,7 @@ CDN, no remote font. Tables carry the numbers, the charts show their shape.
 from __future__ import annotations
 
 import html
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from pipeline.datasets import Store
 from pipeline.health import ATTENTION, StaleRule, feed_health, latest_runs
 
 CHART_WIDTH = 640
+GRID_FEEDS = 40  # feeds in the outcome grid (the table lists them all)
 STATUS_COLORS = {"failing": "#c0392b", "stale": "#d68910", "ok": "#1e8449"}
 OUTCOME_COLORS = {
     "ok": "#1e8449",
@@ -243,28 +245,36 @@ def health_section(store: Store, health: list[dict[str, Any]], rule: StaleRule, 
             {4, 5, 6},
         )
     )
-    order = [row["source"] for row in health]
+    shown = health[:GRID_FEEDS]  # the worst first: failing, then stale
     grid = store.rows(
         "WITH run_starts AS (SELECT run_id, min(started_at) AS run_start FROM feed_fetches GROUP BY run_id "
         "ORDER BY run_start DESC LIMIT $runs) "
         "SELECT f.source, f.run_id AS run, any_value(s.run_start) AS run_start, "
         "arg_max(f.outcome, f.started_at) AS outcome FROM feed_fetches f JOIN run_starts s USING (run_id) "
-        "WHERE f.source_type = 'feed' GROUP BY 1, 2",
-        {"runs": runs},
+        "WHERE f.source_type = 'feed' AND list_contains($sources, f.source) GROUP BY 1, 2",
+        {"runs": runs, "sources": [row["source"] for row in shown]},
     )
     if grid:
         outcomes = sorted({r["outcome"] for r in grid})
         run_order = [r for _, r in sorted({(g["run_start"], g["run"]) for g in grid})]
-        names = {row["source"]: row["title"] or row["source"] for row in health}
+        titles = Counter(row["title"] for row in shown)
+        # A feed's title names its row, unless two feeds share it (or it has none): then its URL.
+        names = {
+            r["source"]: r["title"] if r["title"] and titles[r["title"]] == 1 else r["source"] for r in shown
+        }
         values = [
             {"feed": names.get(g["source"], g["source"]), "run": g["run"], "outcome": g["outcome"]}
             for g in grid
         ]
-        order = [names[source] for source in order]
+        order = [names[row["source"]] for row in shown]
         chart = (
             alt.Chart(
                 alt.Data(values=values),
-                title=alt.Title(f"Outcome of each fetch, last {runs} runs (oldest left)", anchor="start"),
+                title=alt.Title(
+                    f"Outcome of each fetch, last {runs} runs (oldest left)"
+                    + (f", the first {GRID_FEEDS} feeds above" if len(health) > GRID_FEEDS else ""),
+                    anchor="start",
+                ),
             )
             .mark_rect(stroke="white")
             .encode(
