@@ -139,7 +139,7 @@ report = {
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "tasks": sorted(dag.task_ids),
     "downstream": sorted(run.downstream_task_ids),
-    "schedule": str(dag.timetable.summary),
+    "schedule": f"{getattr(dag, 'schedule', '')} {getattr(dag.timetable, 'description', '')}",
     "beam_operator": isinstance(run, BeamRunPythonPipelineOperator),
     "py_file": run.py_file,
     "options": run.pipeline_options,
