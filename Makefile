@@ -37,7 +37,7 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-test: lint typecheck prism cluster-deps
+test: lint typecheck prism cluster-deps browser
 	$(BIN)/pytest -q
 
 format: $(VENV)/.installed-test
@@ -79,8 +79,38 @@ $(VENV)/.installed-cluster: $(VENV)/.installed-test
 	$(PIP_INSTALL) -e ".[test,gcp,aws]"
 	touch $@
 
-cluster-deps: $(VENV)/.installed-cluster
+cluster-deps: $(VENV)/.installed-cluster airflow-venv
 	$(CLUSTER) install
+
+# Airflow and Beam's provider for it, in an environment of their own: Airflow's pins clash with Beam's
+# (the provider brings another Beam). tests/test_deploy.py parses deploy/airflow/newsbeam_dag.py in it
+# and runs its tasks. Built once per constraints file (3-5 minutes cold; measured 2m50s without the
+# Google provider, +1m27s for it), in the cluster-deps step like the Spark venv.
+AIRFLOW_VENV := .cluster/airflow-venv
+AIRFLOW_PACKAGES := apache-airflow==3.3.2 "apache-airflow-providers-apache-beam[google]==6.3.1" \
+	apache-airflow-providers-google==22.8.0
+.PHONY: airflow-venv browser
+
+$(AIRFLOW_VENV)/.installed: deploy/constraints/airflow-venv.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --disable-pip-version-check -c $< $(AIRFLOW_PACKAGES)
+	touch $@
+
+airflow-venv: $(AIRFLOW_VENV)/.installed
+
+# The browser tests (tests/test_report.py) render the HTML report in Debian's Chromium, and
+# tests/test_deploy.py checks the systemd units with systemd-analyze: both from Debian's packages,
+# installed when missing and when running as root (CI); elsewhere the tests say what to install.
+DEBIAN_PACKAGES := chromium:chromium systemd-analyze:systemd
+
+browser:
+	@missing=""; for pair in $(DEBIAN_PACKAGES); do \
+		command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+		else echo "make browser: install$$missing (Debian: sudo apt-get install$$missing) for the browser and systemd tests" >&2; fi; \
+	fi
 
 cluster-up: cluster-deps  # free ports and pids in .cluster/flink/cluster.json; `newsbeam run --runner flink` uses it
 	$(CLUSTER) up $(CLUSTER_ARGS)

@@ -41,6 +41,7 @@ from pipeline.commands import (
     parse_arguments,
     subcommand,
 )
+from pipeline.report_commands import REPORT_COMMANDS, run_report_command
 from pipeline.resources import DEFAULT_CONFIG, STREAM_CONFIG
 from pipeline.run import new_run_id, pipeline_version
 
@@ -232,6 +233,8 @@ def _load(args: argparse.Namespace) -> Settings:
 
 
 def _dispatch(args: argparse.Namespace, beam_args: list[str]) -> int:
+    if args.command in REPORT_COMMANDS:  # read an output: no config, no run
+        return run_report_command(args)
     from transforms.io.paths import validate_run_id
 
     if getattr(args, "run_id", None) is not None:

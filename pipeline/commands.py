@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pipeline.report_commands import REPORT_COMMANDS, add_report_commands
 from pipeline.resources import DATAFLOW_CONFIG, DEFAULT_CONFIG, STREAM_CONFIG
 from pipeline.run import pipeline_version
 
@@ -302,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "output", nargs="?", default=argparse.SUPPRESS, metavar="OUTPUT", help="output folder"
             )
+    add_report_commands(commands, common)
     return parser
 
 
@@ -323,7 +325,7 @@ def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[st
     return args, extra
 
 
-COMMANDS = tuple(_commands())
+COMMANDS = (*_commands(), *REPORT_COMMANDS)
 
 
 def command_of(argv: list[str]) -> str | None:
