@@ -205,7 +205,7 @@ def page_fetch_row(
 
 
 def crashed(article: Record, error: Exception) -> tuple[Record, Record]:
-    """A bug in this stage stays this article's problem: the feed's text, and a row that says what happened."""
+    """A bug here stays this article's problem: the feed's text, and a row saying what happened."""
     message = redact_url(f"{type(error).__name__}: {error}")[:500]
     page = PageFetch(
         redact_url(article.get("url") or ""),
