@@ -194,14 +194,26 @@ class PageFetcher:
             RobotsDecision.DISALLOWED: PageOutcome.ROBOTS_DISALLOWED,
             RobotsDecision.UNREACHABLE: PageOutcome.ROBOTS_UNREACHABLE,
         }.get(decision)
+        if decision is RobotsDecision.UNREACHABLE and rules.error in ("private_address", "private_redirect"):
+            refused = PageOutcome.PRIVATE_ADDRESS  # the host itself is refused, robots.txt or not
         if refused is None and delay is not None and delay > self._settings.max_crawl_delay_seconds:
             refused = PageOutcome.CRAWL_DELAY_TOO_LONG
         if refused is not None:
             message = f"robots.txt of {origin_of(recorded)}: {decision.value}" + (
-                f", Crawl-delay {delay:g}s" if delay is not None else ""
+                f", Crawl-delay {delay:g}s"
+                if delay is not None
+                else f" ({rules.error})"
+                if rules.error
+                else ""
             )
             return PageFetch(
-                recorded, refused, fetched_at, robots=decision, crawl_delay_seconds=delay, message=message
+                recorded,
+                refused,
+                fetched_at,
+                robots=decision,
+                crawl_delay_seconds=delay,
+                error_type=rules.error,
+                message=message,
             )
         host = host_key(url)
         interval = max(self._settings.min_interval_seconds, delay or 0.0)
