@@ -195,3 +195,14 @@ def test_a_private_address_is_refused_without_a_request(feed_server: FeedServer,
     result = PageFetcher(settings(tmp_path, fetch=strict)).fetch(url)
     assert result.outcome is PageOutcome.PRIVATE_ADDRESS and result.error_type == "private_address"
     assert feed_server.requests == []  # not even robots.txt
+
+
+def test_a_page_fetched_longer_ago_than_the_reuse_time_is_fetched_again(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    url = feed_server.route("/revised", Reply(200, PAGE, HTML), Reply(200, PAGE + b"<p>Update</p>", HTML))
+    first = PageFetcher(settings(tmp_path, page_reuse_seconds=0.3)).fetch(url)
+    time.sleep(0.4)  # a streaming job meets a new revision of the article later
+    second = PageFetcher(settings(tmp_path, page_reuse_seconds=0.3)).fetch(url)
+    assert len(feed_server.hits("/revised")) == 2 and not second.shared
+    assert second.body is not None and first.body is not None and second.body.endswith(b"Update</p>")

@@ -110,6 +110,9 @@ class PageSettings:
     min_interval_seconds: float = 0.5  # between request starts to one host (2 a second at most)
     max_crawl_delay_seconds: float = 30.0  # a host asking for more is not fetched (crawl_delay_too_long)
     robots_ttl_seconds: float = 24 * 3600
+    # A page fetched this long ago is fetched again: a new revision in a long streaming job gets a
+    # fresh page, while the duplicates of one batch run (minutes apart) share one fetch.
+    page_reuse_seconds: float = 600.0
 
     @property
     def page_fetch(self) -> FetchSettings:
@@ -157,7 +160,7 @@ class PageFetcher:
         self._robots = RobotsCache(
             folder / "robots", self._fetch_robots, ttl_seconds=settings.robots_ttl_seconds
         )
-        self._cache = PageCache(folder / "pages")
+        self._cache = PageCache(folder / "pages", settings.page_reuse_seconds)
         self._session = make_session(settings.fetch, pool_size=max(settings.fetch.max_concurrent, 1))
         self._session.headers["Accept"] = PAGE_ACCEPT
         self._sleep = sleep
@@ -281,11 +284,21 @@ def _page_fetch(
 
 
 class PageCache:
-    """The pages this run fetched, by URL, shared by every worker process of the machine."""
+    """The pages this run fetched lately, by URL, shared by every worker process of the machine."""
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], reuse_seconds: float = 600.0) -> None:
         self._folder = Path(folder)
         self._folder.mkdir(parents=True, exist_ok=True)
+        self._reuse_seconds = reuse_seconds
+        self.prune()
+
+    def prune(self) -> None:
+        """Remove the answers too old to reuse (a streaming job's folder lives for days)."""
+        horizon = time.time() - 2 * self._reuse_seconds
+        for path in self._folder.iterdir():
+            with contextlib.suppress(OSError):
+                if path.suffix in (".json", ".body") and path.stat().st_mtime < horizon:
+                    path.unlink()
 
     def fetch_once(self, url: str, fetch_page: Callable[[str], PageFetch]) -> PageFetch:
         stem = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:40]
@@ -328,4 +341,7 @@ class PageCache:
         record["outcome"] = PageOutcome(record["outcome"])
         record["robots"] = RobotsDecision(record["robots"]) if record.get("robots") else None
         record["fetched_at"] = datetime.fromisoformat(record["fetched_at"])
-        return PageFetch(body=body, **record)
+        page = PageFetch(body=body, **record)
+        if (datetime.now(UTC) - page.fetched_at).total_seconds() > self._reuse_seconds:
+            return None
+        return page
