@@ -23,6 +23,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import transforms.fetch as fetch_module
+from benchmarks.bench_extract import comparable, feed_fields, load_pages
 from tests.feedserver import FeedServer, Reply
 from tests.test_extract import CONSENT, PARAGRAPHS, SUMMARY, TITLE, UMLAUT_SUMMARY, article_html, umlaut_page
 from transforms.extract import extract_page
@@ -367,3 +368,32 @@ def test_the_feeds_text_stays_as_the_summary_when_the_page_replaces_it() -> None
     record = with_page(article, page, extraction)
     assert (record["text_source"], record["summary"]) == ("page", SUMMARY)
     assert "medieval cellars" in record["text"] and article["text"] == SUMMARY  # the input unchanged
+
+
+@pytest.mark.corpus
+def test_real_corpus_pages_served_locally_give_their_must_contain_snippets(
+    corpus: Path, tmp_path: Path
+) -> None:
+    names = ("netzpolitik.org.abmahnungen.html", "scmp.com.playbook.html", "nhk.or.jp.k100.html")
+    pages = {page.file: page for page in load_pages(corpus) if page.file in names}
+    with FeedServer() as server:
+        articles = []
+        for index, name in enumerate(names):
+            title, summary = feed_fields(pages[name].body)
+            url = server.route(
+                f"/corpus/{index}", Reply(200, pages[name].body, {"Content-Type": "text/html"})
+            )
+            articles.append(
+                {
+                    **feed_article(url, source=server.url("/feed.xml"), text=summary),
+                    "title": title,
+                    "article_id": name,
+                }
+            )
+        settings = FullTextSettings(pages=PageSettings(work_dir=str(tmp_path / "run"), fetch=FAST))
+        by_id, rows = run_fulltext(articles, settings, tmp_path)
+    assert {r["outcome"] for r in rows} == {"ok"}
+    for name in names:
+        text = comparable(by_id[name]["text"])
+        assert by_id[name]["text_source"] == "page", name
+        assert [s for s in pages[name].must if comparable(s) not in text] == [], name
