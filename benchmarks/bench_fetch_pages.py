@@ -72,7 +72,7 @@ def article(url: str, index: int) -> dict[str, Any]:
         "language_declared_raw": None,
         "article_id": f"a{index}",
         "content_hash": f"h{index}",
-        "known": False,
+        "already_stored": False,
     }
 
 

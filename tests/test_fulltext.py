@@ -74,7 +74,7 @@ def feed_article(url: str, *, source: str, text: str | None = SUMMARY, **fields:
         "language_declared_raw": None,
         "article_id": url.rsplit("/", 1)[-1],
         "content_hash": f"hash-of-{url}",
-        "known": False,
+        "already_stored": False,
         **fields,
     }
 
@@ -153,7 +153,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ..
                     text=UMLAUT_SUMMARY,
                 ),
                 feed_article(urls["shared"], source=server.url("/other-feed.xml"), article_id="shared_again"),
-                feed_article(server.url("/known"), source=feed, article_id="known", known=True),
+                feed_article(server.url("/known"), source=feed, article_id="known", already_stored=True),
                 feed_article(server.url("/from-file"), source="/data/feeds/a.xml", article_id="file"),
                 feed_article(server.url("/off"), source=server.url("/quiet.xml"), article_id="off"),
                 feed_article(

@@ -1,12 +1,13 @@
 """ExtractFullText: the article's own page for entries whose feed gives only a teaser.
 
 Input: article records as `ProcessArticles` hands them on after the known-revision check (the
-normalized fields, `article_id`, `content_hash` and a `known` mark). Output: `FullText(articles,
-page_fetches)`: every article, none lost, each with its text's provenance, and one `page_fetches`
-row per page request (or per page refused by robots.txt).
+normalized fields, `article_id`, `content_hash` and the `already_stored` mark). Output:
+`FullText(articles, page_fetches, dead_letters)`: every article, none lost, each with its text's
+provenance, and one `page_fetches` row per page request (or per page refused by robots.txt). A page
+that fails is an outcome, not a dead letter: `dead_letters` stays empty, for the slot's shape.
 
 Which pages: only entries of feeds fetched over http(s) (a run over feed files makes no request),
-never an article the store already has unchanged (`known`), and as `fulltext.mode` says: `off`,
+never an article the store already has unchanged (`already_stored`), and as `fulltext.mode` says: `off`,
 `auto` (the feed's text is short or looks truncated, `teasers.needs_full_text`) or `always`, with a
 per-feed override. A page linked by several articles of one run is fetched once (`PageCache`).
 
@@ -54,6 +55,7 @@ from transforms.schema import Record, SourceType
 from transforms.teasers import needs_full_text
 
 PAGE_FETCHES = "page_fetches"
+DEAD_LETTERS = "dead_letters"
 
 
 class FullTextMode(enum.StrEnum):
@@ -101,7 +103,11 @@ def feed_text_source(article: Mapping[str, Any]) -> ArticleTextSource:
 def page_wanted(article: Mapping[str, Any], settings: FullTextSettings) -> str | None:
     """Why the article's page is to be fetched (`always`, `short`, `truncated`), or None."""
     source = str(article.get("source") or "")
-    if article.get("known") or article.get("source_type") != SourceType.FEED or not is_http_url(source):
+    if (
+        article.get("already_stored")
+        or article.get("source_type") != SourceType.FEED
+        or not is_http_url(source)
+    ):
         return None
     if not is_http_url(article.get("url") or ""):
         return None
@@ -239,7 +245,7 @@ class _ExtractFullTextFn(beam.DoFn):
                 "robots_refused",
                 "pages_failed",
                 "pages_shared",
-                "skipped_known",
+                "skipped_stored",
             )
         }
 
@@ -260,8 +266,8 @@ class _ExtractFullTextFn(beam.DoFn):
     def process(self, article: Record, windowed: Any = _WINDOWED_VALUE) -> Iterator[Any]:
         wanted = page_wanted(article, self._settings)
         if wanted is None:
-            if article.get("known"):
-                self._counters["skipped_known"].inc()
+            if article.get("already_stored"):
+                self._counters["skipped_stored"].inc()
             yield without_page(article)
             return
         self._pending.append((self._pool.submit(self._fetch_and_extract, article, wanted), windowed))
@@ -325,10 +331,12 @@ _FETCHED = frozenset({PageOutcome.OK, PageOutcome.EXTRACT_REJECTED, PageOutcome.
 class FullText(NamedTuple):
     articles: PCollection
     page_fetches: PCollection
+    dead_letters: PCollection  # none: a page that fails keeps its article with the feed's text
 
 
 class ExtractFullText(beam.PTransform):
-    """Articles -> FullText(articles, page_fetches); `now` bounds plausible page dates (None: clock time)."""
+    """Articles -> FullText(articles, page_fetches, dead_letters); `now` bounds plausible page dates
+    (None: clock time)."""
 
     def __init__(self, settings: FullTextSettings, now: datetime | None = None) -> None:
         super().__init__()
@@ -338,5 +346,5 @@ class ExtractFullText(beam.PTransform):
     def expand(self, articles: PCollection) -> FullText:
         results = articles | "FetchAndExtractPages" >> beam.ParDo(
             _ExtractFullTextFn(self._settings, self._now)
-        ).with_outputs(PAGE_FETCHES, main="articles")
-        return FullText(results.articles, results[PAGE_FETCHES])
+        ).with_outputs(PAGE_FETCHES, DEAD_LETTERS, main="articles")
+        return FullText(results.articles, results[PAGE_FETCHES], results[DEAD_LETTERS])
