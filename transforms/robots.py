@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import fcntl
+import functools
 import json
 import os
 import threading
@@ -83,13 +84,9 @@ class RobotsRules:
             delays.append(float(rate.seconds) / float(rate.requests))
         return max(delays) if delays else None
 
-    @property
+    @functools.cached_property
     def _parsed(self) -> Any:
-        parsed = self.__dict__.get("_protego")
-        if parsed is None:
-            parsed = Protego.parse(self.text)
-            object.__setattr__(self, "_protego", parsed)  # a cache on a frozen record
-        return parsed
+        return Protego.parse(self.text)  # once per rules object (cached_property writes __dict__)
 
     def to_json(self) -> dict[str, Any]:
         return {
