@@ -33,7 +33,8 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.pipeline import Pipeline
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from tests.feedserver import FeedServer, Reply
 from transforms.fetch import FetchSettings
@@ -92,7 +93,7 @@ def run_round(pages: int, hosts: int, latency: float, settings: PageSettings, wo
         with tempfile.TemporaryDirectory(prefix="newsbeam-pages-") as work_dir:
             fulltext = FullTextSettings(pages=dataclasses.replace(settings, work_dir=work_dir))
             clock, cpu = time.monotonic(), time.process_time()
-            with beam.Pipeline(runner=FnApiRunner(), options=options) as pipeline:
+            with Pipeline(runner=FnApiRunner(), options=options) as pipeline:
                 result = (
                     pipeline
                     | beam.Create(records)
@@ -100,7 +101,9 @@ def run_round(pages: int, hosts: int, latency: float, settings: PageSettings, wo
                     | ExtractFullText(fulltext, datetime.now(UTC))
                 )
                 counted = (
-                    result.articles | beam.Map(lambda a: (a["page_outcome"], 1)) | beam.CombinePerKey(sum)
+                    result.articles
+                    | beam.Map(lambda a: (a["page_outcome"], 1))
+                    | beam.CombinePerKey(lambda counts: sum(counts))
                 )
                 counted | beam.Map(lambda kv: print(f"    {kv[0]}: {kv[1]}"))
             elapsed, cpu = time.monotonic() - clock, time.process_time() - cpu

@@ -78,10 +78,11 @@ def run_pipeline(feed_urls: list[str], work: Path) -> tuple[dict[str, dict[str, 
     if completed.returncode != 0:
         raise SystemExit(f"newsbeam run failed:\n{completed.stderr[-4000:]}")
     pattern = (output / "articles" / "**" / "*.parquet").as_posix()
-    relation = duckdb.sql(
-        f"SELECT url, text, text_source, page_outcome FROM read_parquet('{pattern}', union_by_name = true)"
-    )
-    articles = {row[0]: dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()}
+    columns = ("url", "text", "text_source", "page_outcome")
+    found = duckdb.execute(
+        f"SELECT {', '.join(columns)} FROM read_parquet(?, union_by_name = true)", [pattern]
+    ).fetchall()
+    articles = {row[0]: dict(zip(columns, row, strict=True)) for row in found}
     return articles, elapsed, completed.stdout
 
 
