@@ -102,8 +102,8 @@ def run_round(pages: int, hosts: int, latency: float, settings: PageSettings, wo
                 )
                 counted = (
                     result.articles
-                    | beam.Map(lambda a: (a["page_outcome"], 1))
-                    | beam.CombinePerKey(lambda counts: sum(counts))
+                    | beam.Map(lambda a: a["page_outcome"])
+                    | beam.combiners.Count.PerElement()
                 )
                 counted | beam.Map(lambda kv: print(f"    {kv[0]}: {kv[1]}"))
             elapsed, cpu = time.monotonic() - clock, time.process_time() - cpu
