@@ -91,14 +91,14 @@ def run_round(pages: int, hosts: int, latency: float, settings: PageSettings, wo
             direct_running_mode="multi_processing" if workers > 1 else "in_memory",
         )
         with tempfile.TemporaryDirectory(prefix="newsbeam-pages-") as work_dir:
-            fulltext = FullTextSettings(pages=dataclasses.replace(settings, work_dir=work_dir))
+            fulltext = FullTextSettings(pages=settings)
             clock, cpu = time.monotonic(), time.process_time()
             with Pipeline(runner=FnApiRunner(), options=options) as pipeline:
                 result = (
                     pipeline
                     | beam.Create(records)
                     | beam.Reshuffle()
-                    | ExtractFullText(fulltext, datetime.now(UTC))
+                    | ExtractFullText(fulltext, work_dir, datetime.now(UTC))
                 )
                 counted = (
                     result.articles
@@ -133,7 +133,7 @@ def main() -> None:
     # The servers are on 127.0.0.x; 64 threads a worker, so that every host has more pages waiting
     # than its 2 slots and the per-host limit is what holds them back.
     fetch = FetchSettings(allow_private_hosts=True, max_concurrent=64)
-    polite = PageSettings(work_dir="", fetch=fetch)
+    polite = PageSettings(fetch=fetch)
     rounds = [("polite", polite), ("no spacing", dataclasses.replace(polite, min_interval_seconds=0.0))]
     per_host_pages = -(-args.pages // args.hosts)
     rows = []

@@ -93,7 +93,7 @@ def run_fulltext(
             pipeline
             | "Articles" >> beam.Create(articles)
             | "Spread" >> beam.Reshuffle()
-            | "FullText" >> ExtractFullText(settings, NOW)
+            | "FullText" >> ExtractFullText(settings, str(out / "run"), NOW)
         )
         for name, pcoll in (("articles", result.articles), ("page_fetches", result.page_fetches)):
             (
@@ -168,7 +168,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ..
             ]
         )
         settings = FullTextSettings(
-            pages=PageSettings(work_dir=str(tmp / "run"), fetch=FAST, min_interval_seconds=0.0),
+            pages=PageSettings(fetch=FAST, min_interval_seconds=0.0),
             mode=FullTextMode.AUTO,
             min_words=100,
             feed_modes={server.url("/quiet.xml"): FullTextMode.OFF},
@@ -312,11 +312,7 @@ def test_the_per_host_limit_holds_with_two_worker_processes(tmp_path: Path) -> N
         articles = [
             feed_article(server.route(f"/a{i}", Reply(200, PAGE, HTML)), source=feed) for i in range(12)
         ]
-        settings = FullTextSettings(
-            pages=PageSettings(
-                work_dir=str(tmp_path / "run"), fetch=FAST, min_interval_seconds=0.0, max_per_host=2
-            )
-        )
+        settings = FullTextSettings(pages=PageSettings(fetch=FAST, min_interval_seconds=0.0, max_per_host=2))
         by_id, rows = run_fulltext(
             articles, settings, tmp_path, "--direct_num_workers=2", "--direct_running_mode=multi_processing"
         )
@@ -331,7 +327,6 @@ def test_the_per_host_limit_holds_with_two_worker_processes(tmp_path: Path) -> N
 def test_which_articles_want_their_page() -> None:
     feed = "https://news.example/feed.xml"
     settings = FullTextSettings(
-        pages=PageSettings(work_dir="/unused"),
         min_words=50,
         feed_modes={"https://always.example/feed.xml": FullTextMode.ALWAYS},
     )
@@ -392,7 +387,7 @@ def test_real_corpus_pages_served_locally_give_their_must_contain_snippets(
                     "article_id": name,
                 }
             )
-        settings = FullTextSettings(pages=PageSettings(work_dir=str(tmp_path / "run"), fetch=FAST))
+        settings = FullTextSettings(pages=PageSettings(fetch=FAST))
         by_id, rows = run_fulltext(articles, settings, tmp_path)
     assert {r["outcome"] for r in rows} == {"ok"}
     for name in names:

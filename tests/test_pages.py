@@ -36,13 +36,12 @@ FAST = FetchSettings(
 )
 
 
-def settings(tmp_path: Path, **overrides: object) -> PageSettings:
-    values: dict[str, object] = {
-        "work_dir": str(tmp_path / "run"),
-        "fetch": FAST,
-        "min_interval_seconds": 0.0,
-    }
-    return PageSettings(**(values | overrides))  # type: ignore[arg-type]
+def page_fetcher(
+    tmp_path: Path, *, fetch: FetchSettings = FAST, page_reuse_seconds: float = 600.0
+) -> PageFetcher:
+    """A worker's fetcher of the test's run (all of a test's fetchers share its run folder)."""
+    settings = PageSettings(fetch=fetch, min_interval_seconds=0.0, page_reuse_seconds=page_reuse_seconds)
+    return PageFetcher(settings, tmp_path / "run")
 
 
 def fetch_all(fetcher: PageFetcher, urls: list[str], threads: int = 4) -> list[PageFetch]:
@@ -58,7 +57,7 @@ def test_robots_disallow_is_obeyed_and_robots_txt_is_read_once(
     )
     allowed = [feed_server.route(f"/news/{i}", Reply(200, PAGE, HTML)) for i in range(3)]
     refused = feed_server.route("/private/1", Reply(200, PAGE, HTML))
-    fetcher = PageFetcher(settings(tmp_path))
+    fetcher = page_fetcher(tmp_path)
     results = fetch_all(fetcher, [*allowed, refused])
 
     assert [r.outcome for r in results] == [PageOutcome.OK] * 3 + [PageOutcome.ROBOTS_DISALLOWED]
@@ -67,7 +66,7 @@ def test_robots_disallow_is_obeyed_and_robots_txt_is_read_once(
     assert feed_server.hits("/private/1") == []
     assert len(feed_server.hits("/robots.txt")) == 1  # cached for the host
     # A second fetcher of the same run (another worker) reads the run's copy: no second request.
-    PageFetcher(settings(tmp_path)).fetch(feed_server.url("/news/9"))
+    page_fetcher(tmp_path).fetch(feed_server.url("/news/9"))
     assert len(feed_server.hits("/robots.txt")) == 1
     assert all("newsbeam" in r.headers["user-agent"] for r in feed_server.requests)
     assert "text/html" in feed_server.hits("/news/0")[0].headers["accept"]
@@ -76,8 +75,8 @@ def test_robots_disallow_is_obeyed_and_robots_txt_is_read_once(
 def test_an_unreachable_robots_txt_disallows_and_a_missing_one_allows(tmp_path: Path) -> None:
     with FeedServer() as failing, FeedServer("127.0.0.2") as missing:
         failing.route("/robots.txt", Reply(503, b"down"))
-        refused = PageFetcher(settings(tmp_path)).fetch(failing.route("/a", Reply(200, PAGE, HTML)))
-        fetched = PageFetcher(settings(tmp_path)).fetch(missing.route("/a", Reply(200, PAGE, HTML)))
+        refused = page_fetcher(tmp_path).fetch(failing.route("/a", Reply(200, PAGE, HTML)))
+        fetched = page_fetcher(tmp_path).fetch(missing.route("/a", Reply(200, PAGE, HTML)))
         assert failing.hits("/a") == [] and len(missing.hits("/a")) == 1
     assert (refused.outcome, refused.robots) == (PageOutcome.ROBOTS_UNREACHABLE, RobotsDecision.UNREACHABLE)
     assert (fetched.outcome, fetched.robots) == (PageOutcome.OK, RobotsDecision.NO_ROBOTS)
@@ -86,7 +85,7 @@ def test_an_unreachable_robots_txt_disallows_and_a_missing_one_allows(tmp_path: 
 def test_crawl_delay_spaces_the_requests_to_a_host(feed_server: FeedServer, tmp_path: Path) -> None:
     feed_server.route("/robots.txt", Reply(200, b"User-agent: *\nCrawl-delay: 0.4\n"))
     urls = [feed_server.route(f"/news/{i}", Reply(200, PAGE, HTML)) for i in range(4)]
-    results = fetch_all(PageFetcher(settings(tmp_path)), urls)  # 4 threads, 2 slots
+    results = fetch_all(page_fetcher(tmp_path), urls)  # 4 threads, 2 slots
 
     assert {r.outcome for r in results} == {PageOutcome.OK} and results[0].crawl_delay_seconds == 0.4
     starts = sorted(r.at for r in feed_server.requests if r.path.startswith("/news/"))
@@ -96,13 +95,13 @@ def test_crawl_delay_spaces_the_requests_to_a_host(feed_server: FeedServer, tmp_
 
 def test_a_crawl_delay_over_the_cap_is_not_fetched(feed_server: FeedServer, tmp_path: Path) -> None:
     feed_server.route("/robots.txt", Reply(200, b"User-agent: *\nCrawl-delay: 120\n"))
-    result = PageFetcher(settings(tmp_path)).fetch(feed_server.route("/a", Reply(200, PAGE, HTML)))
+    result = page_fetcher(tmp_path).fetch(feed_server.route("/a", Reply(200, PAGE, HTML)))
     assert result.outcome is PageOutcome.CRAWL_DELAY_TOO_LONG and feed_server.hits("/a") == []
     assert result.message is not None and "Crawl-delay 120s" in result.message
 
 
 def _fetch_in_worker(work_dir: str, urls: list[str], barrier: object) -> list[str]:
-    fetcher = PageFetcher(PageSettings(work_dir=work_dir, fetch=FAST, min_interval_seconds=0.0))
+    fetcher = PageFetcher(PageSettings(fetch=FAST, min_interval_seconds=0.0), work_dir)
     barrier.wait()  # type: ignore[attr-defined]
     return [page.outcome.value for page in fetch_all(fetcher, urls, threads=4)]
 
@@ -124,7 +123,7 @@ def test_the_per_host_limit_holds_across_worker_processes(tmp_path: Path) -> Non
 def test_429_retry_after_is_waited_before_the_retry(feed_server: FeedServer, tmp_path: Path) -> None:
     busy = feed_server.route("/busy", Reply(429, b"slow down", {"Retry-After": "1"}), Reply(200, PAGE, HTML))
     other = feed_server.route("/other", Reply(200, PAGE, HTML))
-    fetcher = PageFetcher(settings(tmp_path))
+    fetcher = page_fetcher(tmp_path)
     first = fetcher.fetch(busy)
     assert first.outcome is PageOutcome.OK and first.attempts == 2
     second = fetcher.fetch(other)
@@ -138,7 +137,7 @@ def test_retry_after_of_one_request_delays_the_others_to_that_host(
 ) -> None:
     busy = feed_server.route("/busy", Reply(429, b"slow down", {"Retry-After": "1"}), Reply(200, PAGE, HTML))
     other = feed_server.route("/other", Reply(200, PAGE, HTML))
-    fetcher = PageFetcher(settings(tmp_path))
+    fetcher = page_fetcher(tmp_path)
     started = threading.Event()
     results: list[PageFetch] = []
 
@@ -160,8 +159,8 @@ def test_retry_after_of_one_request_delays_the_others_to_that_host(
 
 def test_a_page_linked_twice_is_fetched_once(feed_server: FeedServer, tmp_path: Path) -> None:
     url = feed_server.route("/shared", Reply(200, PAGE, HTML))
-    first, second = fetch_all(PageFetcher(settings(tmp_path)), [url, url], threads=2)
-    third = PageFetcher(settings(tmp_path)).fetch(url)  # another worker of the same run
+    first, second = fetch_all(page_fetcher(tmp_path), [url, url], threads=2)
+    third = page_fetcher(tmp_path).fetch(url)  # another worker of the same run
     assert len(feed_server.hits("/shared")) == 1
     assert [first.body, second.body, third.body] == [PAGE] * 3
     assert sorted([first.shared, second.shared, third.shared]) == [False, True, True]
@@ -184,7 +183,7 @@ def test_each_failure_is_a_typed_outcome(
 ) -> None:
     url = feed_server.route("/loop", reply)
     started = time.monotonic()
-    result = PageFetcher(settings(tmp_path)).fetch(url)
+    result = page_fetcher(tmp_path).fetch(url)
     assert (result.outcome, result.error_type, result.body) == (outcome, error_type, None)
     assert time.monotonic() - started < 6  # a stalled page ends at the total deadline
 
@@ -192,7 +191,7 @@ def test_each_failure_is_a_typed_outcome(
 def test_a_private_address_is_refused_without_a_request(feed_server: FeedServer, tmp_path: Path) -> None:
     strict = FetchSettings(max_attempts=1)
     url = feed_server.route("/a", Reply(200, PAGE, HTML))
-    result = PageFetcher(settings(tmp_path, fetch=strict)).fetch(url)
+    result = page_fetcher(tmp_path, fetch=strict).fetch(url)
     assert result.outcome is PageOutcome.PRIVATE_ADDRESS and result.error_type == "private_address"
     assert feed_server.requests == []  # not even robots.txt
 
@@ -201,8 +200,8 @@ def test_a_page_fetched_longer_ago_than_the_reuse_time_is_fetched_again(
     feed_server: FeedServer, tmp_path: Path
 ) -> None:
     url = feed_server.route("/revised", Reply(200, PAGE, HTML), Reply(200, PAGE + b"<p>Update</p>", HTML))
-    first = PageFetcher(settings(tmp_path, page_reuse_seconds=0.3)).fetch(url)
+    first = page_fetcher(tmp_path, page_reuse_seconds=0.3).fetch(url)
     time.sleep(0.4)  # a streaming job meets a new revision of the article later
-    second = PageFetcher(settings(tmp_path, page_reuse_seconds=0.3)).fetch(url)
+    second = page_fetcher(tmp_path, page_reuse_seconds=0.3).fetch(url)
     assert len(feed_server.hits("/revised")) == 2 and not second.shared
     assert second.body is not None and first.body is not None and second.body.endswith(b"Update</p>")

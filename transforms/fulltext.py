@@ -76,7 +76,7 @@ class ArticleTextSource(enum.StrEnum):
 
 @dataclass(frozen=True)
 class FullTextSettings:
-    pages: PageSettings
+    pages: PageSettings = field(default_factory=PageSettings)
     mode: FullTextMode = FullTextMode.AUTO
     min_words: int = 150  # `auto`: a feed text shorter than this is a teaser
     feed_modes: Mapping[str, FullTextMode] = field(default_factory=dict)  # by feed URL, as listed
@@ -233,8 +233,9 @@ class _ExtractFullTextFn(beam.DoFn):
     so memory stays bounded whatever the bundle size.
     """
 
-    def __init__(self, settings: FullTextSettings, now: datetime | None) -> None:
+    def __init__(self, settings: FullTextSettings, work_dir: str, now: datetime | None) -> None:
         self._settings = settings
+        self._work_dir = work_dir
         self._now = now
         self._counters = {
             name: Metrics.counter("fulltext", name)
@@ -250,7 +251,7 @@ class _ExtractFullTextFn(beam.DoFn):
         }
 
     def setup(self) -> None:
-        self._fetcher = PageFetcher(self._settings.pages)
+        self._fetcher = PageFetcher(self._settings.pages, self._work_dir)
         self._threads = max(self._settings.pages.fetch.max_concurrent, 1)
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="newsbeam-page")
 
@@ -335,16 +336,20 @@ class FullText(NamedTuple):
 
 
 class ExtractFullText(beam.PTransform):
-    """Articles -> FullText(articles, page_fetches, dead_letters); `now` bounds plausible page dates
-    (None: clock time)."""
+    """Articles -> FullText(articles, page_fetches, dead_letters).
 
-    def __init__(self, settings: FullTextSettings, now: datetime | None = None) -> None:
+    `work_dir` is the run's folder on this machine (host limits, robots.txt, fetched pages: see
+    `pages.py`); `now` bounds plausible page dates (None: clock time).
+    """
+
+    def __init__(self, settings: FullTextSettings, work_dir: str, now: datetime | None = None) -> None:
         super().__init__()
         self._settings = settings
+        self._work_dir = work_dir
         self._now = now
 
     def expand(self, articles: PCollection) -> FullText:
         results = articles | "FetchAndExtractPages" >> beam.ParDo(
-            _ExtractFullTextFn(self._settings, self._now)
+            _ExtractFullTextFn(self._settings, self._work_dir, self._now)
         ).with_outputs(PAGE_FETCHES, DEAD_LETTERS, main="articles")
         return FullText(results.articles, results[PAGE_FETCHES], results[DEAD_LETTERS])

@@ -103,7 +103,6 @@ def outcome_of(error_type: str) -> PageOutcome:
 class PageSettings:
     """How pages are fetched; `fetch` is the shared fetcher's settings (its caps replaced as below)."""
 
-    work_dir: str  # the run's folder for the cross-process limits, robots.txt and the page cache
     fetch: FetchSettings = dataclasses.field(default_factory=FetchSettings)
     max_page_bytes: int = 5 * 1024 * 1024  # after decoding; a bigger page is `too_large`
     max_per_host: int = 2  # requests at once to one host, across all worker processes
@@ -151,11 +150,21 @@ class PageFetch:
 
 
 class PageFetcher:
-    """Built once per worker (`DoFn.setup()`): one session, the run's limits, robots and page cache."""
+    """Built once per worker (`DoFn.setup()`): one session, the run's limits, robots and page cache.
 
-    def __init__(self, settings: PageSettings, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    `work_dir` is the run's folder, on this machine, shared by all its worker processes: the host
+    limits, robots.txt and the page cache live there.
+    """
+
+    def __init__(
+        self,
+        settings: PageSettings,
+        work_dir: str | os.PathLike[str],
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._settings = settings
-        folder = Path(settings.work_dir)
+        folder = Path(work_dir)
         self._limiter = HostLimiter(folder / "hosts", settings.max_per_host, sleep=sleep)
         self._robots = RobotsCache(
             folder / "robots", self._fetch_robots, ttl_seconds=settings.robots_ttl_seconds
