@@ -25,8 +25,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from transforms.committed import fetch_millis, shared_entries  # noqa: E402
 from transforms.fetch import FetchResult, FetchSettings  # noqa: E402
+from transforms.io.committed import fetch_millis, shared_entries  # noqa: E402
 from transforms.parse import parse_input  # noqa: E402
 from transforms.poll import _PollFeedFn  # noqa: E402
 

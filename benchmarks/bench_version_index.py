@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from transforms.store import INDEX_SCHEMA, latest_versions, read_index
-from transforms.write import ParquetSettings, write_parquet
+from transforms.io.parquet import ParquetSettings, write_parquet
+from transforms.io.versions import INDEX_SCHEMA, latest_versions, read_index
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""newsbeam end to end: the real batch pipeline (`pipeline.cli.run_batch`) on the replicated corpus.
+"""newsbeam end to end: the real batch pipeline (`pipeline.run_batch`) on the replicated corpus.
 
     python -m benchmarks.e2e OUTPUT_FOLDER WORKERS COPY_FOLDER...
 
@@ -10,8 +10,6 @@ break the `feed_fetches` equation entries = articles_written + duplicates + dead
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import sys
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 from benchmarks.measure import report
-from pipeline.cli import run_batch
+from pipeline import run_batch
 from pipeline.config import load_settings
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "local.yaml"
@@ -32,11 +30,10 @@ def main(argv: list[str]) -> None:
     settings = load_settings(CONFIG, {"inputs": folders, "output": output})
     beam_args = [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     started = time.perf_counter()
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        manifest = run_batch(settings, beam_args)
+    result = run_batch(settings, beam_args=beam_args)
     seconds = time.perf_counter() - started
-    print(printed.getvalue(), file=sys.stderr)  # the run report, kept in the step's log
+    print(result.report, file=sys.stderr)  # the run report, kept in the step's log
+    manifest = result.manifest
     counts = manifest["counts"]
     # The README's promise for every input: entries = articles_written + duplicates + dead_letters.
     fetches = (

@@ -1,45 +1,44 @@
-"""Compose the stages: read, normalize, detect, enrich, write (staged), dedupe, commit.
+"""Compose the stages: source -> ProcessArticles -> write -> commit, for batch and for streaming.
 
-`build_batch` reads as the pipeline does. It knows nothing of runners or config files: it takes
+`build_batch` and `build_stream` read as that sentence, and share `ProcessArticles`
+(transforms/process.py); they differ in the source (files and one fetch per feed, or polls), in the
+known-revision check (mark, or drop) and in the sink (staged files deduplicated and committed once,
+or windowed files committed per pane). They know nothing of runners or config files: they take
 validated `Settings` and the run's `RunInfo`, and the stages take plain settings objects.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.pipeline import Pipeline
 from apache_beam.pvalue import PCollection
 
 from pipeline.config import Settings
-from pipeline.feeds import feed_list
 from pipeline.progress import CountProgress
 from transforms.accounting import CountPerSource, CountUnaccounted
-from transforms.dedupe import (
-    ALREADY_STORED,
-    DUPLICATES,
-    INDEX_ROWS,
-    STORE_SNAPSHOT,
-    DeduplicateArticles,
-    DeduplicateStream,
-    article_ref,
-)
-from transforms.enrich import EnrichArticles
-from transforms.feed_state import FeedSource, WriteFeedState, state_path
-from transforms.language import DetectLanguage
-from transforms.normalize import NormalizeArticles
-from transforms.poll import GeneratePollTicks, LogPollCycles, PollFeeds, PollSchedule
+from transforms.dedupe import DeduplicateArticles, DeduplicatedArticles, article_ref
+from transforms.feed_state import FeedSource, WriteFeedState
+from transforms.io.commit import CommitRun
+from transforms.io.staging import WritePartitionedParquet
+from transforms.io.versions import WriteVersionIndex
+from transforms.io.window import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
+from transforms.poll import PollFeeds
+from transforms.poll_cycles import LogPollCycles
+from transforms.poll_schedule import GeneratePollTicks, PollSchedule
+from transforms.process import ProcessArticles, ProcessedArticles
 from transforms.read import ReadSettings, ReadSources, pattern_as_text
-from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, RunInfo
-from transforms.window_write import WindowFileSpec, WriteWindowedParquet, stamp_fetch_time
-from transforms.write import CommitRun, WritePartitionedParquet, WriteVersionIndex
-
-ARTICLES = "articles"
-DEAD_LETTERS = "dead_letters"
-FEED_FETCHES = "feed_fetches"
-DATASETS = (ARTICLES, DEAD_LETTERS, FEED_FETCHES)
+from transforms.schema import (
+    ARTICLE_SCHEMA,
+    ARTICLES,
+    DEAD_LETTER_SCHEMA,
+    DEAD_LETTERS,
+    FEED_FETCH_SCHEMA,
+    FEED_FETCHES,
+    RunInfo,
+)
 
 
 def build_batch(
@@ -50,28 +49,48 @@ def build_batch(
     With `progress` (a 127.0.0.1 address), steps fused into the reading stages send their counts
     there while the run goes on (pipeline/progress.py).
     """
-    parquet = settings.parquet.settings()
-    feeds = feed_list(settings).feeds
-    read_settings = ReadSettings(
-        fetch=settings.fetch.settings(),
-        feeds={feed.url: feed for feed in feeds},
-        state_path=(settings.state.path or state_path(settings.output)) if settings.state.enabled else None,
-        state_policy=settings.state.policy(),
-        force=settings.state.force,
-        max_entries_per_feed=settings.fetch.max_entries_per_feed,
+    source = _read_sources(p, settings)
+    processed = source.entries | "ProcessArticles" >> ProcessArticles(
+        run, settings.stages.language, output=settings.output
     )
+    written = _write_batch(settings, run, source, processed)
+    if progress is not None:
+        _send_progress(progress, source, processed, written)
+    return _commit_batch(settings, run, source, written)
 
+
+class BatchSource(NamedTuple):
+    inputs: list[str]  # the patterns and feed URLs read, as the manifest names them
+    entries: PCollection
+    fetches: PCollection
+    dead_letters: PCollection
+    read_settings: ReadSettings
+    feed_states: PCollection
+
+
+def _read_sources(p: Pipeline, settings: Settings) -> BatchSource:
+    feeds = settings.feed_list.feeds
+    read_settings = settings.stages.read
     # A path given in bytes that are not UTF-8 travels as text (`pattern_as_text`), as every path does.
     inputs = [pattern_as_text(pattern) for pattern in (*settings.inputs, *(feed.url for feed in feeds))]
-    patterns = p | "Inputs" >> beam.Create(inputs)
-    read = ReadSources(read_settings)
-    entries, fetches, read_failures = patterns | "ReadSources" >> read
-    normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(run.started_at)
-    detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
-    enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)
+    read = p | "Inputs" >> beam.Create(inputs) | "ReadSources" >> ReadSources(read_settings)
+    return BatchSource(inputs, read.entries, read.fetches, read.dead_letters, read_settings, read.feed_states)
+
+
+class BatchWrite(NamedTuple):
+    deduplicated: DeduplicatedArticles
+    dead_letters: PCollection
+    fetch_rows: PCollection
+    staged_files: PCollection  # every file to commit: articles, dead letters, fetch rows, index delta
+
+
+def _write_batch(
+    settings: Settings, run: RunInfo, source: BatchSource, processed: ProcessedArticles
+) -> BatchWrite:
+    parquet = settings.stages.parquet
     # Articles are staged first and deduplicated on compact references to the staged rows, so
     # that whole records never leave the stage that reads and enriches them.
-    staged_articles = enriched | "WriteArticles" >> WritePartitionedParquet(
+    staged_articles = processed.articles | "WriteArticles" >> WritePartitionedParquet(
         settings.output,
         ARTICLES,
         ARTICLE_SCHEMA,
@@ -84,23 +103,22 @@ def build_batch(
     )
     deduplicate = DeduplicateArticles(settings.output, run.run_id, parquet)
     deduplicated = (staged_articles.files, staged_articles.row_refs) | "DeduplicateArticles" >> deduplicate
-    article_files = deduplicated["files"]
-    duplicates, already_stored = deduplicated[DUPLICATES], deduplicated[ALREADY_STORED]
-    index_files = deduplicated[INDEX_ROWS] | "WriteVersionIndex" >> WriteVersionIndex(
+    index_files = deduplicated.index_rows | "WriteVersionIndex" >> WriteVersionIndex(
         settings.output, run.run_id, parquet
     )
-
-    write_failures = staged_articles.dead_letters
     dead_letters = (
-        (read_failures, normalize_failures, detect_failures, enrich_failures, write_failures)
+        (source.dead_letters, processed.dead_letters, staged_articles.dead_letters)
         | "AllDeadLetters" >> beam.Flatten()
         | "StampDeadLetters" >> beam.Map(run.stamp)
     )
-    fetch_rows = (
-        (fetches, article_files, duplicates, dead_letters, already_stored)
-        | "CountPerSource" >> CountPerSource()
-        | "StampFetchRows" >> beam.Map(run.stamp)
+    counted = (
+        source.fetches,
+        deduplicated.files,
+        deduplicated.duplicates,
+        dead_letters,
+        deduplicated.already_stored,
     )
+    fetch_rows = counted | "CountPerSource" >> CountPerSource() | "StampFetchRows" >> beam.Map(run.stamp)
     dead_letter_writer = WritePartitionedParquet(
         settings.output, DEAD_LETTERS, DEAD_LETTER_SCHEMA, ("ingest_date",), run.run_id, parquet
     )
@@ -109,26 +127,42 @@ def build_batch(
     )
     dead_letter_files = (dead_letters | "WriteDeadLetters" >> dead_letter_writer).files
     fetch_files = (fetch_rows | "WriteFeedFetches" >> fetch_writer).files
-    if progress is not None:
-        for kind, counted in (("inputs", fetches), ("articles", enriched), ("dead_letters", dead_letters)):
-            _ = counted | f"Progress{kind.title()}" >> beam.ParDo(CountProgress(progress, kind))
-    manifest = (
-        (article_files, dead_letter_files, fetch_files, index_files)
-        | "AllStagedFiles" >> beam.Flatten()
-        | "CommitRun"
-        >> CommitRun(
-            settings.output,
-            run.run_id,
-            run.started_at,
-            inputs,
-            snapshot=deduplicated[STORE_SNAPSHOT],
-            unaccounted=fetch_rows | "CountUnaccounted" >> CountUnaccounted(),
-        )
+    staged_files = (
+        deduplicated.files,
+        dead_letter_files,
+        fetch_files,
+        index_files,
+    ) | "AllStagedFiles" >> beam.Flatten()
+    return BatchWrite(deduplicated, dead_letters, fetch_rows, staged_files)
+
+
+def _send_progress(
+    progress: tuple[str, int], source: BatchSource, processed: ProcessedArticles, written: BatchWrite
+) -> None:
+    counted = (
+        ("inputs", source.fetches),
+        ("articles", processed.articles),
+        ("dead_letters", written.dead_letters),
     )
-    if read_settings.state_path and read.feed_states is not None:
+    for kind, collection in counted:
+        _ = collection | f"Progress{kind.title()}" >> beam.ParDo(CountProgress(progress, kind))
+
+
+def _commit_batch(settings: Settings, run: RunInfo, source: BatchSource, written: BatchWrite) -> PCollection:
+    manifest = written.staged_files | "CommitRun" >> CommitRun(
+        settings.output,
+        run.run_id,
+        run.started_at,
+        source.inputs,
+        snapshot=written.deduplicated.store_snapshot,
+        unaccounted=written.fetch_rows | "CountUnaccounted" >> CountUnaccounted(),
+        settings=settings.stages.parquet,
+    )
+    state_path_ = source.read_settings.state_path
+    if state_path_:
         # Takes the manifest as a side input: runs only after the commit, so a failed run keeps the old state.
-        _ = read.feed_states | "WriteFeedState" >> WriteFeedState(
-            read_settings.state_path, manifest, lock_output=settings.output
+        _ = source.feed_states | "WriteFeedState" >> WriteFeedState(
+            state_path_, manifest, lock_output=settings.output
         )
     return manifest
 
@@ -145,13 +179,13 @@ def _stamped_with_fetch_time(run: RunInfo) -> Any:
 def build_stream(
     p: Pipeline, settings: Settings, run: RunInfo, schedule: PollSchedule, feeds: tuple[FeedSource, ...]
 ) -> PCollection:
-    """The streaming pipeline: poll ticks through the batch stages to windowed Parquet.
+    """The streaming pipeline: poll ticks -> ProcessArticles -> windowed Parquet, committed per pane.
 
     Returns the per-poll-cycle log lines. Every record is timestamped with its fetch (tick) time;
     windows, `ingest_date` and `ingested_at` come from it.
     """
     stream = settings.stream
-    parquet = settings.parquet.settings()
+    parquet = settings.stages.parquet
 
     def spec(dataset: str, schema: Any, keys: tuple[str, ...], with_index: bool = False) -> WindowFileSpec:
         # Articles: a record Arrow rejects becomes a dead letter of the same pane.
@@ -169,25 +203,25 @@ def build_stream(
         )
 
     ticks = p | "PollTicks" >> GeneratePollTicks(schedule)
-    entries, fetches, read_failures = ticks | "PollFeeds" >> PollFeeds(
+    polled = ticks | "PollFeeds" >> PollFeeds(
         feeds,
         schedule.tick_seconds,
         stream.poll_interval,
-        settings.fetch.settings(),
+        settings.stages.fetch,
         settings.fetch.max_entries_per_feed,
         output=settings.output,
+        state_policy=settings.stages.state_policy,
     )
-    normalized, normalize_failures = entries | "NormalizeArticles" >> NormalizeArticles(now=None)
-    detected, detect_failures = normalized | "DetectLanguage" >> DetectLanguage(settings.language.settings())
-    enriched, enrich_failures = detected | "EnrichArticles" >> EnrichArticles(run)
-    stamped = enriched | "StampFetchTime" >> beam.Map(_stamped_with_fetch_time(run))
-    unique, duplicates = stamped | "DeduplicateStream" >> DeduplicateStream(settings.output)
-    article_files = unique | "WriteArticles" >> WriteWindowedParquet(
+    entries, fetches, read_failures = polled.entries, polled.fetches, polled.dead_letters
+    processed = entries | "ProcessArticles" >> ProcessArticles(
+        run, settings.stages.language, output=settings.output, streaming=True
+    )
+    stamped = processed.articles | "StampFetchTime" >> beam.Map(_stamped_with_fetch_time(run))
+    article_files = stamped | "WriteArticles" >> WriteWindowedParquet(
         spec(ARTICLES, ARTICLE_SCHEMA, settings.article_partition_keys, with_index=True)
     )
-
     dead_letters = (
-        (read_failures, normalize_failures, detect_failures, enrich_failures)
+        (read_failures, processed.dead_letters)
         | "AllDeadLetters" >> beam.Flatten()
         | "StampDeadLetters" >> beam.Map(_stamped_with_fetch_time(run))
     )
@@ -198,7 +232,12 @@ def build_stream(
     fetch_files = fetch_rows | "WriteFeedFetches" >> WriteWindowedParquet(
         spec(FEED_FETCHES, FEED_FETCH_SCHEMA, ("ingest_date",))
     )
+    # Each pane's files are committed as they are written; the log of the poll cycles follows the commits.
     files = (article_files, dead_letter_files, fetch_files) | "AllWrittenFiles" >> beam.Flatten()
-    return (fetch_rows, unique, duplicates, dead_letters, files) | "LogPollCycles" >> LogPollCycles(
-        schedule.tick_seconds
-    )
+    return (
+        fetch_rows,
+        stamped,
+        processed.duplicates,
+        dead_letters,
+        files,
+    ) | "LogPollCycles" >> LogPollCycles(schedule.tick_seconds)

@@ -9,26 +9,29 @@ Config entries are stricter: a bad URL there fails the config at start (see pipe
 Feeds are de-duplicated by a light canonical form of their URL (lower-case scheme and host, no
 default port, no fragment, no credentials); the first listing wins, config entries before OPML
 ones. Problems name feed URLs redacted (`transforms.fetch.redact_url`).
+
+An OPML file is data from elsewhere: at most MAX_OPML_BYTES are read, entities are never
+expanded, nothing is fetched. The parse is lxml's strict one rather than `listparser`'s, which was
+tried: it reads through lxml's lenient HTML parser (a truncated file or an RSS file gives an empty
+list instead of an error), merges duplicate URLs silently, ignores `language` and gives no line
+numbers, so the problems above could not be reported.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from lxml import etree
 
-from pipeline.durations import parse_duration as parse_duration  # its old home; config and CLI import it
 from transforms.feed_state import FeedSource
 from transforms.fetch import redact_url
+from transforms.urls import stripped_url
 
-if TYPE_CHECKING:  # config.py imports this module for its validators
-    from pipeline.config import Settings
-
+MAX_OPML_BYTES = 10 * 1024 * 1024  # a reader's export of thousands of feeds is well under 1 MB
 _LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}([-_][a-zA-Z0-9]{2,8})*$")
 
 
@@ -97,15 +100,9 @@ def _userinfo_cut_short(url: str, netloc: str) -> bool:
 
 
 def canonical_feed_url(url: str) -> str:
-    """The form two listings of one feed share: lower-case scheme and host, no default port, no
-    fragment, no credentials (a feed is recorded without them, so two listings that differ only
-    in their credentials would be one `source`)."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    """The form two listings of one feed share (`transforms.urls.stripped_url`): a feed is recorded
+    without credentials, so two listings that differ only in them would be one `source`."""
+    return stripped_url(url) or url.strip()
 
 
 @dataclass
@@ -142,9 +139,12 @@ def load_opml(path: str | Path) -> FeedList:
     """The feeds of an OPML file, nested outlines flattened with their folder path as category."""
     origin = str(path)
     try:
-        data = Path(path).read_bytes()
+        with Path(path).open("rb") as stream:
+            data = stream.read(MAX_OPML_BYTES + 1)
     except OSError as error:
         raise FeedListError(f"{origin}: cannot read the OPML file: {error.strerror}") from None
+    if len(data) > MAX_OPML_BYTES:
+        raise FeedListError(f"{origin}: larger than {MAX_OPML_BYTES:,} bytes: not read")
     # No entities, no network, no huge trees: an OPML file is data from elsewhere.
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, recover=False)
     try:
@@ -206,11 +206,11 @@ def load_opml(path: str | Path) -> FeedList:
     return FeedList(feeds.feeds, problems + feeds.problems)
 
 
-def feed_list(settings: Settings) -> FeedList:
-    """Every feed the settings list: `feeds:` entries first, then each OPML file, without duplicates."""
-    listings = [(f"feeds[{index}]", feed.source()) for index, feed in enumerate(settings.feeds)]
+def feed_list(listed: Sequence[tuple[str, FeedSource]], opml_paths: Sequence[str | Path]) -> FeedList:
+    """The `listed` feeds (origin, feed) first, then each OPML file's, without duplicates."""
+    listings = list(listed)
     problems: list[str] = []
-    for path in settings.opml:
+    for path in opml_paths:
         loaded = load_opml(path)
         problems += loaded.problems
         listings += [(str(path), feed) for feed in loaded.feeds]

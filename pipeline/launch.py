@@ -38,8 +38,8 @@ from apache_beam.pipeline import Pipeline
 from pipeline.build import build_batch
 from pipeline.config import ConfigError, Settings
 from pipeline.options import make_pipeline_options
-from pipeline.runners import DATAFLOW_ALIASES, RunnerError
-from transforms.paths import validate_run_id
+from pipeline.runners import RunnerError
+from transforms.io.paths import validate_run_id
 from transforms.schema import RunInfo
 
 SETUP_FILE = Path(__file__).resolve().parent.parent / "setup.py"
@@ -57,8 +57,12 @@ class Launched:
     options: PipelineOptions
 
 
-def dataflow_problems(options: PipelineOptions, output: str, inputs: list[str]) -> list[str]:
-    """Everything a Dataflow launch lacks, one line each (empty when it can be launched)."""
+def dataflow_problems(options: PipelineOptions) -> list[str]:
+    """What the Beam options of a Dataflow launch lack, one line each (empty when it can be launched).
+
+    The config's own needs (a gs:// output, no local inputs, the runner) are `Settings.check_mode`'s;
+    these need the Beam options as the config and the command line's Beam flags make them together.
+    """
     cloud = options.view_as(GoogleCloudOptions)
     problems = [
         f"beam_options.{name}: required for Dataflow"
@@ -73,13 +77,6 @@ def dataflow_problems(options: PipelineOptions, output: str, inputs: list[str]) 
             ]
     if cloud.project:
         problems += [f"beam_options.project: {e.strip()}" for e in validator.validate_cloud_options(cloud)]
-    if not output.startswith("gs://"):
-        problems.append(
-            f"output: {output!r} is not a gs:// URL; Dataflow workers cannot write a local folder"
-        )
-    local = [item for item in inputs if "://" not in item]
-    if local:
-        problems.append(f"inputs: Dataflow workers cannot read local paths: {', '.join(local)}")
     if options.view_as(StandardOptions).streaming:
         problems.append(
             "beam_options.streaming: `launch` submits the batch job; the streaming job is "
@@ -104,15 +101,14 @@ def launch_dataflow(
 ) -> Launched:
     require_gcp_extra()
     validate_run_id(run_id)
-    if settings.runner.strip().lower() not in DATAFLOW_ALIASES:
-        raise RunnerError(f"runner: `launch` submits to Dataflow; got {settings.runner!r} (use `run`)")
     # A checkout stages its code from setup.py; an installed copy has none: the workers' SDK image
     # (deploy/dataflow/Dockerfile installs newsbeam) carries it. Config and command line win.
     extra = [f"--setup_file={SETUP_FILE}"] if SETUP_FILE.is_file() else []
     if dry_run:
         extra += ["--dry_run=True", "--no_auth", f"--dataflow_endpoint={OFFLINE_ENDPOINT}"]
     options = make_pipeline_options(settings.runner, settings.beam_options, extra + beam_args)
-    problems = dataflow_problems(options, settings.output, settings.inputs)
+    needs = [f"{key}: {problem}" for key, problem in settings.mode_problems("launch")]
+    problems = needs + dataflow_problems(options)
     if problems:
         raise ConfigError("\n".join(problems))
     setup_file = options.view_as(SetupOptions).setup_file

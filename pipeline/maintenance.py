@@ -1,6 +1,6 @@
 """Maintenance of an output folder: recovery before a run, `newsbeam compact` and `newsbeam prune`.
 
-All three change the datasets only through the commit protocol of transforms/write.py: a manifest
+All three change the datasets only through the commit protocol of transforms/io/commit.py: a manifest
 under `OUTPUT/_runs/` (`kind` compact or prune) lists new files to publish (`files`) and replaced
 files to retire (`retired`, moved to `OUTPUT/_trash/<id>/`), carried out under the commit lock and
 rolled forward after a crash. They take the lock only for that short publish step, so they can
@@ -11,6 +11,10 @@ reader that opened them keeps reading; each compact or prune empties the trash o
 
     newsbeam compact --output /data/news                 # every partition with 2+ small files
     newsbeam prune --output /data/news --older-than 90d  # ingest_date partitions older than 90 days
+
+Longer than ~400 lines for a reason: recovery, repair, compact, prune and the trash share one
+operation shape (lease, plan, manifest of moves, trash) and its helpers; the storage they rest on
+is in transforms/io/.
 """
 
 from __future__ import annotations
@@ -33,40 +37,38 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.durations import parse_duration
-from transforms.paths import list_files, validate_run_id
-from transforms.store import (
+from transforms.io.commit import apply_manifest, recover_runs
+from transforms.io.faults import fault_point
+from transforms.io.lock import CommitLock
+from transforms.io.manifests import manifest_path, pending_path, read_json
+from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
+from transforms.io.paths import (
     INDEX_DATASET,
-    INDEX_FIELDS,
-    INDEX_SCHEMA,
-    LOOKUP_FIELDS,
-    CommitLock,
-    fault_point,
-    index_dir,
-    is_local,
-    join,
-    list_index_files,
-    read_parquet,
-)
-from transforms.write import (
-    RUNS_DIR,
     STAGING_DIR,
-    ParquetSettings,
+    TRASH_DIR,
+    is_local,
+    join_path,
+    list_files,
+    validate_run_id,
+)
+from transforms.io.staging import (
     StagingInUseError,
-    apply_manifest,
     check_staging_free,
-    manifest_path,
-    pending_path,
-    read_json,
-    recover_runs,
     release_staging_lease,
     remove_staging,
     staging_lease,
     take_staging_lease,
-    write_parquet,
 )
+from transforms.io.versions import (
+    INDEX_FIELDS,
+    INDEX_SCHEMA,
+    check_index,
+    index_damage,
+    index_dir,
+    list_index_files,
+)
+from transforms.schema import DATASETS
 
-TRASH_DIR = "_trash"
-DATASETS = ("articles", "dead_letters", "feed_fetches")
 DEFAULT_GRACE = timedelta(hours=1)
 # Files at least this big are left alone: compaction is for the many small files of frequent runs.
 DEFAULT_LARGE_FILE_BYTES = 64 * 1024 * 1024
@@ -115,7 +117,7 @@ def prepare_run(output: str, run_id: str, lock_timeout: float = 600.0) -> dict[s
 
     Returns the manifest when `run_id` is already committed (a retry after a crash that came after
     the commit): the run has nothing left to do. Otherwise this process holds the run's staging
-    lease (transforms/write.py) until the commit removes the staging or `release_staging_lease`.
+    lease (transforms/io/staging.py) until the commit removes the staging or `release_staging_lease`.
     """
     validate_run_id(run_id)
     with CommitLock(output, f"recovery before run {run_id}", timeout=lock_timeout):
@@ -135,103 +137,7 @@ def prepare_run(output: str, run_id: str, lock_timeout: float = 600.0) -> dict[s
     return None
 
 
-# --- the version index: checked against the manifests, repaired from the article files ----------
-
-
-class IndexDamagedError(MaintenanceError):
-    """A delta of the version index that a committed manifest lists is missing or unreadable."""
-
-
-@dataclass(frozen=True)
-class IndexDamage:
-    path: str
-    problem: str  # "missing", or the Parquet reader's message
-    manifest: str  # the manifest that published the delta
-
-
-def committed_manifests(output: str) -> list[dict[str, Any]]:
-    """Every committed manifest under `OUTPUT/_runs/`, in commit order (commits are serialized)."""
-    documents = []
-    for listed in list_files(join(output, RUNS_DIR), ".json"):
-        document = read_json(listed.path)
-        if document.get("status") == "committed":
-            documents.append(document | {"manifest_path": listed.path})
-    return sorted(
-        documents, key=lambda d: str(d.get("commit_started_at") or d.get("ended_at") or d.get("started_at"))
-    )
-
-
-def expected_index_files(output: str) -> dict[str, tuple[str, int | None]]:
-    """The deltas the manifests say the index holds: file name -> (manifest path, rows).
-
-    Names, not paths: a manifest records the paths of the output where it was written, and an
-    output may have been moved or copied since. Each manifest adds the deltas it published and
-    takes away the ones it retired (compact, prune, repair).
-    """
-    expected: dict[str, tuple[str, int | None]] = {}
-    for document in committed_manifests(output):
-        for move in document.get("retired") or []:
-            if move.get("dataset") == INDEX_DATASET:
-                expected.pop(posixpath.basename(move["staged_path"]), None)
-        for move in document.get("files") or []:
-            if move.get("dataset") == INDEX_DATASET:
-                rows = move.get("rows")
-                name = posixpath.basename(move["final_path"])
-                expected[name] = (document["manifest_path"], rows if isinstance(rows, int) else None)
-    return expected
-
-
-def index_damage(output: str) -> list[IndexDamage]:
-    """Deltas the manifests list that are missing, unreadable, lack the index's columns or hold
-    another number of rows.
-
-    Reads only each delta's footer. Deltas no manifest lists (those a stream publishes) are read
-    too: a broken one would fail every run all the same.
-    """
-    present = {posixpath.basename(path): path for path in list_index_files(output)}
-    expected = expected_index_files(output)
-    damage = [
-        IndexDamage(join(index_dir(output), name), "missing", manifest)
-        for name, (manifest, _) in sorted(expected.items())
-        if name not in present
-    ]
-    for name, path in sorted(present.items()):
-        manifest, rows = expected.get(name, ("", None))
-        try:
-            with FileSystems.open(path) as stream:
-                metadata = pq.ParquetFile(stream).metadata
-                found, columns = metadata.num_rows, set(metadata.schema.names)
-        except (OSError, pa.ArrowException) as error:
-            damage.append(IndexDamage(path, f"unreadable ({error})", manifest))
-            continue
-        lacking = [column for column in LOOKUP_FIELDS if column not in columns]
-        if lacking:  # readable, but some other file (an article file copied over it, say)
-            damage.append(
-                IndexDamage(path, f"not a version index file (no column {', '.join(lacking)})", manifest)
-            )
-            continue
-        if rows is not None and found != rows:
-            damage.append(IndexDamage(path, f"holds {found} rows, its manifest says {rows}", manifest))
-    return damage
-
-
-def check_index(output: str) -> None:
-    """Raise `IndexDamagedError`, naming the file and the repair, when the version index is damaged.
-
-    A run on a damaged index would store what the lost delta knew as duplicates (a missing delta)
-    or fail without naming the file (a truncated one); it refuses to start instead.
-    """
-    damage = index_damage(output)
-    if not damage:
-        return
-    first = damage[0]
-    listed = f" (published by {first.manifest})" if first.manifest else ""
-    more = f"; and {len(damage) - 1} more" if len(damage) > 1 else ""
-    raise IndexDamagedError(
-        f"the version index is damaged: {first.path} is {first.problem}{listed}{more}. A run now would "
-        f"store articles again as duplicates, so none starts. Rebuild the index from the article files "
-        f"with `newsbeam repair {output}`, then run again"
-    )
+# --- the version index: repaired from the article files -----------------------------------------
 
 
 def index_rows_of_articles(path: str, dataset_root: str) -> pa.Table:
@@ -277,9 +183,9 @@ def repair_index(
         report.damaged = [f"{d.path} is {d.problem}" for d in damage]
         if not damage and not force:
             return report
-        articles_root = join(output, "articles")
+        articles_root = join_path(output, "articles")
         name = f"part-{op}-0000.parquet"
-        staged = join(output, STAGING_DIR, op, INDEX_DATASET, name)
+        staged = join_path(output, STAGING_DIR, op, INDEX_DATASET, name)
         _ensure_folder(posixpath.dirname(staged))
         try:
             with FileSystems.create(staged) as stream, pq.ParquetWriter(stream, INDEX_SCHEMA) as writer:
@@ -296,13 +202,13 @@ def repair_index(
         except BaseException:
             remove_staging(output, op)  # the partial delta; nothing was published
             raise
-        files = [_move(INDEX_DATASET, "", staged, join(index_dir(output), name), report.rows)]
+        files = [_move(INDEX_DATASET, "", staged, join_path(index_dir(output), name), report.rows)]
         present = list_index_files(output)
-        trash = join(output, TRASH_DIR, op, INDEX_DATASET)
+        trash = join_path(output, TRASH_DIR, op, INDEX_DATASET)
         # The missing deltas are retired too (a retired file that is gone is skipped): their names
         # leave the set the manifests expect.
         replaced = sorted({*present, *(d.path for d in damage if d.problem == "missing")})
-        retired = [_move(INDEX_DATASET, "", p, join(trash, posixpath.basename(p)), 0) for p in replaced]
+        retired = [_move(INDEX_DATASET, "", p, join_path(trash, posixpath.basename(p)), 0) for p in replaced]
         report.files_before, report.files_after = len(present), 1
         fault_point("repair.locked")
         apply_manifest(output, _manifest(op, "repair", files, retired), "repair")
@@ -318,7 +224,7 @@ def _ensure_folder(folder: str) -> None:
 def run_repair(settings: Any, args: argparse.Namespace) -> int:
     """Repair `settings.output`'s index and say what was wrong and what was done; the exit code."""
     report = repair_index(
-        settings.output, settings.parquet.settings(), lock_timeout=args.lock_timeout, force=args.force
+        settings.output, settings.stages.parquet, lock_timeout=args.lock_timeout, force=args.force
     )
     for problem in report.damaged:
         print(f"newsbeam repair: {problem}")
@@ -342,7 +248,7 @@ def list_parquet(root: str) -> list[str]:
 
 def partitions_of(output: str, dataset: str) -> dict[str, list[str]]:
     """Leaf partition (relative folder, e.g. `ingest_date=2026-11-29/language=en`) -> its files."""
-    root = join(output, dataset)
+    root = join_path(output, dataset)
     grouped: dict[str, list[str]] = {}
     for path in list_parquet(root):
         relative = posixpath.dirname(path[len(root) :].lstrip("/"))
@@ -412,7 +318,7 @@ def merge_files(
                 while table.num_rows:
                     if current is None:
                         name = f"{name_prefix}-{len(written):04d}.parquet"
-                        staged = join(staged_folder, name)
+                        staged = join_path(staged_folder, name)
                         stream = FileSystems.create(staged)
                         writer = pq.ParquetWriter(
                             stream,
@@ -461,17 +367,17 @@ def compact(
             small = [path for path in paths if _size(path) < large_file_bytes]
             if len(small) < min_files:
                 continue
-            staged_folder = join(output, STAGING_DIR, op, dataset, partition)
-            final_folder = join(output, dataset, partition)
+            staged_folder = join_path(output, STAGING_DIR, op, dataset, partition)
+            final_folder = join_path(output, dataset, partition)
             for staged, name, rows in merge_files(
                 small, staged_folder, f"part-{op}", settings, rows_per_file
             ):
-                files.append(_move(dataset, partition, staged, join(final_folder, name), rows))
+                files.append(_move(dataset, partition, staged, join_path(final_folder, name), rows))
                 report.files_after += 1
                 report.rows += rows if dataset != INDEX_DATASET else 0
-            trash_folder = join(output, TRASH_DIR, op, dataset, partition)
+            trash_folder = join_path(output, TRASH_DIR, op, dataset, partition)
             retired += [
-                _move(dataset, partition, p, join(trash_folder, posixpath.basename(p)), 0) for p in small
+                _move(dataset, partition, p, join_path(trash_folder, posixpath.basename(p)), 0) for p in small
             ]
             report.partitions += 1
             report.files_before += len(small)
@@ -557,8 +463,10 @@ def prune(
             day = _ingest_date(partition)
             if day is None or day >= cutoff:
                 continue
-            trash = join(output, TRASH_DIR, op, dataset, partition)
-            retired += [_move(dataset, partition, p, join(trash, posixpath.basename(p)), 0) for p in paths]
+            trash = join_path(output, TRASH_DIR, op, dataset, partition)
+            retired += [
+                _move(dataset, partition, p, join_path(trash, posixpath.basename(p)), 0) for p in paths
+            ]
             report.partitions += 1
             report.files_before += len(paths)
             report.rows += sum(pq.ParquetFile(p).metadata.num_rows for p in paths if is_local(p))
@@ -591,18 +499,18 @@ def _prune_index(
         return [], []
     kept = index.filter(keep)
     name = f"part-{op}-0000.parquet"
-    staged = join(output, STAGING_DIR, op, INDEX_DATASET, name)
+    staged = join_path(output, STAGING_DIR, op, INDEX_DATASET, name)
     files = []
     if kept.num_rows:
         write_parquet(kept, staged, settings)
-        files.append(_move(INDEX_DATASET, "", staged, join(output, INDEX_DATASET, name), kept.num_rows))
-    trash = join(output, TRASH_DIR, op, INDEX_DATASET)
-    return files, [_move(INDEX_DATASET, "", p, join(trash, posixpath.basename(p)), 0) for p in paths]
+        files.append(_move(INDEX_DATASET, "", staged, join_path(output, INDEX_DATASET, name), kept.num_rows))
+    trash = join_path(output, TRASH_DIR, op, INDEX_DATASET)
+    return files, [_move(INDEX_DATASET, "", p, join_path(trash, posixpath.basename(p)), 0) for p in paths]
 
 
 def _remove_empty_folders(output: str, datasets: tuple[str, ...]) -> None:
     for dataset in datasets:
-        root = join(output, dataset)
+        root = join_path(output, dataset)
         if not is_local(root) or not os.path.isdir(root):
             continue
         for folder, _, _ in sorted(os.walk(root), key=lambda item: -len(item[0])):
@@ -630,7 +538,7 @@ def _children(folder: str) -> Iterator[str]:
 def empty_trash(output: str, grace: timedelta, now: datetime | None = None) -> int:
     """Delete trash folders whose operation committed more than `grace` ago; returns how many."""
     now = now or datetime.now(UTC)
-    trash_root = join(output, TRASH_DIR)
+    trash_root = join_path(output, TRASH_DIR)
     if not is_local(trash_root):
         return 0  # object stores: a lifecycle rule on the _trash/ prefix does this (see the README)
     emptied = 0
@@ -641,14 +549,12 @@ def empty_trash(output: str, grace: timedelta, now: datetime | None = None) -> i
             and now - finished >= grace
             and not FileSystems.exists(pending_path(output, op))
         ):
-            shutil.rmtree(join(trash_root, op), ignore_errors=True)
+            shutil.rmtree(join_path(trash_root, op), ignore_errors=True)
             emptied += 1
     return emptied
 
 
 __all__ = [
-    "RUNS_DIR",
-    "IndexDamagedError",
     "MaintenanceError",
     "compact",
     "parse_age",

@@ -18,7 +18,6 @@ is left outside every dataset and removed, with any decided pane rolled forward,
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -35,14 +34,12 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pipeline import Pipeline
 
-from pipeline.build import DATASETS, build_stream
-from pipeline.config import ConfigError, Settings
-from pipeline.durations import parse_duration
-from pipeline.feeds import feed_list
-from pipeline.maintenance import MaintenanceError, check_index
+from pipeline.build import build_stream
+from pipeline.config import Settings
+from pipeline.maintenance import MaintenanceError
 from pipeline.options import make_pipeline_options
+from pipeline.run import pipeline_version
 from pipeline.runners import (
-    LOCAL_ALIASES,
     PRISM_ALIASES,
     PrismServer,
     make_runner,
@@ -50,21 +47,14 @@ from pipeline.runners import (
     prism_job_options,
 )
 from transforms.feed_state import FeedSource
-from transforms.parse import is_http_url
-from transforms.paths import delete_inside, list_files, validate_run_id
-from transforms.poll import PollSchedule, tick_seconds_for
-from transforms.schema import RunInfo
-from transforms.store import CommitLock
-from transforms.window_write import recover_panes
-from transforms.write import (
-    RUNS_DIR,
-    StagingInUseError,
-    check_staging_free,
-    join_path,
-    recover_runs,
-    remove_staging,
-    take_staging_lease,
-)
+from transforms.io.commit import recover_runs
+from transforms.io.lock import CommitLock
+from transforms.io.paths import RUNS_DIR, delete_inside, join_path, list_files, validate_run_id
+from transforms.io.staging import StagingInUseError, check_staging_free, remove_staging, take_staging_lease
+from transforms.io.versions import check_index
+from transforms.io.window import recover_panes
+from transforms.poll_schedule import PollSchedule, tick_seconds_for
+from transforms.schema import DATASETS, RunInfo
 
 STREAM_LOGGER = "newsbeam.stream"
 STREAM_JOB_SERVER_TIMEOUT = 10 * 365 * 86400  # seconds: see stream_beam_args
@@ -72,14 +62,8 @@ log = logging.getLogger(STREAM_LOGGER)
 
 
 def stream_feeds(settings: Settings) -> tuple[FeedSource, ...]:
-    """The feeds to poll: `feeds:`, OPML lists and the http(s) URLs among `inputs`."""
-    not_urls = [item for item in settings.inputs if not is_http_url(item)]
-    if not_urls:
-        raise ConfigError(
-            f"inputs: the streaming job polls http(s) feeds; {', '.join(map(repr, not_urls))} "
-            "is not one (use `newsbeam run` for files)"
-        )
-    listed = feed_list(settings).feeds
+    """The feeds to poll: `feeds:`, OPML lists and the (http(s): `Settings.check_mode`) `inputs`."""
+    listed = settings.feed_list.feeds
     known = {feed.url for feed in listed}
     return (*listed, *(FeedSource(url) for url in settings.inputs if url not in known))
 
@@ -182,22 +166,12 @@ def stream_beam_args(settings: Settings, beam_args: list[str]) -> list[str]:
     return flags
 
 
-def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str], run_id: str) -> int:
-    from pipeline.cli import pipeline_version  # the CLI module imports this one
-
+def run_stream(settings: Settings, beam_args: list[str], run_id: str) -> int:
+    """Run the streaming job until stopped (`stream.duration`, the stop flag, Ctrl-C); the exit code."""
     validate_run_id(run_id)
-    if settings.runner.strip().lower() in LOCAL_ALIASES:
-        raise ConfigError(
-            f"runner: {settings.runner!r} runs batch pipelines only (an unbounded one never emits its "
-            "windows there); use `prism` locally (`make prism`), or FlinkRunner / DataflowRunner"
-        )
+    settings.check_mode("stream")
     feeds = stream_feeds(settings)
-    if not feeds:
-        raise ConfigError("inputs: no feeds to poll; list them under `feeds:` or `inputs:`, or give --opml")
-    try:
-        duration = parse_duration(args.duration) if args.duration else settings.stream.duration
-    except ValueError as error:
-        raise ConfigError(f"--duration: {error}") from None
+    duration = settings.stream.duration
     started = time.time()
     run = RunInfo(run_id, datetime.fromtimestamp(int(started), UTC), pipeline_version())
     stop_file = stop_file_path(settings.output, run.run_id)
@@ -224,7 +198,7 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
             delete_inside(join_path(settings.output, RUNS_DIR), [stop_file])
     with _StopOnSignal(stop_file) as stopper:
         try:
-            state = _run_job(settings, args, beam_args, run, schedule, feeds, duration, stopper)
+            state = _run_job(settings, beam_args, run, schedule, feeds, duration, stopper)
         except KeyboardInterrupt:  # a second Ctrl-C before the job was submitted
             state = "cancelled"
         finally:
@@ -235,7 +209,6 @@ def run_stream(settings: Settings, args: argparse.Namespace, beam_args: list[str
 
 def _run_job(
     settings: Settings,
-    args: argparse.Namespace,
     beam_args: list[str],
     run: RunInfo,
     schedule: PollSchedule,

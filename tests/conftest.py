@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.feedserver import FeedServer
@@ -35,3 +36,10 @@ def feed_server() -> Iterator[FeedServer]:
 def corpus() -> Path:
     require(CORPUS.is_dir(), f"the public corpus is not at {CORPUS} (set NEWSBEAM_CORPUS)")
     return CORPUS
+
+
+def sql(query: str) -> duckdb.DuckDBPyRelation:
+    """`duckdb.sql` for a query that returns rows (DuckDB types its result as possibly None)."""
+    relation = duckdb.sql(query)
+    assert relation is not None, query
+    return relation

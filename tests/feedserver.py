@@ -237,3 +237,16 @@ def servers_on_one_port(*hosts: str, tries: int = 20) -> list[FeedServer]:
             for server in servers:
                 server.stop()
     raise OSError(f"no free port on all of {hosts}")
+
+
+class KeyState:
+    """Beam's ReadModifyWriteState of one key, as the streaming runner keeps it (for polls run directly)."""
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+    def read(self) -> str | None:
+        return self.value
+
+    def write(self, value: str) -> None:
+        self.value = value

@@ -28,6 +28,7 @@ The runner is a parameter (`runner`, `beam_options`), so that the same scenario 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -45,11 +46,11 @@ import duckdb
 import yaml
 
 from tests.feedserver import FeedServer, Reply, Request
-from transforms.enrich import enrich_article
+from transforms.enrich import identify_article
+from transforms.io.lock import CommitLock
 from transforms.normalize import EmptyEntryError, normalize_entry
 from transforms.parse import parse_input
 from transforms.schema import Outcome, RunInfo
-from transforms.store import CommitLock
 
 PROJECT = Path(__file__).resolve().parent.parent
 FEED_HEADERS = {"Content-Type": "application/rss+xml"}
@@ -137,27 +138,29 @@ class ScenarioFeed:
     answered_in_phase: int = 0
 
 
+def _phases(make: Callable[[str, int, int], bytes], name: str, entries: int) -> Callable[[int], bytes]:
+    """A feed's body per phase: `make(name, phase, entries)`."""
+    return lambda phase: make(name, phase, entries)
+
+
+def _tracking_phase(n: int, phase: int) -> bytes:
+    return tracking_feed(f"tracking{n}", phase, f"c{n}")
+
+
 def scenario_feeds(copies: int = 1, entries: int = 3) -> list[ScenarioFeed]:
     """The feeds: `copies` of each edited and rotating feed (more load), each with `entries` entries."""
     feeds = []
     for n in range(4 * copies):
         name = f"edits{n}"
-        feeds.append(
-            ScenarioFeed(name, lambda p, name=name: edited_feed(name, p, entries), delay=0.3 * (n % 2))
-        )
+        feeds.append(ScenarioFeed(name, _phases(edited_feed, name, entries), delay=0.3 * (n % 2)))
     for n in range(3 * copies):
         name = f"rotate{n}"
-        feeds.append(
-            ScenarioFeed(name, lambda p, name=name: rotating_feed(name, p, entries), delay=0.1 * (n % 3))
-        )
+        feeds.append(ScenarioFeed(name, _phases(rotating_feed, name, entries), delay=0.1 * (n % 3)))
     feeds.append(
         ScenarioFeed("flaky", lambda p: rotating_feed("flaky", p), failing_phase=lambda p: p % 2 == 1)
     )
     feeds.append(ScenarioFeed("conditional", lambda p: edited_feed("conditional", p), conditional=True))
-    feeds += [
-        ScenarioFeed(f"tracking{n}", lambda p, n=n: tracking_feed(f"tracking{n}", p, f"c{n}"))
-        for n in range(2)
-    ]
+    feeds += [ScenarioFeed(f"tracking{n}", functools.partial(_tracking_phase, n)) for n in range(2)]
     feeds.append(ScenarioFeed("linkless", lambda p: linkless_feed("linkless", p), delay=0.2))
     return feeds
 
@@ -170,7 +173,7 @@ def revisions_of(body: bytes, feed_url: str) -> set[Revision]:
     found = set()
     for entry in parsed.entries:
         try:
-            article = enrich_article(normalize_entry(entry, run.started_at), run)
+            article = identify_article(normalize_entry(entry, run.started_at))
         except EmptyEntryError:
             continue
         found.add((article["article_id"], article["content_hash"]))
@@ -420,6 +423,14 @@ def _stop(run: JobRun, how: signal.Signals, timeout: float) -> int:
         raise _fail(f"the job did not stop within {timeout:.0f}s of {how.name}", run) from None
 
 
+def _advanced_or_ended(watcher: DatasetWatcher, before: int, advances: int, run: JobRun) -> bool:
+    return watcher.advances - before >= advances or run.process.poll() is not None
+
+
+def _gone(pid: int) -> bool:
+    return not process_alive(pid)
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -519,9 +530,7 @@ def run_exactly_once_scenario(
                 first_polls.append(_first_request_after(server, time.monotonic()))
                 before = watcher.advances
                 progressed = wait_for(
-                    lambda run=run, before=before: (
-                        watcher.advances - before >= advances_per_run or run.process.poll() is not None
-                    ),
+                    functools.partial(_advanced_or_ended, watcher, before, advances_per_run, run),
                     startup_timeout + 30,
                 )
                 if run.process.poll() is not None:
@@ -591,7 +600,7 @@ def _check_runner_gone(run: JobRun) -> None:
     for line in run.text()[1].splitlines():
         if "runner pid" in line:
             pid = int(line.rsplit("runner pid", 1)[1].split()[0].strip(" ):,"))
-            if not wait_for(lambda pid=pid: not process_alive(pid), 15):
+            if not wait_for(functools.partial(_gone, pid), 15):
                 os.kill(pid, signal.SIGKILL)
                 raise _fail(f"the runner (pid {pid}) outlived its launcher's kill -9", run)
 

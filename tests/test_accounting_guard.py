@@ -7,11 +7,13 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
+from apache_beam.pipeline import Pipeline
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from transforms.accounting import CountUnaccounted, unaccounted_entries
+from transforms.io.commit import CommitRun
+from transforms.io.staging import WritePartitionedParquet
 from transforms.schema import FEED_FETCH_SCHEMA
-from transforms.write import CommitRun, WritePartitionedParquet
 
 
 def test_unaccounted_entries_is_what_the_counts_do_not_explain() -> None:
@@ -24,7 +26,7 @@ def test_unaccounted_entries_is_what_the_counts_do_not_explain() -> None:
 def _commit(output: Path, fetch_rows: list[dict[str, object]]) -> None:
     started = datetime(2026, 11, 29, tzinfo=UTC)
     rows = [{**r, "ingest_date": "2026-11-29", "run_id": "r1"} for r in fetch_rows]
-    with beam.Pipeline(runner=FnApiRunner()) as p:
+    with Pipeline(runner=FnApiRunner()) as p:
         fetches = p | beam.Create(rows)
         staged = fetches | WritePartitionedParquet(
             str(output), "feed_fetches", FEED_FETCH_SCHEMA, ("ingest_date",), "r1"

@@ -22,7 +22,6 @@ import termios
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from pipeline.cli import (
@@ -30,14 +29,15 @@ from pipeline.cli import (
     EXIT_NOTHING_READ,
     EXIT_TOO_MANY_FAILED,
     FailedInputsLimit,
-    _parser,
     command_of,
     configure_logging,
     exit_status,
     main,
     parse_arguments,
 )
-from tests.conftest import PROJECT, SEEDS, require
+from pipeline.commands import build_parser
+from pipeline.run import committed_counts
+from tests.conftest import PROJECT, SEEDS, require, sql
 from tests.feedserver import FeedServer, Reply
 
 GOOD_FEED = SEEDS / "feeds" / "rss2_en.xml"
@@ -53,7 +53,7 @@ def python(code: str, cwd: Path = PROJECT) -> subprocess.CompletedProcess[str]:
 def fetch_rows(output: Path) -> list[tuple[str, str, str | None]]:
     files = [str(p) for p in (output / "feed_fetches").glob("**/*.parquet")]
     query = f"SELECT source, outcome, message FROM read_parquet({files!r}) ORDER BY source"
-    return [(str(s), str(o), m) for s, o, m in duckdb.sql(query).fetchall()]
+    return [(str(s), str(o), m) for s, o, m in sql(query).fetchall()]
 
 
 def error_lines(captured: pytest.CaptureFixture[str]) -> list[str]:
@@ -282,10 +282,12 @@ def test_too_many_failed_inputs_is_exit_5_after_the_commit(mixed_run: tuple[Path
     assert re.match(r"newsbeam run \S+: committed in [\d.]+s$", stdout.splitlines()[0])
     (manifest_file,) = (output / "_runs").glob("*.json")
     manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-    assert exit_status(manifest, str(output), FailedInputsLimit(most=1)) == (0, None)
-    assert exit_status(manifest, str(output), FailedInputsLimit(share=0.5)) == (0, None)
-    assert exit_status(manifest, str(output), FailedInputsLimit(share=0.4))[0] == EXIT_TOO_MANY_FAILED
-    assert exit_status(manifest, str(output), None) == (0, None)
+    counts = committed_counts(manifest, str(output))
+    assert (counts.inputs, counts.failed_inputs) == (2, 1)
+    assert exit_status(counts, FailedInputsLimit(most=1)) == (0, None)
+    assert exit_status(counts, FailedInputsLimit(share=0.5)) == (0, None)
+    assert exit_status(counts, FailedInputsLimit(share=0.4))[0] == EXIT_TOO_MANY_FAILED
+    assert exit_status(counts, None) == (0, None)
 
 
 def test_the_report_explains_beams_counters_apart_from_the_summary(
@@ -418,5 +420,5 @@ def test_the_command_is_found_after_leading_logging_flags(argv: list[str], comma
 
 
 def test_the_command_names_are_the_parsers() -> None:
-    (commands,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     assert set(commands.choices) == set(COMMANDS)

@@ -18,13 +18,15 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from transforms.accounting import CountPerSource
 from transforms.dedupe import DeduplicateArticles, article_ref
-from transforms.enrich import EnrichArticles, make_article_id
-from transforms.language import DetectLanguage
+from transforms.enrich import EnrichArticles, IdentifyArticles, content_hash, make_article_id
+from transforms.io.staging import StagedFile, WritePartitionedParquet
+from transforms.io.versions import INDEX_SCHEMA
+from transforms.language import DetectLanguage, LanguageSettings
 from transforms.normalize import NormalizeArticles
+from transforms.outputs import ArticleOutputs
+from transforms.process import ProcessArticles
 from transforms.read import ReadSources
 from transforms.schema import RunInfo
-from transforms.store import INDEX_SCHEMA
-from transforms.write import StagedFile, WritePartitionedParquet
 
 PROJECT = Path(__file__).resolve().parent.parent
 SEEDS = PROJECT / "seeds"
@@ -196,7 +198,9 @@ def test_enrich_articles() -> None:
         article(5, "A title that is not text.", entry_id="bad"),  # type: ignore[arg-type]
     ]
     with pipeline() as p:
-        good, dead = p | beam.Create(articles) | EnrichArticles(RUN)
+        identified = p | beam.Create(articles) | IdentifyArticles()
+        good, enrich_failures = identified.articles | EnrichArticles(RUN)
+        dead = (identified.dead_letters, enrich_failures) | beam.Flatten()
         assert_that(
             good
             | "EnrichedFields"
@@ -250,7 +254,7 @@ def enriched(source: str, article_id: str, updated: datetime | None, text: str =
     }
 
 
-class StageAndDeduplicate(beam.PTransform):
+class StageAndDeduplicate(beam.PTransform[Any, Any]):
     """Articles staged as the batch pipeline stages them, then deduplicated on their refs."""
 
     def __init__(self, output: str, partition_keys: tuple[str, ...]) -> None:
@@ -284,18 +288,17 @@ def test_deduplicate_articles(tmp_path: Path) -> None:
     with pipeline() as p:
         deduplicated = p | beam.Create(articles) | StageAndDeduplicate(output, ("ingest_date",))
         assert_that(
-            deduplicated["files"]
-            | "Files" >> beam.Map(lambda f: (f.rows, sorted(f.rows_per_source.items()))),
+            deduplicated.files | "Files" >> beam.Map(lambda f: (f.rows, sorted(f.rows_per_source.items()))),
             equal_to([(3, [("feed-a", 1), ("feed-b", 1), ("feed-c", 1)])]),
             label="FilesAfterEdits",
         )
         assert_that(
-            deduplicated["files"] | "Winners" >> beam.FlatMap(lambda f: winners(f.staged_path)),
+            deduplicated.files | "Winners" >> beam.FlatMap(lambda f: winners(f.staged_path)),
             equal_to([("id-1", "feed-b", 1), ("id-2", "feed-a", 1), ("id-3", "feed-c", 1)]),
             label="UniqueArticles",
         )
         assert_that(
-            deduplicated["duplicates"],
+            deduplicated.duplicates,
             equal_to(
                 [
                     {"source": "feed-a", "article_id": "id-1"},
@@ -306,15 +309,15 @@ def test_deduplicate_articles(tmp_path: Path) -> None:
             label="DroppedDuplicates",
         )
         assert_that(
-            deduplicated["index_rows"]
+            deduplicated.index_rows
             | "IndexRows" >> beam.Map(lambda r: (r["article_id"], r["content_hash"], r["version"])),
             equal_to([("id-1", "h-feed-b", 1), ("id-2", "h-feed-a", 1), ("id-3", "h-feed-c", 1)]),
             label="IndexDelta",
         )
-        assert_that(deduplicated["already_stored"], equal_to([]), label="NothingStored")
+        assert_that(deduplicated.already_stored, equal_to([]), label="NothingStored")
         # An edited file is a copy under a new name; the original stays in staging for a retried bundle.
         assert_that(
-            deduplicated["files"]
+            deduplicated.files
             | "Names"
             >> beam.Map(
                 lambda f: (
@@ -328,20 +331,27 @@ def test_deduplicate_articles(tmp_path: Path) -> None:
         )
 
 
+def write_index(output: Path, rows: list[dict[str, Any]]) -> None:
+    """A committed version index of `rows` (article_id, content_hash, updated_at, version)."""
+    index = output / "_state" / "articles"
+    index.mkdir(parents=True)
+    pq.write_table(
+        pa.Table.from_pylist(
+            [row | {"run_id": "earlier", "ingest_date": "2026-11-28"} for row in rows], schema=INDEX_SCHEMA
+        ),
+        index / "part-earlier.parquet",
+    )
+
+
 def test_deduplicate_articles_against_the_store(tmp_path: Path) -> None:
     """Already stored versions leave the staged files; a changed article gets the next version."""
     output = tmp_path / "out"
-    index = output / "_state" / "articles"
-    index.mkdir(parents=True)
-    stored = [
-        {"article_id": "same", "content_hash": "h-feed-a", "updated_at": None, "version": 1},
-        {"article_id": "changed", "content_hash": "h-old", "updated_at": None, "version": 2},
-    ]
-    pq.write_table(
-        pa.Table.from_pylist(
-            [row | {"run_id": "earlier", "ingest_date": "2026-11-28"} for row in stored], schema=INDEX_SCHEMA
-        ),
-        index / "part-earlier.parquet",
+    write_index(
+        output,
+        [
+            {"article_id": "same", "content_hash": "h-feed-a", "updated_at": None, "version": 1},
+            {"article_id": "changed", "content_hash": "h-old", "updated_at": None, "version": 2},
+        ],
     )
     articles = [
         enriched("feed-a", "same", None),
@@ -351,20 +361,100 @@ def test_deduplicate_articles_against_the_store(tmp_path: Path) -> None:
     with pipeline() as p:
         deduplicated = p | beam.Create(articles) | StageAndDeduplicate(str(output), ("ingest_date",))
         assert_that(
-            deduplicated["files"] | "Winners" >> beam.FlatMap(lambda f: winners(f.staged_path)),
+            deduplicated.files | "Winners" >> beam.FlatMap(lambda f: winners(f.staged_path)),
             equal_to([("changed", "feed-a", 3), ("new", "feed-b", 1)]),
             label="WrittenVersions",
         )
         assert_that(
-            deduplicated["already_stored"],
+            deduplicated.already_stored,
             equal_to([{"source": "feed-a", "article_id": "same"}]),
             label="AlreadyStored",
         )
         assert_that(
-            deduplicated["store_snapshot"]
+            deduplicated.store_snapshot
             | "SnapshotNames" >> beam.Map(lambda files: [Path(f).name for f in files]),
             equal_to([["part-earlier.parquet"]]),
             label="Snapshot",
+        )
+
+
+def identity(entry: dict[str, Any]) -> tuple[str, str]:
+    """(article_id, content_hash) of a raw entry as ProcessArticles computes them."""
+    canonical = f"https://example.com/{entry['ordinal']}"
+    text = "The council approved the budget."
+    hashed = content_hash(entry["title"], text)
+    return make_article_id(canonical, entry["source"], entry["entry_id"], hashed)[0], hashed
+
+
+def test_process_articles_marks_stored_revisions_and_drops_none(tmp_path: Path) -> None:
+    """Batch: a revision the index holds is marked `already_stored`, not dropped: the sink decides."""
+    entries = [raw_entry(0), raw_entry(1), raw_entry(2, title=" ", summary="<p></p>", content=None)]
+    stored_id, stored_hash = identity(entries[0])
+    changed_id, _ = identity(entries[1])
+    output = tmp_path / "out"
+    write_index(
+        output,
+        [
+            {"article_id": stored_id, "content_hash": stored_hash, "updated_at": None, "version": 1},
+            {"article_id": changed_id, "content_hash": "an older text", "updated_at": None, "version": 1},
+        ],
+    )
+    with pipeline() as p:
+        processed = p | beam.Create(entries) | ProcessArticles(RUN, LanguageSettings(), output=str(output))
+        assert_that(
+            processed.articles
+            | "Marks" >> beam.Map(lambda a: (a["title"], a["already_stored"], a["language"], a["run_id"])),
+            equal_to([("Title 0", True, "en", RUN.run_id), ("Title 1", False, "en", RUN.run_id)]),
+            label="MarkedNotDropped",
+        )
+        assert_that(
+            processed.dead_letters | "DeadStages" >> beam.Map(lambda d: (d["stage"], d["error_type"])),
+            equal_to([("normalize", "no_content")]),
+            label="AllDeadLetters",
+        )
+        assert_that(processed.duplicates, equal_to([]), label="NoneDropped")
+
+
+class ReplaceText(beam.PTransform[Any, Any]):
+    """A stand-in full-text stage: records what it was given and replaces each article's text."""
+
+    def expand(self, articles: Any) -> ArticleOutputs:
+        replaced = articles | "Replace" >> beam.Map(
+            lambda a: {
+                **a,
+                "text": "A page of twelve words, much longer than the feed's own short text.",
+                "given": sorted({"article_id", "content_hash", "already_stored", "url", "title"} & set(a)),
+            }
+        )
+        return ArticleOutputs(replaced, articles | "NoFailures" >> beam.Filter(lambda _: False))
+
+
+def test_the_full_text_slot_sits_between_the_check_and_detect(tmp_path: Path) -> None:
+    """The full-text stage gets checked articles; the hash stays the feed's, the counts are the page's."""
+    entry = raw_entry(0)
+    expected_id, feed_hash = identity(entry)
+    with pipeline() as p:
+        processed = (
+            p
+            | beam.Create([entry])
+            | ProcessArticles(RUN, LanguageSettings(), output=str(tmp_path / "out"), full_text=ReplaceText())
+        )
+        assert_that(
+            processed.articles
+            | beam.Map(
+                lambda a: (a["given"], a["article_id"], a["content_hash"], a["word_count"], a["language"])
+            ),
+            equal_to(
+                [
+                    (
+                        ["already_stored", "article_id", "content_hash", "title", "url"],
+                        expected_id,
+                        feed_hash,
+                        2 + 13,
+                        "en",
+                    )
+                ]
+            ),
         )
 
 
@@ -394,7 +484,7 @@ def name(path: str) -> str:
 def test_read_sources(input_folder: Path) -> None:
     missing = str(input_folder.parent / "nothing-*.xml")
     with pipeline() as p:
-        entries, fetches, dead = p | beam.Create([str(input_folder), missing]) | ReadSources()
+        entries, fetches, dead, _states = p | beam.Create([str(input_folder), missing]) | ReadSources()
         assert_that(
             entries | "EntryTitles" >> beam.Map(lambda e: (name(e["source"]), e["source_type"], e["title"])),
             equal_to(
@@ -521,13 +611,12 @@ def test_the_accounting_equation_through_every_stage(input_folder: Path, tmp_pat
     )
     output = str(tmp_path / "out")
     with pipeline() as p:
-        entries, fetches, read_failures = p | beam.Create([str(input_folder)]) | ReadSources()
-        normalized, normalize_failures = entries | NormalizeArticles(NOW)
-        detected, detect_failures = normalized | DetectLanguage()
-        enriched_articles, enrich_failures = detected | EnrichArticles(RUN)
-        deduplicated = enriched_articles | StageAndDeduplicate(output, ("ingest_date", "language"))
-        staged, duplicates = deduplicated["files"], deduplicated["duplicates"]
-        dead_letters = (read_failures, normalize_failures, detect_failures, enrich_failures) | beam.Flatten()
+        read = p | beam.Create([str(input_folder)]) | ReadSources()
+        entries, fetches, read_failures = read.entries, read.fetches, read.dead_letters
+        processed = entries | ProcessArticles(RUN, LanguageSettings(), output=output)
+        deduplicated = processed.articles | StageAndDeduplicate(output, ("ingest_date", "language"))
+        staged, duplicates = deduplicated.files, deduplicated.duplicates
+        dead_letters = (read_failures, processed.dead_letters) | beam.Flatten()
         rows = (fetches, staged, duplicates, dead_letters) | CountPerSource()
         assert_that(
             rows

@@ -30,8 +30,8 @@ def test_the_shipped_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.inputs == ["seeds"]
     assert settings.output == "output"
     assert settings.article_partition_keys == ("ingest_date", "language")
-    assert settings.language.settings().n_trial == 3
-    assert settings.parquet.settings().compression == "zstd"
+    assert settings.stages.language.n_trial == 3
+    assert settings.stages.parquet.compression == "zstd"
     # the shipped file states every default the code has
     assert settings == Settings(inputs=["seeds"])
 
@@ -190,7 +190,7 @@ def test_config_paths_are_relative_to_the_config_file(
     project = tmp_path / "project"
     (project / "feeds").mkdir(parents=True)
     (project / "feeds" / "a.xml").write_text("<rss/>", encoding="utf-8")
-    (project / "list.opml").write_text("<opml/>", encoding="utf-8")
+    (project / "list.opml").write_text("<opml><body/></opml>", encoding="utf-8")
     config = write_config(project, "inputs: [feeds/a.xml, 'https://example.com/rss']\nopml: [list.opml]\n")
     monkeypatch.chdir(tmp_path)
     settings = load_settings(config, {"output": "elsewhere"})

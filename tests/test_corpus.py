@@ -21,13 +21,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, sql
 from transforms.normalize import html_to_text, parse_timestamp
 from transforms.parse import parse_input, undeclared_charset
-from transforms.read import expand_pattern
+from transforms.read_files import expand_pattern
 from transforms.schema import Outcome
 
 CORPUS_GLOBS = (
@@ -56,9 +55,7 @@ class CorpusRun:
 
     def rows(self, dataset: str, where: str = "true") -> list[dict[str, Any]]:
         pattern = (self.output / dataset / "**" / "*.parquet").as_posix()
-        relation = duckdb.sql(
-            f"SELECT * FROM read_parquet('{pattern}', hive_partitioning = true) WHERE {where}"
-        )
+        relation = sql(f"SELECT * FROM read_parquet('{pattern}', hive_partitioning = true) WHERE {where}")
         return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
 
     def relative(self, source: str) -> str:

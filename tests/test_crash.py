@@ -31,7 +31,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from tests.test_incremental import BODIES, articles, fetch_rows, make_inputs, run, write_feed
-from transforms.store import CommitLock, CommitLockTimeout, lock_holder
+from transforms.io.lock import CommitLock, CommitLockTimeout, lock_holder
 
 PROJECT = Path(__file__).resolve().parent.parent
 CHANGED = [
@@ -227,7 +227,7 @@ def test_commit_lock_waits_names_its_holder_and_dies_with_it(tmp_path: Path) -> 
         [
             sys.executable,
             "-c",
-            "import sys, time; from transforms.store import CommitLock\n"
+            "import sys, time; from transforms.io.lock import CommitLock\n"
             "with CommitLock(sys.argv[1], 'test holder'):\n    print('held', flush=True); time.sleep(60)",
             output,
         ],
@@ -286,7 +286,8 @@ def test_run_that_read_the_index_before_another_committed_reconciles(tmp_path: P
 
 
 def test_recovery_rolls_forward_a_decided_commit_and_forgets_an_undecided_one(tmp_path: Path) -> None:
-    from transforms.write import manifest_path, pending_path, recover_runs, write_json_atomically
+    from transforms.io.commit import recover_runs
+    from transforms.io.manifests import manifest_path, pending_path, write_json_atomically
 
     output = tmp_path / "out"
     staged = [

@@ -7,10 +7,8 @@ import pickle
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
-
-from transforms.dedupe import ArticleRef, article_ref, decide, edit_rows, rank
-from transforms.store import StoredVersion
+from transforms.dedupe import ArticleRef, article_ref, decide, rank
+from transforms.io.versions import StoredVersion
 
 
 def article(**values: Any) -> dict[str, Any]:
@@ -131,15 +129,3 @@ def test_a_ref_is_small_and_carries_its_index_row() -> None:
     }
     assert len(pickle.dumps(made)) < 400  # no text, no full path: one of these per article is grouped
     assert article_ref(article(updated_at=None), "p", 0).updated_at is None
-
-
-def test_edit_rows_drops_and_renumbers() -> None:
-    table = pa.table({"article_id": ["a", "b", "c", "d"], "version": pa.array([1, 1, 1, 1], pa.int32())})
-    edited = edit_rows(table, {0: 0, 2: 3})
-    assert edited.to_pylist() == [
-        {"article_id": "b", "version": 1},
-        {"article_id": "c", "version": 3},
-        {"article_id": "d", "version": 1},
-    ]
-    assert edited.schema == table.schema
-    assert edit_rows(table, {0: 0, 1: 0, 2: 0, 3: 0}).num_rows == 0

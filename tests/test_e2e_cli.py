@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import PROJECT, SEEDS
+from tests.conftest import PROJECT, SEEDS, sql
 from tests.feedserver import FeedServer, Reply
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +67,7 @@ class Run:
 
     def duckdb_rows(self, dataset: str) -> list[dict[str, Any]]:
         pattern = (self.output / dataset / "**" / "*.parquet").as_posix()
-        relation = duckdb.sql(f"SELECT * FROM read_parquet('{pattern}', hive_partitioning = true)")
+        relation = sql(f"SELECT * FROM read_parquet('{pattern}', hive_partitioning = true)")
         return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
 
     def arrow_table(self, dataset: str) -> pa.Table:

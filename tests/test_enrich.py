@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -15,12 +18,20 @@ from transforms.enrich import (
     content_hash,
     count_words,
     enrich_article,
+    identify_article,
     make_article_id,
     source_domain,
 )
 from transforms.normalize import canonical_url, normalize_entry
 from transforms.parse import parse_input
-from transforms.schema import ARTICLE_FIELDS, SCHEMA_VERSION, RunInfo
+from transforms.schema import (
+    ARTICLE_FIELDS,
+    SCHEMA_VERSION,
+    Article,
+    DetectedArticle,
+    NormalizedArticle,
+    RunInfo,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUN = RunInfo("run-1", datetime(2026, 11, 29, 8, 30, tzinfo=UTC), "0.1.0")
@@ -95,7 +106,7 @@ def test_a_relative_link_in_a_local_feed_gives_no_url_id() -> None:
         b"<description>Body.</description></item></channel></rss>"
     )
     [entry] = parse_input(body, "local.xml").entries
-    article = enrich_article(normalize_entry(entry, RUN.started_at), RUN)
+    article = identified_and_enriched(normalize_entry(entry, RUN.started_at))
     assert article["url"] == "/news/a"
     assert article["canonical_url"] is None
     assert article["article_id_source"] == "entry_id"
@@ -175,8 +186,13 @@ def normalized(**values: object) -> dict[str, object]:
     return article
 
 
+def identified_and_enriched(article: Mapping[str, object]) -> Article:
+    """The article as identify then enrich make it (detect adds nothing either of them reads)."""
+    return enrich_article(cast(DetectedArticle, identify_article(cast(NormalizedArticle, article))), RUN)
+
+
 def test_enrich_article() -> None:
-    article = enrich_article(normalized(), RUN)
+    article = identified_and_enriched(normalized())
     assert article["article_id"] == make_article_id("https://www.example.com/a", "", None, "")[0]
     assert article["article_id_source"] == "url"
     assert article["source_domain"] == "example.com"
@@ -192,13 +208,24 @@ def test_enrich_article() -> None:
 
 
 def test_a_title_only_article() -> None:
-    article = enrich_article(normalized(text=None, canonical_url=None, entry_id=None), RUN)
+    article = identified_and_enriched(normalized(text=None, canonical_url=None, entry_id=None))
     assert article["word_count"] == 2
     assert article["reading_time_seconds"] == 1
     assert article["article_id_source"] == "content"
 
 
 def test_japanese_reading_time() -> None:
-    article = enrich_article(normalized(title="図書館", text="夜間開館" * 115), RUN)
+    article = identified_and_enriched(normalized(title="図書館", text="夜間開館" * 115))
     assert article["word_count"] == 3 + 460
     assert article["reading_time_seconds"] == math.ceil(463 * 60 / WORDS_PER_MINUTE)
+
+
+def test_identify_and_enrich_leave_their_input_unchanged() -> None:
+    """Beam forbids a DoFn to change its input: each stage returns a new record."""
+    article = {**normalized(), "article_id": "a1", "article_id_source": "url", "content_hash": "h1"}
+    given = copy.deepcopy(article)
+    enriched = enrich_article(cast(DetectedArticle, article), RUN)
+    assert article == given
+    assert enriched is not article and enriched["word_count"] == 462
+    identified = identify_article(cast(NormalizedArticle, normalized()))
+    assert identified is not normalized() and set(normalized()) < set(identified)

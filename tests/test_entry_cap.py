@@ -34,7 +34,9 @@ from transforms.feed_state import FeedSource
 from transforms.fetch import FetchSettings
 from transforms.parse import parse_input
 from transforms.poll import PollFeeds
-from transforms.read import DEAD_LETTERS, FETCHES, ReadSettings, read_file
+from transforms.read import ReadSettings
+from transforms.read_files import read_file
+from transforms.read_outputs import DEAD_LETTERS, FETCHES
 from transforms.schema import Outcome
 
 

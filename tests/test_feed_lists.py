@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pytest
 import yaml
 
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_settings
+from pipeline.durations import parse_duration
 from pipeline.feeds import (
     FeedListError,
     canonical_feed_url,
     check_feed_url,
-    feed_list,
     load_opml,
-    parse_duration,
     unique_feeds,
 )
+from tests.conftest import sql
 from tests.feedserver import FeedServer, Reply
 from transforms.feed_state import FeedSource
 
@@ -133,7 +132,7 @@ def test_config_feeds_with_hints(tmp_path: Path) -> None:
             },
         )
     )
-    feeds = feed_list(settings)
+    feeds = settings.feed_list
     assert [f.url for f in feeds.feeds] == [
         "https://a.example/feed",
         "https://b.example/feed",
@@ -177,7 +176,7 @@ def test_bad_feed_entries_fail_naming_the_key(
 
 def test_state_settings_take_durations(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, {"state": {"backoff_base": "5m", "max_fresh": "2h"}}))
-    policy = settings.state.policy()
+    policy = settings.stages.state_policy
     assert (policy.backoff_base_seconds, policy.max_fresh_seconds) == (300, 7200)
     with pytest.raises(ConfigError, match=r"state\.backof: unknown key"):
         load_settings(write(tmp_path, {"state": {"backof": 5}}))
@@ -221,14 +220,12 @@ def test_run_with_opml_fetches_each_feed_once_and_reports_bad_entries(
     assert "duplicate of" in stderr and "'gopher://old.example/feed' is not an http(s) URL" in stderr
 
     files = [str(p) for p in (tmp_path / "out" / "feed_fetches").glob("**/*.parquet")]
-    fetched = duckdb.sql(f"SELECT source, outcome FROM read_parquet({files!r}) ORDER BY source").fetchall()
+    fetched = sql(f"SELECT source, outcome FROM read_parquet({files!r}) ORDER BY source").fetchall()
     assert fetched == [(one, "ok"), (untitled, "ok")]
     assert [r.path for r in feed_server.requests].count("/one") == 1
     articles = [str(p) for p in (tmp_path / "out" / "articles").glob("**/*.parquet")]
     titles = dict(
-        duckdb.sql(
-            f"SELECT source, feed_title FROM read_parquet({articles!r}, hive_partitioning = true)"
-        ).fetchall()
+        sql(f"SELECT source, feed_title FROM read_parquet({articles!r}, hive_partitioning = true)").fetchall()
     )
     assert titles == {one: "One", untitled: "Two, named here"}  # the OPML name where the feed has none
 

@@ -16,22 +16,19 @@ import requests
 import trustme
 
 import transforms.fetch as fetch_module
+import transforms.fetch_connection as connection_module
 from tests.feedserver import FeedServer, Reply, conditional, gzip_bomb, servers_on_one_port
+from transforms.credentials import carry_credentials, redact_url, split_credentials
 from transforms.fetch import (
-    FetchError,
     FetchSettings,
-    HopPolicy,
-    carry_credentials,
-    check_addresses,
     check_url,
-    error_class,
     fetch,
     make_session,
     max_age_seconds,
-    redact_url,
     retry_after_seconds,
-    split_credentials,
 )
+from transforms.fetch_connection import HopPolicy, check_addresses
+from transforms.source_errors import FetchError, error_class
 
 RSS = (
     b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>'
@@ -60,7 +57,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     per lookup (the last repeats), as a rebinding DNS server does; 127.0.0.2 plays a public address."""
     answers: dict[str, list[str]] = {}
     real_getaddrinfo = socket.getaddrinfo
-    real_ip_is_private = fetch_module.ip_is_private
+    real_ip_is_private = connection_module.ip_is_private
 
     def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         if host not in answers:
@@ -70,9 +67,12 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, int(port or 0)))]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(
-        fetch_module, "ip_is_private", lambda ip: ip != "127.0.0.2" and real_ip_is_private(ip)
-    )
+
+    def fake_ip_is_private(ip: str) -> bool:
+        return ip != "127.0.0.2" and real_ip_is_private(ip)
+
+    for module in (fetch_module, connection_module):  # the address rule, and the redirect's origin
+        monkeypatch.setattr(module, "ip_is_private", fake_ip_is_private)
     return answers
 
 
@@ -186,6 +186,14 @@ def test_gzip_body_over_the_cap_after_decoding(feed_server: FeedServer, session:
     url = feed_server.route("/big", Reply(200, body, gzip=True))
     result = fetch(session, url, FAST)
     assert result.error_type == "too_large" and "after decoding" in (result.message or "")
+
+
+def test_the_cap_after_decoding_is_exact(feed_server: FeedServer, session: requests.Session) -> None:
+    # urllib3 decodes in bounded steps; the cap is the decoded size, to the byte.
+    exact = feed_server.route("/exact", Reply(200, b"a" * FAST.max_bytes, gzip=True))
+    over = feed_server.route("/over", Reply(200, b"a" * (FAST.max_bytes + 1), gzip=True))
+    assert fetch(session, exact, FAST).body == b"a" * FAST.max_bytes
+    assert fetch(session, over, FAST).error_type == "too_large"
 
 
 def test_gzip_bomb_stops_at_the_cap(feed_server: FeedServer, session: requests.Session) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import apache_beam as beam
+from apache_beam.pipeline import Pipeline
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from pipeline.build import build_batch
@@ -22,9 +22,11 @@ from transforms.schema import RunInfo
 
 RECORD_STEPS = (
     "ReadSources/ReadAndParse",
-    "NormalizeArticles/",
-    "DetectLanguage/",
-    "EnrichArticles/",
+    "ProcessArticles/NormalizeArticles/",
+    "ProcessArticles/IdentifyArticles/",
+    "ProcessArticles/MarkStoredRevisions/",
+    "ProcessArticles/DetectLanguage/",
+    "ProcessArticles/EnrichArticles/",
     "WriteArticles/StageParquetFiles",
 )
 SINK = "beam:runner:sink:v1"
@@ -36,7 +38,7 @@ def batch_stages(tmp_path: Path) -> list[tuple[set[str], set[str]]]:
         PROJECT / "configs" / "local.yaml",
         {"inputs": [str(PROJECT / "seeds")], "output": str(tmp_path / "out"), "feeds": []},
     )
-    p = beam.Pipeline(runner=FnApiRunner())
+    p = Pipeline(runner=FnApiRunner())
     build_batch(p, settings, RunInfo("fusion", datetime(2026, 11, 29, tzinfo=UTC), "test"))
     _context, stages = FnApiRunner().create_stages(p.to_runner_api())
     return [
@@ -65,6 +67,7 @@ def test_only_compact_collections_leave_the_record_stage(tmp_path: Path) -> None
         "ReadSources/AllFetchRows",
         "ReadSources/AllReadDeadLetters",
         "ReadSources/AllFeedStates",
+        "ProcessArticles/AllDeadLetters",
         "AllDeadLetters",
         "DeduplicateArticles/GroupById",
         "DeduplicateArticles/EditsPerFile/CoGroupByKeyImpl/Flatten",

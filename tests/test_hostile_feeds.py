@@ -18,17 +18,19 @@ from typing import Any
 import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.pipeline import Pipeline
 from apache_beam.pvalue import TaggedOutput
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.feeds import check_feed_url, unique_feeds
-from tests.feedserver import FeedServer, Reply, Request
+from tests.feedserver import FeedServer, KeyState, Reply, Request
 from tests.test_http_pipeline import feed_reply, rows, rss, run
 from transforms.feed_state import FeedSource, load_states, state_path
 from transforms.fetch import FetchSettings, redact_url
 from transforms.poll import _PollFeedFn
-from transforms.read import FETCHES, ReadSettings, ReadSources
+from transforms.read import ReadSettings, ReadSources
+from transforms.read_outputs import FETCHES
 
 pytestmark = pytest.mark.e2e
 
@@ -44,8 +46,8 @@ def test_a_slowloris_feed_ends_at_its_deadline_while_the_other_feeds_are_read(
     good = [feed_server.route(f"/good{i}", feed_reply(rss(f"good{i}", 2))) for i in range(3)]
     # 2 KB at one byte every 20 ms: 40 s for the body, and never a pause long enough to time out.
     drip = feed_server.route("/drip", Reply(200, rss("drip", 8), drip_every=0.02))
-    with beam.Pipeline(runner=FnApiRunner()) as p:
-        entries, fetches, dead = p | beam.Create([*good, drip]) | ReadSources(settings)
+    with Pipeline(runner=FnApiRunner()) as p:
+        entries, fetches, dead, _states = p | beam.Create([*good, drip]) | ReadSources(settings)
         assert_that(
             fetches
             | beam.Map(
@@ -162,19 +164,6 @@ def test_credentials_in_a_feed_url_are_used_but_never_written(
         assert USER not in text, where
 
 
-class _ConditionsState:
-    """Beam's ReadModifyWriteState for one key, as the streaming runner would keep it."""
-
-    def __init__(self) -> None:
-        self.value: str | None = None
-
-    def read(self) -> str | None:
-        return self.value
-
-    def write(self, value: str) -> None:
-        self.value = value
-
-
 def test_stream_polls_of_a_feed_with_credentials_use_them_and_record_them_redacted(
     feed_server: FeedServer,
 ) -> None:
@@ -184,7 +173,7 @@ def test_stream_polls_of_a_feed_with_credentials_use_them_and_record_them_redact
     listed = f"http://{USER}:{PASSWORD}@{s.host}:{s.port}/moved"
     poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(listed),), 1)
     poll.setup()
-    conditions = _ConditionsState()
+    conditions = KeyState()
     try:  # two ticks a poll interval apart; the outputs come timestamped with their fetch
         polled = [o for tick in (0, 1) for o in poll.process((listed, tick), conditions, tick=float(tick))]
     finally:

@@ -20,29 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.pipeline import Pipeline
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.cli import main
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, sql
 from transforms import enrich
-from transforms.enrich import enrich_article
+from transforms.enrich import identify_article
+from transforms.io.parquet import ParquetSettings, convert_records, records_to_table
+from transforms.io.staging import WritePartitionedParquet
+from transforms.io.window import WindowFileSpec, commit_pane
 from transforms.language import LanguageDetector
 from transforms.normalize import normalize_entry
-from transforms.read import (
-    DEAD_LETTERS,
-    FETCHES,
-    ReadSettings,
-    ReadSources,
-    expand_pattern,
-    pattern_as_text,
-    read_file,
-)
+from transforms.read import ReadSources
+from transforms.read_files import expand_pattern, pattern_as_text, read_file
+from transforms.read_outputs import DEAD_LETTERS, FETCHES
+from transforms.read_settings import ReadSettings
 from transforms.schema import (
     ARTICLE_SCHEMA,
     DEAD_LETTER_SCHEMA,
@@ -51,13 +49,6 @@ from transforms.schema import (
     Stage,
     entry_ref,
     failed_article,
-)
-from transforms.window_write import WindowFileSpec, commit_pane
-from transforms.write import (
-    ParquetSettings,
-    WritePartitionedParquet,
-    convert_records,
-    records_to_table,
 )
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -204,8 +195,8 @@ def test_a_file_name_that_is_not_utf8_is_read_and_its_name_survives_arrow(tmp_pa
     typed = os.fsdecode(os.path.join(os.fsencode(folder), BAD_NAME))
     assert [Path(p).name for p in expand_pattern(pattern_as_text(typed))] == [BAD_NAME_SHOWN]
 
-    with beam.Pipeline(runner=FnApiRunner()) as p:
-        entries, fetches, dead = p | beam.Create([str(folder)]) | ReadSources()
+    with Pipeline(runner=FnApiRunner()) as p:
+        entries, fetches, dead, _states = p | beam.Create([str(folder)]) | ReadSources()
         assert_that(
             entries | "Titles" >> beam.Map(lambda e: (Path(e["source"]).name, e["title"])),
             equal_to(
@@ -269,7 +260,7 @@ def test_one_file_read_through_a_relative_and_an_absolute_path_gets_one_id(
 
     def article_id(path: str) -> tuple[str, str]:
         (entry,) = outputs_of(path)["entries"]
-        article = enrich_article(normalize_entry(entry, NOW), RUN)
+        article = identify_article(normalize_entry(entry, NOW))
         return article["article_id"], article["article_id_source"]
 
     spellings = [
@@ -322,9 +313,7 @@ def json_feed(items: list[dict[str, Any]]) -> str:
 
 
 def read_back(output: Path, dataset: str) -> list[dict[str, Any]]:
-    relation = duckdb.sql(
-        f"SELECT * FROM read_parquet('{output}/{dataset}/**/*.parquet', hive_partitioning = true)"
-    )
+    relation = sql(f"SELECT * FROM read_parquet('{output}/{dataset}/**/*.parquet', hive_partitioning = true)")
     return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
 
 
@@ -352,7 +341,7 @@ def test_entries_failing_late_are_dead_letters_in_the_books_and_the_run_commits(
         enrich, "count_words", lambda text: 2**40 if "unwritable" in text else original_count(text)
     )
     feed = tmp_path / "feed.json"
-    items = [
+    items: list[dict[str, Any]] = [
         {"id": "ok-0", "url": "https://e.example/ok", "title": "Fine", "content_text": "The council met."},
         {"title": "Undetectable", "content_text": "An entry with neither an id nor a link."},
         {
@@ -440,7 +429,7 @@ def test_convert_records_keeps_the_good_and_names_the_bad_column() -> None:
 def test_a_record_arrow_rejects_becomes_a_write_dead_letter(tmp_path: Path) -> None:
     output = tmp_path / "out"
     records = [article(10), *BAD_IN_PIPELINE, article(11)]
-    with beam.Pipeline(runner=FnApiRunner()) as p:
+    with Pipeline(runner=FnApiRunner()) as p:
         staged = (
             p
             | beam.Create(records)
@@ -485,7 +474,7 @@ def test_a_dataset_the_run_must_write_whole_fails_naming_the_column(tmp_path: Pa
     """Fetch rows are never dropped into dead letters (they carry the books): the bundle fails, clearly."""
     rows = [{"source": "feed-a", "source_type": "feed", "entries": 2**40, "ingest_date": "2026-11-29"}]
     expected = r"1 feed_fetches record\(s\) cannot be written, .*source feed-a.*`entries`"
-    with pytest.raises(Exception, match=expected), beam.Pipeline(runner=FnApiRunner()) as p:
+    with pytest.raises(Exception, match=expected), Pipeline(runner=FnApiRunner()) as p:
         _ = (
             p
             | beam.Create(rows)

@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.pipeline import Pipeline
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.cli import main
+from tests.conftest import sql
 from tests.feedserver import FeedServer, Reply, conditional, gzip_bomb
 from transforms.feed_state import (
     FeedState,
@@ -37,8 +38,8 @@ from transforms.feed_state import (
     write_states,
 )
 from transforms.fetch import FetchSettings
+from transforms.io.lock import CommitLock
 from transforms.read import ReadSettings, ReadSources
-from transforms.store import CommitLock
 
 pytestmark = pytest.mark.e2e
 
@@ -104,7 +105,7 @@ def rows(tmp_path: Path, dataset: str, run_id: str) -> list[dict[str, Any]]:
     files = sorted(str(p) for p in (tmp_path / "out" / dataset).glob("**/*.parquet"))
     if not files:
         return []
-    relation = duckdb.sql(
+    relation = sql(
         f"SELECT * FROM read_parquet({files!r}, hive_partitioning = true) WHERE run_id = '{run_id}'"
     )
     return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
@@ -399,8 +400,8 @@ def test_per_host_limit_holds_across_workers_while_hosts_are_fetched_at_once() -
             for i in range(12)
         ]
         options = PipelineOptions(direct_num_workers=2, direct_running_mode="multi_threading")
-        with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
-            entries, fetches, dead = p | beam.Create(urls) | ReadSources(settings)
+        with Pipeline(runner=FnApiRunner(), options=options) as p:
+            entries, fetches, dead, _states = p | beam.Create(urls) | ReadSources(settings)
             assert_that(
                 fetches | beam.Map(lambda r: (r["source"], r["outcome"])),
                 equal_to([(url, "ok") for url in urls]),

@@ -16,12 +16,21 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
+from transforms.io.parquet import ParquetSettings, write_parquet
+from transforms.io.staging import StagedFile
+from transforms.io.versions import (
+    INDEX_SCHEMA,
+    StoredVersion,
+    move_to_already_stored,
+    next_version,
+    reconcile_with_store,
+    renumber_rows,
+)
 from transforms.schema import ARTICLE_COLUMNS, SCHEMA_VERSION
-from transforms.store import StoredVersion, next_version
-from transforms.write import move_to_already_stored, renumber_versions
 
 PROJECT = Path(__file__).resolve().parent.parent
 SCHEMA_V0 = PROJECT / "tests" / "data" / "schema_v0"
@@ -116,26 +125,80 @@ def test_next_version_new_same_changed_and_newer() -> None:
     assert next_version("hash-a", datetime(2026, 10, 1, tzinfo=UTC), stored) == 0  # older: same article
 
 
-def test_reconciling_drops_stored_and_renumbers_changed() -> None:
-    table = pa.table(
-        {
-            "article_id": ["a", "b", "c"],
-            "version": pa.array([1, 1, 1], pa.int32()),
-            "source": ["s1", "s1", "s2"],
-        }
-    )
-    kept, dropped = renumber_versions(table, {"a": 0, "b": 2})
+def test_renumbering_drops_decided_zero_and_keeps_the_undecided() -> None:
+    table = pa.table({"article_id": ["a", "b", "c", "d"], "version": pa.array([1, 1, 1, 1], pa.int32())})
+    kept = renumber_rows(table, [0, None, 3, None])
     assert kept.to_pylist() == [
-        {"article_id": "b", "version": 2, "source": "s1"},
-        {"article_id": "c", "version": 1, "source": "s2"},
+        {"article_id": "b", "version": 1},
+        {"article_id": "c", "version": 3},
+        {"article_id": "d", "version": 1},
     ]
-    assert dropped == {"s1": 1}
+    assert kept.schema == table.schema
+    assert renumber_rows(table, [0, 0, 0, 0]).num_rows == 0
+
+
+def test_moving_dropped_entries_to_already_stored() -> None:
     fetches = pa.table({"source": ["s1", "s2"], "articles_written": [2, 1], "already_stored": [0, 0]})
-    moved = move_to_already_stored(fetches, dropped).to_pylist()
+    moved = move_to_already_stored(fetches, {"s1": 1}).to_pylist()
     assert moved == [
         {"source": "s1", "articles_written": 1, "already_stored": 1},
         {"source": "s2", "articles_written": 1, "already_stored": 0},
     ]
+
+
+def test_reconciling_with_a_run_committed_meanwhile_keeps_the_runs_parquet_settings(tmp_path: Path) -> None:
+    """Another run stored `a` (same content) and `b` (older) after this run read the index: the
+    commit drops `a`, renumbers `b` and rewrites the staged files with the run's own settings."""
+    output = str(tmp_path / "out")
+    settings = ParquetSettings(compression="gzip", compression_level=9, row_group_size=2)
+    day = datetime(2026, 11, 29, tzinfo=UTC)
+    ids = ["a", "b", "c", "d", "e"]
+    index_rows = [
+        {"article_id": i, "content_hash": f"h-{i}", "updated_at": day, "version": 1, "run_id": "r2"}
+        for i in ids
+    ]
+    committed = pa.Table.from_pylist(
+        [index_rows[0] | {"run_id": "r1"}, index_rows[1] | {"content_hash": "h-old", "run_id": "r1"}],
+        schema=INDEX_SCHEMA,
+    )
+    write_parquet(committed, f"{output}/_state/articles/part-r1.parquet", ParquetSettings())
+    staging = f"{output}/_staging/r2"
+
+    def staged(dataset: str, partition: str, table: pa.Table) -> StagedFile:
+        path = f"{staging}/{dataset}/{partition}/part-r2.parquet"
+        write_parquet(table, path, settings)
+        return StagedFile(
+            dataset, partition, path, f"{output}/{dataset}/{partition}/part-r2.parquet", len(table)
+        )
+
+    articles = pa.table(
+        {"article_id": ids, "version": pa.array([1] * 5, pa.int32()), "source": ["s1"] * 5, "text": ids}
+    )
+    fetches = pa.table({"source": ["s1"], "articles_written": [5], "already_stored": [0]})
+    files = [
+        staged("articles", "ingest_date=2026-11-29", articles),
+        staged("_state/articles", "", pa.Table.from_pylist(index_rows, schema=INDEX_SCHEMA)),
+        staged("feed_fetches", "ingest_date=2026-11-29", fetches),
+    ]
+
+    reconciled, changed = reconcile_with_store(output, files, [], settings)
+
+    assert changed == 2
+    by_dataset = {f.dataset: f for f in reconciled}
+    rewritten = pq.read_table(by_dataset["articles"].staged_path)
+    assert rewritten.select(["article_id", "version"]).to_pylist() == [
+        {"article_id": "b", "version": 2},
+        *({"article_id": i, "version": 1} for i in "cde"),
+    ]
+    assert pq.read_table(by_dataset["feed_fetches"].staged_path).to_pylist() == [
+        {"source": "s1", "articles_written": 4, "already_stored": 1}
+    ]
+    for dataset in ("articles", "_state/articles", "feed_fetches"):
+        metadata = pq.ParquetFile(by_dataset[dataset].staged_path).metadata
+        assert metadata.row_group(0).column(0).compression == "GZIP", dataset
+    assert (
+        pq.ParquetFile(by_dataset["articles"].staged_path).metadata.num_row_groups == 2
+    )  # 4 rows, 2 a group
 
 
 # --- runs -----------------------------------------------------------------------------------------

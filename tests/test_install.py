@@ -17,10 +17,9 @@ import sys
 import sysconfig
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from tests.conftest import PROJECT, require
+from tests.conftest import PROJECT, require, sql
 
 SOURCE = ("pyproject.toml", "setup.py", "README.md", "pipeline", "transforms", "configs", "seeds")
 
@@ -104,7 +103,7 @@ def test_the_installed_command_runs_from_any_directory(installed: Path, tmp_path
     output = tmp_path / "output"
     assert f"writing into {output}" in run.stderr  # it says where it writes, before it writes
     assert re.search(rf"^  output: +{output}/articles, ", run.stdout, re.M), run.stdout
-    articles = duckdb.sql(
+    articles = sql(
         f"SELECT source FROM read_parquet('{output}/articles/**/*.parquet', hive_partitioning = true)"
     ).fetchall()
     sources = {Path(source) for (source,) in articles}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from typing import cast
+
 import pytest
 
 from transforms.language import (
@@ -14,6 +17,7 @@ from transforms.language import (
     detection_text,
     detector_code,
 )
+from transforms.schema import CheckedArticle
 
 
 @pytest.fixture(scope="module")
@@ -207,9 +211,9 @@ def test_a_declared_language_without_a_profile_is_trusted_when_unsure(detector: 
 
 
 def test_apply_language() -> None:
-    article = {"title": "x", "language_declared_raw": "en-US"}
+    article = cast(CheckedArticle, {"title": "x", "language_declared_raw": "en-US"})
     result = LanguageResult("en", None, 0.987654321, "en", "en", "agreed")
-    assert apply_language(article, result) == {
+    assert dict(apply_language(article, result)) == {
         "title": "x",
         "language": "en",
         "language_script": None,
@@ -218,6 +222,16 @@ def test_apply_language() -> None:
         "language_declared": "en",
         "language_source": "agreed",
     }
+
+
+def test_apply_language_leaves_its_input_unchanged() -> None:
+    """Beam forbids a DoFn to change its input: the record detect was given must stay as it was."""
+    article = cast(CheckedArticle, {"title": "x", "article_id": "a", "language_declared_raw": "de"})
+    given = copy.deepcopy(article)
+    detected = apply_language(article, LanguageResult("de", None, 0.99, "de", "de", "agreed"))
+    assert article == given
+    assert detected is not article
+    assert (detected["language"], "language_declared_raw" in detected) == ("de", False)
 
 
 def test_answers_are_remembered_per_sample_and_declaration() -> None:

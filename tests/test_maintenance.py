@@ -23,8 +23,9 @@ import pytest
 from pipeline.cli import main
 from pipeline.maintenance import MaintenanceError, compact, empty_trash, merge_files, parse_age, prune
 from tests.test_incremental import BODIES, SCHEMA_V0, articles, make_inputs, query, run, write_feed
-from transforms.store import CommitLock, list_index_files
-from transforms.write import ParquetSettings
+from transforms.io.lock import CommitLock
+from transforms.io.parquet import ParquetSettings
+from transforms.io.versions import list_index_files
 
 PROJECT = Path(__file__).resolve().parent.parent
 TODAY = datetime.now(UTC).date()

@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, sql
 
 pytestmark = pytest.mark.e2e
 
@@ -39,9 +38,7 @@ def run_cli(output: Path, *beam_args: str) -> str:
 
 def rows(output: Path, dataset: str, drop: set[str], order: str) -> list[dict[str, Any]]:
     pattern = (output / dataset / "**" / "*.parquet").as_posix()
-    relation = duckdb.sql(
-        f"SELECT * FROM read_parquet('{pattern}', hive_partitioning = true) ORDER BY {order}"
-    )
+    relation = sql(f"SELECT * FROM read_parquet('{pattern}', hive_partitioning = true) ORDER BY {order}")
     return [
         {k: v for k, v in zip(relation.columns, row, strict=True) if k not in drop}
         for row in relation.fetchall()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -13,9 +15,9 @@ from transforms.parse import (
     absolute_link,
     decode_text,
     parse_input,
-    parse_json_feed,
     parse_seed_file,
 )
+from transforms.parse_json import parse_json_feed
 from transforms.schema import Outcome, SourceType
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -612,3 +614,25 @@ def test_an_ill_formed_feed_read_by_the_loose_parser_follows_the_same_rules() ->
         "2024-03-04T09:15:00Z",
         None,
     )
+
+
+def test_importing_and_using_the_parser_leaves_feedparser_globals_unchanged() -> None:
+    # A fresh interpreter: another test may have imported transforms.parse already.
+    script = """
+import feedparser, feedparser.api as api
+def snapshot():
+    return (api.StrictFeedParser, api.LooseFeedParser, tuple(api.PREFERRED_XML_PARSERS),
+            feedparser.SANITIZE_HTML, feedparser.RESOLVE_RELATIVE_URIS)
+before = snapshot()
+import transforms.parse
+assert snapshot() == before, ("import", before, snapshot())
+rss = b'<rss version="2.0"><channel><item><title>t</title><dc:date xmlns:dc="http://purl.org/dc/elements/1.1/">2026-01-02T00:00:00Z</dc:date></item></channel></rss>'
+parsed = transforms.parse.parse_input(rss, "s")
+assert parsed.entries[0]["published_field"] == "dc:date", parsed.entries  # our rules applied
+assert snapshot() == before, ("parse", before, snapshot())
+print("unchanged")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=PROJECT
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "unchanged", done.stderr

@@ -13,9 +13,9 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-import apache_beam as beam
 import pyarrow.dataset as ds
 import pytest
+from apache_beam.pipeline import Pipeline
 
 from pipeline.build import build_batch
 from pipeline.config import load_settings
@@ -61,7 +61,7 @@ def test_every_flatten_input_has_the_flattens_coder(tmp_path: Path) -> None:
         PROJECT / "configs" / "local.yaml",
         {"inputs": [str(SEEDS)], "output": str(tmp_path / "out"), "feeds": []},
     )
-    p = beam.Pipeline()
+    p = Pipeline()
     build_batch(p, settings, RunInfo("coders", datetime(2026, 12, 2, tzinfo=UTC), "test"))
     components = p.to_runner_api().components
     mismatched = {}

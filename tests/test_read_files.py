@@ -10,15 +10,9 @@ from typing import Any
 
 import apache_beam as beam
 
-from transforms.read import (
-    DEAD_LETTERS,
-    FETCHES,
-    FILES_PER_SHARD,
-    MIN_FILE_SHARDS,
-    ReadSettings,
-    balanced_shards,
-    read_file,
-)
+from transforms.read_files import FILES_PER_SHARD, MIN_FILE_SHARDS, balanced_shards, read_file
+from transforms.read_outputs import DEAD_LETTERS, FETCHES
+from transforms.read_settings import ReadSettings
 
 
 def sizes_of(shards: list[list[str]], sizes: dict[str, int]) -> list[int]:

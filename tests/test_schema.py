@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import types
+import typing
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -13,15 +17,23 @@ from transforms.schema import (
     ARTICLE_COLUMNS,
     ARTICLE_FIELDS,
     ARTICLE_SCHEMA,
+    ARTICLES,
+    CARRIED_KEYS,
+    DATASETS,
     DEAD_LETTER_COLUMNS,
     DEAD_LETTER_SCHEMA,
+    DEAD_LETTERS,
     DEFAULT_ARTICLE_PARTITION_KEYS,
     EXCERPT_CHARS,
     FEED_FETCH_COLUMNS,
     FEED_FETCH_SCHEMA,
+    FEED_FETCHES,
     PARTITIONABLE_ARTICLE_KEYS,
     SCHEMA_VERSION,
+    Article,
     Column,
+    DeadLetter,
+    FeedFetch,
     Outcome,
     RunInfo,
     Stage,
@@ -31,10 +43,25 @@ from transforms.schema import (
 )
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-DATASETS = {
+TABLES = {
     "articles": (ARTICLE_COLUMNS, ARTICLE_SCHEMA),
     "dead_letters": (DEAD_LETTER_COLUMNS, DEAD_LETTER_SCHEMA),
     "feed_fetches": (FEED_FETCH_COLUMNS, FEED_FETCH_SCHEMA),
+}
+
+
+RECORDS: dict[str, tuple[Any, tuple[Column, ...]]] = {
+    "articles": (Article, ARTICLE_COLUMNS),
+    "dead_letters": (DeadLetter, DEAD_LETTER_COLUMNS),
+    "feed_fetches": (FeedFetch, FEED_FETCH_COLUMNS),
+}
+# Which Arrow types hold a Python value of each annotated type.
+ARROW_FAMILY: dict[Any, Callable[[pa.DataType], bool]] = {
+    str: pa.types.is_string,
+    int: pa.types.is_integer,
+    float: pa.types.is_floating,
+    datetime: pa.types.is_timestamp,
+    list[str]: lambda t: pa.types.is_list(t) and pa.types.is_string(t.value_type),
 }
 
 
@@ -53,17 +80,17 @@ def readme_table(dataset: str) -> str:
     return "\n".join(table)
 
 
-@pytest.mark.parametrize("dataset", sorted(DATASETS))
+@pytest.mark.parametrize("dataset", sorted(TABLES))
 def test_the_readme_documents_the_schema(dataset: str) -> None:
-    columns, _schema = DATASETS[dataset]
+    columns, _schema = TABLES[dataset]
     assert readme_table(dataset) == markdown_table(columns), (
         f"README's `{dataset}` table is out of step with transforms/schema.py; paste markdown_table() output"
     )
 
 
-@pytest.mark.parametrize("dataset", sorted(DATASETS))
+@pytest.mark.parametrize("dataset", sorted(TABLES))
 def test_the_arrow_schema_follows_the_columns(dataset: str) -> None:
-    columns, schema = DATASETS[dataset]
+    columns, schema = TABLES[dataset]
     assert schema.names == [c.name for c in columns]
     assert len(set(schema.names)) == len(schema.names)
     for column in columns:
@@ -74,9 +101,9 @@ def test_the_arrow_schema_follows_the_columns(dataset: str) -> None:
     assert schema.metadata == {b"newsbeam.schema_version": str(SCHEMA_VERSION).encode()}
 
 
-@pytest.mark.parametrize("dataset", sorted(DATASETS))
+@pytest.mark.parametrize("dataset", sorted(TABLES))
 def test_every_timestamp_is_utc_microseconds(dataset: str) -> None:
-    _columns, schema = DATASETS[dataset]
+    _columns, schema = TABLES[dataset]
     timestamps = [f for f in schema if pa.types.is_timestamp(f.type)]
     assert timestamps
     for field in timestamps:
@@ -143,3 +170,23 @@ def test_dead_letter_record_fits_its_schema() -> None:
     assert (stamped["ingest_date"], stamped["run_id"]) == ("2026-11-29", "r1")
     table = pa.Table.from_pylist([stamped], schema=DEAD_LETTER_SCHEMA)
     assert table.num_rows == 1
+
+
+def test_the_datasets_are_named_once() -> None:
+    assert DATASETS == (ARTICLES, DEAD_LETTERS, FEED_FETCHES) == tuple(TABLES)
+
+
+@pytest.mark.parametrize("dataset", sorted(RECORDS))
+def test_the_typed_record_matches_the_columns(dataset: str) -> None:
+    """Each column is a key of the record's TypedDict, of a Python type its Arrow type holds; the
+    other keys are the few an article carries on its way and the writers leave out."""
+    record_type, columns = RECORDS[dataset]
+    hints = typing.get_type_hints(record_type)
+    carried = CARRIED_KEYS if dataset == "articles" else frozenset()
+    assert set(hints) - carried == {c.name for c in columns}
+    assert carried <= set(hints)
+    for column in columns:
+        annotated = hints[column.name]
+        if isinstance(annotated, types.UnionType):  # `X | None`: a nullable column of X
+            (annotated,) = [a for a in typing.get_args(annotated) if a is not type(None)]
+        assert ARROW_FAMILY[annotated](column.type), f"{column.name}: {annotated} in {column.type}"

@@ -24,9 +24,11 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystem import FileSystem
 
-from pipeline.cli import main, new_run_id
+from pipeline.cli import main
+from pipeline.run import new_run_id
 from tests.test_incremental import make_inputs, run
-from transforms.write import remove_staging, write_parquet
+from transforms.io.parquet import write_parquet
+from transforms.io.staging import remove_staging
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +98,7 @@ def test_generated_run_ids_are_valid_and_a_retry_with_the_same_id_still_works(
 ) -> None:
     from datetime import UTC, datetime
 
-    from transforms.paths import validate_run_id
+    from transforms.io.paths import validate_run_id
 
     generated = new_run_id(datetime.now(UTC))
     assert validate_run_id(generated) == generated
@@ -110,7 +112,7 @@ def test_generated_run_ids_are_valid_and_a_retry_with_the_same_id_still_works(
 def test_the_staging_delete_never_reaches_outside_the_runs_own_folder(
     store: tuple[Path, Path], run_id: str
 ) -> None:
-    from transforms.paths import DeleteOutsideFolderError
+    from transforms.io.paths import DeleteOutsideFolderError
 
     _, output = store
     (output / "_staging" / "another-run").mkdir(parents=True)
@@ -121,7 +123,7 @@ def test_the_staging_delete_never_reaches_outside_the_runs_own_folder(
 
 
 def test_the_guarded_delete_refuses_escaping_paths_and_symlinks(tmp_path: Path) -> None:
-    from transforms.paths import DeleteOutsideFolderError, delete_inside
+    from transforms.io.paths import DeleteOutsideFolderError, delete_inside
 
     folder, outside = tmp_path / "out" / "_staging" / "r1", tmp_path / "out" / "articles"
     folder.mkdir(parents=True)
@@ -143,7 +145,7 @@ def test_the_guarded_delete_refuses_escaping_paths_and_symlinks(tmp_path: Path) 
 
 def test_the_guarded_delete_on_object_stores_compares_keys_as_written() -> None:
     # Object stores do not resolve `..`: the key `out2/../out/x` lies under `out2/`, not `out/`.
-    from transforms.paths import DeleteOutsideFolderError, delete_inside
+    from transforms.io.paths import DeleteOutsideFolderError, delete_inside
 
     folder = "s3://bucket/out/_staging/r1"
     for path in (
@@ -157,7 +159,7 @@ def test_the_guarded_delete_on_object_stores_compares_keys_as_written() -> None:
             delete_inside(folder, [path])
     with pytest.raises(DeleteOutsideFolderError):
         delete_inside("s3://bucket/a/../out/_staging/r1", ["s3://bucket/out/_staging/r1/x.parquet"])
-    from transforms.paths import is_inside
+    from transforms.io.paths import is_inside
 
     assert is_inside(folder, f"{folder}/_state/articles/part-r1-0000.parquet")
     assert is_inside("s3://bucket/./out", "s3://bucket/./out/x")  # the same key prefix, as written
@@ -187,7 +189,7 @@ def test_a_rerun_into_an_output_with_glob_characters_stores_nothing_new(
 
 @pytest.mark.parametrize("name", ["out[1]", "a*b", "q?m", "x[!a]", "b[]c"])
 def test_an_escaped_folder_pattern_matches_only_that_folder(name: str) -> None:
-    from transforms.paths import escape_pattern
+    from transforms.io.paths import escape_pattern
 
     folder = f"s3://bucket/data/{name}"
     with warnings.catch_warnings():  # Python's re warns about Beam's `[[]` ("possible nested set")
@@ -329,7 +331,8 @@ class FullDisk:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr("transforms.write.write_parquet", self)
+        monkeypatch.setattr("transforms.io.staging.write_parquet", self)
+        monkeypatch.setattr("transforms.io.versions.write_parquet", self)
         monkeypatch.setattr("transforms.dedupe.write_parquet", self)
 
 
@@ -371,7 +374,7 @@ def test_a_run_that_died_of_a_full_disk_does_not_block_the_next_run(
 
 LEASE_HOLDER = """
 import sys
-from transforms.write import take_staging_lease
+from transforms.io.staging import take_staging_lease
 take_staging_lease(sys.argv[1], "live")
 print("holding", flush=True)
 sys.stdin.read()
@@ -383,7 +386,7 @@ def test_a_dead_runs_staging_is_removed_and_a_live_ones_kept(store: tuple[Path, 
     import sys
 
     from tests.conftest import PROJECT
-    from transforms.write import release_staging_lease, take_staging_lease
+    from transforms.io.staging import release_staging_lease, take_staging_lease
 
     inputs, output = store
     staging = output / "_staging"
@@ -418,7 +421,7 @@ def test_a_dead_runs_staging_is_removed_and_a_live_ones_kept(store: tuple[Path, 
 def test_the_commit_lock_is_taken_and_released_when_the_disk_is_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from transforms.store import CommitLock
+    from transforms.io.lock import CommitLock
 
     def full_disk(fd: int, data: bytes, offset: int) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

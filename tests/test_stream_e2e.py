@@ -24,7 +24,7 @@ import yaml
 
 from tests.conftest import PROJECT, require
 from tests.feedserver import FeedServer, Reply, conditional
-from transforms.window_write import window_label, window_start
+from transforms.io.window import window_label, window_start
 
 pytestmark = pytest.mark.e2e
 

@@ -7,6 +7,7 @@ timers faithfully, writing real Parquet that is read back.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from typing import Any
 import apache_beam as beam
 import pyarrow.dataset as ds
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.pipeline import Pipeline
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing.test_stream import TestStream as EventStream
 from apache_beam.testing.util import assert_that, equal_to
@@ -25,7 +28,10 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import PROJECT
-from transforms.committed import (
+from tests.feedserver import FeedServer, KeyState, Reply
+from transforms.feed_state import FeedSource, FeedState, StatePolicy, state_after
+from transforms.fetch import FetchSettings
+from transforms.io.committed import (
     ALREADY_STORED,
     STALE,
     CommittedEntries,
@@ -38,23 +44,9 @@ from transforms.committed import (
     shared_entries,
     shared_versions,
 )
-from transforms.dedupe import DeduplicateStream
-from transforms.feed_state import FeedSource
-from transforms.fetch import FetchResult
-from transforms.poll import (
-    PollSchedule,
-    conditions_after,
-    feeds_due,
-    next_tick_due,
-    schedule_from_json,
-    schedule_to_json,
-    tick_seconds_for,
-    too_soon,
-    total_ticks,
-)
-from transforms.schema import ARTICLE_SCHEMA
-from transforms.store import PAUSE_ENV, list_index_files
-from transforms.window_write import (
+from transforms.io.faults import PAUSE_ENV
+from transforms.io.versions import list_index_files
+from transforms.io.window import (
     WindowFileSpec,
     WriteWindowedParquet,
     commit_pane,
@@ -63,8 +55,24 @@ from transforms.window_write import (
     window_file_name,
     window_start,
 )
+from transforms.known_revisions import DeduplicateStream
+from transforms.poll import _PollFeedFn, too_soon
+from transforms.poll_schedule import (
+    PollSchedule,
+    feeds_due,
+    next_tick_due,
+    schedule_from_json,
+    schedule_to_json,
+    tick_seconds_for,
+    total_ticks,
+)
+from transforms.read_outputs import FETCHES
+from transforms.schema import ARTICLE_SCHEMA
 
 T0 = 1_764_374_400  # 2025-11-29T00:00:00Z, a multiple of every window length used here
+T = datetime.fromtimestamp(T0, UTC)
+RSS_ONE = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>One</title>
+<item><title>A title</title><link>https://example.com/a</link><guid>a</guid></item></channel></rss>"""
 WINDOW = 10
 
 
@@ -85,16 +93,19 @@ def article(
     }
 
 
-def streaming_pipeline() -> beam.Pipeline:
+def streaming_pipeline() -> Pipeline:
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
-    return beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
+    return Pipeline(runner=BundleBasedDirectRunner(), options=options)
 
 
 def read_dataset(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return ds.dataset(str(path), format="parquet", partitioning="hive").to_table().to_pylist()
+    rows: list[dict[str, Any]] = (
+        ds.dataset(str(path), format="parquet", partitioning="hive").to_table().to_pylist()
+    )
+    return rows
 
 
 def parquet_files(root: Path) -> list[Path]:
@@ -213,14 +224,60 @@ def test_a_replayed_tick_polls_nothing() -> None:
     assert not too_soon(T0, None, interval=5)
 
 
-def test_conditions_after_keeps_validators_of_the_last_200() -> None:
-    first = conditions_after({}, FetchResult(url="u", status=200, body=b"x", etag='"1"', last_modified="Mon"))
-    assert first == {"etag": '"1"', "last_modified": "Mon"}
-    assert conditions_after(first, FetchResult(url="u", status=304)) == first
-    failed = FetchResult(url="u", status=500, error_type="http_500")
-    assert conditions_after(first, failed) == first
-    moved = FetchResult(url="u", status=200, body=b"x", permanent_redirect="http://new.test/")
-    assert conditions_after(first, moved)["target"] == "http://new.test/"
+def _poll_ticks(url: str, ticks: range) -> tuple[list[dict[str, Any]], str | None]:
+    """The fetch rows of polling one feed at `ticks` (one second apart, its interval)."""
+    poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(url),), 1)
+    poll.setup()
+    state = KeyState()
+    try:
+        outputs = [o for tick in ticks for o in poll.process((url, tick), state, tick=float(tick))]
+    finally:
+        poll.teardown()
+    return [o.value.value for o in outputs if isinstance(o, TaggedOutput) and o.tag == FETCHES], state.value
+
+
+def test_a_feed_failing_in_streaming_backs_off_as_in_batch(feed_server: FeedServer) -> None:
+    url = feed_server.route("/down", Reply(500, b"down"))
+    rows, _state = _poll_ticks(url, range(4))
+    # Batch's policy (StatePolicy defaults): skipped after two consecutive failures, for 10 minutes.
+    assert len(feed_server.hits("/down")) == 2
+    assert [(r["outcome"], r["error_type"]) for r in rows] == [
+        ("error", "http_500"),
+        ("error", "http_500"),
+        ("skipped", "backing_off"),
+        ("skipped", "backing_off"),
+    ]
+
+    def failed(previous: FeedState | None) -> FeedState:  # batch's rule, after one more HTTP 500
+        return state_after(
+            previous,
+            url,
+            T,
+            outcome="error",
+            status=500,
+            error_type="http_500",
+            etag=None,
+            last_modified=None,
+            permanent_redirect=None,
+            fresh_seconds=None,
+            poll_interval=None,
+            policy=StatePolicy(),
+        )
+
+    batch = failed(failed(None))
+    assert batch.next_poll_at == T + timedelta(seconds=600) and batch.consecutive_failures == 2
+    assert "after 2 failures" in rows[2]["message"]
+
+
+def test_streaming_sends_the_validators_batch_would(feed_server: FeedServer) -> None:
+    # A 200 that is no feed (an error page) brings no validators worth keeping, in batch and here.
+    feed = Reply(200, RSS_ONE, {"ETag": '"v1"', "Content-Type": "application/rss+xml"})
+    not_a_feed = Reply(200, b"<html><body>oops</body></html>", {"ETag": '"v2"', "Content-Type": "text/html"})
+    url = feed_server.route("/feed", feed, not_a_feed)
+    rows, state = _poll_ticks(url, range(2))
+    assert [r["outcome"] for r in rows] == ["ok", "not_a_feed"]
+    kept = json.loads(state or "{}").get("feed_state") or {}
+    assert (kept.get("etag"), kept.get("consecutive_failures")) == ('"v1"', 1)
 
 
 # --- TestStream: windows and lateness ----------------------------------------------------------------
@@ -331,7 +388,7 @@ def test_a_pane_decided_before_a_crash_is_rolled_forward_whole(tmp_path: Path) -
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "from tests.test_stream_events import article, spec_for, PARTITION, T0;"
-        "from transforms.window_write import commit_pane; from pathlib import Path;"
+        "from transforms.io.window import commit_pane; from pathlib import Path;"
         "commit_pane(spec_for(Path(sys.argv[2]), with_index=True), PARTITION, T0, [article('a')])"
     )
     marker = tmp_path / "paused"

@@ -7,23 +7,25 @@ import posixpath
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, TIMESTAMP
-from transforms.write import (
+from tests.conftest import sql
+from transforms.io.parquet import ParquetSettings, records_to_table
+from transforms.io.paths import (
     MAX_PARTITION_SEGMENT_BYTES,
     NULL_PARTITION,
-    ParquetSettings,
-    StagedFile,
-    _StageFilesFn,
+    child,
     escape_partition_value,
+    join_path,
     partition_path,
-    records_to_table,
 )
+from transforms.io.staging import StagedFile, StagingTarget, _StageFilesFn
+from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, TIMESTAMP
 
 HOSTILE = [
     "../",
@@ -142,7 +144,7 @@ def test_partition_path() -> None:
 
 def test_records_to_table_round_trips_through_parquet(tmp_path: Path) -> None:
     plus_two = timezone(timedelta(hours=2))
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "article_id": "a" * 32,
             "source": "feed.xml",
@@ -185,9 +187,10 @@ def test_records_to_table_rejects_a_wrong_type() -> None:
 def test_a_full_writer_buffer_writes_its_largest_partition(tmp_path: Path) -> None:
     """The writer holds at most `max_buffered_rows` records; full, it writes the partition with the most."""
     schema = pa.schema([pa.field("language", pa.string()), pa.field("source", pa.string())])
-    fn = _StageFilesFn(
+    target = StagingTarget(
         str(tmp_path), "articles", schema, ("language",), "run", ParquetSettings(max_buffered_rows=5)
     )
+    fn = _StageFilesFn(target)
     fn.start_bundle()
     languages = ["en", "en", "fr", "en", "de", "en", "en", "en", "fr", "en", "en", "en", "en", "en", "en"]
     staged: list[StagedFile] = []
@@ -222,7 +225,6 @@ CYRILLIC_HOST = "мвд.министерство-образования-и-на�
 @pytest.mark.e2e
 def test_a_long_idn_host_reads_back_exactly_from_its_partition_folder(tmp_path: Path) -> None:
     """`source_domain` lives only in the folder names: DuckDB and pyarrow.dataset must decode the host."""
-    import duckdb
     import pyarrow.dataset as ds
 
     from pipeline.cli import main
@@ -242,7 +244,36 @@ def test_a_long_idn_host_reads_back_exactly_from_its_partition_folder(tmp_path: 
     assert main(["run", "--config", str(config)]) == 0
 
     glob = f"{output}/articles/**/*.parquet"
-    read_back = duckdb.sql(f"SELECT source_domain FROM read_parquet('{glob}', hive_partitioning = true)")
+    read_back = sql(f"SELECT source_domain FROM read_parquet('{glob}', hive_partitioning = true)")
     assert read_back.fetchall() == [(CYRILLIC_HOST,)]
     dataset = ds.dataset(output / "articles", format="parquet", partitioning="hive")
     assert dataset.to_table(columns=["source_domain"]).column("source_domain").to_pylist() == [CYRILLIC_HOST]
+
+
+# --- one joiner -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (("gs://b/out", "/abs"), "gs://b/out/abs"),
+        (("s3://b/out", "/abs"), "s3://b/out/abs"),
+        (("/data/out", "/abs"), "/data/out/abs"),
+        (("gs://b/out/", "_staging/", "r1"), "gs://b/out/_staging/r1"),
+        (
+            ("s3://b/out", "_state/articles", "", "part-1.parquet"),
+            "s3://b/out/_state/articles/part-1.parquet",
+        ),
+        (("/data/out/", "articles", "", "part-1.parquet"), "/data/out/articles/part-1.parquet"),
+        (("out", "articles"), "out/articles"),
+        (("/", "data"), "/data"),
+        (("gs://b/out",), "gs://b/out"),
+    ],
+)
+def test_one_joiner_for_local_folders_and_object_stores(parts: tuple[str, ...], expected: str) -> None:
+    assert join_path(*parts) == expected
+
+
+@pytest.mark.parametrize("folder", ["gs://b/out", "s3://b/out/", "/data/out", "/data/out/", "out"])
+def test_child_and_join_path_agree(folder: str) -> None:
+    assert child(folder, "r1") == join_path(folder, "r1")

@@ -15,8 +15,8 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import PCollection
 
+from transforms.io.staging import StagedFile
 from transforms.schema import Record
-from transforms.write import StagedFile
 
 COUNT_FIELDS = ("articles_written", "duplicates", "dead_letters", "already_stored")
 

@@ -1,5 +1,7 @@
 """DeduplicateArticles: one article per `article_id` within a run, and only what the store lacks.
 
+(The early known-revision checks, before the costly stages, are in transforms/known_revisions.py.)
+
 Articles are deduplicated after they are staged, on compact references: every staged row comes
 with an `ArticleRef` (its id, rank, file and row, and its version-index fields), and only those
 go through the shuffle. Whole records stay inside the stage that reads, enriches and stages them,
@@ -8,7 +10,7 @@ so the in-process runner never holds them (it buffers every PCollection that cro
 Within the run, when several entries share an id (the same link in two feeds, or twice in one
 feed), the most recently updated one wins, then the most complete; the order is total, so
 exactly one wins. Across runs, the winner is compared with the latest stored version of its id
-(the version index of transforms/store.py): already stored, it is dropped; changed, it gets the
+(the version index of transforms/io/versions.py): already stored, it is dropped; changed, it gets the
 next version number. The decisions that change a staged file (rows dropped, versions other than
 1) are applied to it before the commit; files without any are left as staged.
 """
@@ -17,31 +19,25 @@ from __future__ import annotations
 
 import posixpath
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.committed import (
-    REFRESH_SECONDS,
-    decide_revisions,
-    report_records_committed,
-    shared_versions,
-)
-from transforms.schema import Record
-from transforms.store import (
+from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
+from transforms.io.staging import StagedFile
+from transforms.io.versions import (
     StoredVersion,
     latest_versions,
     next_version,
-    read_parquet,
     read_stored_versions,
+    renumber_rows,
 )
-from transforms.write import ParquetSettings, StagedFile, write_parquet
+from transforms.schema import Record
 
 DUPLICATES = "duplicates"
 ALREADY_STORED = "already_stored"
@@ -102,7 +98,7 @@ class ArticleRef(NamedTuple):
         return _EPOCH + timedelta(microseconds=self.updated_micros)
 
     def index_row(self, version: int, run_id: str) -> Record:
-        """Its row of the version index (transforms/store.py)."""
+        """Its row of the version index (transforms/io/versions.py)."""
         return {
             "article_id": self.article_id,
             "content_hash": self.content_hash,
@@ -143,24 +139,6 @@ def decide(refs: Iterable[ArticleRef], stored: StoredVersion | None) -> Decision
     winner = ordered[0]
     version = next_version(winner.content_hash, winner.updated_at, stored)
     return Decision(winner, version, ordered[1:])
-
-
-def edit_rows(table: pa.Table, edits: Mapping[int, int]) -> pa.Table:
-    """A staged table with rows whose edit is 0 dropped and the others given their edited version."""
-    versions = table.column("version").to_pylist()
-    keep = []
-    for row in range(table.num_rows):
-        version = edits.get(row)
-        if version == 0:
-            continue
-        if version is not None:
-            versions[row] = version
-        keep.append(row)
-    position = table.column_names.index("version")
-    table = table.set_column(
-        position, table.field("version"), pa.array(versions, table.field("version").type)
-    )
-    return table.take(pa.array(keep, pa.int64()))
 
 
 class _ReadStoredVersionsFn(beam.DoFn):
@@ -230,7 +208,9 @@ class _ApplyEditsFn(beam.DoFn):
                 yield staged
                 continue
             self._rewritten.inc()
-            table = edit_rows(read_parquet(staged.staged_path), {row: version for row, version, _ in edits})
+            decided = {row: version for row, version, _ in edits}
+            original = read_parquet(staged.staged_path)
+            table = renumber_rows(original, [decided.get(row) for row in range(original.num_rows)])
             per_source = defaultdict(int, staged.rows_per_source)
             for _row, version, source in edits:
                 if version == 0:
@@ -251,13 +231,18 @@ def _edited_name(path: str) -> str:
     return path.removesuffix(".parquet") + "-edited.parquet"
 
 
-class DeduplicateArticles(beam.PTransform):
-    """(staged article files, their `ArticleRef`s) -> the run's article files, deduplicated.
+class DeduplicatedArticles(NamedTuple):
+    files: PCollection  # the staged article files to commit (`StagedFile`s)
+    index_rows: PCollection  # the run's version-index delta
+    duplicates: PCollection  # {source, article_id} of each entry another entry of the run beat
+    already_stored: PCollection  # {source, article_id} of each winner whose revision is stored
+    store_snapshot: PCollection  # the index files read, for `CommitRun` to reconcile with later commits
 
-    Returns a dict of PCollections: `files` (the staged files to commit), `index_rows` (the run's
-    version-index delta), `duplicates` and `already_stored` (each {source, article_id}) and
-    `store_snapshot` (the index files read, for `CommitRun` to reconcile with runs that committed
-    meanwhile). `output` is the dataset whose version index is read; `run_id` goes into the index rows.
+
+class DeduplicateArticles(beam.PTransform):
+    """(staged article files, their `ArticleRef`s) -> `DeduplicatedArticles`.
+
+    `output` is the dataset whose version index is read; `run_id` goes into the index rows.
     """
 
     def __init__(self, output: str, run_id: str, settings: ParquetSettings | None = None) -> None:
@@ -266,7 +251,7 @@ class DeduplicateArticles(beam.PTransform):
         self._run_id = run_id
         self._settings = settings or ParquetSettings()
 
-    def expand(self, staged: tuple[PCollection, PCollection]) -> dict[str, PCollection]:
+    def expand(self, staged: tuple[PCollection, PCollection]) -> DeduplicatedArticles:
         files, refs = staged
         grouped = (
             refs
@@ -296,71 +281,10 @@ class DeduplicateArticles(beam.PTransform):
             | "EditsPerFile" >> beam.CoGroupByKey()
             | "ApplyEdits" >> beam.ParDo(_ApplyEditsFn(self._settings))
         )
-        return {
-            "files": edited,
-            INDEX_ROWS: decided[INDEX_ROWS],
-            DUPLICATES: decided[DUPLICATES],
-            ALREADY_STORED: decided[ALREADY_STORED],
-            STORE_SNAPSHOT: stored[STORE_SNAPSHOT],
-        }
-
-
-# --- streaming: across polls and restarts ---------------------------------------------------------
-#
-# The streaming job sees the same entries on every poll of a feed. `DeduplicateStream` drops an
-# entry only when its revision (article id and content hash) is committed: it asks the worker's
-# cache of the committed version index (transforms/committed.py), refreshed at most every
-# `REFRESH_SECONDS`, and keeps no runner state of its own. So an entry that the runner lost on its
-# way to the sink (a split bundle, a crash, a stop) is not marked seen: the next poll offers it again.
-# Revisions not yet committed pass, also when seen before; the window writer's commit decides
-# them under the commit lock (a revision in flight twice is stored once), and gives the versions.
-# The cache starts from the store's index, so a restarted job drops at once what is stored.
-
-NEW_ARTICLES = "new"
-STREAM_DUPLICATES = "duplicates"
-
-
-class _KeepUncommittedFn(beam.DoFn):
-    def __init__(self, output: str | None) -> None:
-        self._output = output
-        self._new = Metrics.counter("dedupe", "stream_new")
-        self._versions = Metrics.counter("dedupe", "stream_new_versions")
-        self._duplicates = Metrics.counter("dedupe", "stream_duplicates")
-
-    def setup(self) -> None:
-        self._committed = shared_versions(self._output) if self._output else None
-
-    def process(self, article: Record) -> Iterator[Any]:
-        if self._committed is None:
-            self._new.inc()
-            yield {**article, "version": 1}
-            return
-        self._committed.refresh(max_age=REFRESH_SECONDS)
-        kept, _dropped = decide_revisions([article], self._committed)
-        if not kept:
-            report_records_committed([article])  # the next poll need not even normalize it
-            self._duplicates.inc()
-            yield beam.pvalue.TaggedOutput(
-                STREAM_DUPLICATES, {"source": article["source"], "article_id": article["article_id"]}
-            )
-            return
-        (self._versions if kept[0]["version"] > 1 else self._new).inc()
-        yield kept[0]  # its version is provisional: the commit of its pane decides
-
-
-class DeduplicateStream(beam.PTransform):
-    """Timestamped articles -> (articles not committed yet, with a provisional `version`; duplicates
-    as {source, article_id}).
-
-    `output` is the dataset whose committed version index decides (None: nothing is dropped).
-    """
-
-    def __init__(self, output: str | None) -> None:
-        super().__init__()
-        self._output = output
-
-    def expand(self, articles: PCollection) -> tuple[PCollection, PCollection]:
-        results = articles | "KeepUncommitted" >> beam.ParDo(_KeepUncommittedFn(self._output)).with_outputs(
-            STREAM_DUPLICATES, main=NEW_ARTICLES
+        return DeduplicatedArticles(
+            files=edited,
+            index_rows=decided[INDEX_ROWS],
+            duplicates=decided[DUPLICATES],
+            already_stored=decided[ALREADY_STORED],
+            store_snapshot=stored[STORE_SNAPSHOT],
         )
-        return results[NEW_ARTICLES], results[STREAM_DUPLICATES]

@@ -1,4 +1,10 @@
-"""EnrichArticles: ids, counts, hashes and run metadata for each article.
+"""IdentifyArticles and EnrichArticles: ids and content hashes, then counts and run metadata.
+
+Two steps because the id and the hash are needed early: `ProcessArticles` identifies each article
+right after normalizing it, so that the known-revision check and the full-text stage know which
+revision it is before anything costly runs; the counts come last, from the text as it ends up.
+The content hash is always of the feed's own fields (title and text as normalized), so a page
+fetched later never changes a revision's identity.
 
 `article_id` is stable across runs and machines: the hash of the canonical URL when the article
 has an absolute http(s) link; else of the source and the entry's own id; else of the content.
@@ -13,16 +19,28 @@ import hashlib
 import math
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 
-from transforms.schema import SCHEMA_VERSION, SOURCE_KEY, Record, RunInfo, Stage, failed_article
+from transforms.outputs import ArticleOutputs, apply_with_dead_letters
+from transforms.schema import (
+    DEAD_LETTERS,
+    SCHEMA_VERSION,
+    SOURCE_KEY,
+    Article,
+    DetectedArticle,
+    IdentifiedArticle,
+    NormalizedArticle,
+    Record,
+    RunInfo,
+    Stage,
+    failed_article,
+)
 
-DEAD_LETTERS = "dead_letters"
 WORDS_PER_MINUTE = 230
 
 # Scripts written without spaces between words: each character counts as a word.
@@ -74,31 +92,46 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-def enrich_article(article: Record, run: RunInfo) -> Record:
-    title, text = article.get("title") or "", article.get("text") or ""
-    hashed = content_hash(title, text)
+def identify_article(article: NormalizedArticle) -> IdentifiedArticle:
+    """A new record: the article with its `article_id` (and what it was made from) and `content_hash`."""
+    hashed = content_hash(article.get("title"), article.get("text"))
     article_id, id_source = make_article_id(
         article.get("canonical_url"),
         article.get(SOURCE_KEY) or article["source"],
         article.get("entry_id"),
         hashed,
     )
+    return {**article, "article_id": article_id, "article_id_source": id_source, "content_hash": hashed}
+
+
+def enrich_article(article: DetectedArticle, run: RunInfo) -> Article:
+    """A new record: the article with its domain, counts and the run's columns."""
+    title, text = article.get("title") or "", article.get("text") or ""
     words = count_words(title) + count_words(text)
-    article.update(
-        article_id=article_id,
-        article_id_source=id_source,
-        source_domain=source_domain(article.get("url"), article["source"]),
-        word_count=words,
-        char_count=len(title) + len(text),
-        reading_time_seconds=math.ceil(words * 60 / WORDS_PER_MINUTE),
-        content_hash=hashed,
-        ingested_at=run.started_at,
-        ingest_date=run.ingest_date,
-        run_id=run.run_id,
-        pipeline_version=run.pipeline_version,
-        schema_version=SCHEMA_VERSION,
-    )
-    return article
+    return {
+        **article,
+        "source_domain": source_domain(article.get("url"), article["source"]),
+        "word_count": words,
+        "char_count": len(title) + len(text),
+        "reading_time_seconds": math.ceil(words * 60 / WORDS_PER_MINUTE),
+        "ingested_at": run.started_at,
+        "ingest_date": run.ingest_date,
+        "run_id": run.run_id,
+        "pipeline_version": run.pipeline_version,
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+class _IdentifyFn(beam.DoFn):
+    def __init__(self) -> None:
+        self._failed = Metrics.counter("enrich", "dead_letters")
+
+    def process(self, article: Record) -> Iterator[Any]:
+        try:
+            yield identify_article(cast(NormalizedArticle, article))
+        except Exception as error:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, failed_article(Stage.ENRICH, error, article))
 
 
 class _EnrichFn(beam.DoFn):
@@ -108,21 +141,25 @@ class _EnrichFn(beam.DoFn):
 
     def process(self, article: Record) -> Iterator[Any]:
         try:
-            yield enrich_article(article, self._run)
+            yield enrich_article(cast(DetectedArticle, article), self._run)
         except Exception as error:
             self._failed.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, failed_article(Stage.ENRICH, error, article))
 
 
+class IdentifyArticles(beam.PTransform):
+    """Normalized articles -> (articles with `article_id` and `content_hash`, dead letters)."""
+
+    def expand(self, articles: PCollection) -> ArticleOutputs:
+        return apply_with_dead_letters(articles, "Identify", _IdentifyFn())
+
+
 class EnrichArticles(beam.PTransform):
-    """Articles -> (articles with ids, counts and run columns, dead letters)."""
+    """Articles -> (articles with domain, counts and run columns, dead letters)."""
 
     def __init__(self, run: RunInfo) -> None:
         super().__init__()
         self._run = run
 
-    def expand(self, articles: PCollection) -> tuple[PCollection, PCollection]:
-        results = articles | "Enrich" >> beam.ParDo(_EnrichFn(self._run)).with_outputs(
-            DEAD_LETTERS, main="articles"
-        )
-        return results.articles, results[DEAD_LETTERS]
+    def expand(self, articles: PCollection) -> ArticleOutputs:
+        return apply_with_dead_letters(articles, "Enrich", _EnrichFn(self._run))

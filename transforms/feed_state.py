@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import posixpath
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,11 +32,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import AsSingleton, PCollection
 from apache_beam.transforms.combiners import ToListCombineFn
 
-from transforms.fetch import redact_url
+from transforms.credentials import redact_url
+from transforms.fetch import FetchResult
+from transforms.io.lock import CommitLock
+from transforms.io.paths import STATE_DIR, join_path
 from transforms.schema import TIMESTAMP, Outcome
-from transforms.store import CommitLock
 
-STATE_DIR = "_state"
 STATE_FILE = "feeds.parquet"
 STATE_VERSION = 1
 
@@ -191,11 +191,61 @@ def state_after(
     )
 
 
+def state_after_fetch(
+    previous: FeedState | None,
+    source: str,
+    started_at: datetime,
+    row: Mapping[str, Any],
+    result: FetchResult,
+    poll_interval: int | None,
+    policy: StatePolicy,
+) -> FeedState:
+    """The one rule of batch reads and stream polls: a feed's state after one fetch and its fetch row.
+
+    The outcome is the row's (a 200 that is no feed is a failure); the freshness is the longer of
+    the answer's max-age and the feed's RSS `<ttl>`.
+    """
+    fresh = [s for s in (result.max_age, rss_ttl_seconds(result.body)) if s is not None]
+    return state_after(
+        previous,
+        source,
+        started_at,
+        outcome=str(row["outcome"]),
+        status=result.status,
+        error_type=row.get("error_type"),
+        etag=result.etag,
+        last_modified=result.last_modified,
+        permanent_redirect=result.permanent_redirect,
+        fresh_seconds=max(fresh) if fresh else None,
+        poll_interval=poll_interval,
+        policy=policy,
+    )
+
+
+_TIMES = ("last_polled_at", "last_success_at", "next_poll_at")
+
+
+def state_to_json(state: FeedState) -> dict[str, Any]:
+    """A state as JSON values (times as ISO 8601), for the streaming job's per-feed Beam state."""
+    values = asdict(state)
+    for name in _TIMES:
+        values[name] = values[name].isoformat() if values[name] is not None else None
+    return values
+
+
+def state_from_json(values: Mapping[str, Any]) -> FeedState:
+    known = {k: v for k, v in values.items() if k in FeedState.__dataclass_fields__}
+    for name in _TIMES:
+        if known.get(name) is not None:
+            known[name] = datetime.fromisoformat(known[name])
+    return FeedState(**known)
+
+
 # --- storage ------------------------------------------------------------------------------------
 
 
 def state_path(output: str) -> str:
-    return posixpath.join(output.rstrip("/"), STATE_DIR, STATE_FILE)
+    return join_path(output, STATE_DIR, STATE_FILE)
 
 
 def _to_row(state: FeedState) -> dict[str, Any]:

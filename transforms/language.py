@@ -16,7 +16,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
@@ -24,9 +24,9 @@ from apache_beam.pvalue import PCollection
 from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
 
-from transforms.schema import Record, Stage, failed_article
+from transforms.outputs import ArticleOutputs, apply_with_dead_letters
+from transforms.schema import DEAD_LETTERS, CheckedArticle, DetectedArticle, Record, Stage, failed_article
 
-DEAD_LETTERS = "dead_letters"
 UNDETERMINED = "und"
 
 # langdetect's own codes that are not plain ISO 639-1: the script goes to its own field.
@@ -239,17 +239,19 @@ class LanguageDetector:
         return prior
 
 
-def apply_language(article: Record, result: LanguageResult) -> Record:
-    article.pop("language_declared_raw", None)
-    article.update(
-        language=result.language,
-        language_script=result.script,
-        language_confidence=round(result.confidence, 4),
-        language_detected=result.detected,
-        language_declared=result.declared,
-        language_source=result.source,
-    )
-    return article
+def apply_language(article: CheckedArticle, result: LanguageResult) -> DetectedArticle:
+    """A new record: the article with its language columns, the raw declaration it carried removed."""
+    detected: DetectedArticle = {
+        **article,
+        "language": result.language,
+        "language_script": result.script,
+        "language_confidence": round(result.confidence, 4),
+        "language_detected": result.detected,
+        "language_declared": result.declared,
+        "language_source": result.source,
+    }
+    detected.pop("language_declared_raw", None)  # read: not a column
+    return detected
 
 
 class _DetectLanguageFn(beam.DoFn):
@@ -282,7 +284,7 @@ class _DetectLanguageFn(beam.DoFn):
         self._chosen[result.source].inc()
         if self._detector.cache_hits != hits:
             self._cache_hits.inc()
-        yield apply_language(article, result)
+        yield apply_language(cast(CheckedArticle, article), result)
 
 
 class DetectLanguage(beam.PTransform):
@@ -292,8 +294,5 @@ class DetectLanguage(beam.PTransform):
         super().__init__()
         self._settings = settings or LanguageSettings()
 
-    def expand(self, articles: PCollection) -> tuple[PCollection, PCollection]:
-        results = articles | "Detect" >> beam.ParDo(_DetectLanguageFn(self._settings)).with_outputs(
-            DEAD_LETTERS, main="articles"
-        )
-        return results.articles, results[DEAD_LETTERS]
+    def expand(self, articles: PCollection) -> ArticleOutputs:
+        return apply_with_dead_letters(articles, "Detect", _DetectLanguageFn(self._settings))

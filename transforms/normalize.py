@@ -17,7 +17,6 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import apache_beam as beam
 import html_text
@@ -28,10 +27,10 @@ from apache_beam.pvalue import PCollection
 from dateutil import parser as date_parser
 from w3lib.url import canonicalize_url
 
+from transforms.outputs import ArticleOutputs, apply_with_dead_letters
 from transforms.parse import RawEntry, is_http_url
-from transforms.schema import SOURCE_KEY, Record, Stage, dead_letter, entry_ref
-
-DEAD_LETTERS = "dead_letters"
+from transforms.schema import DEAD_LETTERS, SOURCE_KEY, NormalizedArticle, Stage, dead_letter, entry_ref
+from transforms.urls import stripped_url
 
 # --- text ---------------------------------------------------------------------------------------
 
@@ -151,7 +150,6 @@ TRACKING_PARAMETERS = frozenset(
     }
 )
 TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "at_", "_ga", "_gl", "hsa_")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def is_tracking_parameter(name: str) -> bool:
@@ -168,20 +166,9 @@ def canonical_url(url: str | None) -> str | None:
     if not is_http_url(url):
         return None
     try:
-        parts = urlsplit((url or "").strip())
-        netloc = (parts.hostname or "").lower().rstrip(".")
-        if not netloc:
+        cleaned = stripped_url(url or "", keep_query_parameter=lambda name: not is_tracking_parameter(name))
+        if cleaned is None:
             return None
-        if ":" in netloc:  # IPv6 literal
-            netloc = f"[{netloc}]"
-        if parts.port and parts.port != _DEFAULT_PORTS.get(parts.scheme.lower()):
-            netloc = f"{netloc}:{parts.port}"
-        query = "&".join(
-            pair
-            for pair in parts.query.split("&")
-            if pair and not is_tracking_parameter(pair.split("=", 1)[0])
-        )
-        cleaned = urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", query, ""))
         return str(canonicalize_url(cleaned, keep_fragments=False))
     except ValueError:  # a malformed port or host
         return None
@@ -283,7 +270,7 @@ class EmptyEntryError(ValueError):
     """An entry with neither a title nor any text: nothing to keep."""
 
 
-def normalize_entry(entry: RawEntry, now: datetime) -> Record:
+def normalize_entry(entry: RawEntry, now: datetime) -> NormalizedArticle:
     """The normalized article fields of one raw entry (language and ids come in later stages)."""
     title = one_line(entry.get("title"))
     text = html_to_text(entry.get("content"))
@@ -302,7 +289,7 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Record:
         entry.get("published"), entry.get("published_epoch"), now
     )
     updated_at, updated_offset = parse_timestamp(entry.get("updated"), entry.get("updated_epoch"), now)
-    article: Record = {
+    article: NormalizedArticle = {
         "source": entry["source"],
         "source_type": entry["source_type"],
         "ordinal": entry.get("ordinal", 0),
@@ -367,8 +354,5 @@ class NormalizeArticles(beam.PTransform):
         super().__init__()
         self._now = now
 
-    def expand(self, entries: PCollection) -> tuple[PCollection, PCollection]:
-        results = entries | "Normalize" >> beam.ParDo(_NormalizeFn(self._now)).with_outputs(
-            DEAD_LETTERS, main="articles"
-        )
-        return results.articles, results[DEAD_LETTERS]
+    def expand(self, entries: PCollection) -> ArticleOutputs:
+        return apply_with_dead_letters(entries, "Normalize", _NormalizeFn(self._now))

@@ -2,10 +2,17 @@
 
 This module is the single source of truth for every dataset's columns. Each dataset is a tuple of
 `Column`s (name, Arrow type, meaning); the Arrow schemas, the README's column tables and the
-partition keys are all derived from them, and a test holds them together. Records travel through
-the pipeline as plain dicts keyed by these column names (cheap to pickle, direct to Arrow).
+partition keys are all derived from them. The records are typed: an article is a `TypedDict` at each
+step of its way (`NormalizedArticle` -> `IdentifiedArticle` -> `CheckedArticle` -> `DetectedArticle`
+-> `Article`, each adding what its stage adds), a dead letter a `DeadLetter`, a fetch row a `FeedFetch`; a test holds
+them and the columns together (names and types). TypedDicts rather than frozen dataclasses: at run
+time a record stays a plain dict keyed by column name (cheap to pickle, read by the writers as it
+is), so the types cost nothing per article; a stage returns a new dict instead of editing its input.
+DoFn signatures keep `Record` (Beam checks its own type hints and knows no TypedDicts); the pure
+stage functions take and return the typed records.
 
-It imports nothing else of newsbeam's, so every stage can import it.
+It imports nothing else of newsbeam's, so every stage can import it. It is longer than most
+modules because it holds the three column tables, which are data.
 """
 
 from __future__ import annotations
@@ -14,14 +21,20 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, NotRequired, TypedDict
 
 import pyarrow as pa
 
 # 1: the first layout. 2: `articles.version` and `feed_fetches.already_stored` added. 3:
-# `feed_fetches.entries_cut` added. Files of every version read together by column name (DuckDB
-# `union_by_name`, a pyarrow dataset with the newest schema).
-SCHEMA_VERSION = 3
+# `feed_fetches.entries_cut` added. 4: `feed_fetches.discovered_from` added. Files of every version
+# are read together by column name (DuckDB `union_by_name`, a pyarrow dataset with the newest schema).
+SCHEMA_VERSION = 4
+
+# The datasets of an output folder, each a folder of Hive-partitioned Parquet files.
+ARTICLES = "articles"
+DEAD_LETTERS = "dead_letters"
+FEED_FETCHES = "feed_fetches"
+DATASETS = (ARTICLES, DEAD_LETTERS, FEED_FETCHES)
 
 # Spark cannot read nanosecond timestamps; microseconds in UTC are read by every engine.
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -150,6 +163,17 @@ ARTICLE_COLUMNS: tuple[Column, ...] = (
     Column("schema_version", pa.int16(), "Version of this schema"),
 )
 
+# The run's columns that dead letters and feed fetches end with (articles place them among theirs).
+_RUN_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "ingest_date",
+        pa.string(),
+        "Partition key (a folder name): UTC date of the run's start, read as in `articles`",
+    ),
+    Column("run_id", pa.string(), "Id of the run"),
+    Column("pipeline_version", pa.string(), "newsbeam version"),
+)
+
 DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
     Column("stage", pa.string(), "Stage that failed: read, parse, normalize, detect_language, enrich, write"),
     Column(
@@ -169,13 +193,7 @@ DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
         "The start of the failing input, enough to see and replay it (at most 2,000 characters)",
     ),
     Column("failed_at", TIMESTAMP, "When the failure was recorded (UTC)"),
-    Column(
-        "ingest_date",
-        pa.string(),
-        "Partition key (a folder name): UTC date of the run's start, read as in `articles`",
-    ),
-    Column("run_id", pa.string(), "Id of the run"),
-    Column("pipeline_version", pa.string(), "newsbeam version"),
+    *_RUN_COLUMNS,
 )
 
 FEED_FETCH_COLUMNS: tuple[Column, ...] = (
@@ -197,6 +215,7 @@ FEED_FETCH_COLUMNS: tuple[Column, ...] = (
     Column("message", pa.string(), "Parser warning or error message"),
     Column("url", pa.string(), "URL requested (HTTP sources)"),
     Column("final_url", pa.string(), "URL after redirects (HTTP sources)"),
+    Column("discovered_from", pa.string(), "The HTML page listed as a feed that named this feed (discovery)"),
     Column("http_status", pa.int16(), "Final HTTP status (HTTP sources)"),
     Column("etag", pa.string(), "`ETag` the server sent (HTTP sources)"),
     Column("last_modified", pa.string(), "`Last-Modified` the server sent (HTTP sources)"),
@@ -218,13 +237,7 @@ FEED_FETCH_COLUMNS: tuple[Column, ...] = (
     Column("dead_letters", pa.int32(), "Entries that failed a later stage (each has a dead letter)"),
     Column("started_at", TIMESTAMP, "When reading the input started (UTC)"),
     Column("elapsed_ms", pa.int32(), "Time spent reading and parsing the input"),
-    Column(
-        "ingest_date",
-        pa.string(),
-        "Partition key (a folder name): UTC date of the run's start, read as in `articles`",
-    ),
-    Column("run_id", pa.string(), "Id of the run"),
-    Column("pipeline_version", pa.string(), "newsbeam version"),
+    *_RUN_COLUMNS,
 )
 
 # `ingest_date` always comes first; the keys after it are configurable among these.
@@ -246,6 +259,130 @@ FEED_FETCH_SCHEMA = arrow_schema(FEED_FETCH_COLUMNS)
 ARTICLE_FIELDS = tuple(c.name for c in ARTICLE_COLUMNS)
 
 Record = dict[str, Any]
+
+# Keys an article carries on its way that are not columns (the writers read only the columns).
+SOURCE_KEY: Final = "source_key"  # what identifies the source in ids: see `NormalizedArticle.source_key`
+CARRIED_KEYS = frozenset({"ordinal", SOURCE_KEY, "language_declared_raw", "already_stored"})
+
+
+class NormalizedArticle(TypedDict):
+    """What NormalizeArticles makes of one raw entry (transforms/normalize.py)."""
+
+    source: str
+    source_type: str
+    ordinal: int  # the entry's position in its input (not a column)
+    feed_title: str | None
+    feed_url: str | None
+    entry_id: str | None
+    url: str | None
+    canonical_url: str | None
+    title: str | None
+    summary: str | None
+    text: str | None
+    authors: list[str]
+    tags: list[str]
+    published_at: datetime | None
+    published_offset_minutes: int | None
+    published_at_source: str
+    updated_at: datetime | None
+    updated_offset_minutes: int | None
+    updated_at_source: str
+    # The language the input declared, as written; DetectLanguage reads and removes it (not a column).
+    language_declared_raw: NotRequired[str | None]
+    # Set by the read stage on the entries of a file: its resolved path, so that the spelling of the
+    # path does not change ids; `source` otherwise (not a column).
+    source_key: NotRequired[str]
+
+
+class IdentifiedArticle(NormalizedArticle):
+    """With its id and content hash (`identify_article`, transforms/enrich.py)."""
+
+    article_id: str
+    article_id_source: str
+    content_hash: str
+
+
+class CheckedArticle(IdentifiedArticle):
+    """Past the known-revision check (transforms/dedupe.py): what the full-text stage gets."""
+
+    # The store has this (article_id, content_hash) already: a later stage need not fetch its page
+    # (not a column; the sink still decides). Streaming drops such articles instead of marking them.
+    already_stored: bool
+    version: NotRequired[int]  # streaming: the provisional version the commit of its pane decides
+
+
+class DetectedArticle(CheckedArticle):
+    """With its language and where that came from (transforms/language.py)."""
+
+    language: str
+    language_script: str | None
+    language_confidence: float
+    language_detected: str
+    language_declared: str | None
+    language_source: str
+
+
+class Article(DetectedArticle):
+    """A whole article row: with counts and the run's columns (`enrich_article`, transforms/enrich.py)."""
+
+    source_domain: str | None
+    word_count: int
+    char_count: int
+    reading_time_seconds: int
+    ingested_at: datetime
+    ingest_date: str
+    run_id: str
+    pipeline_version: str
+    schema_version: int
+
+
+class DeadLetter(TypedDict):
+    """A dead letter; the run's columns are added when it is written."""
+
+    stage: str
+    error_type: str
+    message: str
+    source: str
+    source_type: str
+    entry_ref: str | None
+    excerpt: str | None
+    failed_at: datetime
+    ingest_date: NotRequired[str]
+    run_id: NotRequired[str]
+    pipeline_version: NotRequired[str]
+
+
+class FeedFetch(TypedDict, total=False):
+    """A `feed_fetches` row: the read stage fills what it knows, the accounting the counts."""
+
+    source: str
+    source_type: str
+    outcome: str
+    feed_format: str | None
+    feed_title: str | None
+    error_type: str | None
+    error_class: str | None
+    message: str | None
+    url: str | None
+    final_url: str | None
+    discovered_from: str | None
+    http_status: int | None
+    etag: str | None
+    last_modified: str | None
+    attempts: int | None
+    bytes: int | None
+    entries: int
+    entries_cut: int
+    articles_written: int
+    duplicates: int
+    already_stored: int
+    dead_letters: int
+    started_at: datetime | None
+    elapsed_ms: int | None
+    ingest_date: str
+    run_id: str
+    pipeline_version: str
+
 
 EXCERPT_CHARS = 2000
 
@@ -277,11 +414,6 @@ def escaped_text(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
-
-
-# Not a column: what identifies the source in ids, set by the read stage on the entries of a file
-# (its resolved path, so that the spelling of the path does not change ids); `source` otherwise.
-SOURCE_KEY = "source_key"
 
 
 def entry_ref(entry: Mapping[str, Any]) -> str:
@@ -316,7 +448,9 @@ def dead_letter(
     entry_ref: str | None = None,
     data: bytes | str | None = None,
 ) -> Record:
-    """A dead-letter record; the run columns (`run_id`, `failed_at`, ...) are added when written.
+    """A dead-letter record (the keys of `DeadLetter`); the run columns are added when written.
+
+    Typed `Record`, not `DeadLetter`: the writers complete it in place with the run's columns.
 
     Its text is made valid UTF-8 (`escaped_text`): a dead letter must always be writable.
     """
@@ -332,7 +466,7 @@ def dead_letter(
     }
 
 
-def failed_article(stage: Stage, error: Exception, article: Record) -> Record:
+def failed_article(stage: Stage, error: Exception, article: Mapping[str, Any]) -> Record:
     """The dead letter of an article that a stage could not process."""
     return dead_letter(
         stage,

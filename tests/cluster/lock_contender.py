@@ -65,7 +65,7 @@ def main() -> int:
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from transforms.store import CommitLock
+    from transforms.io.lock import CommitLock
 
     options = PipelineOptions([a for a in beam_args if a != "--"])
     FileSystems.set_options(options)

@@ -23,8 +23,8 @@ import jsonschema
 import pytest
 import yaml
 
-from pipeline.cli import _parser
-from pipeline.config import ConfigError, load_settings
+from pipeline.commands import build_parser
+from pipeline.config import ConfigError, Settings, load_settings
 from tests.conftest import PROJECT
 
 DATAFLOW_CONFIG = PROJECT / "configs" / "dataflow.yaml"
@@ -32,9 +32,12 @@ TEMPLATE = PROJECT / "deploy" / "dataflow"
 NEWSBEAM = Path(sys.executable).parent / "newsbeam"
 STAGES = (
     "ReadSources",
-    "NormalizeArticles",
-    "DetectLanguage",
-    "EnrichArticles",
+    "ProcessArticles",
+    "ProcessArticles/NormalizeArticles",
+    "ProcessArticles/IdentifyArticles",
+    "ProcessArticles/MarkStoredRevisions",
+    "ProcessArticles/DetectLanguage",
+    "ProcessArticles/EnrichArticles",
     "DeduplicateArticles",
     "WriteArticles",
     "WriteDeadLetters",
@@ -104,6 +107,7 @@ def test_the_dry_run_builds_every_stage_of_the_batch_job(launched: Any) -> None:
 def test_workers_run_the_configured_sdk_image_with_the_deployment_options(
     launched: Any, config: dict[str, Any]
 ) -> None:
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
     from apache_beam.runners.dataflow.internal import apiclient
 
     options = config["beam_options"]
@@ -127,7 +131,7 @@ def test_workers_run_the_configured_sdk_image_with_the_deployment_options(
     ]
     assert described.serviceAccountEmail == options["service_account_email"]
     assert "use_runner_v2" in described.experiments
-    cloud = launched.options.view_as(apiclient.GoogleCloudOptions)
+    cloud = launched.options.view_as(GoogleCloudOptions)
     assert (cloud.project, cloud.region) == (options["project"], options["region"])
     # Beam gives each job a folder of its own under the temp and staging locations.
     assert cloud.temp_location.startswith(options["temp_location"] + "/beamapp-")
@@ -177,7 +181,9 @@ def test_a_launch_without_project_or_with_local_paths_fails_before_building(
 
     settings = load_settings(DATAFLOW_CONFIG)
     options = {k: v for k, v in settings.beam_options.items() if k != "project"}
-    broken = settings.model_copy(update={"beam_options": options, "output": str(tmp_path)})
+    broken = Settings.model_validate(
+        settings.model_dump() | {"beam_options": options, "output": str(tmp_path)}
+    )
     with pytest.raises(ConfigError) as error:
         launch_dataflow(broken, [], "r", "0.1.0", dry_run=True)
     message = str(error.value)
@@ -207,7 +213,7 @@ def test_flex_template_metadata_is_valid_and_every_parameter_reaches_launch() ->
         for regex in parameter.get("regexes", []):
             assert re.fullmatch(regex, examples[parameter["name"]]), (parameter["name"], regex)
     argv = _template_main().template_argv([f"--{name}={value}" for name, value in examples.items()])
-    args, beam_args = _parser().parse_known_args(argv)
+    args, beam_args = build_parser().parse_known_args(argv)
     assert beam_args == []
     assert args.command == "launch" and args.runner == "dataflow"
     assert args.input == ["gs://b/seeds/*.txt", "https://example.com/feed.xml"]

@@ -62,7 +62,7 @@ from tests.test_stream_e2e import (
     serve_changing_feeds,
     write_config,
 )
-from transforms.window_write import window_label, window_start
+from transforms.io.window import window_label, window_start
 
 DEPLOY = PROJECT / "deploy" / "flink"
 CLUSTER = DEPLOY / "cluster.py"
@@ -294,7 +294,8 @@ class _FakeTaskManager:
         import grpc
         from apache_beam.portability.api import beam_provision_api_pb2, beam_provision_api_pb2_grpc
 
-        asked = self.asked = []
+        asked: list[str | None] = []
+        self.asked = asked
 
         class Provision(beam_provision_api_pb2_grpc.ProvisionServiceServicer):
             def GetProvisionInfo(self, request: Any, context: Any) -> Any:

@@ -29,7 +29,7 @@ import pytest
 
 from tests.cluster.object_servers import S3_KEYS, SlowLink, s3_beam_args
 from tests.conftest import PROJECT
-from transforms.store import CommitLock, CommitLockTimeout
+from transforms.io.lock import CommitLock, CommitLockTimeout
 
 BUCKET = "newsbeam-lock"
 CONTENDERS = 8

@@ -110,7 +110,7 @@ def test_staging_is_emptied_on_an_object_store(s3: Any, s3_endpoint: str) -> Non
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from transforms.write import remove_staging
+    from transforms.io.staging import remove_staging
 
     FileSystems.set_options(PipelineOptions(s3_beam_args(s3_endpoint)))
     for key in ("a/part-1.parquet", "a/b/part-2.parquet", "part-3-edited.parquet"):

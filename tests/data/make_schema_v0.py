@@ -73,7 +73,7 @@ def v1_schema() -> pa.Schema:
 
 def rows() -> list[dict[str, object]]:
     at = datetime(2026, 1, 15, 8, 30, tzinfo=UTC)
-    made = []
+    made: list[dict[str, object]] = []
     for number in range(3):
         title = f"Old article {number}"
         text = f"Body of old article {number}, written before versions existed."

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def jsonable_entries(entries: list[RawEntry]) -> list[dict[str, Any]]:
     return [{k: (str(v) if k == "source_type" else v) for k, v in sorted(e.items())} for e in entries]
 
 
-def jsonable_record(record: dict[str, Any]) -> dict[str, Any]:
+def jsonable_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in sorted(record.items())}
 
 

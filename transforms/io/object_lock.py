@@ -23,6 +23,9 @@ A holder whose renewal finds another's version, or that could not renew for a wh
 the lock; at release it says so (`ObjectLease.release` returns why) and `CommitLock` fails the commit
 instead of reporting one the lock did not serialize. What no lock can prevent: a holder frozen for a
 whole lease (a paused VM) that resumes and writes before its renewer notices.
+
+Longer than ~400 lines for a reason: the two store clients (S3, GCS) sit beside the one protocol they
+serve, and each is only read together with it; a third store would be the moment to give them a module.
 """
 
 from __future__ import annotations

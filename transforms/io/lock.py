@@ -1,29 +1,13 @@
-"""The store: the seen-set of stored article versions, and the lock that serializes commits.
+"""The commit lock: commits (runs, panes, compaction, pruning) publish by renames and must not interleave.
 
-**Seen-set (version index).** Every committed run publishes, beside its articles, one small Parquet
-delta under `OUTPUT/_state/articles/` with one row per article version it wrote: `article_id`,
-`content_hash`, `updated_at`, `version`, `run_id`, `ingest_date` (about 60 bytes a row on disk).
-The next run reads only those four columns of the index, keeps only the ids it is about to write
-(a vectorized Arrow filter), and decides for each article: new (version 1), changed (a different
-content hash or a newer `updated_at` than the latest stored version: version + 1), or already
-stored (not written). The index grows by one row per article version; `newsbeam compact` merges
-its deltas into one file and `newsbeam prune` drops the rows of pruned partitions, so it stays
-proportional to the retained dataset, not to the number of polls.
-
-**Commit lock.** Commits (runs, compaction, pruning) publish by renames and must not interleave.
 On a local or POSIX filesystem the lock is `fcntl.flock` on `OUTPUT/_state/commit.lock`: the kernel
 releases it when its holder dies, even by SIGKILL, so a crashed run can never leave it behind; the
 file also names the holder (pid, host, since) for a clear message to whoever waits. Object stores
 have no locks: on s3:// and gs:// the lock is a lease object written only by conditional requests
 (created if absent, renewed every `stale_after / 4` seconds, taken over atomically once unrenewed
-for `stale_after` seconds, deleted only by its holder; see transforms/object_lock.py). A holder that
-lost it fails its commit with `CommitLockLost`. Other remote filesystems (hdfs://, azfs://) keep the
-best-effort lock newsbeam had everywhere before: write, wait a second, read back.
-
-**Fault points.** `fault_point(name)` marks the steps of a commit. When `NEWSBEAM_PAUSE_AT` names
-one, the process writes the name to `NEWSBEAM_PAUSE_MARKER` and waits there until the test removes
-that file, so that a test can kill it at exactly that point (or let it go on at the moment it
-chooses). Without the variable it does nothing.
+for `stale_after` seconds, deleted only by its holder; see transforms/io/object_lock.py). A holder
+that lost it fails its commit with `CommitLockLost`. Other remote filesystems (hdfs://, azfs://) keep
+the best-effort lock newsbeam had everywhere before: write, wait a second, read back.
 """
 
 from __future__ import annotations
@@ -35,173 +19,20 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.object_lock import ObjectLease, conditional_objects, has_conditional_writes
-from transforms.paths import list_files
-from transforms.schema import TIMESTAMP, Column, arrow_schema
+from transforms.io.object_lock import ObjectLease, conditional_objects, has_conditional_writes
+from transforms.io.paths import STATE_DIR, is_local, join_path
 
-STATE_DIR = "_state"
 # The best-effort lock of filesystems without conditional writes is not renewed: a commit may last this long.
 UNCONDITIONAL_STALE_AFTER_S = 900.0
-INDEX_DATASET = "_state/articles"  # a dataset name: WritePartitionedParquet stages it like the others
 LOCK_NAME = "commit.lock"
-PAUSE_ENV = "NEWSBEAM_PAUSE_AT"
-PAUSE_MARKER_ENV = "NEWSBEAM_PAUSE_MARKER"
-
-INDEX_COLUMNS: tuple[Column, ...] = (
-    Column("article_id", pa.string(), "The article's id"),
-    Column("content_hash", pa.string(), "Content hash of this version"),
-    Column("updated_at", TIMESTAMP, "Update time of this version"),
-    Column("version", pa.int32(), "Version number, 1 for the first"),
-    Column("run_id", pa.string(), "Run that wrote this version"),
-    Column("ingest_date", pa.string(), "Partition of the articles dataset that holds this version"),
-)
-INDEX_SCHEMA = arrow_schema(INDEX_COLUMNS)
-INDEX_FIELDS = tuple(c.name for c in INDEX_COLUMNS)
-LOOKUP_FIELDS = ["article_id", "content_hash", "updated_at", "version"]  # what deciding a version needs
-LOOKUP_SCHEMA = pa.schema([INDEX_SCHEMA.field(name) for name in LOOKUP_FIELDS])
 
 log = logging.getLogger(__name__)
-
-
-def join(*parts: str) -> str:
-    head, *rest = parts
-    if "://" in head:
-        return "/".join([head.rstrip("/"), *(p.strip("/") for p in rest if p)])
-    return FileSystems.join(head, *rest)
-
-
-def is_local(path: str) -> bool:
-    return "://" not in path
-
-
-# --- fault points --------------------------------------------------------------------------------
-
-
-def fault_point(name: str) -> None:
-    """Pause forever at `name` when the test hook asks for it (see the module docstring)."""
-    target = os.environ.get(PAUSE_ENV)
-    if not target or target != name:
-        return
-    marker = os.environ.get(PAUSE_MARKER_ENV)
-    if not marker:
-        time.sleep(3600)
-        return
-    with open(f"{marker}.tmp", "w", encoding="utf-8") as stream:
-        stream.write(f"{name} {os.getpid()}\n")
-    os.replace(f"{marker}.tmp", marker)
-    deadline = time.monotonic() + 3600
-    while os.path.exists(marker) and time.monotonic() < deadline:  # the test removes it to resume
-        time.sleep(0.05)
-
-
-# --- the seen-set ---------------------------------------------------------------------------------
-
-
-class IndexFileError(RuntimeError):
-    """A delta of the version index that cannot be read; the message names it and the repair."""
-
-
-@dataclass(frozen=True)
-class StoredVersion:
-    """The latest stored version of one article id."""
-
-    content_hash: str | None
-    updated_at: datetime | None
-    version: int
-
-
-def index_dir(output: str) -> str:
-    return join(output, INDEX_DATASET)
-
-
-def list_index_files(output: str) -> list[str]:
-    """The index deltas, sorted: listed, never matched (the output's name may hold `[`, `*`, `?`)."""
-    return [m.path for m in list_files(index_dir(output), ".parquet")]
-
-
-def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
-    with FileSystems.open(path) as stream:
-        return pq.read_table(stream, columns=columns)
-
-
-def read_index(files: Iterable[str], ids: Iterable[str] | None = None) -> pa.Table:
-    """The index rows of `files`, only those of `ids` when given (filtered in Arrow, not in Python)."""
-    wanted = None if ids is None else pa.array(sorted(set(ids)), pa.string())
-    tables = []
-    for path in files:
-        with FileSystems.open(path) as stream:
-            try:
-                # Batch by batch: memory holds the matches, never the whole index.
-                reader = pq.ParquetFile(stream)
-                for batch in reader.iter_batches(batch_size=262_144, columns=LOOKUP_FIELDS):
-                    table = pa.Table.from_batches([batch])
-                    if wanted is not None:
-                        table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
-                    tables.append(table.select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA))
-            except (pa.ArrowException, KeyError) as error:  # KeyError: a file without the columns
-                raise IndexFileError(
-                    f"the version index file {path} cannot be read ({error}); rebuild the index from the "
-                    "article files with `newsbeam repair OUTPUT`"
-                ) from error
-    if not tables:
-        return LOOKUP_SCHEMA.empty_table()
-    return pa.concat_tables(tables)
-
-
-def latest_versions(table: pa.Table) -> dict[str, StoredVersion]:
-    """Latest version per id of index rows (rows repeated in several files count once)."""
-    latest: dict[str, StoredVersion] = {}
-    for row in table.to_pylist():
-        known = latest.get(row["article_id"])
-        if known is None or row["version"] > known.version:
-            latest[row["article_id"]] = StoredVersion(row["content_hash"], row["updated_at"], row["version"])
-    return latest
-
-
-def next_version(content_hash: str | None, updated_at: datetime | None, stored: StoredVersion | None) -> int:
-    """The version to write for an article, or 0 when the latest stored version is the same article.
-
-    A changed article has a different content hash, or a newer `updated_at`, than the latest stored
-    version; an older `updated_at` with the same content is the same article polled again.
-    """
-    if stored is None:
-        return 1
-    newer = updated_at is not None and (stored.updated_at is None or updated_at > stored.updated_at)
-    if content_hash != stored.content_hash or newer:
-        return stored.version + 1
-    return 0
-
-
-def read_stored_versions(output: str, ids: Iterable[str], attempts: int = 5) -> tuple[list[str], pa.Table]:
-    """(index files read, their rows of `ids`); re-listed when compaction retires a file meanwhile."""
-    wanted = list(ids)
-    for attempt in range(attempts):
-        files = list_index_files(output)
-        try:
-            return files, read_index(files, wanted)
-        except FileNotFoundError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-def index_record(article: dict[str, Any]) -> dict[str, Any]:
-    return {name: article.get(name) for name in INDEX_FIELDS}
-
-
-# --- the commit lock ------------------------------------------------------------------------------
 
 
 class CommitLockTimeout(RuntimeError):
@@ -238,7 +69,7 @@ class CommitLock:
         stale_after: float = 120.0,
         poll: float = 0.1,
     ) -> None:
-        self.path = join(output, STATE_DIR, LOCK_NAME)
+        self.path = join_path(output, STATE_DIR, LOCK_NAME)
         self._owner, self._timeout, self._stale_after, self._poll = owner, timeout, stale_after, poll
         self._fd: int | None = None
         self._lease: ObjectLease | None = None
@@ -360,7 +191,7 @@ class CommitLock:
 
 def lock_holder(output: str) -> dict[str, Any] | None:
     """Who holds the commit lock now (local outputs), or None when it is free."""
-    path = join(output, STATE_DIR, LOCK_NAME)
+    path = join_path(output, STATE_DIR, LOCK_NAME)
     if not is_local(path) or not os.path.exists(path):
         return None
     import fcntl

@@ -1,5 +1,16 @@
-"""Paths and ids from users are data, never patterns: run ids, folder listings and guarded deletes.
+"""Paths in an output folder: its layout, one joiner, partition folders, listings and guarded deletes.
 
+**Layout.** `OUTPUT/<dataset>/<key>=<value>/...` holds the datasets; `_staging/`, `_runs/` (manifests,
+`_pending/` markers), `_state/` (the version index, the commit lock, feed state) and `_trash/` hold
+the store's own files. Every name of that layout is defined here, once.
+
+**One joiner.** `join_path` joins local paths and object-store URLs by one rule: each part after the
+first is relative to what precedes it (its leading and trailing `/` are dropped, empty parts are
+skipped), so `join_path("gs://b/out", "/abs")` is `gs://b/out/abs`, never `/abs`.
+
+**Partition values** are escaped the way Hive escapes them, so no input can write outside OUTPUT.
+
+**Paths and ids from users are data, never patterns.**
 An output path such as `out[1]`, `a*b` or `q?m` is a literal name. Beam's `FileSystems.match`
 treats `*`, `?` and `[` as glob characters, and `LocalFileSystem.delete` matches its arguments
 the same way, so a store under such a folder would never find its own index nor delete its own
@@ -15,13 +26,24 @@ one plain path segment: `validate_run_id` accepts `RUN_ID_PATTERN` only.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import posixpath
 import re
 import shutil
+import unicodedata
 import warnings
+from typing import Any
 
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
+
+STAGING_DIR = "_staging"
+RUNS_DIR = "_runs"
+PENDING_DIR = "_pending"  # below RUNS_DIR: markers of commits under way, what recovery looks at
+STATE_DIR = "_state"
+TRASH_DIR = "_trash"
+INDEX_DATASET = f"{STATE_DIR}/articles"  # a dataset name: WritePartitionedParquet stages it like the others
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _GLOB_CHARACTERS = "*?["
@@ -47,6 +69,22 @@ def validate_run_id(run_id: str) -> str:
 
 def is_local(path: str) -> bool:
     return "://" not in path
+
+
+def join_path(head: str, *parts: str) -> str:
+    """`head` and `parts` joined by `/`, for local folders and object-store URLs alike.
+
+    Each part is relative to what precedes it: its leading and trailing `/` are dropped and an
+    empty part is skipped, so a part that starts with `/` never replaces `head` (as `os.path.join`
+    and `posixpath.join` would have it). `head` keeps its scheme and a root `/`.
+    """
+    pieces = [piece for piece in (part.strip("/") for part in parts) if piece]
+    if not pieces:
+        return head
+    base = head.rstrip("/")
+    if not base and head.startswith("/"):
+        return "/" + "/".join(pieces)
+    return "/".join([base, *pieces])
 
 
 def escape_pattern(path: str) -> str:
@@ -119,7 +157,7 @@ def child(folder: str, name: str) -> str:
     """`folder/name` for a `name` that is exactly one plain segment; raises otherwise."""
     if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise DeleteOutsideFolderError(f"{name!r} is not one folder name inside {folder}")
-    path = f"{folder.rstrip('/')}/{name}" if not is_local(folder) else os.path.join(folder, name)
+    path = join_path(folder, name)
     if not is_inside(folder, path):
         raise DeleteOutsideFolderError(f"{path} is not inside {folder}")
     return path
@@ -144,3 +182,75 @@ def delete_inside(folder: str, paths: list[str]) -> None:
             os.remove(path)
     if remote:
         FileSystems.delete(remote)
+
+
+# --- partition folders ------------------------------------------------------------------------
+
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+# The longest folder name most filesystems allow (NAME_MAX, in bytes), for the whole `key=value`.
+MAX_PARTITION_SEGMENT_BYTES = 255
+_DIGEST_CHARS = 16
+# ASCII characters kept as they are; every other ASCII character is %XX-escaped (Hive escapes a
+# subset of them). Other characters are kept when they are letters, marks or digits of any script
+# (Hive keeps them too): an IDN host stays readable and short. Spaces, controls, format characters
+# (bidi overrides) and symbols or punctuation of any script (fullwidth or division slashes) are escaped.
+_SAFE_PARTITION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+@,")
+_KEPT_CATEGORIES = ("L", "M", "N")
+
+
+def _escape_character(ch: str) -> str:
+    if ch in _SAFE_PARTITION_CHARS or (not ch.isascii() and unicodedata.category(ch)[0] in _KEPT_CATEGORIES):
+        return ch
+    return "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+
+
+def escape_partition_value(value: Any, max_bytes: int = MAX_PARTITION_SEGMENT_BYTES) -> str:
+    """A partition value that is one safe path segment of at most `max_bytes` UTF-8 bytes.
+
+    Hive-style %XX escapes (which DuckDB's `hive_partitioning` and `pyarrow.dataset` decode), so
+    `..`, `/`, `%2F` and empty values all stay inside their dataset folder and read back exactly.
+    Only a value whose escaped form is longer than `max_bytes` is cut, at a whole character, and
+    ends in `~` and a digest of the value (a literal `~` is escaped, so the two never meet): distinct
+    long values stay distinct, but they no longer read back exactly.
+    """
+    if value is None:
+        return NULL_PARTITION
+    text = str(value)
+    if text == "":
+        return NULL_PARTITION
+    pieces = [_escape_character(ch) for ch in text]
+    if pieces[0] == ".":  # no hidden segments and never "." or ".."
+        pieces[0] = "%2E"
+    escaped = "".join(pieces)
+    if len(escaped.encode("utf-8")) <= max_bytes:
+        return escaped
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
+    budget, head = max_bytes - _DIGEST_CHARS - 1, []
+    for piece in pieces:  # whole pieces only: never a %XX or a UTF-8 sequence cut in two
+        budget -= len(piece.encode("utf-8"))
+        if budget < 0:
+            break
+        head.append(piece)
+    return f"{''.join(head)}~{digest}"
+
+
+def partition_path(record: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """`key=value/...` folders, each segment at most `MAX_PARTITION_SEGMENT_BYTES` bytes."""
+    segments = []
+    for key in keys:
+        budget = MAX_PARTITION_SEGMENT_BYTES - len(key.encode("utf-8")) - 1  # the `key=` comes first
+        segments.append(f"{key}={escape_partition_value(record.get(key), budget)}")
+    return "/".join(segments)
+
+
+def ensure_parent(path: str) -> None:
+    # LocalFileSystem.rename does not create the target's folder (the trap that makes Beam's
+    # fileio lose files silently); object stores have no folders to create.
+    if "://" not in path:
+        parent = posixpath.dirname(path)
+        if parent and not FileSystems.exists(parent):
+            try:
+                FileSystems.mkdirs(parent)
+            except OSError:  # created meanwhile by another worker
+                if not FileSystems.exists(parent):
+                    raise

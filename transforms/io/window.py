@@ -11,7 +11,7 @@ supports neither).
 bundles of stateful DoFns and runs the split-off elements of a key in a new bundle while the first
 still runs, so a pane can be flushed twice, or hold revisions the dedupe state had already let
 through. So `commit_pane`, under the commit lock, checks each article revision against the
-committed version index (`transforms.committed.decide_revisions`): a content already stored is
+committed version index (`transforms.io.committed.decide_revisions`): a content already stored is
 never stored again, a text older than the stored latest never becomes a newer version, and the
 others get the next versions in fetch-time order. A record the runner loses is never committed, so
 `DeduplicateStream` lets it through again on a later poll.
@@ -50,34 +50,42 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.committed import (
+from transforms.io.commit import publish
+from transforms.io.committed import (
     ALREADY_STORED,
     CommittedVersions,
     decide_revisions,
     report_records_committed,
     shared_versions,
 )
-from transforms.paths import delete_inside, list_children, list_files, validate_run_id
-from transforms.schema import DEAD_LETTER_SCHEMA
-from transforms.store import INDEX_DATASET, INDEX_SCHEMA, CommitLock, fault_point, index_record
-from transforms.write import (
-    DEAD_LETTER_DATASET,
-    RUNS_DIR,
+from transforms.io.faults import fault_point
+from transforms.io.lock import CommitLock
+from transforms.io.manifests import read_json, write_json_atomically
+from transforms.io.parquet import (
+    DatasetFiles,
     ParquetSettings,
     RejectedRecord,
     convert_records,
-    join_path,
-    partition_path,
-    publish,
-    read_json,
     records_to_table,
     refuse_records,
     rejected_dead_letter,
-    write_json_atomically,
     write_parquet,
 )
+from transforms.io.paths import (
+    INDEX_DATASET,
+    RUNS_DIR,
+    delete_inside,
+    join_path,
+    list_children,
+    list_files,
+    partition_path,
+    validate_run_id,
+)
+from transforms.io.versions import INDEX_SCHEMA, index_record
+from transforms.schema import DEAD_LETTER_SCHEMA
 
 PENDING_PANES_DIR = "_pending_panes"
+DEAD_LETTER_DATASET = "dead_letters"  # where the dead letters of rejected rows go
 log = logging.getLogger(__name__)
 
 
@@ -112,14 +120,9 @@ def stamp_fetch_time(
 
 
 @dataclass(frozen=True)
-class WindowFileSpec:
-    """What `WriteWindowedParquet` writes: one dataset, its columns and partition keys."""
+class WindowFileSpec(DatasetFiles):
+    """What `WriteWindowedParquet` writes: one dataset, its columns and partition keys, its windows."""
 
-    output: str
-    dataset: str
-    schema: pa.Schema
-    partition_keys: tuple[str, ...]
-    run_id: str
     window_seconds: int
     settings: ParquetSettings = field(default_factory=ParquetSettings)
     with_index: bool = False  # articles: decide against the version index, publish its delta with them
@@ -193,10 +196,8 @@ def commit_pane(
         if not records:
             return PaneCommit([], 0, already, stale)
         name = window_file_name(start, spec.run_id, rows_digest(records))
-        file_schema = pa.schema(
-            [f for f in spec.schema if f.name not in spec.partition_keys], metadata=spec.schema.metadata
-        )
-        # Records Arrow rejects (transforms/write.py, `convert_records`) become `write` dead letters
+        file_schema = spec.file_schema()
+        # Records Arrow rejects (transforms/io/parquet.py, `convert_records`) become `write` dead letters
         # of the same pane when the spec says so; they are not stored, so not in the index.
         table, written, rejected = convert_records(records, file_schema)
         if rejected and not spec.rejects_to_dead_letters:

@@ -2,7 +2,7 @@
 
 The streaming job's exactly-once rests here, not on the runner's state. `CommittedVersions` holds,
 per article id, every content hash stored and the latest stored version, read from the committed
-version index (`OUTPUT/_state/articles/`, transforms/store.py). It is refreshed by listing the
+version index (`OUTPUT/_state/articles/`, transforms/io/versions.py). It is refreshed by listing the
 index: only files not read before are read (index files are immutable once published), and when a
 known file has gone (`newsbeam compact` merged it) the cache is rebuilt. Commits made in this worker
 are noted directly, so the cache never lags behind its own writes.
@@ -44,7 +44,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from transforms.store import StoredVersion, list_index_files, read_index
+from transforms.io.versions import StoredVersion, list_index_files, read_index
 
 ALREADY_STORED = "already_stored"
 REFRESH_SECONDS = 1.0  # how stale the committed view may be: a late refresh only lets a duplicate pass

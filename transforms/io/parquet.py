@@ -1,0 +1,146 @@
+"""Arrow tables and Parquet files of the store: the write settings, conversion with rejected records, IO.
+
+Every file newsbeam stores (staged batch files, streaming panes, rewritten and compacted files, the
+version index) is written by `write_parquet` with the configured `ParquetSettings`. Records become an
+Arrow table with `convert_records`, which names the records Arrow cannot hold (`RejectedRecord`)
+instead of failing the whole batch; the caller decides whether they are dead letters or an error.
+Beam's FileSystems API does the IO, so `gs://` and `s3://` work as local folders do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.schema import Stage, dead_letter, entry_ref, escaped_text
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """The files of one dataset that a writer makes: where, with which columns and partition keys."""
+
+    output: str
+    dataset: str
+    schema: pa.Schema
+    partition_keys: tuple[str, ...]
+    run_id: str
+
+    def file_schema(self) -> pa.Schema:
+        """The columns inside each file. Hive layout: partition values live in the folder names, not
+        in the files, as every engine (Spark, BigQuery, Athena) expects."""
+        kept = [f for f in self.schema if f.name not in self.partition_keys]
+        return pa.schema(kept, metadata=self.schema.metadata)
+
+
+@dataclass(frozen=True)
+class ParquetSettings:
+    compression: str = "zstd"
+    compression_level: int = 3
+    row_group_size: int = 64_000
+    max_buffered_rows: int = 10_000  # per bundle; a full buffer writes its largest partition
+
+
+def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
+    with FileSystems.open(path) as stream:
+        return pq.read_table(stream, columns=columns)
+
+
+def records_to_table(
+    records: list[dict[str, Any]], schema: pa.Schema, defaults: Mapping[str, Any] | None = None
+) -> pa.Table:
+    """Records as an Arrow table; a column the records lack takes its value from `defaults`."""
+    defaults = defaults or {}
+    columns = {name: [r.get(name, defaults.get(name)) for r in records] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+# What Arrow raises for a value its column cannot hold: a lone surrogate in a string
+# (UnicodeEncodeError), a number out of the type's range (ArrowInvalid), a wrong type (ArrowTypeError).
+CONVERSION_ERRORS = (pa.ArrowException, UnicodeError, ValueError, TypeError, OverflowError)
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """A record Arrow cannot convert: the first column (in schema order) that fails, and why."""
+
+    record: dict[str, Any]
+    column: str
+    error: Exception
+
+
+def convert_records(
+    records: list[dict[str, Any]], schema: pa.Schema, defaults: Mapping[str, Any] | None = None
+) -> tuple[pa.Table, list[dict[str, Any]], list[RejectedRecord]]:
+    """(table of the records Arrow accepts, those records in table order, the rejected ones).
+
+    The whole batch is converted at once; only when that fails is each column tried on its own,
+    and each value of a failing column, to find the bad records (cost in the failure path only).
+    """
+    try:
+        return records_to_table(records, schema, defaults), records, []
+    except CONVERSION_ERRORS as batch_error:
+        failure = batch_error
+    defaults = defaults or {}
+    bad: dict[int, RejectedRecord] = {}
+    for column in schema:
+        values = [r.get(column.name, defaults.get(column.name)) for r in records]
+        try:
+            pa.array(values, column.type)
+            continue
+        except CONVERSION_ERRORS:
+            pass
+        for index, value in enumerate(values):
+            if index in bad:
+                continue
+            try:
+                pa.array([value], column.type)
+            except CONVERSION_ERRORS as error:
+                bad[index] = RejectedRecord(records[index], column.name, error)
+    if not bad:  # no single value is to blame: nothing to set aside, fail as the batch failed
+        raise failure
+    good = [record for index, record in enumerate(records) if index not in bad]
+    return records_to_table(good, schema, defaults), good, [bad[index] for index in sorted(bad)]
+
+
+def rejected_dead_letter(dataset: str, rejected: RejectedRecord) -> dict[str, Any]:
+    """The `write` dead letter of an entry (an article) Arrow rejected: counted in its source's books."""
+    record = rejected.record
+    return dead_letter(
+        Stage.WRITE,
+        type(rejected.error).__name__,
+        f"{dataset} column `{rejected.column}`: {rejected.error}",
+        str(record.get("source") or ""),
+        str(record.get("source_type") or ""),
+        entry_ref=entry_ref(record),
+        data=repr(record),
+    )
+
+
+class RecordRejectedError(ValueError):
+    """A record of a dataset whose records must all be written (not entries) that Arrow rejects."""
+
+
+def refuse_records(dataset: str, rejected: list[RejectedRecord]) -> RecordRejectedError:
+    first = rejected[0]
+    return RecordRejectedError(
+        f"{len(rejected)} {dataset} record(s) cannot be written, the first (source "
+        f"{escaped_text(str(first.record.get('source')))}) in column `{first.column}`: {first.error}"
+    )
+
+
+def write_parquet(table: pa.Table, path: str, settings: ParquetSettings) -> None:
+    with FileSystems.create(path) as stream:
+        pq.write_table(
+            table,
+            stream,
+            compression=settings.compression,
+            compression_level=settings.compression_level,
+            row_group_size=settings.row_group_size,
+            use_dictionary=True,
+            write_statistics=True,
+        )
