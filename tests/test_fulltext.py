@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import Pipeline
 
 import transforms.fetch as fetch_module
+import transforms.fetch_connection as connection_module
 from benchmarks.bench_extract import comparable, feed_fields, load_pages
 from tests.feedserver import FeedServer, Reply
 from tests.test_extract import CONSENT, PARAGRAPHS, SUMMARY, TITLE, UMLAUT_SUMMARY, article_html, umlaut_page
@@ -112,10 +113,11 @@ def run_fulltext(
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ...]]:
     tmp = tmp_path_factory.mktemp("fulltext")
-    real_ip_is_private = fetch_module.ip_is_private
+    real_ip_is_private = connection_module.ip_is_private
     with FeedServer() as server, FeedServer("127.0.0.2") as public, pytest.MonkeyPatch.context() as patch:
         # 127.0.0.2 plays a public host; a redirect from it to 127.0.0.1 is to a private address.
-        patch.setattr(fetch_module, "ip_is_private", lambda ip: ip != "127.0.0.2" and real_ip_is_private(ip))
+        for module in (fetch_module, connection_module):  # the address rule, and the redirect's origin
+            patch.setattr(module, "ip_is_private", lambda ip: ip != "127.0.0.2" and real_ip_is_private(ip))
         feed = server.url("/feed.xml")
         article = ARTICLE
         pages = {

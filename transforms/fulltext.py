@@ -40,6 +40,7 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.credentials import redact_url
 from transforms.extract import (
     EXTRACTOR,
     EXTRACTOR_VERSION,
@@ -48,9 +49,8 @@ from transforms.extract import (
     TextSource,
     extract_page,
 )
-from transforms.fetch import redact_url
 from transforms.pages import PageFetch, PageFetcher, PageOutcome, PageSettings
-from transforms.parse import is_http_url
+from transforms.raw_entry import is_http_url
 from transforms.schema import Record, SourceType
 from transforms.teasers import needs_full_text
 

@@ -20,7 +20,7 @@ import lxml.etree
 import lxml.html
 
 from transforms.normalize import clean_list, parse_timestamp
-from transforms.parse import is_http_url
+from transforms.raw_entry import is_http_url
 
 
 @dataclass(frozen=True)

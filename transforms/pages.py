@@ -35,19 +35,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from transforms.fetch import (
-    FetchError,
-    FetchResult,
-    FetchSettings,
-    check_url,
-    fetch,
-    make_session,
-    redact_url,
-)
+from transforms.credentials import redact_url
+from transforms.fetch import FetchResult, FetchSettings, check_url, fetch, make_session
 from transforms.host_limits import HostLimiter
 from transforms.page_html import HTML_MEDIA_TYPES, media_type
-from transforms.read import host_key
+from transforms.read_outputs import host_key
 from transforms.robots import MAX_ROBOTS_BYTES, ROBOTS_AGENT, RobotsCache, RobotsDecision, origin_of
+from transforms.source_errors import FetchError
 
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
 
