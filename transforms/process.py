@@ -78,7 +78,8 @@ class ProcessArticles(beam.PTransform):
         if self._full_text is not None:
             extracted = articles | "ExtractFullText" >> self._full_text
             articles = extracted.articles
-            page_fetches = extracted.page_fetches
+            # ExtractFullText's `FullText` has them; a slot giving (articles, dead_letters) has none.
+            page_fetches = getattr(extracted, "page_fetches", None)
             failures.append(extracted.dead_letters)
         detected = articles | "DetectLanguage" >> DetectLanguage(self._language)
         enriched = detected.articles | "EnrichArticles" >> EnrichArticles(self._run)
