@@ -75,7 +75,10 @@ def test_a_run_over_http_feeds_stores_the_pages_text_once_and_never_fetches_it_a
     pages = [feed_server.route(f"/news/{i}", Reply(200, PAGE, HTML)) for i in range(2)]
     feed = feed_server.route("/feed.xml", Reply(200, rss(*pages), {"Content-Type": "application/rss+xml"}))
     output = tmp_path / "out"
-    run_batch(settings([feed], output))
+    first = run_batch(settings([feed], output))
+    assert "article pages:     2 fetched (2 extracted), 0 refused by robots.txt, 0 failed, 0 skipped" in (
+        first.report
+    )
 
     articles = rows(
         output, "articles", "url, text_source, page_outcome, page_status, extractor, text, summary"
@@ -90,8 +93,11 @@ def test_a_run_over_http_feeds_stores_the_pages_text_once_and_never_fetches_it_a
 
     # The same feeds again (polled now, whatever their freshness): the revisions are stored, no page
     # is fetched.
-    run_batch(settings([feed], output, state={"force": True}))
+    again = run_batch(settings([feed], output, state={"force": True}))
     assert len(feed_server.hits("/feed.xml")) == 2
+    assert "article pages:     0 fetched (0 extracted), 0 refused by robots.txt, 0 failed, 2 skipped" in (
+        again.report
+    )
     assert [len(feed_server.hits(f"/news/{i}")) for i in range(2)] == [1, 1]
 
 
