@@ -39,17 +39,11 @@ from typing import Any
 
 import trafilatura
 
-from transforms.extract import (
-    DEFAULT_SETTINGS,
-    EXTRACTOR_VERSION,
-    ExtractSettings,
-    PageExtraction,
-    decode_html,
-    extract_page,
-    meta_tags,
-    parse_html,
-)
+from transforms.extract import EXTRACTOR_VERSION, PageExtraction, extract_page
 from transforms.normalize import html_to_text, one_line
+from transforms.page_html import decode_html, parse_html
+from transforms.page_metadata import meta_tags
+from transforms.page_text import DEFAULT_SETTINGS, ExtractSettings
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = Path(os.environ.get("NEWSBEAM_CORPUS", REPO.parent / "shared" / "corpus"))

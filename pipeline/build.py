@@ -9,7 +9,9 @@ validated `Settings` and the run's `RunInfo`, and the stages take plain settings
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -21,6 +23,7 @@ from pipeline.progress import CountProgress
 from transforms.accounting import CountPerSource, CountUnaccounted
 from transforms.dedupe import DeduplicateArticles, DeduplicatedArticles, SpillRefs
 from transforms.feed_state import FeedSource, WriteFeedState
+from transforms.fulltext import ExtractFullText
 from transforms.io.commit import CommitRun
 from transforms.io.staging import WritePartitionedParquet
 from transforms.io.versions import WriteVersionIndex
@@ -37,8 +40,20 @@ from transforms.schema import (
     DEAD_LETTERS,
     FEED_FETCH_SCHEMA,
     FEED_FETCHES,
+    PAGE_FETCH_SCHEMA,
+    PAGE_FETCHES,
     RunInfo,
 )
+
+
+def pages_folder(run: RunInfo) -> str:
+    """The run's folder for page fetching (host limits, robots.txt, fetched pages): on this machine,
+    shared by all its worker processes (transforms/host_limits.py says what that means on Dataflow)."""
+    return str(Path(tempfile.gettempdir()) / f"newsbeam-pages-{run.run_id}")
+
+
+def _full_text(settings: Settings, run: RunInfo, now: datetime | None) -> ExtractFullText:
+    return ExtractFullText(settings.stages.fulltext, pages_folder(run), now)
 
 
 def build_batch(
@@ -51,7 +66,10 @@ def build_batch(
     """
     source = _read_sources(p, settings)
     processed = source.entries | "ProcessArticles" >> ProcessArticles(
-        run, settings.stages.language, output=settings.output
+        run,
+        settings.stages.language,
+        output=settings.output,
+        full_text=_full_text(settings, run, run.started_at),
     )
     written = _write_batch(settings, run, source, processed)
     if progress is not None:
@@ -127,12 +145,14 @@ def _write_batch(
     )
     dead_letter_files = (dead_letters | "WriteDeadLetters" >> dead_letter_writer).files
     fetch_files = (fetch_rows | "WriteFeedFetches" >> fetch_writer).files
-    staged_files = (
-        deduplicated.files,
-        dead_letter_files,
-        fetch_files,
-        index_files,
-    ) | "AllStagedFiles" >> beam.Flatten()
+    staged = [deduplicated.files, dead_letter_files, fetch_files, index_files]
+    if processed.page_fetches is not None:
+        page_writer = WritePartitionedParquet(
+            settings.output, PAGE_FETCHES, PAGE_FETCH_SCHEMA, ("ingest_date",), run.run_id, parquet
+        )
+        page_rows = processed.page_fetches | "StampPageFetches" >> beam.Map(run.stamp)
+        staged.append((page_rows | "WritePageFetches" >> page_writer).files)
+    staged_files = tuple(staged) | "AllStagedFiles" >> beam.Flatten()
     return BatchWrite(deduplicated, dead_letters, fetch_rows, staged_files)
 
 
@@ -213,8 +233,13 @@ def build_stream(
         state_policy=settings.stages.state_policy,
     )
     entries, fetches, read_failures = polled.entries, polled.fetches, polled.dead_letters
+    # A page is fetched in the poll cycle that found a new revision: known ones are dropped before.
     processed = entries | "ProcessArticles" >> ProcessArticles(
-        run, settings.stages.language, output=settings.output, streaming=True
+        run,
+        settings.stages.language,
+        output=settings.output,
+        streaming=True,
+        full_text=_full_text(settings, run, None),
     )
     stamped = processed.articles | "StampFetchTime" >> beam.Map(_stamped_with_fetch_time(run))
     article_files = stamped | "WriteArticles" >> WriteWindowedParquet(
@@ -232,8 +257,16 @@ def build_stream(
     fetch_files = fetch_rows | "WriteFeedFetches" >> WriteWindowedParquet(
         spec(FEED_FETCHES, FEED_FETCH_SCHEMA, ("ingest_date",))
     )
+    written = [article_files, dead_letter_files, fetch_files]
+    if processed.page_fetches is not None:
+        page_rows = processed.page_fetches | "StampPageFetches" >> beam.Map(_stamped_with_fetch_time(run))
+        written.append(
+            page_rows
+            | "WritePageFetches"
+            >> WriteWindowedParquet(spec(PAGE_FETCHES, PAGE_FETCH_SCHEMA, ("ingest_date",)))
+        )
     # Each pane's files are committed as they are written; the log of the poll cycles follows the commits.
-    files = (article_files, dead_letter_files, fetch_files) | "AllWrittenFiles" >> beam.Flatten()
+    files = tuple(written) | "AllWrittenFiles" >> beam.Flatten()
     return (
         fetch_rows,
         stamped,

@@ -207,6 +207,7 @@ OVERRIDE_OF_FLAG = {
     "runner": "runner",
     "opml": "opml",
     "duration": "stream.duration",
+    "fulltext": "fulltext.mode",
     "progress_interval": "progress_interval",
 }
 

@@ -158,6 +158,13 @@ FLAGS: dict[str, dict[str, Any]] = {
     "--run-id": {"default": None, "help": "id of this run (default: time and random suffix)"},
     "--opml": {"nargs": "+", "action": "extend", "default": None, "metavar": "FILE"},
     "--force": {"action": "store_true"},
+    "--fulltext": {
+        "default": None,
+        "choices": ("off", "auto", "always"),
+        "metavar": "MODE",
+        "help": "fetch article pages: off, auto (feed text short or truncated), always "
+        "(default from config `fulltext.mode`: auto)",
+    },
     "--max-failed-inputs": {
         "type": _failed_inputs_limit,
         "default": None,
@@ -224,6 +231,7 @@ def _commands() -> dict[str, Command]:
                     "besides `feeds:`"
                 },
                 "--force": {"help": "poll every feed now, ignoring ttl/max-age and failure backoff"},
+                "--fulltext": {},
                 "--max-failed-inputs": {},
                 "--progress-interval": {},
             },
@@ -257,6 +265,7 @@ def _commands() -> dict[str, Command]:
                 "--runner": {"help": "prism (local), or a Beam runner name"},
                 "--run-id": {},
                 "--duration": {},
+                "--fulltext": {},
             },
         ),
         "launch": Command(

@@ -45,10 +45,13 @@ from pydantic import (
 from pipeline.bounded_yaml import safe_load_bounded
 from pipeline.durations import parse_duration
 from pipeline.feeds import FeedList, FeedListError, check_feed_url, check_language, feed_list
+from transforms.credentials import redact_url
 from transforms.feed_state import FeedSource, StatePolicy, state_path
 from transforms.fetch import FetchSettings
+from transforms.fulltext import FullTextMode, FullTextSettings
 from transforms.io.parquet import ParquetSettings
 from transforms.language import LanguageSettings
+from transforms.pages import PageSettings
 from transforms.parse import is_http_url
 from transforms.read import MAX_ENTRIES_PER_FEED, ReadSettings
 from transforms.schema import PARTITIONABLE_ARTICLE_KEYS
@@ -143,6 +146,8 @@ _LANGUAGE = LanguageSettings()
 _PARQUET = ParquetSettings()
 _FETCH = FetchSettings()
 _STATE = StatePolicy()
+_FULLTEXT = FullTextSettings()
+_PAGES = PageSettings()
 
 
 class LanguageConfig(_Strict):
@@ -179,6 +184,17 @@ class FetchConfig(_Strict):
     max_entries_per_feed: int = Field(MAX_ENTRIES_PER_FEED, ge=1)  # of any feed, file or URL
 
 
+class FullTextConfig(_Strict):
+    """Article pages for entries of http(s) feeds (transforms/fulltext.py): when, and how politely."""
+
+    mode: FullTextMode = _FULLTEXT.mode  # off, auto (a short or truncated feed text), always
+    min_words: int = Field(_FULLTEXT.min_words, ge=0, le=100_000)  # `auto`: shorter is a teaser
+    max_page_bytes: int = Field(_PAGES.max_page_bytes, ge=1024)
+    max_per_host: int = Field(_PAGES.max_per_host, ge=1, le=64)  # page requests at once to one host
+    min_interval: float = Field(_PAGES.min_interval_seconds, ge=0)  # seconds between starts to a host
+    max_crawl_delay: float = Field(_PAGES.max_crawl_delay_seconds, ge=0)  # a longer one: not fetched
+
+
 class FeedConfig(_Strict):
     """One `feeds:` entry: a feed URL and optional hints."""
 
@@ -188,6 +204,7 @@ class FeedConfig(_Strict):
     category: str | None = None
     tags: list[str] = Field(default_factory=list)
     poll_interval: OptionalDuration = None  # seconds, or "15m", "2h", "1d": not polled more often
+    fulltext: FullTextMode | None = None  # this feed's `fulltext.mode`; None: the config's
 
     def source(self) -> FeedSource:
         return FeedSource(
@@ -197,6 +214,7 @@ class FeedConfig(_Strict):
             category=self.category,
             tags=tuple(self.tags),
             poll_interval=self.poll_interval,
+            fulltext=self.fulltext.value if self.fulltext else None,
         )
 
 
@@ -230,6 +248,7 @@ class StageSettings(NamedTuple):
     parquet: ParquetSettings
     state_policy: StatePolicy
     read: ReadSettings  # the batch source: fetch settings, feed hints, per-feed state
+    fulltext: FullTextSettings  # article pages: mode, per-feed modes, politeness
 
 
 # What each command needs beyond valid keys (`Settings.mode_problems`).
@@ -255,6 +274,7 @@ class Settings(_Strict):
     opml: list[str] = Field(default_factory=list)  # OPML subscription lists (also `--opml`)
     state: StateConfig = StateConfig()
     stream: StreamConfig = StreamConfig()
+    fulltext: FullTextConfig = FullTextConfig()
     progress_interval: Annotated[int, BeforeValidator(_at_least_a_second)] = 15  # seconds or "15s": a
     # run not on a terminal logs its progress this often
     beam_options: dict[str, Any] = Field(default_factory=dict)
@@ -310,6 +330,26 @@ class Settings(_Strict):
             parquet=ParquetSettings(**self.parquet.model_dump()),
             state_policy=policy,
             read=read,
+            fulltext=self._fulltext(fetch),
+        )
+
+    def _fulltext(self, fetch: FetchSettings) -> FullTextSettings:
+        config = self.fulltext
+        pages = PageSettings(
+            fetch=fetch,
+            max_page_bytes=config.max_page_bytes,
+            max_per_host=config.max_per_host,
+            min_interval_seconds=config.min_interval,
+            max_crawl_delay_seconds=config.max_crawl_delay,
+        )
+        # Keyed as articles name their source: the URL redacted.
+        feed_modes = {
+            redact_url(feed.url): FullTextMode(feed.fulltext)
+            for feed in self.feed_list.feeds
+            if feed.fulltext
+        }
+        return FullTextSettings(
+            pages=pages, mode=config.mode, min_words=config.min_words, feed_modes=feed_modes
         )
 
     def mode_problems(self, mode: Mode) -> list[tuple[str, str]]:
@@ -413,6 +453,7 @@ FLAG_OF_KEY = {
     "opml": "--opml",
     "state.force": "--force",
     "stream.duration": "--duration",
+    "fulltext.mode": "--fulltext",
     "progress_interval": "--progress-interval",
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -55,6 +55,7 @@ class RunSummary:
     output: str
     fetches: list[dict[str, Any]]
     dead: list[dict[str, Any]]
+    pages: list[dict[str, Any]] = field(default_factory=list)  # `page_fetches` rows (full text)
 
     @classmethod
     def of(cls, manifest: dict[str, Any], output: str) -> RunSummary:
@@ -63,7 +64,8 @@ class RunSummary:
             "feed_fetches",
             [*FETCH_COUNT_COLUMNS, "elapsed_ms", "error_type", "http_status", "attempts", "message"],
         )
-        return cls(manifest, output, fetches, _rows(manifest, "dead_letters", ["stage", "error_type"]))
+        dead = _rows(manifest, "dead_letters", ["stage", "error_type"])
+        return cls(manifest, output, fetches, dead, _rows(manifest, "page_fetches", ["outcome"]))
 
     @property
     def inputs(self) -> int:
@@ -98,6 +100,7 @@ class RunSummary:
         lines.append(f"  duplicates:        {sum(r['duplicates'] or 0 for r in fetches)}")
         stored = sum(r["already_stored"] or 0 for r in fetches)
         lines.append(f"  already stored:    {stored} (unchanged since earlier runs)")
+        lines += page_lines(self.pages, fetches)
         lines.append(f"  dead letters:      {len(dead)}")
         for (stage, error_type), n in Counter((d["stage"], d["error_type"]) for d in dead).most_common(10):
             lines.append(f"    {stage}/{error_type}: {n}")
@@ -116,6 +119,28 @@ class RunSummary:
             lines.append(f"  {METRICS_NOTE}:")
             lines += [f"    {name} = {value}" for name, value in sorted(metrics.items())]
         return "\n".join(lines)
+
+
+PAGES_FETCHED = frozenset({"ok", "extract_rejected", "not_html"})
+PAGES_REFUSED = frozenset({"robots_disallowed", "robots_unreachable", "crawl_delay_too_long"})
+
+
+def page_lines(pages: list[dict[str, Any]], fetches: list[dict[str, Any]]) -> list[str]:
+    """The full text's line: pages fetched, extracted, refused by robots.txt, failed, skipped as stored."""
+    outcomes = Counter(row["outcome"] for row in pages)
+    # Articles of http(s) feeds already stored unchanged: their pages are never fetched again.
+    stored = sum(
+        r["already_stored"] or 0 for r in fetches if str(r["source"]).startswith(("http://", "https://"))
+    )
+    if not pages and not stored:
+        return []
+    fetched = sum(n for outcome, n in outcomes.items() if outcome in PAGES_FETCHED)
+    refused = sum(n for outcome, n in outcomes.items() if outcome in PAGES_REFUSED)
+    failed = len(pages) - fetched - refused
+    return [
+        f"  article pages:     {fetched} fetched ({outcomes.get('ok', 0)} extracted), {refused} refused by "
+        f"robots.txt, {failed} failed, {stored} skipped as already stored"
+    ]
 
 
 def render_report(

@@ -17,23 +17,16 @@ import pytest
 
 from benchmarks.bench_extract import comparable, feed_fields, load_pages
 from transforms.extract import (
-    DEFAULT_SETTINGS,
     EXTRACTOR_VERSION,
-    ExtractSettings,
     PageExtraction,
     Rejection,
     TextSource,
     Verification,
-    decode_html,
-    drop_cross_links,
     extract_page,
-    find_lead,
-    looks_truncated,
-    media_type,
-    needs_full_text,
-    ngram_share,
-    parse_html,
 )
+from transforms.page_html import decode_html, media_type, parse_html
+from transforms.page_text import DEFAULT_SETTINGS, ExtractSettings, drop_cross_links, find_lead, ngram_share
+from transforms.teasers import looks_truncated, needs_full_text
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 URL = "https://news.example/2026/11/30/tram-line"

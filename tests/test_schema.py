@@ -28,6 +28,9 @@ from transforms.schema import (
     FEED_FETCH_COLUMNS,
     FEED_FETCH_SCHEMA,
     FEED_FETCHES,
+    PAGE_FETCH_COLUMNS,
+    PAGE_FETCH_SCHEMA,
+    PAGE_FETCHES,
     PARTITIONABLE_ARTICLE_KEYS,
     SCHEMA_VERSION,
     Article,
@@ -35,6 +38,7 @@ from transforms.schema import (
     DeadLetter,
     FeedFetch,
     Outcome,
+    PageFetchRow,
     RunInfo,
     Stage,
     dead_letter,
@@ -47,6 +51,7 @@ TABLES = {
     "articles": (ARTICLE_COLUMNS, ARTICLE_SCHEMA),
     "dead_letters": (DEAD_LETTER_COLUMNS, DEAD_LETTER_SCHEMA),
     "feed_fetches": (FEED_FETCH_COLUMNS, FEED_FETCH_SCHEMA),
+    "page_fetches": (PAGE_FETCH_COLUMNS, PAGE_FETCH_SCHEMA),
 }
 
 
@@ -54,6 +59,7 @@ RECORDS: dict[str, tuple[Any, tuple[Column, ...]]] = {
     "articles": (Article, ARTICLE_COLUMNS),
     "dead_letters": (DeadLetter, DEAD_LETTER_COLUMNS),
     "feed_fetches": (FeedFetch, FEED_FETCH_COLUMNS),
+    "page_fetches": (PageFetchRow, PAGE_FETCH_COLUMNS),
 }
 # Which Arrow types hold a Python value of each annotated type.
 ARROW_FAMILY: dict[Any, Callable[[pa.DataType], bool]] = {
@@ -173,7 +179,7 @@ def test_dead_letter_record_fits_its_schema() -> None:
 
 
 def test_the_datasets_are_named_once() -> None:
-    assert DATASETS == (ARTICLES, DEAD_LETTERS, FEED_FETCHES) == tuple(TABLES)
+    assert DATASETS == (ARTICLES, DEAD_LETTERS, FEED_FETCHES, PAGE_FETCHES) == tuple(TABLES)
 
 
 @pytest.mark.parametrize("dataset", sorted(RECORDS))

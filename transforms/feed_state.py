@@ -57,6 +57,7 @@ class FeedSource:
     category: str | None = None
     tags: tuple[str, ...] = ()
     poll_interval: int | None = None  # seconds; the feed is not polled more often
+    fulltext: str | None = None  # this feed's `fulltext.mode` (off, auto, always); None: the config's
 
 
 @dataclass(frozen=True)

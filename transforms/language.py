@@ -243,15 +243,19 @@ class LanguageDetector:
 
 def apply_language(article: CheckedArticle, result: LanguageResult) -> DetectedArticle:
     """A new record: the article with its language columns, the raw declaration it carried removed."""
-    detected: DetectedArticle = {
-        **article,
-        "language": result.language,
-        "language_script": result.script,
-        "language_confidence": round(result.confidence, 4),
-        "language_detected": result.detected,
-        "language_declared": result.declared,
-        "language_source": result.source,
-    }
+    # With or without the full-text stage's columns before it (ProcessArticles' slot may be empty).
+    detected = cast(
+        DetectedArticle,
+        {
+            **article,
+            "language": result.language,
+            "language_script": result.script,
+            "language_confidence": round(result.confidence, 4),
+            "language_detected": result.detected,
+            "language_declared": result.declared,
+            "language_source": result.source,
+        },
+    )
     detected.pop("language_declared_raw", None)  # read: not a column
     return detected
 

@@ -311,7 +311,13 @@ def normalize_entry(entry: RawEntry, now: datetime) -> NormalizedArticle:
         "updated_at_source": f"feed:{entry.get('updated_field')}" if updated_at else "none",
         "language_declared_raw": entry.get("entry_language") or entry.get("feed_language"),
     }
-    key = cast(Mapping[str, Any], entry).get(SOURCE_KEY)  # set by the read stage, not the parser
+    # The hints of a `feeds:` entry, only where the config gives them (null columns otherwise).
+    hints = cast(Mapping[str, Any], entry)  # set by the read stage, not the parser
+    if hints.get("feed_category"):
+        article["feed_category"] = hints["feed_category"]
+    if hints.get("feed_tags"):
+        article["feed_tags"] = list(hints["feed_tags"])
+    key = hints.get(SOURCE_KEY)  # set by the read stage, not the parser
     if key:
         article[SOURCE_KEY] = key
     return article

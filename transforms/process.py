@@ -35,6 +35,7 @@ class ProcessedArticles(NamedTuple):
     articles: PCollection  # whole `Article` records, ready to write
     dead_letters: PCollection  # of every step of ProcessArticles
     duplicates: PCollection  # {source, article_id} dropped as committed (streaming; empty in batch)
+    page_fetches: PCollection | None  # one row per article page requested (None without full text)
 
 
 class ProcessArticles(beam.PTransform):
@@ -73,9 +74,12 @@ class ProcessArticles(beam.PTransform):
         )
         failures = [normalized.dead_letters, identified.dead_letters]
         articles = checked.articles
+        page_fetches = None
         if self._full_text is not None:
             extracted = articles | "ExtractFullText" >> self._full_text
             articles = extracted.articles
+            # ExtractFullText's `FullText` has them; a slot giving (articles, dead_letters) has none.
+            page_fetches = getattr(extracted, "page_fetches", None)
             failures.append(extracted.dead_letters)
         detected = articles | "DetectLanguage" >> DetectLanguage(self._language)
         enriched = detected.articles | "EnrichArticles" >> EnrichArticles(self._run)
@@ -84,4 +88,5 @@ class ProcessArticles(beam.PTransform):
             articles=enriched.articles,
             dead_letters=tuple(failures) | "AllDeadLetters" >> beam.Flatten(),
             duplicates=checked.duplicates,
+            page_fetches=page_fetches,
         )

@@ -178,6 +178,12 @@ def _apply_hints(parsed: ParsedInput, feed: FeedSource) -> None:
             entry["feed_language"] = feed.language
         if not entry.get("feed_title") and feed.name:
             entry["feed_title"] = feed.name
+        # The config's hints, not the feed's own fields: set here, not by the parser (no RawEntry keys).
+        hinted = cast(dict[str, Any], entry)
+        if feed.category:
+            hinted["feed_category"] = feed.category
+        if feed.tags:
+            hinted["feed_tags"] = list(feed.tags)
 
 
 def ms_since(clock: float) -> int:

@@ -26,15 +26,18 @@ from typing import Any, Final, NotRequired, TypedDict
 import pyarrow as pa
 
 # 1: the first layout. 2: `articles.version` and `feed_fetches.already_stored` added. 3:
-# `feed_fetches.entries_cut` added. 4: `feed_fetches.discovered_from` added. Files of every version
+# `feed_fetches.entries_cut` added. 4: `feed_fetches.discovered_from` added. 5: full text: the
+# `page_fetches` dataset, and on articles `text_source`, the `page_*` columns, `extractor(_version)`,
+# `authors_source`, `language_declared_source`, `feed_category`, `feed_tags`. Files of every version
 # are read together by column name (DuckDB `union_by_name`, a pyarrow dataset with the newest schema).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # The datasets of an output folder, each a folder of Hive-partitioned Parquet files.
 ARTICLES = "articles"
 DEAD_LETTERS = "dead_letters"
 FEED_FETCHES = "feed_fetches"
-DATASETS = (ARTICLES, DEAD_LETTERS, FEED_FETCHES)
+PAGE_FETCHES = "page_fetches"  # one row per article page requested (or refused): transforms/fulltext.py
+DATASETS = (ARTICLES, DEAD_LETTERS, FEED_FETCHES, PAGE_FETCHES)
 
 # Spark cannot read nanosecond timestamps; microseconds in UTC are read by every engine.
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -158,6 +161,46 @@ ARTICLE_COLUMNS: tuple[Column, ...] = (
         pa.string(),
         "Partition key (a folder name, not in the files): UTC date of `ingested_at`, `YYYY-MM-DD`; DuckDB and Polars read it as a date, pandas as a category, `pyarrow.dataset` as a string",
     ),
+    Column(
+        "text_source",
+        pa.string(),
+        "Where `text` came from: `page` (the article's page, extracted and verified), `feed_content`, `feed_summary` (the entry's only text), `seed_file`, or `none` (a title only)",
+    ),
+    Column("page_url", pa.string(), "The article page requested, after redirects; null when none was"),
+    Column("page_status", pa.int16(), "HTTP status of the page; null when no page was requested"),
+    Column("page_fetched_at", TIMESTAMP, "When the page was requested (UTC); null when none was"),
+    Column(
+        "page_outcome",
+        pa.string(),
+        "What came of the page (`ok`, `extract_rejected`, `not_html`, `robots_disallowed`, `timeout`, ...: see `page_fetches.outcome`); null when none was wanted",
+    ),
+    Column(
+        "page_canonical_url",
+        pa.string(),
+        "The page's `rel=canonical` URL, as it states it (stored only: `article_id` stays the link's)",
+    ),
+    Column(
+        "extractor",
+        pa.string(),
+        "What extracted `text` from the page: `trafilatura` or `schema.org:articleBody`; null when the text is the feed's",
+    ),
+    Column(
+        "extractor_version", pa.string(), "trafilatura's version and newsbeam's rules, e.g. `2.3.1+rules.1`"
+    ),
+    Column(
+        "authors_source",
+        pa.string(),
+        "Which gave `authors`: `feed`, `page:jsonld`, `page:meta`, or `none`",
+    ),
+    Column(
+        "language_declared_source",
+        pa.string(),
+        "Which declared the language: `feed`, `page:html_lang`, `page:meta_language`, `page:jsonld`, `page:og_locale`, or `none`",
+    ),
+    Column("feed_category", pa.string(), "The `category` hint of the article's `feeds:` entry in the config"),
+    Column(
+        "feed_tags", pa.list_(pa.string()), "The `tags` hints of the article's `feeds:` entry in the config"
+    ),
     Column("run_id", pa.string(), "Id of the run that wrote the article"),
     Column("pipeline_version", pa.string(), "newsbeam version that wrote the article"),
     Column("schema_version", pa.int16(), "Version of this schema"),
@@ -240,6 +283,71 @@ FEED_FETCH_COLUMNS: tuple[Column, ...] = (
     *_RUN_COLUMNS,
 )
 
+PAGE_FETCH_COLUMNS: tuple[Column, ...] = (
+    Column("url", pa.string(), "The article page as the article links it (redacted)"),
+    Column("final_url", pa.string(), "The page after redirects"),
+    Column("source", pa.string(), "The feed whose article linked the page, as in `articles.source`"),
+    Column(
+        "article_id",
+        pa.string(),
+        "The article the page was fetched for (a page shared by several is fetched once)",
+    ),
+    Column(
+        "reason",
+        pa.string(),
+        "Why the page was wanted: `short` or `truncated` (`fulltext.mode: auto`), `always`",
+    ),
+    Column(
+        "outcome",
+        pa.string(),
+        "ok, extract_rejected, not_html, too_large, robots_disallowed, robots_unreachable, crawl_delay_too_long, http_error, timeout, private_address, redirect_loop, network_error, bad_url, bad_body, crash",
+    ),
+    Column(
+        "rejection",
+        pa.string(),
+        "Why an extracted text was no upgrade: off_topic, shorter_than_feed, no_gain, paywall, empty",
+    ),
+    Column(
+        "robots",
+        pa.string(),
+        "robots.txt's decision: allowed, disallowed, no_robots (4xx: allowed), unreachable (5xx or no answer: disallowed)",
+    ),
+    Column(
+        "crawl_delay_seconds", pa.float32(), "The Crawl-delay (or Request-rate) robots.txt asks of newsbeam"
+    ),
+    Column("http_status", pa.int16(), "Final HTTP status of the page"),
+    Column("content_type", pa.string(), "Content-Type the server sent"),
+    Column(
+        "media_type",
+        pa.string(),
+        "The media type as read from the header and the bytes (`text/html`, `application/pdf`, ...)",
+    ),
+    Column("charset", pa.string(), "The charset the page was decoded with"),
+    Column(
+        "charset_source",
+        pa.string(),
+        "Where the charset came from: bom, utf-8, header, meta, detected, fallback",
+    ),
+    Column("bytes", pa.int64(), "Size of the body read (after decoding)"),
+    Column("page_words", pa.int32(), "Words of the best text found on the page, also when rejected"),
+    Column("attempts", pa.int16(), "Requests made for the page, retries included"),
+    Column("elapsed_ms", pa.int32(), "Time the request took, retries and redirects included"),
+    Column("waited_ms", pa.int32(), "Time waited before the request for the host's limits (slots, spacing)"),
+    Column(
+        "error_type",
+        pa.string(),
+        "The fetcher's reason when the page failed (`http_404`, `read_timeout`, ...)",
+    ),
+    Column("message", pa.string(), "Human-readable explanation (the rejection's reason, the error)"),
+    Column("fetched_at", TIMESTAMP, "When the page was requested (UTC)"),
+    Column(
+        "extractor_version",
+        pa.string(),
+        "trafilatura's version and newsbeam's rules, when the page was extracted",
+    ),
+    *_RUN_COLUMNS,
+)
+
 # `ingest_date` always comes first; the keys after it are configurable among these.
 PARTITIONABLE_ARTICLE_KEYS: tuple[str, ...] = ("language", "source_domain", "source_type")
 DEFAULT_ARTICLE_PARTITION_KEYS: tuple[str, ...] = ("ingest_date", "language")
@@ -255,6 +363,7 @@ def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
 ARTICLE_SCHEMA = arrow_schema(ARTICLE_COLUMNS)
 DEAD_LETTER_SCHEMA = arrow_schema(DEAD_LETTER_COLUMNS)
 FEED_FETCH_SCHEMA = arrow_schema(FEED_FETCH_COLUMNS)
+PAGE_FETCH_SCHEMA = arrow_schema(PAGE_FETCH_COLUMNS)
 
 ARTICLE_FIELDS = tuple(c.name for c in ARTICLE_COLUMNS)
 
@@ -292,6 +401,8 @@ class NormalizedArticle(TypedDict):
     # Set by the read stage on the entries of a file: its resolved path, so that the spelling of the
     # path does not change ids; `source` otherwise (not a column).
     source_key: NotRequired[str]
+    feed_category: NotRequired[str | None]  # the hints of the feed's `feeds:` entry (only when given)
+    feed_tags: NotRequired[list[str]]
 
 
 class IdentifiedArticle(NormalizedArticle):
@@ -311,7 +422,22 @@ class CheckedArticle(IdentifiedArticle):
     version: NotRequired[int]  # streaming: the provisional version the commit of its pane decides
 
 
-class DetectedArticle(CheckedArticle):
+class FullTextArticle(CheckedArticle):
+    """With its text's provenance, and the page's text when it was an upgrade (transforms/fulltext.py)."""
+
+    text_source: str
+    page_url: str | None
+    page_status: int | None
+    page_fetched_at: datetime | None
+    page_outcome: str | None
+    page_canonical_url: str | None
+    extractor: str | None
+    extractor_version: str | None
+    authors_source: str
+    language_declared_source: str
+
+
+class DetectedArticle(FullTextArticle):
     """With its language and where that came from (transforms/language.py)."""
 
     language: str
@@ -379,6 +505,37 @@ class FeedFetch(TypedDict, total=False):
     dead_letters: int
     started_at: datetime | None
     elapsed_ms: int | None
+    ingest_date: str
+    run_id: str
+    pipeline_version: str
+
+
+class PageFetchRow(TypedDict):
+    """A `page_fetches` row (`page_fetch_row`, transforms/fulltext.py); the run's columns added at write."""
+
+    url: str
+    final_url: str | None
+    source: str
+    article_id: str
+    reason: str
+    outcome: str
+    rejection: str | None
+    robots: str | None
+    crawl_delay_seconds: float | None
+    http_status: int | None
+    content_type: str | None
+    media_type: str | None
+    charset: str | None
+    charset_source: str | None
+    bytes: int
+    page_words: int | None
+    attempts: int
+    elapsed_ms: int
+    waited_ms: int
+    error_type: str | None
+    message: str | None
+    fetched_at: datetime
+    extractor_version: str | None
     ingest_date: str
     run_id: str
     pipeline_version: str
