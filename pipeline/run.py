@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -148,7 +149,7 @@ def run_batch(
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.pipeline import Pipeline
 
-    from pipeline.build import build_batch
+    from pipeline.build import build_batch, pages_folder
     from pipeline.config import Settings, load_settings
     from pipeline.maintenance import prepare_run
     from pipeline.options import make_pipeline_options
@@ -201,6 +202,8 @@ def run_batch(
             result.wait_until_finish()
         finally:  # a failed run's staging is garbage for the next run once this lease is free
             release_staging_lease(settings.output, run.run_id)
+            # The page-fetching folder of the run's workers on this machine: nothing in it outlives the run.
+            shutil.rmtree(pages_folder(run), ignore_errors=True)
     manifest: dict[str, Any] = read_json(manifest_path(settings.output, run.run_id))
     counts, summary = _summarized(manifest, settings.output)
     text = summary.text(time.monotonic() - clock, _metrics(result) if verbose else None)

@@ -7,6 +7,7 @@ a feed file makes no request at all; and a schema 3 file reads next to the new o
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import Settings, run_batch
+from pipeline.build import pages_folder
 from tests.feedserver import FeedServer, Reply
 from tests.test_extract import SUMMARY, TITLE, article_html
-from transforms.schema import ARTICLE_COLUMNS
+from transforms.schema import ARTICLE_COLUMNS, RunInfo
 
 HTML = {"Content-Type": "text/html; charset=utf-8"}
 PAGE = article_html(body_top=f"<p class='standfirst'>{SUMMARY}</p>").encode()
@@ -90,6 +92,8 @@ def test_a_run_over_http_feeds_stores_the_pages_text_once_and_never_fetches_it_a
     fetched = rows(output, "page_fetches", "url, outcome, robots, http_status, run_id")
     assert [(f[0], f[1], f[2], f[3]) for f in fetched] == [(url, "ok", "no_robots", 200) for url in pages]
     assert [len(feed_server.hits(f"/news/{i}")) for i in range(2)] == [1, 1]
+    # The run's folder for page fetching (host slots, robots.txt, the pages) goes with the run.
+    assert not Path(pages_folder(RunInfo(first.run_id, datetime.now(UTC), ""))).exists()
 
     # The same feeds again (polled now, whatever their freshness): the revisions are stored, no page
     # is fetched.
