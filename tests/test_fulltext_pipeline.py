@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from pipeline import Settings, run_batch
 from pipeline.build import pages_folder
@@ -132,3 +133,36 @@ def test_a_schema_3_file_reads_next_to_a_new_one(feed_server: FeedServer, tmp_pa
     pq.write_table(old, folder / "schema3.parquet")
     found = rows(output, "articles", "article_id, text_source")
     assert sorted(found, key=lambda r: r[0] == "old-id") == [(found[0][0], "feed_summary"), ("old-id", None)]
+
+
+def test_batch_and_streaming_store_the_same_text_for_the_same_page(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    from tests.test_stream_e2e import finish, start_stream
+
+    pages = [feed_server.route(f"/news/{i}", Reply(200, PAGE, HTML)) for i in range(2)]
+    feed = feed_server.route("/feed.xml", Reply(200, rss(*pages), {"Content-Type": "application/rss+xml"}))
+    batch_output, stream_output = tmp_path / "batch", tmp_path / "stream"
+    run_batch(settings([feed], batch_output))
+    config = tmp_path / "streaming.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "runner": "prism",
+                "output": str(stream_output),
+                "feeds": [{"url": feed}],
+                "stream": {"poll_interval": "1s", "window": "2s"},
+                "fetch": {"allow_private_hosts": True, "max_attempts": 1, "total_timeout": 10},
+                "fulltext": {"min_interval": 0.0},
+                "beam_options": {"environment_type": "LOOPBACK"},
+            }
+        ),
+        encoding="utf-8",
+    )
+    finish(start_stream(config, "--duration", "6"))
+    columns = "url, text_source, page_outcome, extractor, text, summary, published_at, content_hash"
+    batch, stream = rows(batch_output, "articles", columns), rows(stream_output, "articles", columns)
+    assert [row[:4] for row in batch] == [(url, "page", "ok", "trafilatura") for url in pages]
+    assert stream == batch
+    # Each page once per job, however many polls found the feed unchanged.
+    assert [len(feed_server.hits(f"/news/{i}")) for i in range(2)] == [2, 2]
