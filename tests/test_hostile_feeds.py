@@ -165,8 +165,12 @@ def test_credentials_in_a_feed_url_are_used_but_never_written(
 
 
 def test_stream_polls_of_a_feed_with_credentials_use_them_and_record_them_redacted(
-    feed_server: FeedServer,
+    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from transforms import poll as poll_module
+
+    # The two ticks come at once in real time, which a real job would see as a backlog (one poll).
+    monkeypatch.setattr(poll_module, "wait_before_poll", lambda *_: 0.0)
     s = feed_server
     s.route("/new-home", _behind_basic_auth(feed_reply(rss("moved", 1))))
     s.route("/moved", _behind_basic_auth(Reply(301, headers={"Location": "/new-home"})))
