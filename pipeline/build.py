@@ -58,7 +58,7 @@ def _full_text(settings: Settings, run: RunInfo, now: datetime | None) -> Extrac
 
 def build_batch(
     p: Pipeline, settings: Settings, run: RunInfo, progress: tuple[str, int] | None = None
-) -> PCollection:
+) -> PCollection[Any]:
     """The batch pipeline; returns the one-element PCollection of the committed run manifest.
 
     With `progress` (a 127.0.0.1 address), steps fused into the reading stages send their counts
@@ -79,11 +79,11 @@ def build_batch(
 
 class BatchSource(NamedTuple):
     inputs: list[str]  # the patterns and feed URLs read, as the manifest names them
-    entries: PCollection
-    fetches: PCollection
-    dead_letters: PCollection
+    entries: PCollection[Any]
+    fetches: PCollection[Any]
+    dead_letters: PCollection[Any]
     read_settings: ReadSettings
-    feed_states: PCollection
+    feed_states: PCollection[Any]
 
 
 def _read_sources(p: Pipeline, settings: Settings) -> BatchSource:
@@ -97,9 +97,9 @@ def _read_sources(p: Pipeline, settings: Settings) -> BatchSource:
 
 class BatchWrite(NamedTuple):
     deduplicated: DeduplicatedArticles
-    dead_letters: PCollection
-    fetch_rows: PCollection
-    staged_files: PCollection  # every file to commit: articles, dead letters, fetch rows, index delta
+    dead_letters: PCollection[Any]
+    fetch_rows: PCollection[Any]
+    staged_files: PCollection[Any]  # every file to commit: articles, dead letters, fetch rows, index delta
 
 
 def _write_batch(
@@ -168,8 +168,10 @@ def _send_progress(
         _ = collection | f"Progress{kind.title()}" >> beam.ParDo(CountProgress(progress, kind))
 
 
-def _commit_batch(settings: Settings, run: RunInfo, source: BatchSource, written: BatchWrite) -> PCollection:
-    manifest = written.staged_files | "CommitRun" >> CommitRun(
+def _commit_batch(
+    settings: Settings, run: RunInfo, source: BatchSource, written: BatchWrite
+) -> PCollection[Any]:
+    manifest: PCollection[Any] = written.staged_files | "CommitRun" >> CommitRun(
         settings.output,
         run.run_id,
         run.started_at,
@@ -198,7 +200,7 @@ def _stamped_with_fetch_time(run: RunInfo) -> Any:
 
 def build_stream(
     p: Pipeline, settings: Settings, run: RunInfo, schedule: PollSchedule, feeds: tuple[FeedSource, ...]
-) -> PCollection:
+) -> PCollection[Any]:
     """The streaming pipeline: poll ticks -> ProcessArticles -> windowed Parquet, committed per pane.
 
     Returns the per-poll-cycle log lines. Every record is timestamped with its fetch (tick) time;
@@ -267,10 +269,11 @@ def build_stream(
         )
     # Each pane's files are committed as they are written; the log of the poll cycles follows the commits.
     files = tuple(written) | "AllWrittenFiles" >> beam.Flatten()
-    return (
+    result: PCollection[Any] = (
         fetch_rows,
         stamped,
         processed.duplicates,
         dead_letters,
         files,
     ) | "LogPollCycles" >> LogPollCycles(schedule.tick_seconds)
+    return result

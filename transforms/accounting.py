@@ -42,19 +42,20 @@ def unaccounted_entries(row: Record) -> int:
     return int(row.get("entries") or 0) - explained
 
 
-class CountUnaccounted(beam.PTransform):
+class CountUnaccounted(beam.PTransform[Any, Any]):
     """Completed fetch rows -> one element: the entries of the run that the counts do not explain.
 
     `CommitRun` takes it as a side input and refuses to publish a run whose books do not balance, so
     that an entry lost anywhere (a stage, the runner) fails the run loudly instead of vanishing.
     """
 
-    def expand(self, fetch_rows: PCollection) -> PCollection:
-        return (
+    def expand(self, fetch_rows: PCollection[Any]) -> PCollection[Any]:
+        result: PCollection[Any] = (
             fetch_rows
             | "UnaccountedPerInput" >> beam.Map(unaccounted_entries)
             | "UnaccountedInRun" >> beam.CombineGlobally(sum)
         )
+        return result
 
 
 # (source, (field, amount)): the type of every input of the `AllCounts` Flatten. Inputs of a Flatten
@@ -64,10 +65,10 @@ class CountUnaccounted(beam.PTransform):
 SourceCount = tuple[str, tuple[str, int]]
 
 
-class CountPerSource(beam.PTransform):
+class CountPerSource(beam.PTransform[Any, Any]):
     """(fetch rows, staged article files, duplicates, dead letters[, already stored]) -> fetch rows."""
 
-    def expand(self, inputs: tuple[PCollection, ...]) -> PCollection:
+    def expand(self, inputs: tuple[PCollection[Any], ...]) -> PCollection[Any]:
         fetches, staged_articles, duplicates, dead_letters, *stored = inputs
         # One declared type for every input of the Flatten: see `SourceCount`.
         written = staged_articles | "WrittenPerSource" >> beam.FlatMap(written_per_source).with_output_types(
@@ -100,14 +101,18 @@ class CountPerSource(beam.PTransform):
         keyed_fetches = fetches | "KeyBySource" >> beam.Map(
             lambda row: (row["source"], row)
         ).with_output_types(tuple[str, Any])
-        return (
+        result: PCollection[Any] = (
             {"fetches": keyed_fetches, "counts": counts}
             | "JoinCounts" >> beam.CoGroupByKey()
             | "CompleteRows" >> beam.FlatMapTuple(complete_rows)
         )
+        return result
 
 
 class _SumFields(beam.CombineFn):
+    def __init__(self) -> None:
+        beam.CombineFn.__init__(self)  # by name: see `poll_cycles.SumCounts`
+
     def create_accumulator(self) -> dict[str, int]:
         return {}
 

@@ -398,14 +398,14 @@ def _edited_name(path: str) -> str:
 
 
 class DeduplicatedArticles(NamedTuple):
-    files: PCollection  # the staged article files to commit (`StagedFile`s)
-    index_rows: PCollection  # the run's version-index delta
-    duplicates: PCollection  # {source, article_id} of each entry another entry of the run beat
-    already_stored: PCollection  # {source, article_id} of each winner whose revision is stored
-    store_snapshot: PCollection  # the index files read, for `CommitRun` to reconcile with later commits
+    files: PCollection[Any]  # the staged article files to commit (`StagedFile`s)
+    index_rows: PCollection[Any]  # the run's version-index delta
+    duplicates: PCollection[Any]  # {source, article_id} of each entry another entry of the run beat
+    already_stored: PCollection[Any]  # {source, article_id} of each winner whose revision is stored
+    store_snapshot: PCollection[Any]  # the index files read, for `CommitRun` to reconcile with later commits
 
 
-class DeduplicateArticles(beam.PTransform):
+class DeduplicateArticles(beam.PTransform[Any, Any]):
     """(staged article files, their ref files from `SpillRefs`) -> `DeduplicatedArticles`.
 
     `output` is the dataset whose version index is read; `run_id` goes into the index rows.
@@ -417,7 +417,7 @@ class DeduplicateArticles(beam.PTransform):
         self._run_id = run_id
         self._settings = settings or ParquetSettings()
 
-    def expand(self, staged: tuple[PCollection, PCollection]) -> DeduplicatedArticles:
+    def expand(self, staged: tuple[PCollection[Any], PCollection[Any]]) -> DeduplicatedArticles:
         files, ref_files = staged
         # One element per staged file crosses here (its refs' path and count), never one per article.
         decided = (

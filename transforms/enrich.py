@@ -147,19 +147,19 @@ class _EnrichFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, failed_article(Stage.ENRICH, error, article))
 
 
-class IdentifyArticles(beam.PTransform):
+class IdentifyArticles(beam.PTransform[Any, Any]):
     """Normalized articles -> (articles with `article_id` and `content_hash`, dead letters)."""
 
-    def expand(self, articles: PCollection) -> ArticleOutputs:
+    def expand(self, articles: PCollection[Any]) -> ArticleOutputs:
         return apply_with_dead_letters(articles, "Identify", _IdentifyFn())
 
 
-class EnrichArticles(beam.PTransform):
+class EnrichArticles(beam.PTransform[Any, Any]):
     """Articles -> (articles with domain, counts and run columns, dead letters)."""
 
     def __init__(self, run: RunInfo) -> None:
         super().__init__()
         self._run = run
 
-    def expand(self, articles: PCollection) -> ArticleOutputs:
+    def expand(self, articles: PCollection[Any]) -> ArticleOutputs:
         return apply_with_dead_letters(articles, "Enrich", _EnrichFn(self._run))

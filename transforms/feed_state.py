@@ -333,22 +333,23 @@ class _WriteStateFn(beam.DoFn):
             yield {"path": self._path, "feeds": write_states(self._path, merged.values())}
 
 
-class WriteFeedState(beam.PTransform):
+class WriteFeedState(beam.PTransform[Any, Any]):
     """This run's per-feed states -> OUTPUT/_state/feeds.parquet, only after the run has committed.
 
     With `lock_output`, the merge into the stored states runs under that output's commit lock.
     """
 
-    def __init__(self, path: str, manifest: PCollection, lock_output: str | None = None) -> None:
+    def __init__(self, path: str, manifest: PCollection[Any], lock_output: str | None = None) -> None:
         super().__init__()
         self._path = path
         self._manifest = manifest
         self._lock_output = lock_output
 
-    def expand(self, states: PCollection) -> PCollection:
-        return (
+    def expand(self, states: PCollection[Any]) -> PCollection[Any]:
+        result: PCollection[Any] = (
             states
             | "GatherFeedStates" >> beam.CombineGlobally(ToListCombineFn())
             | "WriteAfterCommit"
             >> beam.ParDo(_WriteStateFn(self._path, self._lock_output), manifest=AsSingleton(self._manifest))
         )
+        return result

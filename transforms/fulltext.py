@@ -330,12 +330,12 @@ _FETCHED = frozenset({PageOutcome.OK, PageOutcome.EXTRACT_REJECTED, PageOutcome.
 
 
 class FullText(NamedTuple):
-    articles: PCollection
-    page_fetches: PCollection
-    dead_letters: PCollection  # none: a page that fails keeps its article with the feed's text
+    articles: PCollection[Any]
+    page_fetches: PCollection[Any]
+    dead_letters: PCollection[Any]  # none: a page that fails keeps its article with the feed's text
 
 
-class ExtractFullText(beam.PTransform):
+class ExtractFullText(beam.PTransform[Any, Any]):
     """Articles -> FullText(articles, page_fetches, dead_letters).
 
     `work_dir` is the run's folder on this machine (host limits, robots.txt, fetched pages: see
@@ -348,7 +348,7 @@ class ExtractFullText(beam.PTransform):
         self._work_dir = work_dir
         self._now = now
 
-    def expand(self, articles: PCollection) -> FullText:
+    def expand(self, articles: PCollection[Any]) -> FullText:
         results = articles | "FetchAndExtractPages" >> beam.ParDo(
             _ExtractFullTextFn(self._settings, self._work_dir, self._now)
         ).with_outputs(PAGE_FETCHES, DEAD_LETTERS, main="articles")

@@ -35,8 +35,8 @@ DUPLICATES = "duplicates"
 
 
 class KnownRevisions(NamedTuple):
-    articles: PCollection  # every article (batch, marked) or those not committed yet (streaming)
-    duplicates: PCollection  # {source, article_id} of each article dropped (streaming only)
+    articles: PCollection[Any]  # every article (batch, marked) or those not committed yet (streaming)
+    duplicates: PCollection[Any]  # {source, article_id} of each article dropped (streaming only)
 
 
 class _MarkStoredFn(beam.DoFn):
@@ -61,7 +61,7 @@ class _MarkStoredFn(beam.DoFn):
         yield {**article, "already_stored": stored}
 
 
-class _CheckRevisions(beam.PTransform):
+class _CheckRevisions(beam.PTransform[Any, Any]):
     """Identified articles -> `KnownRevisions`, by one DoFn that reads `output`'s committed index."""
 
     label_of_check = ""
@@ -73,7 +73,7 @@ class _CheckRevisions(beam.PTransform):
     def check(self) -> beam.DoFn:
         raise NotImplementedError
 
-    def expand(self, articles: PCollection) -> KnownRevisions:
+    def expand(self, articles: PCollection[Any]) -> KnownRevisions:
         results = articles | self.label_of_check >> beam.ParDo(self.check()).with_outputs(
             DUPLICATES, main="articles"
         )

@@ -293,12 +293,12 @@ class _DetectLanguageFn(beam.DoFn):
         yield apply_language(cast(CheckedArticle, article), result)
 
 
-class DetectLanguage(beam.PTransform):
+class DetectLanguage(beam.PTransform[Any, Any]):
     """Normalized articles -> (articles with language columns, dead letters)."""
 
     def __init__(self, settings: LanguageSettings | None = None) -> None:
         super().__init__()
         self._settings = settings or LanguageSettings()
 
-    def expand(self, articles: PCollection) -> ArticleOutputs:
+    def expand(self, articles: PCollection[Any]) -> ArticleOutputs:
         return apply_with_dead_letters(articles, "Detect", _DetectLanguageFn(self._settings))

@@ -353,12 +353,12 @@ class _NormalizeFn(beam.DoFn):
         yield article
 
 
-class NormalizeArticles(beam.PTransform):
+class NormalizeArticles(beam.PTransform[Any, Any]):
     """Raw entries -> (normalized articles, dead letters); `now` bounds plausible dates (None: clock time)."""
 
     def __init__(self, now: datetime | None) -> None:
         super().__init__()
         self._now = now
 
-    def expand(self, entries: PCollection) -> ArticleOutputs:
+    def expand(self, entries: PCollection[Any]) -> ArticleOutputs:
         return apply_with_dead_letters(entries, "Normalize", _NormalizeFn(self._now))

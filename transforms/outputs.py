@@ -7,7 +7,7 @@ such a DoFn is applied, so each stage's composite is one line and all return the
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.pvalue import PCollection
@@ -16,11 +16,11 @@ from transforms.schema import DEAD_LETTERS
 
 
 class ArticleOutputs(NamedTuple):
-    articles: PCollection
-    dead_letters: PCollection
+    articles: PCollection[Any]
+    dead_letters: PCollection[Any]
 
 
-def apply_with_dead_letters(inputs: PCollection, label: str, fn: beam.DoFn) -> ArticleOutputs:
+def apply_with_dead_letters(inputs: PCollection[Any], label: str, fn: beam.DoFn) -> ArticleOutputs:
     """`fn` applied as step `label`: its main output are the articles, its `dead_letters` tag the failures."""
     results = inputs | label >> beam.ParDo(fn).with_outputs(DEAD_LETTERS, main="articles")
     return ArticleOutputs(results.articles, results[DEAD_LETTERS])

@@ -275,12 +275,12 @@ def feed_state_of(known: dict[str, Any]) -> FeedState | None:
 class PollOutputs(NamedTuple):
     """What `PollFeeds` gives: raw entries, one fetch row per poll (or skipped tick), dead letters."""
 
-    entries: PCollection
-    fetches: PCollection
-    dead_letters: PCollection
+    entries: PCollection[Any]
+    fetches: PCollection[Any]
+    dead_letters: PCollection[Any]
 
 
-class PollFeeds(beam.PTransform):
+class PollFeeds(beam.PTransform[Any, Any]):
     """Tick indexes -> `PollOutputs`, as `ReadSources` gives them (feed states stay in Beam state)."""
 
     def __init__(
@@ -304,7 +304,7 @@ class PollFeeds(beam.PTransform):
         self._settings = settings
         self._max_entries = max_entries_per_feed
 
-    def expand(self, ticks: PCollection) -> PollOutputs:
+    def expand(self, ticks: PCollection[Any]) -> PollOutputs:
         feeds, tick_seconds, default = self._feeds, self._tick_seconds, self._default
         polled = (
             ticks

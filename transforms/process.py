@@ -19,7 +19,7 @@ summary, text and the `already_stored` mark) and returns `ArticleOutputs` (artic
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.pvalue import PCollection
@@ -32,13 +32,13 @@ from transforms.schema import RunInfo
 
 
 class ProcessedArticles(NamedTuple):
-    articles: PCollection  # whole `Article` records, ready to write
-    dead_letters: PCollection  # of every step of ProcessArticles
-    duplicates: PCollection  # {source, article_id} dropped as committed (streaming; empty in batch)
-    page_fetches: PCollection | None  # one row per article page requested (None without full text)
+    articles: PCollection[Any]  # whole `Article` records, ready to write
+    dead_letters: PCollection[Any]  # of every step of ProcessArticles
+    duplicates: PCollection[Any]  # {source, article_id} dropped as committed (streaming; empty in batch)
+    page_fetches: PCollection[Any] | None  # one row per article page requested (None without full text)
 
 
-class ProcessArticles(beam.PTransform):
+class ProcessArticles(beam.PTransform[Any, Any]):
     """Raw entries -> `ProcessedArticles`.
 
     `output` is the dataset whose committed version index the known-revision check reads (None:
@@ -53,7 +53,7 @@ class ProcessArticles(beam.PTransform):
         *,
         output: str | None,
         streaming: bool = False,
-        full_text: beam.PTransform | None = None,
+        full_text: beam.PTransform[Any, Any] | None = None,
     ) -> None:
         super().__init__()
         self._run = run
@@ -62,7 +62,7 @@ class ProcessArticles(beam.PTransform):
         self._streaming = streaming
         self._full_text = full_text
 
-    def expand(self, entries: PCollection) -> ProcessedArticles:
+    def expand(self, entries: PCollection[Any]) -> ProcessedArticles:
         # A streaming job runs for days: "now" is the clock at each entry, not the job's start.
         now: datetime | None = None if self._streaming else self._run.started_at
         normalized = entries | "NormalizeArticles" >> NormalizeArticles(now)

@@ -63,13 +63,16 @@ def retriever_for(source: str) -> str:
 class ReadOutputs(NamedTuple):
     """What `ReadSources` gives: the raw entries, one fetch row per input, dead letters, feed states."""
 
-    entries: PCollection
-    fetches: PCollection
-    dead_letters: PCollection
-    feed_states: PCollection  # each fetched feed's next state, for `WriteFeedState` after the commit
+    entries: PCollection[Any]
+    fetches: PCollection[Any]
+    dead_letters: PCollection[Any]
+    feed_states: PCollection[Any]  # each fetched feed's next state, for `WriteFeedState` after the commit
 
 
 class _ExpandPatternFn(beam.DoFn):
+    def __init__(self) -> None:
+        beam.DoFn.__init__(self)  # by name: see `poll_cycles.SumCounts`
+
     def process(self, pattern: str) -> Iterator[Any]:
         try:
             yield from expand_pattern(pattern)
@@ -222,7 +225,7 @@ def at_end_of_global_window(value: Any) -> WindowedValue:
 KeyedInput = tuple[tuple[str, str], Any]
 
 
-class ReadSources(beam.PTransform):
+class ReadSources(beam.PTransform[Any, Any]):
     """Input patterns -> `ReadOutputs` (raw entries, feed_fetches rows, dead letters, feed states).
 
     Files are read in shards of about equal bytes; feed URLs are grouped by host and fetched by
@@ -234,7 +237,7 @@ class ReadSources(beam.PTransform):
         super().__init__()
         self._settings = settings or ReadSettings()
 
-    def expand(self, patterns: PCollection) -> ReadOutputs:
+    def expand(self, patterns: PCollection[Any]) -> ReadOutputs:
         expanded = patterns | "ExpandPatterns" >> beam.ParDo(_ExpandPatternFn()).with_outputs(
             FETCHES, DEAD_LETTERS, main="sources"
         )

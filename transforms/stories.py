@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from datasketch import MinHash
@@ -56,13 +56,14 @@ class Fingerprint:
 
     words: int
     lead_words: int
-    body: np.ndarray = field(compare=False)
-    lead: np.ndarray = field(compare=False)
-    title: np.ndarray = field(compare=False)
+    body: np.ndarray[Any, Any] = field(compare=False)
+    lead: np.ndarray[Any, Any] = field(compare=False)
+    title: np.ndarray[Any, Any] = field(compare=False)
 
     def to_bytes(self) -> bytes:
         values = np.concatenate([self.body, self.lead, self.title]).astype("<u4")
-        return struct.pack("<II", self.words, self.lead_words) + values.tobytes()
+        data: bytes = values.tobytes()
+        return struct.pack("<II", self.words, self.lead_words) + data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Fingerprint:
@@ -121,8 +122,10 @@ def lead_of(text: str, language: str | None = None) -> str:
 
 
 @cache
-def _permutations(count: int) -> tuple[np.ndarray, np.ndarray]:
-    permutations: tuple[np.ndarray, np.ndarray] = MinHash(num_perm=count, seed=SEED).permutations
+def _permutations(count: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    permutations: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] = MinHash(
+        num_perm=count, seed=SEED
+    ).permutations
     return permutations
 
 
@@ -130,7 +133,7 @@ def _hash32(shingle: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(shingle, digest_size=4).digest(), "little")
 
 
-def signature(items: Sequence[str], permutations: int) -> np.ndarray:
+def signature(items: Sequence[str], permutations: int) -> np.ndarray[Any, Any]:
     minhash = MinHash(
         num_perm=permutations, seed=SEED, hashfunc=_hash32, permutations=_permutations(permutations)
     )
@@ -160,7 +163,7 @@ def title_words(title: str, language: str | None = None) -> list[str]:
     return sorted(set(normalized_tokens(title)))
 
 
-def _bands(values: np.ndarray, bands: int, prefix: str) -> list[str]:
+def _bands(values: np.ndarray[Any, Any], bands: int, prefix: str) -> list[str]:
     rows = len(values) // bands
     return [
         f"{prefix}{band:02d}:"
@@ -174,7 +177,7 @@ def band_keys(print_: Fingerprint) -> list[str]:
     return _bands(print_.body, BODY_BANDS, "b") + _bands(print_.lead, LEAD_BANDS, "l")
 
 
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+def jaccard(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
     return float(np.count_nonzero(a == b)) / len(a)
 
 

@@ -222,7 +222,7 @@ class _CommitFn(beam.DoFn):
         )
 
 
-class CommitRun(beam.PTransform):
+class CommitRun(beam.PTransform[Any, Any]):
     """All staged files of the run -> published datasets and the run manifest (one element).
 
     `snapshot`, when given, is the one-element PCollection of index files that
@@ -238,8 +238,8 @@ class CommitRun(beam.PTransform):
         run_id: str,
         started_at: datetime,
         inputs: list[str],
-        snapshot: PCollection | None = None,
-        unaccounted: PCollection | None = None,
+        snapshot: PCollection[Any] | None = None,
+        unaccounted: PCollection[Any] | None = None,
         settings: ParquetSettings | None = None,
     ) -> None:
         super().__init__()
@@ -247,11 +247,12 @@ class CommitRun(beam.PTransform):
         self._snapshot = snapshot
         self._unaccounted = unaccounted
 
-    def expand(self, staged: PCollection) -> PCollection:
+    def expand(self, staged: PCollection[Any]) -> PCollection[Any]:
         gathered = staged | "GatherStagedFiles" >> CombineGlobally(ToListCombineFn())
         side_inputs: dict[str, Any] = {}
         if self._snapshot is not None:
             side_inputs["snapshot"] = beam.pvalue.AsSingleton(self._snapshot)
         if self._unaccounted is not None:
             side_inputs["unaccounted"] = beam.pvalue.AsSingleton(self._unaccounted)
-        return gathered | "PublishAndWriteManifest" >> beam.ParDo(self._fn, **side_inputs)
+        result: PCollection[Any] = gathered | "PublishAndWriteManifest" >> beam.ParDo(self._fn, **side_inputs)
+        return result

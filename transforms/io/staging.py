@@ -172,12 +172,12 @@ class StagedOutputs(NamedTuple):
     """What `WritePartitionedParquet` gives: staged files, row refs of each (empty without `row_refs`) and
     the `write` dead letters of records Arrow rejected (empty unless `rejects_to_dead_letters`)."""
 
-    files: PCollection
-    row_refs: PCollection
-    dead_letters: PCollection
+    files: PCollection[Any]
+    row_refs: PCollection[Any]
+    dead_letters: PCollection[Any]
 
 
-class WritePartitionedParquet(beam.PTransform):
+class WritePartitionedParquet(beam.PTransform[Any, Any]):
     """Records -> Parquet files in staging, one `StagedFile` each; `CommitRun` publishes them.
 
     `defaults` fills the columns the records lack. With `row_refs`, `row_refs(records, staged path)`
@@ -217,7 +217,7 @@ class WritePartitionedParquet(beam.PTransform):
         )
         self._fn = _StageFilesFn(target)
 
-    def expand(self, records: PCollection) -> StagedOutputs:
+    def expand(self, records: PCollection[Any]) -> StagedOutputs:
         staged = records | "StageParquetFiles" >> beam.ParDo(self._fn).with_outputs(
             ROW_REFS, DEAD_LETTERS, main="files"
         )

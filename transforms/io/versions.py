@@ -314,12 +314,14 @@ def check_index(output: str) -> None:
     )
 
 
-class WriteVersionIndex(beam.PTransform):
+class WriteVersionIndex(beam.PTransform[Any, Any]):
     """Index rows (or written articles) -> the staged version-index delta (`OUTPUT/_state/articles/`)."""
 
     def __init__(self, output: str, run_id: str, settings: ParquetSettings | None = None) -> None:
         super().__init__()
         self._write = WritePartitionedParquet(output, INDEX_DATASET, INDEX_SCHEMA, (), run_id, settings)
 
-    def expand(self, articles: PCollection) -> PCollection:
-        return (articles | "StageIndexDelta" >> self._write).files  # the writer keeps the index's columns
+    def expand(self, articles: PCollection[Any]) -> PCollection[Any]:
+        # The writer keeps the index's columns.
+        result: PCollection[Any] = (articles | "StageIndexDelta" >> self._write).files
+        return result

@@ -336,7 +336,7 @@ class _WriteWindowPanesFn(beam.DoFn):
             pane.clear()
 
 
-class WriteWindowedParquet(beam.PTransform):
+class WriteWindowedParquet(beam.PTransform[Any, Any]):
     """Timestamped records -> Parquet files per fetch-time window and partition (one dict per pane commit).
 
     Each dict names the dataset, the published file (None when every row was already stored), the
@@ -348,7 +348,7 @@ class WriteWindowedParquet(beam.PTransform):
         validate_run_id(spec.run_id)
         self._spec = spec
 
-    def expand(self, records: PCollection) -> PCollection:
+    def expand(self, records: PCollection[Any]) -> PCollection[Any]:
         spec = self._spec
 
         def key_by_window(
@@ -357,8 +357,9 @@ class WriteWindowedParquet(beam.PTransform):
             start = window_start(float(at), spec.window_seconds)
             return f"{start}|{partition_path(record, spec.partition_keys)}", record
 
-        return (
+        result: PCollection[Any] = (
             records
             | "KeyByWindowAndPartition" >> beam.Map(key_by_window).with_output_types(tuple[str, Any])
             | "WritePanes" >> beam.ParDo(_WriteWindowPanesFn(spec))
         )
+        return result
