@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pipeline import Pipeline
 
-from pipeline.build import build_stream
+from pipeline.build import build_stream, pages_folder
 from pipeline.config import Settings
 from pipeline.maintenance import MaintenanceError
 from pipeline.options import make_pipeline_options
@@ -203,6 +204,8 @@ def run_stream(settings: Settings, beam_args: list[str], run_id: str) -> int:
             state = "cancelled"
         finally:
             stopper.ignore_further()  # the job is over: a late Ctrl-C must not break the report
+            # The page-fetching folder of the job's workers on this machine: nothing in it outlives the job.
+            shutil.rmtree(pages_folder(run), ignore_errors=True)
         print(stream_report(settings.output, run.run_id, state, time.time() - started))
     return 0 if state.upper().endswith("DONE") else 1
 

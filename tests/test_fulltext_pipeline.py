@@ -159,7 +159,9 @@ def test_batch_and_streaming_store_the_same_text_for_the_same_page(
         ),
         encoding="utf-8",
     )
-    finish(start_stream(config, "--duration", "6"))
+    finish(start_stream(config, "--duration", "6", "--run-id", "same-page"))
+    # The job's folder for page fetching goes with the job, as a batch run's does.
+    assert not Path(pages_folder(RunInfo("same-page", datetime.now(UTC), ""))).exists()
     columns = "url, text_source, page_outcome, extractor, text, summary, published_at, content_hash"
     batch, stream = rows(batch_output, "articles", columns), rows(stream_output, "articles", columns)
     assert [row[:4] for row in batch] == [(url, "page", "ok", "trafilatura") for url in pages]
