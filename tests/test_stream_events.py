@@ -57,7 +57,7 @@ from transforms.io.window import (
     window_start,
 )
 from transforms.known_revisions import DeduplicateStream
-from transforms.poll import _PollFeedFn, too_soon
+from transforms.poll import _PollShardFn, too_soon
 from transforms.poll_schedule import (
     PollSchedule,
     feeds_due,
@@ -236,11 +236,11 @@ def _poll_ticks(
     from transforms import poll as poll_module
 
     monkeypatch.setattr(poll_module, "wait_before_poll", lambda *_: 0.0)
-    poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(url),), 1)
+    poll = _PollShardFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(url),), 1)
     poll.setup()
     state = KeyState()
     try:
-        outputs = [o for tick in ticks for o in poll.process((url, tick), state, tick=float(tick))]
+        outputs = [o for tick in ticks for o in poll.process(("0", tick), state, tick=float(tick))]
     finally:
         poll.teardown()
     return [o.value.value for o in outputs if isinstance(o, TaggedOutput) and o.tag == FETCHES], state.value
@@ -290,7 +290,7 @@ def test_streaming_sends_the_validators_batch_would(
     url = feed_server.route("/feed", feed, not_a_feed)
     rows, state = _poll_ticks(url, range(2), monkeypatch)
     assert [r["outcome"] for r in rows] == ["ok", "not_a_feed"]
-    kept = json.loads(state or "{}").get("feed_state") or {}
+    kept = json.loads(state or "{}").get(url, {}).get("feed_state") or {}
     assert (kept.get("etag"), kept.get("consecutive_failures")) == ('"v1"', 1)
 
 
