@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import PROJECT, require
 from tests.feedserver import FeedServer
 from tests.stream_scenario import (
+    LATENCY_BOUND,
     ScenarioFailure,
     process_alive,
     run_exactly_once_scenario,
@@ -44,11 +45,20 @@ def test_a_backlog_of_ticks_polls_a_feed_once_per_interval_of_real_time() -> Non
 def test_every_served_revision_is_stored_exactly_once_across_stops_and_kills(tmp_path: Path) -> None:
     prism = Path(os.environ.get("NEWSBEAM_PRISM", PROJECT / ".prism" / "bin" / "prism"))
     require(prism.is_file(), f"the Prism runner is not built at {prism}: run `make prism`")
+    # The promise, checked as a property of the design (not a speed figure): every revision is
+    # visible within a window plus a poll interval (plus the contended lock's hold) of being served, or
+    # of the first poll after a restart. It failed before a tick's feeds were fetched concurrently
+    # (max 6.0 s, median 3.8 s against 3.6 s, load 11); 2.0 s after, at load 12-14.
     report = run_exactly_once_scenario(
-        tmp_path, "prism", {"environment_type": "LOOPBACK"}, env={"NEWSBEAM_PRISM": str(prism)}
+        tmp_path,
+        "prism",
+        {"environment_type": "LOOPBACK"},
+        env={"NEWSBEAM_PRISM": str(prism)},
+        latency_bound=LATENCY_BOUND,
     )
     assert report.revisions >= 60 and report.runs == 4, report
-    print(report.summary())  # figures only: timing is for benchmarks/, not for assertions
+    assert report.restarted > 0, "no revision was left for a restart to store: the restart case went untimed"
+    print(report.summary())
 
 
 def test_a_second_ctrl_c_stops_at_once_and_the_next_start_cleans_up(tmp_path: Path) -> None:
