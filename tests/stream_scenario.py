@@ -72,6 +72,8 @@ MIN_IN_FLIGHT = 3
 # (measured: at most 0.70 s of lock wait in the scenario's pane commits); the lock is what serializes them.
 LATENCY_BOUND = WINDOW + POLL_INTERVAL + CONTENTION_HOLD
 Revision = tuple[str, str]  # (article_id, content_hash)
+# How the interrupted runs end, in turn (a final run, stopped by `final_stop`, follows them).
+STOPS = (("sigterm", signal.SIGTERM), ("ctrl-c", signal.SIGINT), ("kill-9", signal.SIGKILL))
 
 
 # --- the feeds ------------------------------------------------------------------------------------
@@ -488,6 +490,11 @@ def _advanced_or_ended(watcher: DatasetWatcher, before: int, advances: int, run:
     return watcher.advances - before >= advances or run.process.poll() is not None
 
 
+def _every_feed_polled_since(server: FeedHosts, feeds: ChangingFeeds, since: float) -> bool:
+    polled = {r.path for r in server.requests if r.at >= since}
+    return all(f"/{name}.xml" in polled for name in feeds.feeds)
+
+
 def _in_flight(feeds: ChangingFeeds, output: Path) -> bool:
     """Whether a revision is served but not visible (read now, not the watcher's last look)."""
     with feeds._lock:
@@ -531,6 +538,7 @@ class ScenarioReport:
     restarted: int  # revisions served before a restart and stored after it (timed from its first poll)
     closest_polls: float  # the shortest time between two requests of one run to one feed
     most_in_flight: int  # the most requests at once over all hosts (polls of a tick fetched together)
+    startups: list[float]  # per run, seconds from its launch to its first request (runner start-up)
 
     def summary(self) -> str:
         return (
@@ -539,7 +547,8 @@ class ScenarioReport:
             f"max {self.latency_max:.1f}s, "
             f"max from a restart's first poll {self.latency_after_restart_max:.1f}s "
             f"({self.restarted} revisions); closest polls of a feed {self.closest_polls:.2f}s apart; "
-            f"at most {self.most_in_flight} requests at once"
+            f"at most {self.most_in_flight} requests at once; start-up per run "
+            + ", ".join(f"{seconds:.0f}s" for seconds in self.startups)
         )
 
 
@@ -578,6 +587,8 @@ def run_exactly_once_scenario(
     entries: int = 3,
     after_kill: Callable[[JobRun], None] | None = None,
     stop_timeout: float = 90.0,
+    stops: tuple[tuple[str, signal.Signals], ...] = STOPS,
+    final_stop: signal.Signals = signal.SIGINT,
     latency_bound: float | None = None,
 ) -> ScenarioReport:
     """Run the scenario of the module docstring; raises `ScenarioFailure` (an AssertionError) on a breach.
@@ -586,8 +597,10 @@ def run_exactly_once_scenario(
     `advances_per_run` how many feed phase changes each interrupted run must see before it is stopped;
     `copies` and `entries` scale the load (feeds and entries per feed; benchmarks/ uses more).
     `stop_timeout` bounds each drain after a stop signal (more load, longer drains).
-    `after_kill` runs after the kill -9 of the launcher: on a cluster runner the job outlives its
-    launcher, so this is where to cancel it (Prism dies with the launcher and needs nothing).
+    `stops` are the interrupted runs' ends, in turn, and `final_stop` the final run's (a kill -9 among
+    `stops` is what leaves revisions for a restart to store). `after_kill` runs after the kill -9 of
+    the launcher: on a cluster runner the job outlives its launcher, so this is where to cancel it
+    (Prism dies with the launcher and needs nothing).
     `latency_bound` (seconds, e.g. `LATENCY_BOUND`): a revision visible later than this after it was served
     (or after a restart's first poll) is a breach; the Prism test and benchmarks/bench_stream_exactly_once.py
     give it.
@@ -598,17 +611,18 @@ def run_exactly_once_scenario(
     runs: list[JobRun] = []
     run_spans: list[tuple[float, float]] = []  # (start, end) of each run, ended by its stop (and cancel)
     first_polls: list[Callable[[], float | None]] = []  # filled in when each run's first request arrives
+    launches: list[float] = []
     with FeedHosts() as server:
         feeds = ChangingFeeds(server, last_phase, copies, entries)
         config = write_config(work, feeds.urls, runner, beam_options)
         with DatasetWatcher(output, feeds) as watcher, CommitContention(output), _no_run_left(runs):
-            stops = [("sigterm", signal.SIGTERM), ("ctrl-c", signal.SIGINT), ("kill-9", signal.SIGKILL)]
             for number, (name, how) in enumerate(stops):
                 # Each interrupted run gets its share of the phases: a run that overshoots its
                 # `advances_per_run` (a window commit moves many feeds at once, a drain more) must not
                 # leave the next one too few changes to see, or it fails for want of them.
                 feeds.phase_ceiling = last_phase * (number + 1) // len(stops)
                 run_started = time.monotonic()
+                launches.append(run_started)
                 run = start_job(config, work, name, env)
                 runs.append(run)
                 first_polls.append(_first_request_after(server, run_started))
@@ -642,6 +656,7 @@ def run_exactly_once_scenario(
             final = start_job(config, work, "final", env)
             runs.append(final)
             final_started = time.monotonic()
+            launches.append(final_started)
             first_polls.append(_first_request_after(server, final_started))
 
             def finished() -> bool:  # everything stored, and every feed polled twice by this run
@@ -654,8 +669,11 @@ def run_exactly_once_scenario(
                 if final.process.poll() is None:
                     _stop(final, signal.SIGKILL, 30)
                 raise _fail(f"never stored: {feeds.missing(watcher.visible)}", *runs)
-            time.sleep(2.5)  # a last poll or two of unchanged feeds: they must store nothing new
-            code = _stop(final, signal.SIGINT, timeout=stop_timeout)
+            # One more poll of every feed, all of it stored already: it must store nothing new.
+            polled_all = time.monotonic()
+            if not wait_for(functools.partial(_every_feed_polled_since, server, feeds, polled_all), 30):
+                raise _fail("the final run stopped polling", final)
+            code = _stop(final, final_stop, timeout=stop_timeout)
             if code != 0:
                 raise _fail(f"the final run exited {code}", final)
             run_spans.append((final_started, time.monotonic()))
@@ -704,6 +722,7 @@ def run_exactly_once_scenario(
             *latency,
             min((gap for gap, _, _ in closest.values()), default=float("inf")),
             server.in_flight.most,
+            [at - launched for at, launched in zip(polls, launches, strict=True) if at is not None],
         )
 
 
