@@ -483,7 +483,8 @@ def test_every_served_revision_is_stored_exactly_once_on_flink_across_stops_and_
     report = run_exactly_once_scenario(
         tmp_path,
         "flink",
-        {"max_bundle_time_mills": 100},  # the cluster's PROCESS environment (the pools' workers), not LOOPBACK
+        # The cluster's PROCESS environment (the pools' workers), not LOOPBACK; short bundles (README).
+        {"max_bundle_time_mills": 100},
         env={"NEWSBEAM_FLINK_CLUSTER": str(Path(flink["state"]) / "cluster.json")},
         startup_timeout=STREAM_STARTUP_TIMEOUT_S,
         after_kill=cancel_the_orphaned_job,
