@@ -3,7 +3,7 @@
     python -m benchmarks.bench_stream_polls                 # 100 entries a feed, 200 rounds
     python -m benchmarks.bench_stream_polls --entries 30 --rounds 500
 
-Runs the poll step of `PollFeeds` (`_PollFeedFn._outputs`: what follows the HTTP fetch) on a
+Runs the poll step of `PollFeeds` (`_PollShardFn._outputs`: what follows the HTTP fetch) on a
 realistic RSS body in one process, CPU time only, and prints per entry:
 
 - an unchanged body whose entries are all committed: digest and lookup, no parse
@@ -28,7 +28,7 @@ sys.path.insert(0, str(PROJECT))
 from transforms.fetch import FetchResult, FetchSettings  # noqa: E402
 from transforms.io.committed import fetch_millis, shared_entries  # noqa: E402
 from transforms.parse import parse_input  # noqa: E402
-from transforms.poll import _PollFeedFn  # noqa: E402
+from transforms.poll import _PollShardFn  # noqa: E402
 
 URL = "http://bench.test/feed.xml"
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n, rounds = args.entries, args.rounds
 
-    poll = _PollFeedFn(FetchSettings(), (), 300)
+    poll = _PollShardFn(FetchSettings(), (), 300)
     poll.setup()
     known = shared_entries()
 

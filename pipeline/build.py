@@ -47,8 +47,9 @@ from transforms.schema import (
 
 
 def pages_folder(run: RunInfo) -> str:
-    """The run's folder for page fetching (host limits, robots.txt, fetched pages): on this machine,
-    shared by all its worker processes (transforms/host_limits.py says what that means on Dataflow)."""
+    """The run's folder for fetching (host limits of pages and of streaming polls, robots.txt, fetched
+    pages): on this machine, shared by all its worker processes (transforms/host_limits.py says what
+    that means on Dataflow)."""
     return str(Path(tempfile.gettempdir()) / f"newsbeam-pages-{run.run_id}")
 
 
@@ -233,6 +234,8 @@ def build_stream(
         settings.fetch.max_entries_per_feed,
         output=settings.output,
         state_policy=settings.stages.state_policy,
+        # The polls' per-host slots, beside the pages' (the run's folder is removed when the job ends).
+        hosts_folder=str(Path(pages_folder(run)) / "feed-hosts"),
     )
     entries, fetches, read_failures = polled.entries, polled.fetches, polled.dead_letters
     # A page is fetched in the poll cycle that found a new revision: known ones are dropped before.

@@ -166,6 +166,13 @@ class FlinkClusterOptions(PipelineOptions):
             default=None,
             help="Java: the factory of the detector of the jars a job stages (deploy/flink/cluster.py)",
         )
+        parser.add_argument(
+            "--max_bundle_time_mills",
+            type=int,
+            default=None,
+            help="Java (FlinkPipelineOptions.maxBundleTimeMills, default 1000): the longest a bundle stays "
+            "open; each stage of a streaming job waits up to this for its bundle to end",
+        )
 
 
 def flink_options(state: dict[str, object]) -> list[str]:

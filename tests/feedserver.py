@@ -47,6 +47,24 @@ class Request:
 Route = list[Reply] | Callable[[Request], Reply]
 
 
+class InFlight:
+    """Requests being answered now and the most at once, over all the servers that share it."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.now -= 1
+
+
 def conditional(
     body: bytes, etag: str, last_modified: str | None = None, **headers: str
 ) -> Callable[[Request], Reply]:
@@ -81,11 +99,17 @@ class _QuietServer(ThreadingHTTPServer):
 
 class FeedServer:
     def __init__(
-        self, host: str = "127.0.0.1", latency: float = 0.0, port: int = 0, tls: ssl.SSLContext | None = None
+        self,
+        host: str = "127.0.0.1",
+        latency: float = 0.0,
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+        shared: InFlight | None = None,
     ) -> None:
         """`host` may be any 127.x.y.z address (each is a different host to a client); `latency`
         delays every answer, as a distant server would; `port` 0 lets the system pick one; with
-        `tls` (a server context) it speaks HTTPS."""
+        `tls` (a server context) it speaks HTTPS; `shared` counts its requests in flight together
+        with other servers'."""
         self.host = host
         self.scheme = "https" if tls else "http"
         self.latency = latency
@@ -110,9 +134,13 @@ class FeedServer:
                 with server._lock:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                if shared is not None:
+                    shared.enter()
                 try:
                     server._handle(self)
                 finally:
+                    if shared is not None:
+                        shared.leave()
                     with server._lock:
                         server.in_flight -= 1
 

@@ -4,16 +4,19 @@ A local HTTP server serves many feeds that change while the job runs: new entrie
 under the same guid, a feed that alternates between 200 and 500, one that answers 304 until it
 changes, rotating windows of entries, the same stories behind different tracking parameters on two
 feeds, and entries without links. Some feeds answer slowly (a slow stage: the runner splits its
-bundles). Each feed moves on to its next *phase* only once everything it served in the current one is
-visible in the dataset, so every revision served at a successful poll must become visible, or the
-scenario fails naming what never appeared.
+bundles). The feeds are dealt over four hosts (127.0.0.1 to 127.0.0.4, a server each): no host may see
+more than `fetch.max_per_host` requests at once, and the hosts together must see several at once (a
+tick's feeds are fetched concurrently, not one after another). Each feed moves on to its next *phase*
+only once everything it served in the current one is visible in the dataset, so every revision served
+at a successful poll must become visible, or the scenario fails naming what never appeared.
 
 Meanwhile the scenario holds the output's commit lock for a moment now and then (a concurrent
 compaction), which makes the job's commits slow too.
 
 The job is run four times against the same output: stopped by SIGTERM, by Ctrl-C (SIGINT to its
 whole process group, as a terminal sends it), killed with SIGKILL (kill -9) and finally stopped by
-Ctrl-C once every feed has reached its last phase. Then every distinct (article_id, content_hash)
+Ctrl-C once every feed has reached its last phase. Each interrupted run is stopped as soon as a
+revision is served and not yet visible. Then every distinct (article_id, content_hash)
 served must be stored exactly once, with versions 1..n rising in the order the revisions were first
 served, and nothing partial (staging, temporary files, pending markers, stop flags) left. While the
 job runs, a reader keeps reading the dataset: a file it cannot read is a failure.
@@ -46,7 +49,7 @@ from typing import Any
 import duckdb
 import yaml
 
-from tests.feedserver import FeedServer, Reply, Request
+from tests.feedserver import FeedServer, InFlight, Reply, Request
 from transforms.enrich import identify_article
 from transforms.io.lock import CommitLock
 from transforms.normalize import EmptyEntryError, normalize_entry
@@ -55,15 +58,22 @@ from transforms.schema import Outcome, RunInfo
 
 PROJECT = Path(__file__).resolve().parent.parent
 FEED_HEADERS = {"Content-Type": "application/rss+xml"}
-IN_FLIGHT_DELAY = 1.5  # seconds after a feed change to stop a run: a poll later, before its window ends
+IN_FLIGHT_TIMEOUT = 30  # seconds to wait for a revision served and not yet visible, to stop a run at
 POLL_INTERVAL = 1.0  # seconds (`stream.poll_interval`)
 WINDOW = 2  # seconds (`stream.window`)
 CONTENTION_HOLD = 0.6  # seconds the scenario's stand-in for a compaction holds the commit lock
+HOSTS = 4  # the feeds are dealt over this many hosts (127.0.0.1, .2, ...), each a server of its own
+MAX_PER_HOST = 2  # `fetch.max_per_host`: requests at once to one host
+# The fewest requests in flight at once over all hosts that shows a tick's polls fetched concurrently:
+# five slow feeds (0.1-0.3 s) on three hosts are due at every tick; polled one after another, it is 1.
+MIN_IN_FLIGHT = 3
 # The issue's bound: visible within one window plus one poll interval of being served (or of a restart's
 # first poll). Plus one allowance: a pane commit that finds the lock held by the contention waits for it
 # (measured: at most 0.70 s of lock wait in the scenario's pane commits); the lock is what serializes them.
 LATENCY_BOUND = WINDOW + POLL_INTERVAL + CONTENTION_HOLD
 Revision = tuple[str, str]  # (article_id, content_hash)
+# How the interrupted runs end, in turn (a final run, stopped by `final_stop`, follows them).
+STOPS = (("sigterm", signal.SIGTERM), ("ctrl-c", signal.SIGINT), ("kill-9", signal.SIGKILL))
 
 
 # --- the feeds ------------------------------------------------------------------------------------
@@ -188,15 +198,45 @@ def revisions_of(body: bytes, feed_url: str) -> set[Revision]:
     return found
 
 
+class FeedHosts:
+    """The scenario's feed servers, one per address (127.0.0.1, 127.0.0.2, ...): each is a host of its own
+    to the job's per-host limits. Counts the requests in flight at each and over them all."""
+
+    def __init__(self, count: int = HOSTS) -> None:
+        self.in_flight = InFlight()
+        self.servers = [FeedServer(f"127.0.0.{n + 1}", shared=self.in_flight) for n in range(count)]
+
+    def __enter__(self) -> FeedHosts:
+        for server in self.servers:
+            server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def route(self, number: int, path: str, answer: Callable[[Request], Reply]) -> str:
+        """Serve `path` on host `number` (modulo the hosts); returns its URL."""
+        return self.servers[number % len(self.servers)].route(path, answer)
+
+    @property
+    def requests(self) -> list[Request]:
+        """Every request to every host, in the order they came."""
+        return sorted((r for server in self.servers for r in list(server.requests)), key=lambda r: r.at)
+
+
 class ChangingFeeds:
     """Serves the scenario's feeds and records every revision served, with when it was first served."""
 
-    def __init__(self, server: FeedServer, last_phase: int, copies: int = 1, entries: int = 3) -> None:
-        self.server = server
+    def __init__(self, hosts: FeedHosts, last_phase: int, copies: int = 1, entries: int = 3) -> None:
+        self.hosts = hosts
         self.last_phase = last_phase
         self.phase_ceiling = last_phase  # no feed moves beyond it (each interrupted run gets its share)
         self.feeds = {feed.name: feed for feed in scenario_feeds(copies, entries)}
-        self.urls = {name: server.route(f"/{name}.xml", self._answerer(name)) for name in self.feeds}
+        self.urls = {
+            name: hosts.route(number, f"/{name}.xml", self._answerer(name))
+            for number, name in enumerate(self.feeds)
+        }
         self.first_served: dict[Revision, tuple[float, int]] = {}  # revision -> (time, serve order)
         self.answers = 0
         self._lock = threading.Lock()
@@ -375,7 +415,12 @@ def write_config(work: Path, urls: dict[str, str], runner: str, beam_options: di
         "output": str(work / "out"),
         "feeds": [{"url": url} for url in urls.values()],
         "stream": {"poll_interval": POLL_INTERVAL, "window": WINDOW, "cleanup_after": 30},
-        "fetch": {"allow_private_hosts": True, "max_attempts": 1, "total_timeout": 10},
+        "fetch": {
+            "allow_private_hosts": True,
+            "max_attempts": 1,
+            "total_timeout": 10,
+            "max_per_host": MAX_PER_HOST,
+        },
         "beam_options": beam_options,
     }
     path = work / "scenario.yaml"
@@ -445,6 +490,22 @@ def _advanced_or_ended(watcher: DatasetWatcher, before: int, advances: int, run:
     return watcher.advances - before >= advances or run.process.poll() is not None
 
 
+def _every_feed_polled_since(server: FeedHosts, feeds: ChangingFeeds, since: float) -> bool:
+    polled = {r.path for r in server.requests if r.at >= since}
+    return all(f"/{name}.xml" in polled for name in feeds.feeds)
+
+
+def _in_flight(feeds: ChangingFeeds, output: Path) -> bool:
+    """Whether a revision is served but not visible (read now, not the watcher's last look)."""
+    with feeds._lock:
+        served = set(feeds.first_served)
+    try:
+        stored = {(row["article_id"], row["content_hash"]) for row in stored_articles(output)}
+    except Exception:  # a file vanished mid-read (the watcher reports unreadable ones)
+        return False
+    return bool(served - stored)
+
+
 def _gone(pid: int) -> bool:
     return not process_alive(pid)
 
@@ -474,15 +535,20 @@ class ScenarioReport:
     latency_max: float
     latency_median: float
     latency_after_restart_max: float
+    restarted: int  # revisions served before a restart and stored after it (timed from its first poll)
     closest_polls: float  # the shortest time between two requests of one run to one feed
+    most_in_flight: int  # the most requests at once over all hosts (polls of a tick fetched together)
+    startups: list[float]  # per run, seconds from its launch to its first request (runner start-up)
 
     def summary(self) -> str:
         return (
             f"{self.revisions} revisions in {self.runs} runs, {self.phase_advances} feed changes, "
             f"{self.seconds:.0f}s; latency served -> visible: median {self.latency_median:.1f}s, "
             f"max {self.latency_max:.1f}s, "
-            f"max from a restart's first poll {self.latency_after_restart_max:.1f}s; "
-            f"closest polls of a feed {self.closest_polls:.2f}s apart"
+            f"max from a restart's first poll {self.latency_after_restart_max:.1f}s "
+            f"({self.restarted} revisions); closest polls of a feed {self.closest_polls:.2f}s apart; "
+            f"at most {self.most_in_flight} requests at once; start-up per run "
+            + ", ".join(f"{seconds:.0f}s" for seconds in self.startups)
         )
 
 
@@ -490,9 +556,9 @@ def _latencies(
     first_served: dict[Revision, tuple[float, int]],
     visible_at: dict[Revision, float],
     first_polls: list[float],
-) -> tuple[float, float, float]:
-    """(max, median, max after a restart) of served -> visible; a revision served before a restart and
-    stored after it counts from the restarted run's first poll."""
+) -> tuple[float, float, float, int]:
+    """(max, median, max after a restart, how many after a restart) of served -> visible; a revision
+    served before a restart and stored after it counts from the restarted run's first poll."""
     spans, after_restart = [], [0.0]
     for revision, (served, _) in first_served.items():
         seen = visible_at.get(revision)
@@ -504,7 +570,8 @@ def _latencies(
         if restarts:
             after_restart.append(seen - start)
     spans.sort()
-    return (spans[-1] if spans else 0.0), (spans[len(spans) // 2] if spans else 0.0), max(after_restart)
+    longest, median = (spans[-1] if spans else 0.0), (spans[len(spans) // 2] if spans else 0.0)
+    return longest, median, max(after_restart), len(after_restart) - 1
 
 
 def run_exactly_once_scenario(
@@ -520,6 +587,8 @@ def run_exactly_once_scenario(
     entries: int = 3,
     after_kill: Callable[[JobRun], None] | None = None,
     stop_timeout: float = 90.0,
+    stops: tuple[tuple[str, signal.Signals], ...] = STOPS,
+    final_stop: signal.Signals = signal.SIGINT,
     latency_bound: float | None = None,
 ) -> ScenarioReport:
     """Run the scenario of the module docstring; raises `ScenarioFailure` (an AssertionError) on a breach.
@@ -528,11 +597,13 @@ def run_exactly_once_scenario(
     `advances_per_run` how many feed phase changes each interrupted run must see before it is stopped;
     `copies` and `entries` scale the load (feeds and entries per feed; benchmarks/ uses more).
     `stop_timeout` bounds each drain after a stop signal (more load, longer drains).
-    `after_kill` runs after the kill -9 of the launcher: on a cluster runner the job outlives its
-    launcher, so this is where to cancel it (Prism dies with the launcher and needs nothing).
+    `stops` are the interrupted runs' ends, in turn, and `final_stop` the final run's (a kill -9 among
+    `stops` is what leaves revisions for a restart to store). `after_kill` runs after the kill -9 of
+    the launcher: on a cluster runner the job outlives its launcher, so this is where to cancel it
+    (Prism dies with the launcher and needs nothing).
     `latency_bound` (seconds, e.g. `LATENCY_BOUND`): a revision visible later than this after it was served
-    (or after a restart's first poll) is a breach. The tests leave it out: on a machine whose cores other
-    jobs share, time is a figure (benchmarks/bench_stream_exactly_once.py asserts it).
+    (or after a restart's first poll) is a breach; the Prism test and benchmarks/bench_stream_exactly_once.py
+    give it.
     """
     started = time.monotonic()
     output = work / "out"
@@ -540,17 +611,18 @@ def run_exactly_once_scenario(
     runs: list[JobRun] = []
     run_spans: list[tuple[float, float]] = []  # (start, end) of each run, ended by its stop (and cancel)
     first_polls: list[Callable[[], float | None]] = []  # filled in when each run's first request arrives
-    with FeedServer() as server:
+    launches: list[float] = []
+    with FeedHosts() as server:
         feeds = ChangingFeeds(server, last_phase, copies, entries)
         config = write_config(work, feeds.urls, runner, beam_options)
         with DatasetWatcher(output, feeds) as watcher, CommitContention(output), _no_run_left(runs):
-            stops = [("sigterm", signal.SIGTERM), ("ctrl-c", signal.SIGINT), ("kill-9", signal.SIGKILL)]
             for number, (name, how) in enumerate(stops):
                 # Each interrupted run gets its share of the phases: a run that overshoots its
                 # `advances_per_run` (a window commit moves many feeds at once, a drain more) must not
                 # leave the next one too few changes to see, or it fails for want of them.
                 feeds.phase_ceiling = last_phase * (number + 1) // len(stops)
                 run_started = time.monotonic()
+                launches.append(run_started)
                 run = start_job(config, work, name, env)
                 runs.append(run)
                 first_polls.append(_first_request_after(server, run_started))
@@ -565,9 +637,10 @@ def run_exactly_once_scenario(
                     raise _fail(
                         f"run {name} made no progress: never stored {feeds.missing(watcher.visible)}", run
                     )
-                # Feeds have just moved on: a moment later their new revisions are served but not yet
-                # committed, which is when a stop or a kill must not lose or double anything.
-                time.sleep(IN_FLIGHT_DELAY)
+                # Feeds have just moved on: the stop (or kill) comes as soon as a revision is served but
+                # not yet visible, which is when it must not lose or double anything.
+                if not wait_for(functools.partial(_in_flight, feeds, output), IN_FLIGHT_TIMEOUT, poll=0.05):
+                    raise _fail(f"run {name}: no revision was served and not yet visible to stop at", run)
                 code = _stop(run, how, timeout=stop_timeout)
                 expected = -signal.SIGKILL if how == signal.SIGKILL else 0
                 if code != expected:
@@ -583,6 +656,7 @@ def run_exactly_once_scenario(
             final = start_job(config, work, "final", env)
             runs.append(final)
             final_started = time.monotonic()
+            launches.append(final_started)
             first_polls.append(_first_request_after(server, final_started))
 
             def finished() -> bool:  # everything stored, and every feed polled twice by this run
@@ -595,8 +669,11 @@ def run_exactly_once_scenario(
                 if final.process.poll() is None:
                     _stop(final, signal.SIGKILL, 30)
                 raise _fail(f"never stored: {feeds.missing(watcher.visible)}", *runs)
-            time.sleep(2.5)  # a last poll or two of unchanged feeds: they must store nothing new
-            code = _stop(final, signal.SIGINT, timeout=stop_timeout)
+            # One more poll of every feed, all of it stored already: it must store nothing new.
+            polled_all = time.monotonic()
+            if not wait_for(functools.partial(_every_feed_polled_since, server, feeds, polled_all), 30):
+                raise _fail("the final run stopped polling", final)
+            code = _stop(final, final_stop, timeout=stop_timeout)
             if code != 0:
                 raise _fail(f"the final run exited {code}", final)
             run_spans.append((final_started, time.monotonic()))
@@ -613,6 +690,17 @@ def run_exactly_once_scenario(
                     f"{path} {gap * 1000:.0f} ms apart in {runs[number].stdout.stem} at {at:.1f}s"
                     for path, (gap, number, at) in sorted(too_close.items())
                 ),
+                *runs,
+            )
+        crowded = {
+            str(host.host): host.max_in_flight for host in server.servers if host.max_in_flight > MAX_PER_HOST
+        }
+        if crowded:
+            raise _fail(f"more than {MAX_PER_HOST} requests at once to one host: {crowded}", *runs)
+        if server.in_flight.most < MIN_IN_FLIGHT:
+            raise _fail(
+                f"a tick's polls ran one after another: at most {server.in_flight.most} requests at once "
+                f"over {len(server.servers)} hosts (the polls of a tick must be fetched concurrently)",
                 *runs,
             )
         left = leftovers(output)
@@ -633,6 +721,8 @@ def run_exactly_once_scenario(
             time.monotonic() - started,
             *latency,
             min((gap for gap, _, _ in closest.values()), default=float("inf")),
+            server.in_flight.most,
+            [at - launched for at, launched in zip(polls, launches, strict=True) if at is not None],
         )
 
 
@@ -655,7 +745,7 @@ def closest_polls(
     return closest
 
 
-def _first_request_after(server: FeedServer, since: float) -> Callable[[], float | None]:
+def _first_request_after(server: FeedHosts, since: float) -> Callable[[], float | None]:
     """When the server got its first request after `since` (asked later, once the run has polled)."""
 
     def first() -> float | None:

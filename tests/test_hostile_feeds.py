@@ -28,7 +28,7 @@ from tests.feedserver import FeedServer, KeyState, Reply, Request
 from tests.test_http_pipeline import feed_reply, rows, rss, run
 from transforms.feed_state import FeedSource, load_states, state_path
 from transforms.fetch import FetchSettings, redact_url
-from transforms.poll import _PollFeedFn
+from transforms.poll import _PollShardFn
 from transforms.read import ReadSettings, ReadSources
 from transforms.read_outputs import FETCHES
 
@@ -175,11 +175,11 @@ def test_stream_polls_of_a_feed_with_credentials_use_them_and_record_them_redact
     s.route("/new-home", _behind_basic_auth(feed_reply(rss("moved", 1))))
     s.route("/moved", _behind_basic_auth(Reply(301, headers={"Location": "/new-home"})))
     listed = f"http://{USER}:{PASSWORD}@{s.host}:{s.port}/moved"
-    poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(listed),), 1)
+    poll = _PollShardFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(listed),), 1)
     poll.setup()
     conditions = KeyState()
     try:  # two ticks a poll interval apart; the outputs come timestamped with their fetch
-        polled = [o for tick in (0, 1) for o in poll.process((listed, tick), conditions, tick=float(tick))]
+        polled = [o for tick in (0, 1) for o in poll.process(("0", tick), conditions, tick=float(tick))]
     finally:
         poll.teardown()
     outputs = [TaggedOutput(o.tag, o.value.value) if isinstance(o, TaggedOutput) else o.value for o in polled]

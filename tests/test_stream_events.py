@@ -29,7 +29,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import PROJECT
-from tests.feedserver import FeedServer, KeyState, Reply
+from tests.feedserver import FeedServer, InFlight, KeyState, Reply
 from transforms.feed_state import FeedSource, FeedState, StatePolicy, state_after
 from transforms.fetch import FetchSettings
 from transforms.io.committed import (
@@ -57,7 +57,7 @@ from transforms.io.window import (
     window_start,
 )
 from transforms.known_revisions import DeduplicateStream
-from transforms.poll import _PollFeedFn, too_soon
+from transforms.poll import _PollShardFn, too_soon
 from transforms.poll_schedule import (
     PollSchedule,
     feeds_due,
@@ -236,14 +236,49 @@ def _poll_ticks(
     from transforms import poll as poll_module
 
     monkeypatch.setattr(poll_module, "wait_before_poll", lambda *_: 0.0)
-    poll = _PollFeedFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(url),), 1)
+    poll = _PollShardFn(FetchSettings(allow_private_hosts=True, max_attempts=1), (FeedSource(url),), 1)
     poll.setup()
     state = KeyState()
     try:
-        outputs = [o for tick in ticks for o in poll.process((url, tick), state, tick=float(tick))]
+        outputs = [o for tick in ticks for o in poll.process(("0", tick), state, tick=float(tick))]
     finally:
         poll.teardown()
     return [o.value.value for o in outputs if isinstance(o, TaggedOutput) and o.tag == FETCHES], state.value
+
+
+def test_a_ticks_feeds_are_fetched_at_once_within_each_hosts_limit(tmp_path: Path) -> None:
+    """Prism ran a key per feed one after another, so a tick's polls took the sum of the feeds' response
+    times (the poll stage fell behind its ticks). Now one element per shard fetches its feeds at once,
+    each request in one of its host's `max_per_host` slots, and keeps every feed's state."""
+    gauge = InFlight()
+    servers = [FeedServer(f"127.0.0.{n + 1}", shared=gauge).start() for n in range(2)]
+    try:
+        urls = [
+            servers[n % 2].route(
+                f"/slow{n}.xml",
+                Reply(200, RSS_ONE, {"ETag": f'"e{n}"', "Content-Type": "application/rss+xml"}, delay=0.4),
+            )
+            for n in range(6)
+        ]
+        settings = FetchSettings(allow_private_hosts=True, max_attempts=1, max_concurrent=8, max_per_host=2)
+        poll = _PollShardFn(settings, tuple(map(FeedSource, urls)), 1, hosts_folder=str(tmp_path / "hosts"))
+        poll.setup()
+        state = KeyState()
+        try:
+            outputs = list(poll.process(("0", 0), state, tick=0.0))
+        finally:
+            poll.teardown()
+    finally:
+        for server in servers:
+            server.stop()
+    fetches = [o.value.value for o in outputs if isinstance(o, TaggedOutput) and o.tag == FETCHES]
+    assert sorted(row["source"] for row in fetches) == sorted(urls)
+    assert [server.max_in_flight for server in servers] == [2, 2]  # each host's limit, and no less
+    assert gauge.most == 4  # both hosts at once: 6 polls of 0.4 s one after another would be 1
+    kept = json.loads(state.value or "{}")
+    assert {url: kept[url]["feed_state"]["etag"] for url in urls} == {
+        url: f'"e{n}"' for n, url in enumerate(urls)
+    }
 
 
 def test_a_feed_failing_in_streaming_backs_off_as_in_batch(
@@ -290,7 +325,7 @@ def test_streaming_sends_the_validators_batch_would(
     url = feed_server.route("/feed", feed, not_a_feed)
     rows, state = _poll_ticks(url, range(2), monkeypatch)
     assert [r["outcome"] for r in rows] == ["ok", "not_a_feed"]
-    kept = json.loads(state or "{}").get("feed_state") or {}
+    kept = json.loads(state or "{}").get(url, {}).get("feed_state") or {}
     assert (kept.get("etag"), kept.get("consecutive_failures")) == ('"v1"', 1)
 
 

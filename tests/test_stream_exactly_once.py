@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import PROJECT, require
 from tests.feedserver import FeedServer
 from tests.stream_scenario import (
+    LATENCY_BOUND,
     ScenarioFailure,
     process_alive,
     run_exactly_once_scenario,
@@ -44,11 +45,22 @@ def test_a_backlog_of_ticks_polls_a_feed_once_per_interval_of_real_time() -> Non
 def test_every_served_revision_is_stored_exactly_once_across_stops_and_kills(tmp_path: Path) -> None:
     prism = Path(os.environ.get("NEWSBEAM_PRISM", PROJECT / ".prism" / "bin" / "prism"))
     require(prism.is_file(), f"the Prism runner is not built at {prism}: run `make prism`")
+    # The promise is a revision visible within a window plus a poll interval (plus the contended
+    # lock's hold: LATENCY_BOUND) of being served, or of the first poll after a restart. Before a tick's
+    # feeds were fetched concurrently: max 6.0 s, median 3.8 s (load 11). After: max 1.8-2.0 s in three
+    # runs at load 12-16, but 4.3 s (median 1.0 s) in one at load 23, so on a shared 2-core machine the
+    # bound itself is asserted by benchmarks/bench_stream_exactly_once.py, and here a sanity bound of
+    # twice it: a poll stage that falls behind its ticks again breaks it.
     report = run_exactly_once_scenario(
-        tmp_path, "prism", {"environment_type": "LOOPBACK"}, env={"NEWSBEAM_PRISM": str(prism)}
+        tmp_path,
+        "prism",
+        {"environment_type": "LOOPBACK"},
+        env={"NEWSBEAM_PRISM": str(prism)},
+        latency_bound=2 * LATENCY_BOUND,
     )
     assert report.revisions >= 60 and report.runs == 4, report
-    print(report.summary())  # figures only: timing is for benchmarks/, not for assertions
+    assert report.restarted > 0, "no revision was left for a restart to store: the restart case went untimed"
+    print(report.summary())
 
 
 def test_a_second_ctrl_c_stops_at_once_and_the_next_start_cleans_up(tmp_path: Path) -> None:
@@ -100,7 +112,7 @@ def test_a_failing_scenario_leaves_no_job_running(tmp_path: Path) -> None:
             "prism",
             {"environment_type": "LOOPBACK"},
             env={"NEWSBEAM_PRISM": str(prism)},
-            startup_timeout=-25,  # gives up after 5 s
+            startup_timeout=-15,  # gives up after 15 s: Prism has started by then (at load 23, 5 s was short)
             advances_per_run=10**6,
         )
     log = (tmp_path / "sigterm.err").read_text(errors="replace")

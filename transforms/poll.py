@@ -1,12 +1,21 @@
-"""PollFeeds: each tick fanned out to the feeds due, each feed fetched with batch's own rules.
+"""PollFeeds: each tick fanned out to shards of the feeds due, each shard's feeds fetched at once.
 
 `PollFeeds` fans each tick out to the feeds due at that tick (each feed has its own interval, a
-multiple of the tick), keys the polls by feed URL and fetches each with a stateful DoFn that keeps
-the feed's `ETag` / `Last-Modified` between polls, so an unchanged feed costs a 304. The polls of
-one feed run one at a time in a worker (a lock per feed), a tick closer than the feed's interval to
-its last poll (a replayed tick) polls nothing, no poll starts sooner than the interval after the
-feed's last answer (a stage that runs behind reaches several ticks at once: it polls once), and
-the validators of an older response never replace those of a newer one. Fetching and parsing are batch's own
+multiple of the tick), in shards of at most `fetch.max_concurrent` feeds, keyed by shard. A stateful
+DoFn keeps each of its feeds' `ETag` / `Last-Modified` between polls, so an unchanged feed costs a
+304, and fetches the shard's due feeds concurrently on a pool of `fetch.max_concurrent` threads,
+each request holding one of its host's `fetch.max_per_host` slots (`transforms/host_limits.py`: the
+limit holds across threads and worker processes). So a tick's polls take about the slowest feed's
+time, not the sum of them all: Prism 2.62 puts every pending key of a stateful stage into one
+bundle and runs its elements one after another, which with a key per feed made the poll stage run
+behind its ticks and every window close that much later.
+
+The polls of one feed run one at a time in a worker (a lock per feed), a tick closer than the
+feed's interval to its last poll (a replayed tick) polls nothing, no poll starts sooner than the
+interval after the feed's last answer (a stage that runs behind reaches several ticks at once: it
+polls once), and the validators of an older response never replace those of a newer one (also when
+the runner runs a split-off bundle of the same shard beside the first: the newest known state of
+each feed is kept in the worker process too). Fetching and parsing are batch's own
 (`transforms.read.fetched_to_outputs`), so a poll yields exactly what a batch read does: raw
 entries, one `feed_fetches` row and, for a failed feed, a dead letter. Every output is timestamped
 with the moment its fetch started: the streaming job windows on real fetch time.
@@ -20,9 +29,13 @@ tick it is not polled at gives a `skipped` fetch row, as a batch run does).
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -44,6 +57,7 @@ from transforms.feed_state import (
     state_to_json,
 )
 from transforms.fetch import FetchResult, FetchSettings, fetch, make_session
+from transforms.host_limits import HostLimiter
 from transforms.io.committed import (
     REFRESH_SECONDS,
     body_digest,
@@ -52,11 +66,12 @@ from transforms.io.committed import (
     shared_versions,
 )
 from transforms.parse import ParsedInput
-from transforms.poll_schedule import feeds_due, poll_interval
+from transforms.poll_schedule import feed_shards, feeds_due, poll_interval, shards_due, tick_seconds_for
 from transforms.read_outputs import (
     DEAD_LETTERS,
     FETCHES,
     fetched_to_outputs,
+    host_key,
     http_fields,
     ms_since,
     parsed_to_outputs,
@@ -69,11 +84,15 @@ from transforms.schema import Outcome, SourceType
 
 
 # One lock per feed URL in this process: polls of a feed never overlap, even when a runner runs a
-# split-off bundle of the same key beside the first; and the tick each feed was last polled at.
+# split-off bundle of the same shard beside the first; and the tick each feed was last polled at.
 _FEED_LOCKS: dict[str, threading.Lock] = {}
 _FEED_LOCKS_LOCK = threading.Lock()
 _LAST_POLLED: dict[str, float] = {}
 _LAST_ANSWERED: dict[str, float] = {}  # when each feed's last poll in this process ended (epoch seconds)
+# The newest state of each feed this process polled, per job (`_PollShardFn._job`): what a bundle
+# of a shard writes back, whatever state it read.
+_KNOWN: dict[tuple[str, str], dict[str, Any]] = {}
+_KNOWN_LOCK = threading.Lock()
 EARLY_POLL_SLACK = 0.25  # of the interval: a poll due this soon waits for it, a later one skips its tick
 
 
@@ -107,10 +126,14 @@ def wait_before_poll(last_answered_at: float | None, interval: float, now: float
     return wait if wait <= EARLY_POLL_SLACK * interval else None
 
 
-class _PollFeedFn(beam.DoFn):
-    """Fetch one feed per (url, tick); its validators and permanent redirect are kept in Beam state."""
+class _PollShardFn(beam.DoFn):
+    """Fetch the due feeds of one shard per (shard, tick), concurrently; their states in Beam state.
 
-    CONDITIONS = userstate.ReadModifyWriteStateSpec("conditions", StrUtf8Coder())
+    The state is one JSON object per shard: per feed (its URL redacted, as the records name it), its
+    validators, permanent redirect, batch `FeedState`, last tick, last answer and body digest.
+    """
+
+    CONDITIONS = userstate.ReadModifyWriteStateSpec("feeds", StrUtf8Coder())
     _CONDITIONS_PARAM = beam.DoFn.StateParam(CONDITIONS)
     _TIMESTAMP_PARAM = beam.DoFn.TimestampParam
 
@@ -122,13 +145,22 @@ class _PollFeedFn(beam.DoFn):
         max_entries: int = MAX_ENTRIES_PER_FEED,
         output: str | None = None,
         state_policy: StatePolicy | None = None,
+        hosts_folder: str | None = None,
+        tick_seconds: float | None = None,
     ) -> None:
         self._settings = settings
         self._output = output
         self._policy = state_policy or StatePolicy()
         self._feeds = {feed.url: feed for feed in feeds}
+        self._shards = feed_shards(feeds, settings.max_concurrent)
         self._default = default_interval
+        # The schedule's tick (None: the shortest poll interval, as `tick_seconds_for` gives it).
+        self._tick_seconds = tick_seconds or tick_seconds_for(feeds, default_interval)
         self._max_entries = max_entries
+        # Where the per-host slots live (shared by the job's worker processes on this machine); None:
+        # a folder of this DoFn's own, removed at teardown (tests that run the DoFn directly).
+        self._hosts_folder = hosts_folder
+        self._job = uuid.uuid4().hex  # the same in every copy of this DoFn in the job's workers
         self._polls = Metrics.counter("poll", "feeds_polled")
         self._not_modified = Metrics.counter("poll", "not_modified")
         self._entries = Metrics.counter("poll", "entries")
@@ -139,48 +171,92 @@ class _PollFeedFn(beam.DoFn):
         self._skipped = Metrics.counter("poll", "feeds_skipped")
 
     def setup(self) -> None:
-        self._session = make_session(self._settings)
+        workers = max(1, self._settings.max_concurrent)
+        self._session = make_session(self._settings, pool_size=workers)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="newsbeam-poll")
+        self._own_folder = None if self._hosts_folder else tempfile.mkdtemp(prefix="newsbeam-poll-hosts-")
+        self._limiter = HostLimiter(self._hosts_folder or self._own_folder or "", self._settings.max_per_host)
         self._entries_committed = shared_entries()
         self._versions = shared_versions(self._output) if self._output else None
 
     def teardown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self._session.close()
+        if self._own_folder:
+            shutil.rmtree(self._own_folder, ignore_errors=True)
 
     def process(
         self, keyed: tuple[str, int], conditions: Any = _CONDITIONS_PARAM, tick: Any = _TIMESTAMP_PARAM
     ) -> Iterator[Any]:
-        url = keyed[0]
-        feed = self._feeds.get(url)
-        interval = poll_interval(feed, self._default) if feed else self._default
+        shard, index = keyed
+        urls = self._shards[int(shard)] if 0 <= int(shard) < len(self._shards) else ()
+        due = set(
+            feeds_due(tuple(self._feeds[url] for url in urls), index, self._tick_seconds, self._default)
+        )
         if self._versions is not None:  # notices a prune, which makes the known entries forgotten
             self._versions.refresh(max_age=REFRESH_SECONDS)
+        # Keyed by the feed's URL as the records name it: no credential is kept in the runner's state.
+        states: dict[str, Any] = json.loads(conditions.read() or "{}")
+        polls = [
+            self._pool.submit(self._poll_feed, url, states.get(redact_url(url)) or {}, float(tick))
+            for url in urls
+            if url in due
+        ]
+        changed = False
+        for done in as_completed(polls):
+            outputs, after = done.result()
+            changed = changed or after is not None
+            yield from outputs
+        if changed:
+            # Every feed of the shard at its newest known state: a split-off bundle of this shard that
+            # ran beside this one (and read the state before it) wrote its feeds' newer states here too.
+            newest = {redact_url(url): self._newest(url, states.get(redact_url(url)) or {}) for url in urls}
+            conditions.write(json.dumps(newest))
+
+    def _newest(self, url: str, known: dict[str, Any]) -> dict[str, Any]:
+        """The newer (by fetch) of a feed's state read from Beam and the one this process polled last."""
+        with _KNOWN_LOCK:
+            polled = _KNOWN.get((self._job, url))
+        if polled is not None and polled.get("fetched_at", 0) > known.get("fetched_at", 0):
+            return polled
+        return known
+
+    def _poll_feed(
+        self, url: str, read: dict[str, Any], tick: float
+    ) -> tuple[list[Any], dict[str, Any] | None]:
+        """One feed's poll at `tick`: its outputs, and its new state (None: unchanged)."""
+        feed = self._feeds.get(url)
+        interval = poll_interval(feed, self._default) if feed else self._default
         with feed_lock(url):
-            known = json.loads(conditions.read() or "{}")
+            known = self._newest(url, read)
             last = max(_LAST_POLLED.get(url, float("-inf")), known.get("tick_at", float("-inf")))
-            if too_soon(float(tick), last if last > float("-inf") else None, interval):
+            if too_soon(tick, last if last > float("-inf") else None, interval):
                 self._too_soon.inc()
-                return
+                return [], None
             answered = max(_LAST_ANSWERED.get(url, float("-inf")), known.get("answered_at", float("-inf")))
             wait = wait_before_poll(answered if answered > float("-inf") else None, interval, time.time())
             if wait is None:
                 self._behind.inc()
-                return
+                return [], None
             time.sleep(wait)
-            _LAST_POLLED[url] = float(tick)
+            _LAST_POLLED[url] = tick
             stored = feed_state_of(known)
             now = datetime.now(UTC)
             reason = poll_decision(stored, now)
             if stored is not None and reason is not None:  # fresh or backing off, as in batch
                 self._skipped.inc()
                 skipped = skipped_outputs(url, stored, reason, now)
-                yield from (_at(o, now.timestamp()) for o in skipped if o.tag == FETCHES)
-                return
-            outputs, after = self._poll(url, known, stored, feed)
+                return [_at(o, now.timestamp()) for o in skipped if o.tag == FETCHES], None
+            moved = stored.fetch_url if stored else None
+            with self._limiter.request(host_key(moved or url)):  # one of the host's slots
+                outputs, after = self._poll(url, known, stored, feed)
             _LAST_ANSWERED[url] = after["answered_at"] = time.time()
-            after["tick_at"] = float(tick)
-            if after.get("fetched_at", 0) >= known.get("fetched_at", 0):  # never an older response's
-                conditions.write(json.dumps(after))
-        yield from outputs
+            after["tick_at"] = tick
+            if after.get("fetched_at", 0) < known.get("fetched_at", 0):  # never an older response's
+                return outputs, None
+            with _KNOWN_LOCK:
+                _KNOWN[(self._job, url)] = after
+        return outputs, after
 
     def _poll(
         self, url: str, known: dict[str, Any], stored: FeedState | None, feed: FeedSource | None
@@ -292,9 +368,11 @@ class PollFeeds(beam.PTransform[Any, Any]):
         max_entries_per_feed: int = MAX_ENTRIES_PER_FEED,
         output: str | None = None,
         state_policy: StatePolicy | None = None,
+        hosts_folder: str | None = None,
     ) -> None:
         super().__init__()
         self._policy = state_policy or StatePolicy()
+        self._hosts_folder = hosts_folder  # the per-host slots (`_PollShardFn`)
         if not feeds:
             raise ValueError("PollFeeds needs at least one feed")
         self._output = output  # whose committed version index the polls watch for a prune
@@ -306,16 +384,24 @@ class PollFeeds(beam.PTransform[Any, Any]):
 
     def expand(self, ticks: PCollection[Any]) -> PollOutputs:
         feeds, tick_seconds, default = self._feeds, self._tick_seconds, self._default
+        shards = feed_shards(feeds, self._settings.max_concurrent)
+        poll = _PollShardFn(
+            self._settings,
+            feeds,
+            default,
+            self._max_entries,
+            self._output,
+            self._policy,
+            hosts_folder=self._hosts_folder,
+            tick_seconds=tick_seconds,
+        )
         polled = (
             ticks
-            | "FeedsDue"
+            | "ShardsDue"
             >> beam.FlatMap(
-                lambda index: [(url, index) for url in feeds_due(feeds, index, tick_seconds, default)]
+                lambda index: shards_due(shards, feeds, index, tick_seconds, default)
             ).with_output_types(tuple[str, int])
-            # Keyed by feed URL: each feed's conditions are its own state, and polls spread over workers.
-            | "FetchFeed"
-            >> beam.ParDo(
-                _PollFeedFn(self._settings, feeds, default, self._max_entries, self._output, self._policy)
-            ).with_outputs(FETCHES, DEAD_LETTERS, main="entries")
+            # Keyed by shard: its feeds' conditions are its state, and shards spread over workers.
+            | "FetchFeeds" >> beam.ParDo(poll).with_outputs(FETCHES, DEAD_LETTERS, main="entries")
         )
         return PollOutputs(polled.entries, polled[FETCHES], polled[DEAD_LETTERS])

@@ -90,6 +90,28 @@ def feeds_due(feeds: tuple[FeedSource, ...], index: int, tick_seconds: float, de
     ]
 
 
+def feed_shards(feeds: tuple[FeedSource, ...], per_shard: int) -> tuple[tuple[str, ...], ...]:
+    """The feed URLs in shards of at most `per_shard` (`fetch.max_concurrent`), dealt in turn.
+
+    A shard is one element per tick whose feeds are fetched at once; a worker fetches at most
+    `per_shard` feeds at once anyway, so bigger shards would only wait for its threads.
+    """
+    count = max(1, math.ceil(len(feeds) / max(1, per_shard)))
+    return tuple(tuple(feed.url for feed in feeds[number::count]) for number in range(count))
+
+
+def shards_due(
+    shards: tuple[tuple[str, ...], ...],
+    feeds: tuple[FeedSource, ...],
+    index: int,
+    tick_seconds: float,
+    default: float,
+) -> list[tuple[str, int]]:
+    """(shard key, tick) for each shard with a feed due at tick `index`."""
+    due = set(feeds_due(feeds, index, tick_seconds, default))
+    return [(str(number), index) for number, urls in enumerate(shards) if due.intersection(urls)]
+
+
 def tick_seconds_for(feeds: tuple[FeedSource, ...], default: float) -> float:
     """The tick: the shortest poll interval, so that no feed waits longer than it asked for."""
     return min((poll_interval(feed, default) for feed in feeds), default=default)
