@@ -330,3 +330,42 @@ def test_compact_merges_each_buckets_deltas_and_prune_drops_what_the_window_left
     late = ("late/rates", "Central bank raises rates again", WIRE, 1.0)
     run_batch(settings([serve(feed_server, "/d.xml", "d.test", late)], output))
     assert story_of(stories(output))["d.test/late/rates"] == "d.test/late/rates"
+
+
+# --- streaming: the pane commits decide, against the same index ---------------------------------------
+
+
+def test_streamed_copies_served_in_two_polls_get_one_story(tmp_path: Path) -> None:
+    from tests.test_stream_e2e import finish, start_stream
+
+    output = tmp_path / "out"
+    with FeedServer() as server:
+        first = rss("a.test", ORIGINAL, FOOTBRIDGE_A)
+        later = rss("a.test", ORIGINAL, FOOTBRIDGE_A, COPY)  # the copy from the third poll on
+        feed = server.route("/a.xml", Reply(200, first, RSS), Reply(200, first, RSS), Reply(200, later, RSS))
+        config = {
+            "runner": "prism",
+            "output": str(output),
+            "feeds": [{"url": feed}],
+            "stream": {"poll_interval": 2, "window": 2},
+            "fetch": {"allow_private_hosts": True, "max_attempts": 1, "total_timeout": 10},
+            "fulltext": {"mode": "off"},
+            "beam_options": {"environment_type": "LOOPBACK"},
+        }
+        path = tmp_path / "streaming.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        finish(start_stream(path, "--duration", "30"))
+        assert len(server.hits("/a.xml")) >= 3
+    found = stories(output)
+    assert story_of(found) == {
+        "a.test/rates": "a.test/rates",
+        "a.test/bridge": "a.test/bridge",
+        "a.test/economy/rates-up": "a.test/rates",
+    }
+    with duckdb.connect() as connection:
+        files = connection.sql(
+            f"SELECT url, filename FROM read_parquet('{output}/articles/**/*.parquet', filename = true)"
+        ).fetchall()
+    by_url = dict(files)
+    assert by_url["http://a.test/rates"] != by_url["http://a.test/economy/rates-up"]  # two panes
+    assert index_files(str(output)) and not list((output / "_runs").rglob("*.json.tmp"))
