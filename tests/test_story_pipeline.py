@@ -369,3 +369,33 @@ def test_streamed_copies_served_in_two_polls_get_one_story(tmp_path: Path) -> No
     by_url = dict(files)
     assert by_url["http://a.test/rates"] != by_url["http://a.test/economy/rates-up"]  # two panes
     assert index_files(str(output)) and not list((output / "_runs").rglob("*.json.tmp"))
+
+
+# --- what the reports show ---------------------------------------------------------------------------
+
+
+def test_the_run_report_show_and_the_html_report_show_stories_against_articles(
+    feed_server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import main
+
+    output = tmp_path / "out"
+    feeds = [
+        serve(feed_server, "/a.xml", "a.test", ORIGINAL, FOOTBRIDGE_A),
+        serve(feed_server, "/b.xml", "b.test", COPY, FOOTBRIDGE_B, RATES_WITH_FOOTER),
+    ]
+    result = run_batch(settings(feeds, output))
+    assert "  stories:           5 new articles: 3 joined an earlier story, 2 began one" in result.report
+    assert main(["show", str(output)]) == 0
+    shown = capsys.readouterr().out
+    assert "  stories: 5 rows in 1 files" in shown
+    assert "  stories: 2 for 5 articles; 2 told by 2 or more (3 articles joined an earlier one)" in shown
+    assert "    3 articles, 2 outlets: Central bank raises rates again\n        a.test, b.test" in shown
+    assert "    2 articles, 2 outlets: Footbridge opens downtown" in shown
+    page = tmp_path / "report.html"
+    assert main(["report", str(output), "--html", str(page)]) == 0
+    html = page.read_text(encoding="utf-8")
+    assert "5 articles in 2 stories: 2 stories told by two or more articles, which 3" in html
+    largest = html.split('id="largest-stories"', 1)[1].split("</table>", 1)[0]
+    assert largest.index("Central bank raises rates again") < largest.index("Footbridge opens downtown")
+    assert "<td>a.test, b.test</td>" in largest
