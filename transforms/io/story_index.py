@@ -58,7 +58,6 @@ BANDS = f"{STORIES_STATE}/bands"  # dataset names: staged and published like the
 PRINTS = f"{STORIES_STATE}/prints"
 STAGED_PRINTS = "_story_prints"  # a run's staged prints (transforms/story_prints.py): never published
 BUCKETS = 16
-BATCH_ROWS = 262_144
 
 
 @dataclass(frozen=True)
@@ -144,15 +143,19 @@ def index_files(output: str) -> list[str]:
 def _matching(
     files: Iterable[str], column: str, values: pa.Array, columns: Sequence[str]
 ) -> Iterator[pa.Table]:
-    """The rows of `files` whose `column` is in `values`, batch by batch: memory holds the matches."""
+    """The rows of `files` whose `column` is in `values`, row group by row group: the key column is
+    read first, the other columns only of row groups that hold a match (a print is 0.7 KB)."""
+    others = [name for name in columns if name != column]
     for path in files:
         with FileSystems.open(path) as stream:
             reader = pq.ParquetFile(stream)
-            for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
-                table = pa.Table.from_batches([batch])
-                table = table.filter(pc.is_in(table[column], value_set=values))
-                if table.num_rows:
-                    yield table
+            for group in range(reader.num_row_groups):
+                keys = reader.read_row_group(group, columns=[column])
+                hits = pc.is_in(keys[column], value_set=values)
+                if not pc.any(hits).as_py():
+                    continue
+                table = reader.read_row_group(group, columns=list(columns)) if others else keys
+                yield table.filter(hits)
 
 
 def _by_bucket(keys: Iterable[int]) -> dict[int, list[int]]:
