@@ -39,7 +39,7 @@ def row(
 
 def publish(output: Path, files: list[StoryFile], name: str) -> dict[str, str]:
     """Write the files as a commit would publish them; the stories rows as article_id -> story_id."""
-    stories = {}
+    stories: dict[str, str] = {}
     for story_file in files:
         folder = output / story_file.dataset / story_file.partition
         folder.mkdir(parents=True, exist_ok=True)
