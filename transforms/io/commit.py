@@ -3,10 +3,12 @@
 `CommitRun` gathers every staged file of the run (all datasets, and the run's delta of the version
 index, see transforms/io/versions.py) and, under the commit lock (transforms/io/lock.py): rolls
 forward commits a crash interrupted, reconciles with runs that committed since this one read the
-index, writes a pending marker `OUTPUT/_runs/_pending/<run_id>` and the run manifest
-`OUTPUT/_runs/<run_id>.json` with status `committing` and the list of moves (the decision), renames
-each file into `OUTPUT/<dataset>/<key>=<value>/...`, marks the manifest `committed`, and removes
-the staging folder and the marker. A commit interrupted after its decision is rolled forward from
+index, decides the near-duplicate stories of what it publishes (transforms/io/story_index.py: the
+`stories` rows and the story index's deltas join the run's files), writes a pending marker
+`OUTPUT/_runs/_pending/<run_id>` and the run manifest `OUTPUT/_runs/<run_id>.json` with status
+`committing` and the list of moves (the decision), renames each file into
+`OUTPUT/<dataset>/<key>=<value>/...`, marks the manifest `committed`, and removes the staging
+folder and the marker. A commit interrupted after its decision is rolled forward from
 its manifest (`recover_runs`) by the next run, compact or prune.
 
 `apply_manifest` carries out the same protocol for `newsbeam compact` and `newsbeam prune`, whose
