@@ -25,7 +25,7 @@ import yaml
 from pipeline import Settings, run_batch
 from tests.conftest import PROJECT
 from tests.feedserver import FeedServer, Reply
-from transforms.io.story_index import index_files
+from transforms.io.story_index import StorySettings, index_files
 
 pytestmark = pytest.mark.e2e
 
@@ -399,3 +399,36 @@ def test_the_run_report_show_and_the_html_report_show_stories_against_articles(
     largest = html.split('id="largest-stories"', 1)[1].split("</table>", 1)[0]
     assert largest.index("Central bank raises rates again") < largest.index("Footbridge opens downtown")
     assert "<td>a.test, b.test</td>" in largest
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+def test_bad_stories_settings_fail_at_start_naming_the_key(tmp_path: Path) -> None:
+    from pipeline.config import ConfigError, load_settings
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"stories": {"threshold": 1.5, "window": "soon"}}), encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_settings(config)
+    lines = str(error.value).splitlines()
+    assert any(line.startswith(f"{config}: stories.threshold: ") for line in lines), lines
+    assert any(line.startswith(f"{config}: stories.window: 'soon' is not a duration") for line in lines), (
+        lines
+    )
+    settings = load_settings(None, {"stories.enabled": False, "stories.window": "2d"})
+    assert settings.stages.stories == StorySettings(False, settings.stories.threshold, 2 * 86_400)
+
+
+def test_no_stories_on_the_command_line_switches_the_stage_off(tmp_path: Path) -> None:
+    from pipeline.cli import main
+
+    feed = tmp_path / "feed.xml"
+    feed.write_bytes(rss("a.test", ORIGINAL, COPY))
+    assert main(["run", "-q", "--input", str(feed), "--output", str(tmp_path / "off"), "--no-stories"]) == 0
+    assert not (tmp_path / "off" / "stories").exists()
+    assert main(["run", "-q", "--input", str(feed), "--output", str(tmp_path / "on"), "--stories"]) == 0
+    assert story_of(stories(tmp_path / "on")) == {
+        "a.test/rates": "a.test/rates",
+        "a.test/economy/rates-up": "a.test/rates",
+    }
