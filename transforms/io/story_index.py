@@ -21,6 +21,8 @@ immutable once published, and `newsbeam compact` merges each bucket's deltas:
 
 `stories.window` bounds which prints are candidates (published within the window of the commit's
 earliest article); `newsbeam prune` drops the prints and band rows older than the window.
+Slightly over ~400 lines for a reason: the layout, the lookup, the decision and the maintenance of one
+index read together (the decision's files are what compact merges and prune rewrites).
 """
 
 from __future__ import annotations
