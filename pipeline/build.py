@@ -44,6 +44,7 @@ from transforms.schema import (
     PAGE_FETCHES,
     RunInfo,
 )
+from transforms.story_prints import FingerprintStories, StagePrints
 
 
 def pages_folder(run: RunInfo) -> str:
@@ -72,10 +73,20 @@ def build_batch(
         output=settings.output,
         full_text=_full_text(settings, run, run.started_at),
     )
+    processed = _fingerprinted(settings, processed)
     written = _write_batch(settings, run, source, processed)
     if progress is not None:
         _send_progress(progress, source, processed, written)
     return _commit_batch(settings, run, source, written)
+
+
+def _fingerprinted(settings: Settings, processed: ProcessedArticles) -> ProcessedArticles:
+    """With stories on, each article not already stored carries its print to the sink."""
+    stories = settings.stages.stories
+    if not stories.enabled:
+        return processed
+    articles = processed.articles | "FingerprintStories" >> FingerprintStories(stories)
+    return processed._replace(articles=articles)
 
 
 class BatchSource(NamedTuple):
@@ -147,6 +158,8 @@ def _write_batch(
     dead_letter_files = (dead_letters | "WriteDeadLetters" >> dead_letter_writer).files
     fetch_files = (fetch_rows | "WriteFeedFetches" >> fetch_writer).files
     staged = [deduplicated.files, dead_letter_files, fetch_files, index_files]
+    if settings.stages.stories.enabled:  # read by the commit, which decides the stories
+        staged.append(processed.articles | "StagePrints" >> StagePrints(settings.output, run.run_id, parquet))
     if processed.page_fetches is not None:
         page_writer = WritePartitionedParquet(
             settings.output, PAGE_FETCHES, PAGE_FETCH_SCHEMA, ("ingest_date",), run.run_id, parquet
@@ -180,6 +193,7 @@ def _commit_batch(
         snapshot=written.deduplicated.store_snapshot,
         unaccounted=written.fetch_rows | "CountUnaccounted" >> CountUnaccounted(),
         settings=settings.stages.parquet,
+        stories=settings.stages.stories,
     )
     state_path_ = source.read_settings.state_path
     if state_path_:
@@ -211,7 +225,9 @@ def build_stream(
     parquet = settings.stages.parquet
 
     def spec(dataset: str, schema: Any, keys: tuple[str, ...], with_index: bool = False) -> WindowFileSpec:
-        # Articles: a record Arrow rejects becomes a dead letter of the same pane.
+        # Articles: a record Arrow rejects becomes a dead letter of the same pane; their stories are
+        # decided in the commit of the pane.
+        stories = settings.stages.stories if with_index and settings.stages.stories.enabled else None
         return WindowFileSpec(
             settings.output,
             dataset,
@@ -223,6 +239,7 @@ def build_stream(
             with_index,
             stream.cleanup_after,
             rejects_to_dead_letters=with_index,
+            stories=stories,
         )
 
     ticks = p | "PollTicks" >> GeneratePollTicks(schedule)
@@ -246,6 +263,7 @@ def build_stream(
         streaming=True,
         full_text=_full_text(settings, run, None),
     )
+    processed = _fingerprinted(settings, processed)
     stamped = processed.articles | "StampFetchTime" >> beam.Map(_stamped_with_fetch_time(run))
     article_files = stamped | "WriteArticles" >> WriteWindowedParquet(
         spec(ARTICLES, ARTICLE_SCHEMA, settings.article_partition_keys, with_index=True)

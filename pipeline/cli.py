@@ -181,8 +181,14 @@ def run_maintenance(command: str, settings: Settings, args: argparse.Namespace) 
         report = compact(settings.output, grace=grace, settings=parquet, lock_timeout=args.lock_timeout)
     else:
         assert older_than is not None
+        stories = settings.stages.stories
         report = prune(
-            settings.output, older_than, grace=grace, settings=parquet, lock_timeout=args.lock_timeout
+            settings.output,
+            older_than,
+            grace=grace,
+            settings=parquet,
+            lock_timeout=args.lock_timeout,
+            story_window=stories.window if stories.enabled else None,
         )
     print(f"{report.text(command)}; in {settings.output}")
 
@@ -208,6 +214,7 @@ OVERRIDE_OF_FLAG = {
     "opml": "opml",
     "duration": "stream.duration",
     "fulltext": "fulltext.mode",
+    "stories": "stories.enabled",
     "progress_interval": "progress_interval",
 }
 

@@ -165,6 +165,12 @@ FLAGS: dict[str, dict[str, Any]] = {
         "help": "fetch article pages: off, auto (feed text short or truncated), always "
         "(default from config `fulltext.mode`: auto)",
     },
+    "--stories": {
+        "action": argparse.BooleanOptionalAction,
+        "default": None,
+        "help": "assign near-duplicate stories at the commit, or not (default from config "
+        "`stories.enabled`: on)",
+    },
     "--max-failed-inputs": {
         "type": _failed_inputs_limit,
         "default": None,
@@ -232,6 +238,7 @@ def _commands() -> dict[str, Command]:
                 },
                 "--force": {"help": "poll every feed now, ignoring ttl/max-age and failure backoff"},
                 "--fulltext": {},
+                "--stories": {},
                 "--max-failed-inputs": {},
                 "--progress-interval": {},
             },
@@ -266,6 +273,7 @@ def _commands() -> dict[str, Command]:
                 "--run-id": {},
                 "--duration": {},
                 "--fulltext": {},
+                "--stories": {},
             },
         ),
         "launch": Command(

@@ -50,6 +50,7 @@ from transforms.feed_state import FeedSource, StatePolicy, state_path
 from transforms.fetch import FetchSettings
 from transforms.fulltext import FullTextMode, FullTextSettings
 from transforms.io.parquet import ParquetSettings
+from transforms.io.story_index import StorySettings
 from transforms.language import LanguageSettings
 from transforms.pages import PageSettings
 from transforms.parse import is_http_url
@@ -148,6 +149,7 @@ _FETCH = FetchSettings()
 _STATE = StatePolicy()
 _FULLTEXT = FullTextSettings()
 _PAGES = PageSettings()
+_STORIES = StorySettings()
 
 
 class LanguageConfig(_Strict):
@@ -240,6 +242,14 @@ class StreamConfig(_Strict):
     duration: OptionalDuration = Field(None, ge=1)  # stop after this long (`--duration`); None: until Ctrl-C
 
 
+class StoriesConfig(_Strict):
+    """Near-duplicate stories (transforms/io/story_index.py): assigned at each commit."""
+
+    enabled: bool = _STORIES.enabled  # also `--stories` / `--no-stories` per run
+    threshold: float = Field(_STORIES.threshold, gt=0.0, le=1.0)  # similarity to join a story
+    window: Duration = Field(_STORIES.window_seconds, ge=1)  # how far back a match may reach ("7d")
+
+
 class StageSettings(NamedTuple):
     """The frozen settings each stage takes, all derived from one `Settings` (`Settings.stages`)."""
 
@@ -249,6 +259,7 @@ class StageSettings(NamedTuple):
     state_policy: StatePolicy
     read: ReadSettings  # the batch source: fetch settings, feed hints, per-feed state
     fulltext: FullTextSettings  # article pages: mode, per-feed modes, politeness
+    stories: StorySettings  # near-duplicate stories: on or off, threshold, window
 
 
 # What each command needs beyond valid keys (`Settings.mode_problems`).
@@ -275,6 +286,7 @@ class Settings(_Strict):
     state: StateConfig = StateConfig()
     stream: StreamConfig = StreamConfig()
     fulltext: FullTextConfig = FullTextConfig()
+    stories: StoriesConfig = StoriesConfig()
     progress_interval: Annotated[int, BeforeValidator(_at_least_a_second)] = 15  # seconds or "15s": a
     # run not on a terminal logs its progress this often
     beam_options: dict[str, Any] = Field(default_factory=dict)
@@ -331,6 +343,7 @@ class Settings(_Strict):
             state_policy=policy,
             read=read,
             fulltext=self._fulltext(fetch),
+            stories=StorySettings(self.stories.enabled, self.stories.threshold, self.stories.window),
         )
 
     def _fulltext(self, fetch: FetchSettings) -> FullTextSettings:
@@ -454,6 +467,7 @@ FLAG_OF_KEY = {
     "state.force": "--force",
     "stream.duration": "--duration",
     "fulltext.mode": "--fulltext",
+    "stories.enabled": "--stories",
     "progress_interval": "--progress-interval",
 }
 

@@ -28,12 +28,13 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.io.manifests import read_json
 from transforms.io.paths import NULL_PARTITION, RUNS_DIR, join_path, list_files
-from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA
+from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, STORY_SCHEMA
 
 SCHEMAS: dict[str, pa.Schema] = {
     "articles": ARTICLE_SCHEMA,
     "dead_letters": DEAD_LETTER_SCHEMA,
     "feed_fetches": FEED_FETCH_SCHEMA,
+    "stories": STORY_SCHEMA,
 }
 
 

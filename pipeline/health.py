@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.datasets import Store
+from pipeline.story_figures import STORY_COLUMNS
 
 DEFAULT_STALE_FACTOR = 3.0
 DEFAULT_STALE_WINDOW_SECONDS = 30 * 86400
@@ -77,11 +78,12 @@ class StaleRule:
 
 
 def open_store(output: str) -> Store:
-    """The store with the three datasets and the runs loaded as DuckDB tables."""
+    """The store with its datasets (articles, fetches, dead letters, stories) and runs as DuckDB tables."""
     store = Store(output)
     store.load("articles", ARTICLE_COLUMNS)
     store.load("feed_fetches", FETCH_COLUMNS)
     store.load("dead_letters", DEAD_LETTER_COLUMNS)
+    store.load("stories", STORY_COLUMNS)
     store.db.execute(
         # The latest stored version of each article: counts are of articles, not of revisions.
         "CREATE TEMP VIEW latest_articles AS SELECT * FROM articles "

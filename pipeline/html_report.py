@@ -25,6 +25,7 @@ import vl_convert
 
 from pipeline.datasets import Store
 from pipeline.health import ATTENTION, StaleRule, feed_health, latest_runs
+from pipeline.story_figures import largest_stories, story_totals
 
 CHART_WIDTH = 640
 GRID_FEEDS = 40  # feeds in the outcome grid (the table lists them all)
@@ -161,6 +162,40 @@ def articles_section(store: Store) -> str:
         )
         + "</details>"
     )
+    return "".join(parts)
+
+
+def stories_section(store: Store) -> str:
+    """Stories against articles, and the largest stories (first article's title, outlets, size)."""
+    totals = story_totals(store)
+    parts = ["<h2>Stories</h2>"]
+    if not totals["articles"]:
+        return parts[0] + "<p>No stories assigned yet (stories are assigned at each commit).</p>"
+    parts.append(
+        f'<p id="stories-summary">{_n(totals["articles"])} articles in {_n(totals["stories"])} stories: '
+        f"{_n(totals['shared'])} stories told by two or more articles, which {_n(totals['joined'])} "
+        "articles joined as near duplicates of an earlier one.</p>"
+    )
+    largest = largest_stories(store, 10)
+    if largest:
+        parts.append(
+            table(
+                ["story (first article)", "articles", "outlets", "domains", "first published"],
+                [
+                    [
+                        _e(row["title"] or row["story_id"]),
+                        _n(row["articles"]),
+                        _n(row["outlets"]),
+                        _e(row["domains"]),
+                        _e(_when(row["first_published"])),
+                    ]
+                    for row in largest
+                ],
+                "largest-stories",
+                {1, 2},
+                {4},
+            )
+        )
     return "".join(parts)
 
 
@@ -378,6 +413,7 @@ def render(
             f'<div class="cards">{card_html}</div>',
             health_section(store, health, rule, runs),
             articles_section(store),
+            stories_section(store),
             length_section(store),
             dead_letter_section(store),
             runs_section(latest),

@@ -59,6 +59,7 @@ from transforms.io.staging import (
     staging_lease,
     take_staging_lease,
 )
+from transforms.io.story_index import index_buckets, prune_index
 from transforms.io.versions import (
     INDEX_FIELDS,
     INDEX_SCHEMA,
@@ -363,6 +364,7 @@ def compact(
         retired: list[dict[str, Any]] = []
         groups = [(d, p, f) for d in datasets for p, f in sorted(partitions_of(output, d).items())]
         groups.append((INDEX_DATASET, "", list_index_files(output)))
+        groups += index_buckets(output)  # the story index: each bucket's deltas merged
         for dataset, partition, paths in groups:
             small = [path for path in paths if _size(path) < large_file_bytes]
             if len(small) < min_files:
@@ -451,8 +453,10 @@ def prune(
     grace: timedelta = DEFAULT_GRACE,
     settings: ParquetSettings | None = None,
     lock_timeout: float = 600.0,
+    story_window: timedelta | None = None,
 ) -> MaintenanceReport:
-    """Retire the `ingest_date` partitions older than `older_than`, and their rows of the version index."""
+    """Retire the `ingest_date` partitions older than `older_than`, and their rows of the version index;
+    with `story_window`, the story index's rows of articles older than it (never candidates again)."""
     settings = settings or ParquetSettings()
     cutoff = (today or datetime.now(UTC).date()) - older_than
     op = operation_id("prune")
@@ -476,6 +480,10 @@ def prune(
         check_index(output)
         files, index_retired = _prune_index(output, op, cutoff.isoformat(), settings)
         retired += index_retired
+        if story_window is not None:
+            story_files, story_retired = _prune_story_index(output, op, story_window, settings)
+            files += story_files
+            retired += story_retired
         if retired:
             apply_manifest(output, _manifest(op, "prune", files, retired), "prune")
         else:
@@ -506,6 +514,26 @@ def _prune_index(
         files.append(_move(INDEX_DATASET, "", staged, join_path(output, INDEX_DATASET, name), kept.num_rows))
     trash = join_path(output, TRASH_DIR, op, INDEX_DATASET)
     return files, [_move(INDEX_DATASET, "", p, join_path(trash, posixpath.basename(p)), 0) for p in paths]
+
+
+def _prune_story_index(
+    output: str, op: str, window: timedelta, settings: ParquetSettings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The story index's buckets rewritten without articles older than `window`: (new files, retired)."""
+    files, retired = [], []
+    name = f"part-{op}-0000.parquet"
+    for bucket in prune_index(output, datetime.now(UTC) - window):
+        if bucket.table is not None:
+            staged = join_path(output, STAGING_DIR, op, bucket.dataset, bucket.partition, name)
+            write_parquet(bucket.table, staged, settings)
+            final = join_path(output, bucket.dataset, bucket.partition, name)
+            files.append(_move(bucket.dataset, bucket.partition, staged, final, bucket.table.num_rows))
+        trash = join_path(output, TRASH_DIR, op, bucket.dataset, bucket.partition)
+        retired += [
+            _move(bucket.dataset, bucket.partition, p, join_path(trash, posixpath.basename(p)), 0)
+            for p in bucket.replaced
+        ]
+    return files, retired
 
 
 def _remove_empty_folders(output: str, datasets: tuple[str, ...]) -> None:

@@ -56,6 +56,7 @@ class RunSummary:
     fetches: list[dict[str, Any]]
     dead: list[dict[str, Any]]
     pages: list[dict[str, Any]] = field(default_factory=list)  # `page_fetches` rows (full text)
+    stories: list[dict[str, Any]] = field(default_factory=list)  # the `stories` rows the run committed
 
     @classmethod
     def of(cls, manifest: dict[str, Any], output: str) -> RunSummary:
@@ -65,7 +66,9 @@ class RunSummary:
             [*FETCH_COUNT_COLUMNS, "elapsed_ms", "error_type", "http_status", "attempts", "message"],
         )
         dead = _rows(manifest, "dead_letters", ["stage", "error_type"])
-        return cls(manifest, output, fetches, dead, _rows(manifest, "page_fetches", ["outcome"]))
+        pages = _rows(manifest, "page_fetches", ["outcome"])
+        stories = _rows(manifest, "stories", ["story_id", "near_duplicate_of"])
+        return cls(manifest, output, fetches, dead, pages, stories)
 
     @property
     def inputs(self) -> int:
@@ -101,6 +104,12 @@ class RunSummary:
         stored = sum(r["already_stored"] or 0 for r in fetches)
         lines.append(f"  already stored:    {stored} (unchanged since earlier runs)")
         lines += page_lines(self.pages, fetches)
+        if self.stories:
+            joined = sum(row["near_duplicate_of"] is not None for row in self.stories)
+            lines.append(
+                f"  stories:           {len(self.stories)} new articles: {joined} joined an earlier story, "
+                f"{len(self.stories) - joined} began one"
+            )
         lines.append(f"  dead letters:      {len(dead)}")
         for (stage, error_type), n in Counter((d["stage"], d["error_type"]) for d in dead).most_common(10):
             lines.append(f"    {stage}/{error_type}: {n}")

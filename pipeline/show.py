@@ -19,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.datasets import SCHEMAS, Store
 from pipeline.health import latest_runs
+from pipeline.story_figures import largest_stories, story_totals
 
 
 def _rows_in(path: str) -> int:
@@ -58,6 +59,7 @@ def summary(store: Store, runs: int = 5, sample: int = 5) -> dict[str, Any]:
         "datasets": dataset_counts(store),
         "runs": latest_runs(store, runs),
         "sample": article_sample(store, sample),
+        "stories": {**story_totals(store), "largest": largest_stories(store, sample)},
     }
 
 
@@ -82,6 +84,14 @@ def as_text(document: dict[str, Any]) -> str:
         lines.append(f"    {run['run_id']} ({run['kind']}, {started} UTC): {run['outcome']}{articles}")
     if not document["runs"]:
         lines.append("    (none)")
+    stories = document["stories"]
+    lines.append(
+        f"  stories: {stories['stories']:,} for {stories['articles']:,} articles; "
+        f"{stories['shared']:,} told by 2 or more ({stories['joined']:,} articles joined an earlier one)"
+    )
+    for story in stories["largest"]:
+        lines.append(f"    {story['articles']} articles, {story['outlets']} outlets: {story['title']}")
+        lines.append(f"        {story['domains']}")
     lines.append("  sample of articles:")
     for article in document["sample"]:
         when = article["published_at"].strftime("%Y-%m-%d") if article["published_at"] else "undated"

@@ -25,6 +25,7 @@ from pipeline.maintenance import MaintenanceError, compact, empty_trash, merge_f
 from tests.test_incremental import BODIES, SCHEMA_V0, articles, make_inputs, query, run, write_feed
 from transforms.io.lock import CommitLock
 from transforms.io.parquet import ParquetSettings
+from transforms.io.story_index import index_buckets
 from transforms.io.versions import list_index_files
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -94,13 +95,18 @@ def test_compact_merges_files_without_changing_rows(several_runs: tuple[Path, Pa
     assert len(parquet_files(english)) == 4
     assert len(list_index_files(str(output))) == 3
     opened = pq.ParquetFile(parquet_files(english)[0])  # a reader that opened a file before
+    story_files = len(parquet_files(output / "stories"))  # r1 and r3 stored new articles (r2 a version)
+    story_buckets = [files for _, _, files in index_buckets(str(output)) if len(files) >= 2]
+    assert story_files == 2 and story_buckets
 
     report = compact(str(output))
 
     assert {d: all_rows(output, d) for d in datasets} == before
     assert len(parquet_files(english)) == 1
     assert len(parquet_files(output / "feed_fetches")) == 1
-    assert report.files_before == 4 + 3 + 3 and report.files_after == 3
+    # The partitions' files, the version index's and the story index's deltas, each merged into one.
+    assert report.files_before == 4 + 3 + 3 + story_files + sum(map(len, story_buckets))
+    assert report.files_after == 3 + 1 + len(story_buckets)
     assert opened.read().num_rows > 0  # its file is in the trash, still readable
     assert len(list_index_files(str(output))) == 1
     trash = output / "_trash"

@@ -33,6 +33,9 @@ from transforms.schema import (
     PAGE_FETCHES,
     PARTITIONABLE_ARTICLE_KEYS,
     SCHEMA_VERSION,
+    STORIES,
+    STORY_COLUMNS,
+    STORY_SCHEMA,
     Article,
     Column,
     DeadLetter,
@@ -41,6 +44,7 @@ from transforms.schema import (
     PageFetchRow,
     RunInfo,
     Stage,
+    StoryRow,
     dead_letter,
     excerpt,
     markdown_table,
@@ -52,6 +56,7 @@ TABLES = {
     "dead_letters": (DEAD_LETTER_COLUMNS, DEAD_LETTER_SCHEMA),
     "feed_fetches": (FEED_FETCH_COLUMNS, FEED_FETCH_SCHEMA),
     "page_fetches": (PAGE_FETCH_COLUMNS, PAGE_FETCH_SCHEMA),
+    "stories": (STORY_COLUMNS, STORY_SCHEMA),
 }
 
 
@@ -60,6 +65,7 @@ RECORDS: dict[str, tuple[Any, tuple[Column, ...]]] = {
     "dead_letters": (DeadLetter, DEAD_LETTER_COLUMNS),
     "feed_fetches": (FeedFetch, FEED_FETCH_COLUMNS),
     "page_fetches": (PageFetchRow, PAGE_FETCH_COLUMNS),
+    "stories": (StoryRow, STORY_COLUMNS),
 }
 # Which Arrow types hold a Python value of each annotated type.
 ARROW_FAMILY: dict[Any, Callable[[pa.DataType], bool]] = {
@@ -179,7 +185,7 @@ def test_dead_letter_record_fits_its_schema() -> None:
 
 
 def test_the_datasets_are_named_once() -> None:
-    assert DATASETS == (ARTICLES, DEAD_LETTERS, FEED_FETCHES, PAGE_FETCHES) == tuple(TABLES)
+    assert DATASETS == (ARTICLES, DEAD_LETTERS, FEED_FETCHES, PAGE_FETCHES, STORIES) == tuple(TABLES)
 
 
 @pytest.mark.parametrize("dataset", sorted(RECORDS))

@@ -146,7 +146,7 @@ def test_the_shipped_configs_repeat_only_the_defaults() -> None:
     defaults = Settings().model_dump()
     for name in ("local.yaml", "streaming.yaml"):
         shipped = load_settings(PROJECT / "configs" / name).model_dump()
-        for section in ("language", "parquet", "fetch", "state", "stream"):
+        for section in ("language", "parquet", "fetch", "state", "stream", "stories"):
             assert shipped[section] == defaults[section], (name, section)
 
 

@@ -1,4 +1,4 @@
-"""The records newsbeam writes: articles, dead letters and feed fetches.
+"""The records newsbeam writes: articles, dead letters, feed fetches, page fetches and stories.
 
 This module is the single source of truth for every dataset's columns. Each dataset is a tuple of
 `Column`s (name, Arrow type, meaning); the Arrow schemas, the README's column tables and the
@@ -30,14 +30,18 @@ import pyarrow as pa
 # `page_fetches` dataset, and on articles `text_source`, the `page_*` columns, `extractor(_version)`,
 # `authors_source`, `language_declared_source`, `feed_category`, `feed_tags`. Files of every version
 # are read together by column name (DuckDB `union_by_name`, a pyarrow dataset with the newest schema).
-SCHEMA_VERSION = 5
+# 6: the `stories` dataset (near-duplicate stories, transforms/io/story_index.py).
+SCHEMA_VERSION = 6
 
 # The datasets of an output folder, each a folder of Hive-partitioned Parquet files.
 ARTICLES = "articles"
 DEAD_LETTERS = "dead_letters"
 FEED_FETCHES = "feed_fetches"
 PAGE_FETCHES = "page_fetches"  # one row per article page requested (or refused): transforms/fulltext.py
-DATASETS = (ARTICLES, DEAD_LETTERS, FEED_FETCHES, PAGE_FETCHES)
+STORIES = (
+    "stories"  # one row per newly stored article: its near-duplicate story (transforms/io/story_index.py)
+)
+DATASETS = (ARTICLES, DEAD_LETTERS, FEED_FETCHES, PAGE_FETCHES, STORIES)
 
 # Spark cannot read nanosecond timestamps; microseconds in UTC are read by every engine.
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -348,6 +352,35 @@ PAGE_FETCH_COLUMNS: tuple[Column, ...] = (
     *_RUN_COLUMNS,
 )
 
+STORY_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "article_id", pa.string(), "The article (`articles.article_id`); one row per article, never changed"
+    ),
+    Column(
+        "story_id",
+        pa.string(),
+        "The story: the `article_id` of its first article (commit order, then `published_at`, then `article_id`)",
+    ),
+    Column(
+        "near_duplicate_of",
+        pa.string(),
+        "The most similar earlier article the article joined the story through; null for a story's first",
+    ),
+    Column(
+        "story_similarity",
+        pa.float32(),
+        "Estimated similarity to `near_duplicate_of` (MinHash Jaccard, or containment for a teaser); null for a first",
+    ),
+    Column("published_at", TIMESTAMP, "The article's publication time (UTC), as in `articles`"),
+    Column("source_domain", pa.string(), "The article's `source_domain`, as in `articles`"),
+    Column("run_id", pa.string(), "Id of the run (or stream) whose commit assigned the story"),
+    Column(
+        "ingest_date",
+        pa.string(),
+        "Partition key (a folder name): the article's `ingest_date`, read as in `articles`",
+    ),
+)
+
 # `ingest_date` always comes first; the keys after it are configurable among these.
 PARTITIONABLE_ARTICLE_KEYS: tuple[str, ...] = ("language", "source_domain", "source_type")
 DEFAULT_ARTICLE_PARTITION_KEYS: tuple[str, ...] = ("ingest_date", "language")
@@ -364,6 +397,7 @@ ARTICLE_SCHEMA = arrow_schema(ARTICLE_COLUMNS)
 DEAD_LETTER_SCHEMA = arrow_schema(DEAD_LETTER_COLUMNS)
 FEED_FETCH_SCHEMA = arrow_schema(FEED_FETCH_COLUMNS)
 PAGE_FETCH_SCHEMA = arrow_schema(PAGE_FETCH_COLUMNS)
+STORY_SCHEMA = arrow_schema(STORY_COLUMNS)
 
 ARTICLE_FIELDS = tuple(c.name for c in ARTICLE_COLUMNS)
 
@@ -372,6 +406,8 @@ Record = dict[str, Any]
 # Keys an article carries on its way that are not columns (the writers read only the columns).
 SOURCE_KEY: Final = "source_key"  # what identifies the source in ids: see `NormalizedArticle.source_key`
 CARRIED_KEYS = frozenset({"ordinal", SOURCE_KEY, "language_declared_raw", "already_stored"})
+# After EnrichArticles, with stories on: the article's near-duplicate fingerprint (`FingerprintedArticle`).
+STORY_PRINT: Final = "story_print"
 
 
 class NormalizedArticle(TypedDict):
@@ -460,6 +496,25 @@ class Article(DetectedArticle):
     run_id: str
     pipeline_version: str
     schema_version: int
+
+
+class FingerprintedArticle(Article):
+    """With its fingerprint for stories (transforms/story_prints.py): not a column, the commit reads it."""
+
+    story_print: bytes
+
+
+class StoryRow(TypedDict):
+    """A `stories` row (transforms/io/story_index.py)."""
+
+    article_id: str
+    story_id: str
+    near_duplicate_of: str | None
+    story_similarity: float | None
+    published_at: datetime | None
+    source_domain: str | None
+    run_id: str
+    ingest_date: str
 
 
 class DeadLetter(TypedDict):

@@ -3,10 +3,12 @@
 `CommitRun` gathers every staged file of the run (all datasets, and the run's delta of the version
 index, see transforms/io/versions.py) and, under the commit lock (transforms/io/lock.py): rolls
 forward commits a crash interrupted, reconciles with runs that committed since this one read the
-index, writes a pending marker `OUTPUT/_runs/_pending/<run_id>` and the run manifest
-`OUTPUT/_runs/<run_id>.json` with status `committing` and the list of moves (the decision), renames
-each file into `OUTPUT/<dataset>/<key>=<value>/...`, marks the manifest `committed`, and removes
-the staging folder and the marker. A commit interrupted after its decision is rolled forward from
+index, decides the near-duplicate stories of what it publishes (transforms/io/story_index.py: the
+`stories` rows and the story index's deltas join the run's files), writes a pending marker
+`OUTPUT/_runs/_pending/<run_id>` and the run manifest `OUTPUT/_runs/<run_id>.json` with status
+`committing` and the list of moves (the decision), renames each file into
+`OUTPUT/<dataset>/<key>=<value>/...`, marks the manifest `committed`, and removes the staging
+folder and the marker. A commit interrupted after its decision is rolled forward from
 its manifest (`recover_runs`) by the next run, compact or prune.
 
 `apply_manifest` carries out the same protocol for `newsbeam compact` and `newsbeam prune`, whose
@@ -44,6 +46,7 @@ from transforms.io.manifests import (
 from transforms.io.parquet import ParquetSettings
 from transforms.io.paths import RUNS_DIR, delete_inside, ensure_parent, join_path, list_files, validate_run_id
 from transforms.io.staging import StagedFile, remove_abandoned_staging, remove_staging
+from transforms.io.story_index import STAGED_PRINTS, StorySettings, stage_run_stories
 from transforms.io.versions import reconcile_with_store
 
 
@@ -155,12 +158,15 @@ def commit_run(
     snapshot: list[str] | None = None,
     lock_timeout: float = 600.0,
     settings: ParquetSettings | None = None,
+    stories: StorySettings | None = None,
 ) -> dict[str, Any]:
     """Publish a run's staged files under the protocol in the module docstring; returns the manifest.
 
     Runs under the commit lock: first rolls forward any commit a crash interrupted, then (with the
     store `snapshot`) reconciles with runs committed meanwhile (files it changes are written again
-    with `settings`), then publishes. A run id that is
+    with `settings`), then (with `stories` enabled) decides the stories of the article versions it
+    publishes against the committed story index (transforms/io/story_index.py: its files join the
+    manifest), then publishes. A run id that is
     already committed (a retried commit step) is not published twice.
     """
     validate_run_id(run_id)
@@ -173,15 +179,22 @@ def commit_run(
             remove_staging(output, run_id)
             return read_json(path)
         files, reconciled = list(files), 0
+        prints = [f for f in files if f.dataset == STAGED_PRINTS]  # read here, never published
+        files = [f for f in files if f.dataset != STAGED_PRINTS]
         if snapshot is not None:
             files, reconciled = reconcile_with_store(output, files, snapshot, settings)
-        files = sorted(files, key=lambda f: f.final_path)
-        lost = [f.staged_path for f in files if not FileSystems.exists(f.staged_path)]
+        lost = [f.staged_path for f in [*files, *prints] if not FileSystems.exists(f.staged_path)]
         if lost:  # before the decision: a manifest naming a lost file could never be rolled forward
             raise FileNotFoundError(
                 f"run {run_id}: {len(lost)} staged files are gone (e.g. {lost[0]}; was its staging "
                 "removed as abandoned?); nothing was published, run it again"
             )
+        if stories is not None and stories.enabled:
+            now = datetime.now(UTC)
+            files += stage_run_stories(
+                output, run_id, files, prints, stories, settings or ParquetSettings(), now
+            )
+        files = sorted(files, key=lambda f: f.final_path)
         manifest: dict[str, Any] = {
             "run_id": run_id,
             "kind": "run",
@@ -197,10 +210,17 @@ def commit_run(
 
 class _CommitFn(beam.DoFn):
     def __init__(
-        self, output: str, run_id: str, started_at: datetime, inputs: list[str], settings: ParquetSettings
+        self,
+        output: str,
+        run_id: str,
+        started_at: datetime,
+        inputs: list[str],
+        settings: ParquetSettings,
+        stories: StorySettings | None,
     ) -> None:
         self._output, self._run_id, self._started_at, self._inputs = output, run_id, started_at, inputs
         self._settings = settings
+        self._stories = stories
 
     def process(
         self, files: list[StagedFile], snapshot: list[str] | None = None, unaccounted: int = 0
@@ -219,6 +239,7 @@ class _CommitFn(beam.DoFn):
             files,
             snapshot,
             settings=self._settings,
+            stories=self._stories,
         )
 
 
@@ -230,6 +251,8 @@ class CommitRun(beam.PTransform[Any, Any]):
     `unaccounted`, when given, is the one-element count of entries the run's books do not explain
     (`CountUnaccounted`): any other value than 0 fails the run before anything is published.
     `settings` are the run's Parquet settings, for the files a reconciliation writes again.
+    `stories`, when enabled, has the commit decide the stories of what it publishes (the staged
+    prints of `StagePrints` come in with the other staged files).
     """
 
     def __init__(
@@ -241,9 +264,10 @@ class CommitRun(beam.PTransform[Any, Any]):
         snapshot: PCollection[Any] | None = None,
         unaccounted: PCollection[Any] | None = None,
         settings: ParquetSettings | None = None,
+        stories: StorySettings | None = None,
     ) -> None:
         super().__init__()
-        self._fn = _CommitFn(output, run_id, started_at, inputs, settings or ParquetSettings())
+        self._fn = _CommitFn(output, run_id, started_at, inputs, settings or ParquetSettings(), stories)
         self._snapshot = snapshot
         self._unaccounted = unaccounted
 

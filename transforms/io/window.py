@@ -81,8 +81,9 @@ from transforms.io.paths import (
     partition_path,
     validate_run_id,
 )
+from transforms.io.story_index import StorySettings, decide_stories, print_row, story_file_path
 from transforms.io.versions import INDEX_SCHEMA, index_record
-from transforms.schema import DEAD_LETTER_SCHEMA
+from transforms.schema import DEAD_LETTER_SCHEMA, STORY_PRINT
 
 PENDING_PANES_DIR = "_pending_panes"
 DEAD_LETTER_DATASET = "dead_letters"  # where the dead letters of rejected rows go
@@ -128,6 +129,7 @@ class WindowFileSpec(DatasetFiles):
     with_index: bool = False  # articles: decide against the version index, publish its delta with them
     cleanup_after: int = 86_400  # seconds after a window's end its pane counter is forgotten
     rejects_to_dead_letters: bool = False  # articles: a record Arrow rejects becomes a dead letter
+    stories: StorySettings | None = None  # articles: decide the stories of the pane's stored revisions
 
 
 class PaneCommit(NamedTuple):
@@ -210,6 +212,13 @@ def commit_pane(
             tables.append(
                 (join_path(spec.output, INDEX_DATASET, name), records_to_table(index_rows, INDEX_SCHEMA))
             )
+        if spec.stories is not None and written:
+            # Under the lock, against the committed story index: published with the pane, or not at all.
+            prints = [print_row(r) for r in written if STORY_PRINT in r]
+            for story_file in decide_stories(
+                spec.output, prints, spec.run_id, spec.stories, datetime.now(UTC)
+            ):
+                tables.append((story_file_path(spec.output, story_file, name), story_file.table))
         tables += _window_dead_letter_tables(spec, name, rejected)
         pane = f"{spec.run_id}-{spec.dataset.replace('/', '_')}-{name.removesuffix('.parquet')}"
         staging = join_path(pane_marker_dir(spec.output), pane)
