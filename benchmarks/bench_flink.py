@@ -59,6 +59,7 @@ WORKERS = 2  # the in-process runner's workers = the cluster's parallelism (one 
 # Subtask metrics read per sample: the task's records and Flink's own busy/idle/back-pressure clock.
 SUBTASK_METRICS = ("numRecordsIn", "numRecordsOut", "busyTimeMsPerSecond", "idleTimeMsPerSecond")
 TICKS = os.sysconf("SC_CLK_TCK")
+OPTIONS_ENV = "NEWSBEAM_BENCH_FLINK_OPTIONS"
 
 
 # --- the Flink step (a subprocess of its own, measured like benchmarks/e2e.py) ---------------------
@@ -73,7 +74,10 @@ def flink_step(output: str, folders: list[str]) -> None:
 
     commit = measured_commit()
     shutil.rmtree(output, ignore_errors=True)
-    settings = load_settings(CONFIG, {"inputs": folders, "output": output, "runner": "flink"})
+    overrides: dict[str, Any] = {"inputs": folders, "output": output, "runner": "flink"}
+    # `--flink-option KEY=VALUE` of the parent: Beam options after the runner's defaults (they win).
+    overrides["beam_options"] = json.loads(os.environ.get(OPTIONS_ENV, "{}"))
+    settings = load_settings(CONFIG, overrides)
     started = time.perf_counter()
     result = run_batch(settings)
     seconds = time.perf_counter() - started
@@ -115,6 +119,15 @@ def cluster_usage(pids: dict[str, int]) -> dict[str, dict[str, float]]:
             "pss_mb": sum(process_pss(pid) for pid in members) / MB,
         }
     return usage
+
+
+def sdk_workers_started(state: Path, pools: list[str]) -> dict[str, int]:
+    """SDK workers each pool has started so far (its log says `started with` once per worker)."""
+    counts = {}
+    for pool in pools:
+        log = state / "log" / f"{pool}.out"
+        counts[pool] = log.read_text(errors="replace").count("started with") if log.exists() else 0
+    return counts
 
 
 # --- Flink's REST API ----------------------------------------------------------------------------
@@ -382,7 +395,9 @@ def _cluster(*args: str) -> None:
     subprocess.run([sys.executable, str(CLUSTER), *args], check=True, cwd=PROJECT)
 
 
-def measure(state: Path, copies: int, interval: float, work: Path) -> dict[str, Any]:
+def measure(
+    state: Path, copies: int, interval: float, work: Path, flink_options: dict[str, Any]
+) -> dict[str, Any]:
     info = json.loads((state / "cluster.json").read_text())
     rest = Rest(info["ports"]["rest"])
     pids: dict[str, int] = info["pids"]
@@ -390,18 +405,19 @@ def measure(state: Path, copies: int, interval: float, work: Path) -> dict[str, 
     built = corpus.build(copies)
     inputs = built.inputs(copies)
     one_file = str(sorted((Path(inputs[0]) / "seeds").iterdir())[0])
-    env = {"NEWSBEAM_FLINK_CLUSTER": str(state / "cluster.json")}
+    env = {"NEWSBEAM_FLINK_CLUSTER": str(state / "cluster.json"), OPTIONS_ENV: json.dumps(flink_options)}
     logs = work / "logs"
     results: dict[str, Any] = {
         "copies": copies,
         "inputs": inputs,
         "cluster": {"state": str(state), "pids": pids},
+        "flink_options": flink_options,
     }
 
     def step(name: str, args: list[str], flink: bool) -> dict[str, Any]:
         print(f"running {name} ...", flush=True)
         known = {job["jid"] for job in rest.batch_jobs()}
-        before = cluster_usage(pids)
+        before, workers_before = cluster_usage(pids), sdk_workers_started(state, pools)
         watcher = JobWatcher(rest, pids, interval, known) if flink else None
         if watcher:
             watcher.start()
@@ -414,6 +430,9 @@ def measure(state: Path, copies: int, interval: float, work: Path) -> dict[str, 
         after = cluster_usage(pids)
         result["launched_at"] = launched
         result["cluster_cpu_s"] = {k: after[k]["cpu_s"] - before[k]["cpu_s"] for k in pids}
+        if flink:  # SDK worker processes each TaskManager's pool started for the job
+            started = sdk_workers_started(state, pools)
+            result["sdk_workers_started"] = {k: started[k] - workers_before[k] for k in pools}
         if watcher:
             result["samples"] = watcher.samples
             result["sample_errors"] = watcher.errors
@@ -532,7 +551,11 @@ def render_markdown(results: dict[str, Any], name: str) -> str:
         "",
         f"JSON: `benchmarks/recorded/{name}`. Commit measured: `{results['measured']['commit'][:10]}` "
         f"({results['measured']['branch']}: {results['measured']['subject']})"
-        + (", with uncommitted changes" if results["measured"].get("uncommitted_changes") else "")
+        + (
+            f", with uncommitted changes to {', '.join(c[3:] for c in changes)}"
+            if (changes := results["measured"].get("uncommitted_changes"))
+            else ""
+        )
         + ".",
         f"Machine: {machine_['cpu']}, {machine_['cores']} cores; load average "
         f"{machine_['load_average_at_start'][0]:.1f} at the start, {results['load_average_at_end'][0]:.1f} "
@@ -540,6 +563,9 @@ def render_markdown(results: dict[str, Any], name: str) -> str:
     ]
     if results.get("note"):
         lines.append(f"Note: {results['note']}")
+    if results.get("flink_options"):
+        options = ", ".join(f"`--{k}={v}`" for k, v in results["flink_options"].items())
+        lines.append(f"Beam options of the Flink steps, after newsbeam's: {options}.")
     lines += [
         "",
         f"The same {results['copies']} copies, configs/local.yaml (full text off); in-process = Beam's "
@@ -571,6 +597,13 @@ def render_markdown(results: dict[str, Any], name: str) -> str:
         f"{ratio['cpu_per_article']:.2f}x the CPU per article.",
     ]
     t = flink.get("startup") or {}
+    started = results["flink"].get("sdk_workers_started")
+    if started:
+        lines.append(
+            "SDK worker processes started for the Flink job on the copies, per TaskManager's pool: "
+            + ", ".join(f"{pool} {count}" for pool, count in started.items())
+            + "."
+        )
     lines += [
         f"Start-up on Flink (one seed file, launch to committed): {flink['cold_startup_wall_seconds']:.1f} s "
         f"for the first job of this run, {flink['startup_wall_seconds']:.1f} s for the next; in-process "
@@ -661,7 +694,8 @@ def run_all(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[str,
         if args.state is None:
             _cluster("up", "--state", str(state))
         try:
-            results.update(measure(state, args.copies, args.sample, corpus.WORK))
+            options = dict(option.split("=", 1) for option in args.flink_option)
+            results.update(measure(state, args.copies, args.sample, corpus.WORK, options))
         finally:
             if args.state is None:
                 _cluster("down", "--state", str(state))
@@ -689,6 +723,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--render", action="store_true", help="only rewrite RESULTS.md's section")
     parser.add_argument("--note", default="")
+    parser.add_argument(
+        "--flink-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Beam option for the Flink steps, after the runner's (e.g. environment_cache_millis=0)",
+    )
     parser.add_argument("--again", type=Path, default=None, help="summarize this results JSON again")
     parser.add_argument("--step", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
