@@ -266,7 +266,9 @@ def _usage_at(samples: list[dict[str, Any]], at: float, component: str) -> float
     return float(nearest["usage"].get(component, {}).get("cpu_s", 0.0))
 
 
-BUSY_CORE_SHARE = 0.25  # a worker using at least this share of a core between two samples is busy
+# A worker using at least this share of a core between two samples is busy: on 2 cores shared by ~25
+# runnable processes a fair share is under a tenth of a core, so the bar is low.
+BUSY_CORE_SHARE = 0.05
 
 
 def worker_shares(
@@ -316,12 +318,17 @@ def worker_shares(
         for a, b in intervals
     )
     records: list[int] = [int(s["read_records"] or 0) for s in subtasks]
+    # Both subtasks running at once (exact, from their start and end times), as a share of the stage.
+    overlap = min((s["end_time"] or 0) for s in vertex["subtasks"]) - max(
+        (s["start_time"] or 0) for s in vertex["subtasks"]
+    )
     return {
         "vertex": vertex["name"],
         "seconds": end - start,
         "subtasks": subtasks,
         "pools": per_pool,
         "all_pools_busy_share": both / len(intervals) if intervals else None,
+        "all_subtasks_running_share": max(overlap, 0) / 1000 / (end - start) if end > start else None,
         "sample_intervals": len(intervals),
         "every_subtask_read_records": len(records) == WORKERS and all(r > 0 for r in records),
         "smaller_over_larger_records": min(records) / largest
@@ -639,10 +646,19 @@ def render_markdown(results: dict[str, Any], name: str) -> str:
             f"{pool}: {v['cpu_s']:.1f} CPU s = {v['cores']:.2f} of a core"
             for pool, v in shares["pools"].items()
         )
+        if not any(sub["busy_samples"] for sub in shares["subtasks"]):
+            lines += [
+                "",
+                "Flink gives busyTimeMsPerSecond as NaN for these tasks (a Beam batch job runs on Flink's "
+                "DataSet operators, whose busy time Flink does not measure), so how busy each worker was "
+                "comes from /proc.",
+            ]
+        running = _f(100 * (shares.get("all_subtasks_running_share") or 0), 0)
+        busy = _f(100 * (shares["all_pools_busy_share"] or 0), 0)
         lines += [
             "",
-            f"Worker CPU over the stage: {pools}. Every pool busy at once (at least {BUSY_CORE_SHARE} "
-            f"of a core each) in {_f(100 * (shares['all_pools_busy_share'] or 0), 0)}% of "
+            f"Worker CPU over the stage: {pools}. Both subtasks running at once for {running}% of the "
+            f"stage; every pool busy at once (at least {BUSY_CORE_SHARE} of a core each) in {busy}% of "
             f"{shares['sample_intervals']} sample intervals; records read, smaller subtask over larger: "
             f"{shares['smaller_over_larger_records']:.2f}.",
         ]
