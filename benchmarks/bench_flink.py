@@ -559,7 +559,7 @@ def render_markdown(results: dict[str, Any], name: str) -> str:
         f"JSON: `benchmarks/recorded/{name}`. Commit measured: `{results['measured']['commit'][:10]}` "
         f"({results['measured']['branch']}: {results['measured']['subject']})"
         + (
-            f", with uncommitted changes to {', '.join(c[3:] for c in changes)}"
+            f", with uncommitted changes to {', '.join(c.split(maxsplit=1)[-1] for c in changes)}"
             if (changes := results["measured"].get("uncommitted_changes"))
             else ""
         )
