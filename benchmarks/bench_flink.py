@@ -763,9 +763,10 @@ def main(argv: list[str] | None = None) -> int:
     results["summary"] = summary(results)
     text = json.dumps(results, indent=2, default=str)
     (RESULTS / name).write_text(text)
-    if args.record:
+    if args.record:  # kept in the repository: one line per step, the samples make it large
         RECORDED.mkdir(parents=True, exist_ok=True)
-        (RECORDED / name).write_text(text)
+        steps = ",\n".join(f"{json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in results.items())
+        (RECORDED / name).write_text("{\n" + steps + "\n}\n")
         write_results_md()
     print(render_markdown(results, name if args.record else "(not recorded)"))
     print(f"\nresults: {RESULTS / name}")
