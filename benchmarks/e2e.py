@@ -14,6 +14,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow.dataset as ds
 
@@ -34,7 +35,11 @@ def main(argv: list[str]) -> None:
     result = run_batch(settings, beam_args=beam_args)
     seconds = time.perf_counter() - started
     print(result.report, file=sys.stderr)  # the run report, kept in the step's log
-    manifest = result.manifest
+    report({**run_figures(result.manifest, output), "seconds": seconds, "workers": workers}, commit)
+
+
+def run_figures(manifest: dict[str, Any], output: str) -> dict[str, Any]:
+    """What a committed run wrote, from its manifest and `feed_fetches` rows (any runner)."""
     counts = manifest["counts"]
     # The README's promise for every input: entries = articles_written + duplicates + dead_letters.
     fetches = (
@@ -46,18 +51,13 @@ def main(argv: list[str]) -> None:
         (r["entries"] or 0) - (r["articles_written"] or 0) - (r["duplicates"] or 0) - (r["dead_letters"] or 0)
         for r in fetches
     )
-    report(
-        {
-            "articles": counts.get("articles", {}).get("rows", 0),
-            "dead_letters": counts.get("dead_letters", {}).get("rows", 0),
-            "entries": sum(r["entries"] or 0 for r in fetches),
-            "unaccounted_entries": unaccounted,
-            "seconds": seconds,
-            "status": manifest["status"],
-            "workers": workers,
-        },
-        commit,
-    )
+    return {
+        "articles": counts.get("articles", {}).get("rows", 0),
+        "dead_letters": counts.get("dead_letters", {}).get("rows", 0),
+        "entries": sum(r["entries"] or 0 for r in fetches),
+        "unaccounted_entries": unaccounted,
+        "status": manifest["status"],
+    }
 
 
 if __name__ == "__main__":

@@ -209,6 +209,19 @@ def test_both_taskmanagers_worker_pools_did_work(flink: dict[str, Any], flink_ou
     assert len(read_stage_per_tm) == 2 and all(n > 0 for n in read_stage_per_tm.values()), read_stage_per_tm
 
 
+def test_a_batch_job_runs_one_sdk_worker_per_taskmanager_for_all_its_stages(
+    flink: dict[str, Any], flink_output: Path
+) -> None:
+    # The batch job is the first on this module's cluster. Beam's default stopped a TaskManager's SDK
+    # worker at the end of each task, so each pool started one per Python stage, one after another
+    # (15 per TaskManager for one seed file, 5-20 s each on 2 busy cores): see pipeline/runners.py.
+    state = Path(flink["state"])
+    for index in range(2):
+        log = (state / "log" / f"pool_{index}.out").read_text(errors="replace")
+        started = [line for line in log.splitlines() if "started with" in line]
+        assert len(started) == 1, f"pool {index} started {len(started)} SDK workers for one batch job"
+
+
 def test_spark_reads_the_flink_output(flink: dict[str, Any], flink_output: Path) -> None:
     require(
         SPARK_PYTHON.exists(), f"pyspark is not installed at {SPARK_PYTHON} (deploy/flink/cluster.py install)"

@@ -69,3 +69,19 @@ def test_dataflow_is_beams_dataflow_runner() -> None:
     settings = load_settings(PROJECT / "configs" / "dataflow.yaml")
     options = make_pipeline_options(settings.runner, settings.beam_options, [])
     assert options.view_as(StandardOptions).streaming is False
+
+
+def test_a_flink_job_keeps_one_sdk_worker_per_taskmanager_for_all_its_stages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job_endpoint: str
+) -> None:
+    # Beam's default (0) stops a TaskManager's SDK worker at the end of each task, so a batch job of ~20
+    # Python stages started ~20 workers per TaskManager, one after another.
+    state = tmp_path / "cluster.json"
+    state.write_text(json.dumps({"job_endpoint": job_endpoint, "worker_command": "/x/sdk_worker"}))
+    monkeypatch.setenv("NEWSBEAM_FLINK_CLUSTER", str(state))
+    options = make_pipeline_options("flink", {}, [])
+    # Kept longer than the gap between two stages' tasks on 2 busy cores (a few seconds).
+    assert int(options.view_as(PortableOptions).environment_cache_millis) >= 30_000
+    # A config's beam_options come after the runner's defaults and win.
+    options = make_pipeline_options("flink", {"environment_cache_millis": 0}, [])
+    assert int(options.view_as(PortableOptions).environment_cache_millis) == 0
