@@ -16,16 +16,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pickle
+import resource
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from math import comb
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.syndication_set import CORPUS, SEED, Item, build_set, shuffled
 from transforms.stories import (
+    BODY_PERMUTATIONS,
     DEFAULT_THRESHOLD,
+    LEAD_PERMUTATIONS,
+    TITLE_PERMUTATIONS,
     Fingerprint,
     IndexedArticle,
     MemoryStoryIndex,
@@ -87,13 +93,72 @@ def assign_in_commits(
 
 def reloaded(index: MemoryStoryIndex) -> MemoryStoryIndex:
     """The index through bytes and back, as a restart reads it from the store."""
-    articles = {a.article_id: a for bucket in index.buckets.values() for a in bucket}
-    blob = [(a.article_id, a.story_id, a.published_at, a.fingerprint.to_bytes()) for a in articles.values()]
+    articles = index.articles.values()
+    blob = [(a.article_id, a.story_id, a.published_at, a.fingerprint.to_bytes()) for a in articles]
     fresh = MemoryStoryIndex()
     for article_id, story_id, published_at, data in pickle.loads(pickle.dumps(blob)):
         article = IndexedArticle(article_id, story_id, published_at, Fingerprint.from_bytes(data))
         fresh.add(article, band_keys(article.fingerprint))
     return fresh
+
+
+def synthetic_prints(rng: np.random.Generator, count: int) -> list[Fingerprint]:
+    """Random signatures with an article's sizes: each its own story, as an index mostly holds."""
+    body = rng.integers(0, 2**32, size=(count, BODY_PERMUTATIONS), dtype=np.uint32)
+    lead = rng.integers(0, 2**32, size=(count, LEAD_PERMUTATIONS), dtype=np.uint32)
+    title = rng.integers(0, 2**32, size=(count, TITLE_PERMUTATIONS), dtype=np.uint32)
+    return [Fingerprint(400, 60, body[i], lead[i], title[i]) for i in range(count)]
+
+
+def edited(print_: Fingerprint, rng: np.random.Generator, share: float) -> Fingerprint:
+    """A copy of a print whose body keeps `share` of its slots (Jaccard about `share`), a new lead."""
+    body = print_.body.copy()
+    changed = rng.random(len(body)) >= share
+    body[changed] = rng.integers(0, 2**32, size=int(changed.sum()), dtype=np.uint32)
+    lead = rng.integers(0, 2**32, size=len(print_.lead), dtype=np.uint32)
+    return Fingerprint(print_.words, print_.lead_words, body, lead, print_.title)
+
+
+def lookup_table(sizes: Sequence[int], commit: int = 1000) -> None:
+    """MemoryStoryIndex at growing sizes: per article of a 1k-article commit of edited copies, the time
+    to look candidates up and to assign (look up, score, file), and whether each copy found its story."""
+    rng = np.random.default_rng(SEED)
+    index = MemoryStoryIndex()
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    indexed: list[IndexedArticle] = []
+    header = ("indexed", "build s", "lookup ms", "assign ms", "found", "peak RSS MB")
+    print("{:>9} {:>8} {:>10} {:>10} {:>6} {:>14}".format(*header))
+    for size in sizes:
+        started = time.process_time()
+        while len(index) < size:
+            block = synthetic_prints(rng, min(10_000, size - len(index)))
+            for print_ in block:
+                number = len(index)
+                article = IndexedArticle(f"x{number:07d}", f"x{number:07d}", at, print_)
+                index.add(article, band_keys(print_))
+                indexed.append(article)
+        build = time.process_time() - started
+        picks = rng.choice(len(indexed), size=commit, replace=False)
+        copies = [
+            NewArticle(f"q{size}-{n}", at, edited(indexed[i].fingerprint, rng, 0.6))
+            for n, i in enumerate(picks.tolist())
+        ]
+        keys = [band_keys(c.fingerprint) for c in copies]
+        started = time.process_time()
+        for k in keys:
+            list(index.candidates(k))
+        lookup_ms = (time.process_time() - started) * 1000 / commit
+        started = time.process_time()
+        assigned = assign_stories(copies, index, DEFAULT_THRESHOLD, timedelta(days=7))
+        assign_ms = (time.process_time() - started) * 1000 / commit
+        by_id = {a.article_id: a for a in assigned}
+        found = sum(
+            by_id[c.article_id].story_id == indexed[i].story_id
+            for c, i in zip(copies, picks.tolist(), strict=True)
+        )
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        figures = f"{lookup_ms:10.3f} {assign_ms:10.3f} {found / commit:6.3f} {peak_mb:14.0f}"
+        print(f"{size:>9,} {build:8.1f} {figures}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -102,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument(
         "--orders", type=int, default=3, help="shuffled arrival orders besides the canonical one"
+    )
+    parser.add_argument(
+        "--lookup-sizes",
+        default="10000,100000,1000000",
+        help="sizes of the synthetic index for the lookup table (comma-separated; empty: none)",
     )
     args = parser.parse_args(argv)
     items = cached_set(args.seed)
@@ -146,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     false_joins[item.kind] += 1
             print("  items split from their story, by kind:", dict(misses))
             print("  items joined to another story, by kind:", dict(false_joins))
+
+    sizes = [int(size) for size in args.lookup_sizes.split(",") if size]
+    if sizes:
+        lookup_table(sizes)
 
 
 if __name__ == "__main__":
