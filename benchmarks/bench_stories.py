@@ -7,7 +7,10 @@ For the canonical arrival order and three shuffled ones, the set is assigned to 
 stories.py) in one commit, in ten commits and as a stream of small commits with a restart (the index
 written to bytes and read back) in the middle; the clusters must be identical across the three for one
 arrival order. Reported: pairwise precision and recall and the adjusted Rand index of the clusters
-against the labels, per kind of item (copies, teasers, hard negatives), and the CPU cost per article.
+against the labels, per kind of item (copies, teasers, hard negatives), and the CPU cost per article,
+for the fingerprint and for main's earlier datasketch one (benchmarks/stories_baseline.py) on the same
+items in the same run. Then the lookup table: a MemoryStoryIndex of synthetic prints at 10k, 100k and
+1M articles, the time per article of a 1k-article commit of edited copies to look up and to assign.
 Goal (issue 18): precision at least 0.98, recall at least 0.90.
 """
 
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import stories_baseline
 from benchmarks.syndication_set import CORPUS, SEED, Item, build_set, shuffled
 from transforms.stories import (
     BODY_PERMUTATIONS,
@@ -161,6 +165,43 @@ def lookup_table(sizes: Sequence[int], commit: int = 1000) -> None:
         print(f"{size:>9,} {build:8.1f} {figures}")
 
 
+def timed_prints(
+    items: Sequence[Item],
+) -> tuple[dict[str, Fingerprint], dict[str, Fingerprint], float, float]:
+    """Both fingerprints of every item, timed in alternating blocks so that load hits both alike."""
+    prints: dict[str, Fingerprint] = {}
+    baseline: dict[str, Fingerprint] = {}
+    spent = {"new": 0.0, "baseline": 0.0}
+    for start in range(0, len(items), 100):
+        block = items[start : start + 100]
+        for kind, function, into in (
+            ("baseline", stories_baseline.fingerprint, baseline),
+            ("new", fingerprint, prints),
+        ):
+            started = time.process_time()
+            for item in block:
+                into[item.item_id] = function(item.title, item.text, item.language)
+            spent[kind] += time.process_time() - started
+    return prints, baseline, spent["new"] * 1000 / len(items), spent["baseline"] * 1000 / len(items)
+
+
+def errors_by_kind(items: Sequence[Item], predicted: dict[str, str]) -> tuple[Counter[str], Counter[str]]:
+    """Items split from (some of) their story, and items joined to (some of) another, by kind."""
+    by_label: dict[str, list[Item]] = {}
+    by_story: dict[str, list[Item]] = {}
+    for item in items:
+        by_label.setdefault(item.story, []).append(item)
+        by_story.setdefault(predicted[item.item_id], []).append(item)
+    misses: Counter[str] = Counter()
+    false_joins: Counter[str] = Counter()
+    for item in items:
+        if any(predicted[o.item_id] != predicted[item.item_id] for o in by_label[item.story]):
+            misses[item.kind] += 1
+        if any(o.story != item.story for o in by_story[predicted[item.item_id]]):
+            false_joins[item.kind] += 1
+    return misses, false_joins
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=SEED)
@@ -175,47 +216,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     items = cached_set(args.seed)
-    started = time.process_time()
-    prints = {item.item_id: fingerprint(item.title, item.text, item.language) for item in items}
-    fingerprint_ms = (time.process_time() - started) * 1000 / len(items)
-    print(f"{len(items)} items; fingerprint {fingerprint_ms:.2f} ms CPU per article")
+    prints, baseline_prints, fingerprint_ms, baseline_ms = timed_prints(items)
+    size = len(next(iter(prints.values())).to_bytes())
+    print(
+        f"{len(items)} items; fingerprint {fingerprint_ms:.3f} ms CPU per article, baseline (main's "
+        f"datasketch code) {baseline_ms:.3f}: {baseline_ms / fingerprint_ms:.1f}x less; "
+        f"{size} bytes per article"
+    )
     labels = {item.item_id: item.story for item in items}
-    print(f"{'order':<10} {'commits':<14} {'precision':>9} {'recall':>7} {'ARI':>6}   identical")
+    print(f"{'order':<10} {'prints':<9} {'commits':<8} {'precision':>9} {'recall':>7} {'ARI':>6}   identical")
     for order_number in range(args.orders + 1):
         ordered = items if order_number == 0 else shuffled(items, args.seed + order_number)
-        articles = [NewArticle(i.item_id, i.published_at, prints[i.item_id]) for i in ordered]
-        articles.sort(key=lambda a: (a.published_at, a.article_id))
-        started = time.process_time()
-        runs = {
-            "one": assign_in_commits(articles, 1, args.threshold),
-            "ten": assign_in_commits(articles, 10, args.threshold),
-            "stream": assign_in_commits(articles, 200, args.threshold, restart_at=100),
-        }
-        assign_ms = (time.process_time() - started) * 1000 / (3 * len(articles))
-        stories = {name: {k: v.story_id for k, v in run.items()} for name, run in runs.items()}
-        same = stories["one"] == stories["ten"] == stories["stream"]
         name = "canonical" if order_number == 0 else f"shuffle{order_number}"
-        for commits, predicted in stories.items():
-            p, r, ari = pair_scores(labels, predicted)
-            print(f"{name:<10} {commits:<14} {p:9.4f} {r:7.4f} {ari:6.4f}   {same}")
-        if order_number == 0:
-            print(f"  assign {assign_ms:.3f} ms CPU per article")
-            predicted = stories["one"]
-            misses: Counter[str] = Counter()
-            false_joins: Counter[str] = Counter()
-            for item in items:
-                story_items = [o for o in items if o.story == item.story and o.item_id != item.item_id]
-                if any(predicted[o.item_id] != predicted[item.item_id] for o in story_items):
-                    misses[item.kind] += 1
-                joined = [
-                    o
-                    for o in items
-                    if predicted[o.item_id] == predicted[item.item_id] and o.item_id != item.item_id
-                ]
-                if any(o.story != item.story for o in joined):
-                    false_joins[item.kind] += 1
-            print("  items split from their story, by kind:", dict(misses))
-            print("  items joined to another story, by kind:", dict(false_joins))
+        for kind, chosen in (("baseline", baseline_prints), ("new", prints)):
+            articles = [NewArticle(i.item_id, i.published_at, chosen[i.item_id]) for i in ordered]
+            articles.sort(key=lambda a: (a.published_at, a.article_id))
+            started = time.process_time()
+            runs = {"one": assign_in_commits(articles, 1, args.threshold)}
+            if kind == "new":
+                runs["ten"] = assign_in_commits(articles, 10, args.threshold)
+                runs["stream"] = assign_in_commits(articles, 200, args.threshold, restart_at=100)
+            assign_ms = (time.process_time() - started) * 1000 / (len(runs) * len(articles))
+            stories = {commits: {k: v.story_id for k, v in run.items()} for commits, run in runs.items()}
+            same = all(predicted == stories["one"] for predicted in stories.values())
+            for commits, predicted in stories.items():
+                p, r, ari = pair_scores(labels, predicted)
+                print(f"{name:<10} {kind:<9} {commits:<8} {p:9.4f} {r:7.4f} {ari:6.4f}   {same}")
+            misses, false_joins = errors_by_kind(items, stories["one"])
+            print(
+                f"  {kind}: assign {assign_ms:.3f} ms CPU per article; items split from their story, by kind:"
+            )
+            print(f"    {dict(misses)}; items joined to another story, by kind: {dict(false_joins)}")
 
     sizes = [int(size) for size in args.lookup_sizes.split(",") if size]
     if sizes:
