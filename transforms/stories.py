@@ -51,7 +51,7 @@ TOKEN = re.compile(r"\w+")
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What the index keeps of an article: its size in words and its two signatures (uint32 each)."""
+    """What the index keeps of an article: its size in words and its three signatures (uint32 each)."""
 
     words: int
     lead_words: int
@@ -67,7 +67,7 @@ class Fingerprint:
     @classmethod
     def from_bytes(cls, data: bytes) -> Fingerprint:
         words, lead_words = struct.unpack_from("<II", data)
-        values = np.frombuffer(data, dtype="<u4", offset=8).astype(np.uint64)
+        values = np.frombuffer(data, dtype="<u4", offset=8).astype(np.uint32)
         lead_end = BODY_PERMUTATIONS + LEAD_PERMUTATIONS
         return cls(
             words,
