@@ -346,21 +346,22 @@ class StoryLookup(Protocol):
 class MemoryStoryIndex:
     """A `StoryLookup` held in memory (one run's, or a benchmark's), compact enough for 1M articles.
 
-    Each band key is kept as a 64-bit code (blake2b of the key), first in a dict of recent codes, then
-    merged into one sorted numpy array of (code, article ordinal) that lookups binary-search: about
-    12 bytes per key instead of a Python string and list per bucket (some 190 bytes), so lookup time
-    grows with the logarithm of the size at most. Candidates come in the order they were added.
+    Each band key is kept as a 64-bit code (blake2b of the key), first in a small dict of recent codes,
+    then in sorted numpy runs of (code, article ordinal) that lookups binary-search: about 12 bytes per
+    key instead of a Python string and list per bucket (some 190 bytes). Runs are merged when one is
+    not at least twice the size of the next (as a binary counter), so there are at most log2(keys /
+    MERGE_AT) of them and lookup time grows with the logarithm of the size at most. Candidates come
+    in the order they were added.
     """
 
-    MERGE_AT = 1 << 16  # recent codes before a merge (or half the sorted ones, if more)
+    MERGE_AT = 1 << 16  # recent codes before they become a sorted run
 
     def __init__(self) -> None:
         self.articles: dict[str, IndexedArticle] = {}
         self._entries: list[IndexedArticle] = []
         self._recent: dict[int, list[int]] = {}
         self._recent_count = 0
-        self._codes = np.zeros(0, dtype=np.uint64)
-        self._ordinals = np.zeros(0, dtype=np.uint32)
+        self._runs: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -373,11 +374,16 @@ class MemoryStoryIndex:
         if not codes:
             return
         wanted = np.array(codes, dtype=np.uint64)
-        lows = np.searchsorted(self._codes, wanted, side="left")
-        highs = np.searchsorted(self._codes, wanted, side="right")
+        found: list[list[int]] = [[] for _ in codes]
+        for run_codes, run_ordinals in self._runs:  # oldest first
+            lows = np.searchsorted(run_codes, wanted, side="left").tolist()
+            highs = np.searchsorted(run_codes, wanted, side="right").tolist()
+            for number, (low, high) in enumerate(zip(lows, highs, strict=True)):
+                if high > low:
+                    found[number].extend(run_ordinals[low:high].tolist())
         seen: set[int] = set()
-        for code, low, high in zip(codes, lows.tolist(), highs.tolist(), strict=True):
-            for ordinal in [*self._ordinals[low:high].tolist(), *self._recent.get(code, ())]:
+        for code, ordinals in zip(codes, found, strict=True):
+            for ordinal in [*ordinals, *self._recent.get(code, ())]:
                 if ordinal not in seen:
                     seen.add(ordinal)
                     yield self._entries[ordinal]
@@ -389,16 +395,22 @@ class MemoryStoryIndex:
         for key in keys:
             self._recent.setdefault(_key_code(key), []).append(ordinal)
         self._recent_count += len(keys)
-        if self._recent_count >= max(self.MERGE_AT, len(self._codes) // 2):
-            self._merge()
+        if self._recent_count >= self.MERGE_AT:
+            self._flush()
 
-    def _merge(self) -> None:
+    def _flush(self) -> None:
         pairs = [(code, ordinal) for code, ordinals in self._recent.items() for ordinal in ordinals]
-        codes = np.concatenate([self._codes, np.array([c for c, _ in pairs], dtype=np.uint64)])
-        ordinals = np.concatenate([self._ordinals, np.array([o for _, o in pairs], dtype=np.uint32)])
+        codes = np.array([c for c, _ in pairs], dtype=np.uint64)
+        ordinals = np.array([o for _, o in pairs], dtype=np.uint32)
         order = np.lexsort((ordinals, codes))
-        self._codes, self._ordinals = codes[order], ordinals[order]
+        self._runs.append((codes[order], ordinals[order]))
         self._recent, self._recent_count = {}, 0
+        while len(self._runs) >= 2 and len(self._runs[-2][0]) < 2 * len(self._runs[-1][0]):
+            (older_codes, older_ordinals), (newer_codes, newer_ordinals) = self._runs[-2:]
+            codes = np.concatenate([older_codes, newer_codes])
+            ordinals = np.concatenate([older_ordinals, newer_ordinals])
+            order = np.argsort(codes, kind="stable")  # the older run's ordinals are the smaller
+            self._runs[-2:] = [(codes[order], ordinals[order])]
 
 
 def _key_code(key: str) -> int:
