@@ -8,13 +8,18 @@ its most similar earlier article above the threshold ("earlier": commit order, t
 then `article_id`); stories never merge, so a `story_id` (the `article_id` of its first article) never
 changes once given.
 
-Two signatures per article. The **body** signature (128 permutations over word 3-grams, or character
+Three signatures per article. The **body** signature (126 permutations over word 3-grams, or character
 5-grams for scripts written without spaces) finds edited copies: a rewritten headline, dropped or
 reordered paragraphs, a byline and a footer keep most 3-grams. Its Jaccard estimate is low for a
 40-word teaser of an 800-word article, so a **lead** signature (32 permutations over the first
 `LEAD_WORDS` words) scores teasers: when one side is teaser-length, its body is compared with the
 other's lead, which is what a feed's teaser usually is. A follow-up that repeats only an opening
-paragraph is long on both sides and so is never matched by its lead alone.
+paragraph is long on both sides and so is never matched by its lead alone. A **title** signature (16
+permutations over the headline's words) lets the lead rule require shared headline words.
+
+Shingles are never built as strings: a text's tokens are hashed in one numpy pass, a shingle is a hash
+of its tokens' hashes, and each permutation is a multiply-add-shift hash, all as array operations. The
+constants come from blake2b of their names, so prints are the same in every process.
 """
 
 from __future__ import annotations
