@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 from transforms.stories import (
     Fingerprint,
+    IndexedArticle,
     MemoryStoryIndex,
     NewArticle,
     assign_stories,
+    band_keys,
     fingerprint,
     shingles,
 )
@@ -123,3 +128,39 @@ def test_scripts_without_spaces_are_shingled_by_characters_and_fingerprints_surv
         and (back.title == print_.title).all()
     )
     assert len(print_.to_bytes()) == 8 + 4 * (126 + 32 + 16)  # 0.7 KB: what crosses a shuffle per article
+
+
+def test_the_index_finds_the_same_candidates_before_and_after_it_merges_its_keys() -> None:
+    prints = [
+        fingerprint(f"Story {n}", " ".join(f"word{n}x{k}" for k in range(40)) + " " + " ".join(WIRE), "en")
+        for n in range(6)
+    ]
+    recent, merged = MemoryStoryIndex(), MemoryStoryIndex()
+    merged.MERGE_AT = 1  # every add merges into the sorted arrays
+    for n, print_ in enumerate(prints):
+        for index in (recent, merged):
+            index.add(IndexedArticle(f"a{n}", f"a{n}", AT, print_), band_keys(print_))
+    query = band_keys(prints[2])
+    assert [a.article_id for a in merged.candidates(query)] == [
+        a.article_id for a in recent.candidates(query)
+    ]
+    assert {a.article_id for a in merged.candidates(query)} >= {"a2"}
+
+
+def test_a_fingerprint_is_the_same_in_another_process_whatever_its_hash_seed() -> None:
+    code = (
+        "from transforms.stories import fingerprint; "
+        "print(fingerprint('Rates up', 'The bank raised its rate on Tuesday.', 'en').to_bytes().hex())"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    here = fingerprint("Rates up", "The bank raised its rate on Tuesday.", "en").to_bytes().hex()
+    assert outputs == {here}
