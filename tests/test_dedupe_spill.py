@@ -22,7 +22,7 @@ from apache_beam.transforms.combiners import Count
 import transforms.dedupe
 from tests.test_composites import StageAndDeduplicate, enriched, pipeline, winners
 from transforms.dedupe import REFS_DIR, SpillRefs, article_ref, bucket_of, refs_of_table, refs_table
-from transforms.io.versions import INDEX_SCHEMA
+from transforms.io.versions import INDEX_SCHEMA, renumber_rows
 
 
 def test_refs_read_back_from_their_table_are_the_refs_written() -> None:
@@ -131,3 +131,33 @@ def test_any_number_of_buckets_decides_as_one_bucket_does(
             equal_to([["part-earlier.parquet"]]),
             label="Snapshot",
         )
+
+
+def test_edits_applied_a_batch_at_a_time_give_the_whole_files_edit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edit of a staged file reads it a batch at a time (memory: one batch and the kept rows, not the
+    file twice); rows, order, versions and schema (with its metadata) are `renumber_rows` on the file."""
+    schema = pa.schema(
+        [("article_id", pa.string()), ("version", pa.int32()), ("text", pa.string())],
+        metadata={b"about": b"articles"},
+    )
+    table = pa.table(
+        {
+            "article_id": [f"id-{n}" for n in range(7)],
+            "version": [1] * 7,
+            "text": [f"t{n}" for n in range(7)],
+        },
+        schema=schema,
+    )
+    path = tmp_path / "part-1.parquet"
+    pq.write_table(table, path, row_group_size=3)
+    decided = {0: 0, 2: 3, 3: 0, 6: 2}  # drop rows 0 and 3, renumber rows 2 and 6
+    monkeypatch.setattr(transforms.dedupe, "EDIT_BATCH_ROWS", 2)
+    edited = transforms.dedupe.edited_table(str(path), decided)
+    whole = renumber_rows(pq.read_table(path), [decided.get(row) for row in range(7)])
+    assert edited.equals(whole, check_metadata=True)
+    assert edited.column("article_id").to_pylist() == ["id-1", "id-2", "id-4", "id-5", "id-6"]
+    assert edited.column("version").to_pylist() == [1, 3, 1, 1, 2]
+    dropped_all = transforms.dedupe.edited_table(str(path), dict.fromkeys(range(7), 0))
+    assert dropped_all.num_rows == 0 and dropped_all.schema.equals(schema, check_metadata=True)

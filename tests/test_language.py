@@ -255,6 +255,16 @@ def test_answers_are_remembered_per_sample_and_declaration() -> None:
     assert detector.cache_hits == 2
 
 
+def test_the_cache_remembers_a_digest_of_each_sample_not_the_text() -> None:
+    """A full cache (10,000 answers) must not hold 10,000 texts of up to `max_chars` characters."""
+    detector = LanguageDetector(LanguageSettings())
+    body = "Die Abgeordneten haben heute über das neue Gesetz beraten. " * 20
+    first = detector.detect("Der Bundestag", body, "de")
+    assert detector.detect("Der Bundestag", body, "de") == first and detector.cache_hits == 1
+    assert [(len(sample), declared) for sample, declared in detector._cache] == [(16, "de")]
+    assert all(isinstance(sample, bytes) for sample, _ in detector._cache)
+
+
 def test_a_cache_of_size_zero_remembers_nothing() -> None:
     detector = LanguageDetector(LanguageSettings(cache_size=0))
     for _ in range(3):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 import unicodedata
+import weakref
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from transforms.io.paths import (
     join_path,
     partition_path,
 )
-from transforms.io.staging import StagedFile, StagingTarget, _StageFilesFn
+from transforms.io.staging import CONVERT_EVERY, StagedFile, StagingTarget, _StageFilesFn
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, TIMESTAMP
 
 HOSTILE = [
@@ -209,6 +210,41 @@ def test_a_full_writer_buffer_writes_its_largest_partition(tmp_path: Path) -> No
         ("language=en", 2),
     ]
     assert sum(pq.read_table(s.staged_path).num_rows for s in staged) == len(languages)
+
+
+class _Record(dict[str, Any]):
+    """A record the test can hold a weak reference to (plain dicts take none)."""
+
+
+def test_the_writer_holds_its_buffer_in_arrow_not_as_the_records_given(tmp_path: Path) -> None:
+    """Buffered records become Arrow rows `CONVERT_EVERY` at a time per partition (an article takes
+    ~11 KB as a dict, ~4 KB in Arrow): the writer keeps no more of the dicts it was given, and writes
+    the same rows in the same order."""
+    schema = pa.schema(
+        [pa.field("language", pa.string()), pa.field("source", pa.string()), pa.field("text", pa.string())]
+    )
+    target = StagingTarget(str(tmp_path), "articles", schema, ("language",), "run", ParquetSettings())
+    fn = _StageFilesFn(target)
+    fn.start_bundle()
+    given = 3 * CONVERT_EVERY + 7
+    alive = []
+    for n in range(given):
+        record = _Record(language="en" if n % 4 else "fr", source=f"feed-{n % 3}", text=f"text {n}")
+        alive.append(weakref.ref(record))
+        assert list(fn.process(record)) == []  # far from `max_buffered_rows`: nothing written yet
+        del record
+    # Two partitions, each holding fewer than `CONVERT_EVERY` dicts not yet converted (all 1,507 before).
+    assert sum(ref() is not None for ref in alive) <= 2 * (CONVERT_EVERY - 1)
+    staged = [s.value for s in fn.finish_bundle()]
+    assert sorted((s.partition, s.rows) for s in staged) == [
+        ("language=en", given - len(range(0, given, 4))),
+        ("language=fr", len(range(0, given, 4))),
+    ]
+    for s in staged:
+        language = s.partition.removeprefix("language=")
+        expected = [n for n in range(given) if (language == "fr") == (n % 4 == 0)]
+        assert pq.read_table(s.staged_path).column("text").to_pylist() == [f"text {n}" for n in expected]
+        assert s.rows_per_source == {f"feed-{k}": sum(n % 3 == k for n in expected) for k in range(3)}
 
 
 def test_a_whole_segment_with_its_key_fits_the_filesystems_name_limit(tmp_path: Path) -> None:

@@ -38,11 +38,13 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.combiners import ToListCombineFn
 
-from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
+from transforms.io.parquet import ParquetSettings, read_parquet, return_freed_memory_at_once, write_parquet
 from transforms.io.paths import STAGING_DIR, join_path
 from transforms.io.staging import StagedFile
 from transforms.io.versions import (
@@ -161,7 +163,7 @@ def decide(refs: Iterable[ArticleRef], stored: StoredVersion | None) -> Decision
 # --- the refs, spilled to staging and read back in buckets ----------------------------------------
 
 REFS_DIR = "_refs"  # OUTPUT/_staging/<run_id>/_refs/: removed with the run's staging at its commit
-BUCKET_ROWS = 50_000  # refs decided at once: memory holds one bucket's refs and their stored versions
+BUCKET_ROWS = 10_000  # refs decided at once: memory holds one bucket's refs and their stored versions
 REF_SCHEMA = pa.schema(
     [
         ("article_id", pa.string()),
@@ -208,20 +210,37 @@ def refs_of_table(table: pa.Table) -> list[ArticleRef]:
 
 @dataclass(frozen=True)
 class SpillRefs:
-    """The articles writer's `row_refs`: the refs of one staged file go to a Parquet file in staging.
+    """The articles writer's `row_refs` (transforms/io/staging.py `RowRefs`): the refs of one staged
+    file go to a Parquet file in staging.
 
-    Returns (that file's path, its number of refs): one small element per staged file is all that
-    crosses to `DeduplicateArticles`, however many articles the run has.
+    `of_records` gives the refs of records as the writer buffers them (`REF_SCHEMA`, the file and
+    row left to `spill`); `spill` writes those of one file and returns (that file's path, its number
+    of refs): one small element per staged file is all that crosses to `DeduplicateArticles`,
+    however many articles the run has.
     """
 
     output: str
     run_id: str
 
+    def of_records(self, records: list[Record]) -> pa.Table:
+        return refs_table(article_ref(record, "", row) for row, record in enumerate(records))
+
+    def spill(self, refs: pa.Table, staged_path: str) -> tuple[str, int]:
+        name = posixpath.basename(staged_path)
+        rows = refs.num_rows
+        refs = refs.set_column(
+            REF_SCHEMA.get_field_index("file"), REF_SCHEMA.field("file"), pa.array([name] * rows, pa.string())
+        )
+        refs = refs.set_column(
+            REF_SCHEMA.get_field_index("row"), REF_SCHEMA.field("row"), pa.array(range(rows), pa.int64())
+        )
+        path = join_path(self.output, STAGING_DIR, self.run_id, REFS_DIR, name)
+        write_parquet(refs, path, ParquetSettings())
+        return path, rows
+
     def __call__(self, records: list[Record], staged_path: str) -> tuple[str, int]:
-        refs = [article_ref(record, staged_path, row) for row, record in enumerate(records)]
-        path = join_path(self.output, STAGING_DIR, self.run_id, REFS_DIR, posixpath.basename(staged_path))
-        write_parquet(refs_table(refs), path, ParquetSettings())
-        return path, len(refs)
+        """The refs of one whole file's records, spilled: `spill(of_records(records), staged_path)`."""
+        return self.spill(self.of_records(records), staged_path)
 
 
 def bucket_of(article_ids: list[str], buckets: int) -> list[int]:
@@ -313,6 +332,9 @@ class _DecideFn(beam.DoFn):
         self._already = Metrics.counter("dedupe", "already_stored")
         self._changed = Metrics.counter("dedupe", "new_versions")
 
+    def setup(self) -> None:
+        return_freed_memory_at_once()
+
     def process(self, ref_files: list[tuple[str, int]]) -> Iterator[Any]:
         buckets = max(1, math.ceil(sum(rows for _path, rows in ref_files) / BUCKET_ROWS))
         with tempfile.TemporaryDirectory(prefix="newsbeam-dedupe-") as folder:
@@ -366,6 +388,9 @@ class _ApplyEditsFn(beam.DoFn):
         self._settings = settings
         self._rewritten = Metrics.counter("dedupe", "files_rewritten")
 
+    def setup(self) -> None:
+        return_freed_memory_at_once()
+
     def process(self, grouped: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[StagedFile]:
         _path, parts = grouped
         edits = list(parts["edits"])
@@ -375,8 +400,7 @@ class _ApplyEditsFn(beam.DoFn):
                 continue
             self._rewritten.inc()
             decided = {row: version for row, version, _ in edits}
-            original = read_parquet(staged.staged_path)
-            table = renumber_rows(original, [decided.get(row) for row in range(original.num_rows)])
+            table = edited_table(staged.staged_path, decided)
             per_source = defaultdict(int, staged.rows_per_source)
             for _row, version, source in edits:
                 if version == 0:
@@ -391,6 +415,27 @@ class _ApplyEditsFn(beam.DoFn):
                 )
                 write_parquet(table, edited.staged_path, self._settings)
                 yield edited
+
+
+EDIT_BATCH_ROWS = 1_000  # rows of a staged file decoded at once while its edits are applied
+
+
+def edited_table(path: str, decided: dict[int, int]) -> pa.Table:
+    """The staged file's rows with their decided versions (`renumber_rows`; row number -> version).
+
+    Read a batch at a time: memory holds the kept rows and one decoded batch, not the whole file
+    twice (decoded, then copied without its dropped rows). The rows, their order and the schema are
+    those `renumber_rows` gives on the whole file.
+    """
+    parts, start = [], 0
+    with FileSystems.open(path) as stream:
+        reader = pq.ParquetFile(stream)
+        for batch in reader.iter_batches(batch_size=EDIT_BATCH_ROWS):
+            rows = range(start, start + batch.num_rows)
+            parts.append(renumber_rows(pa.Table.from_batches([batch]), [decided.get(row) for row in rows]))
+            start += batch.num_rows
+        schema = reader.schema_arrow
+    return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
 def _edited_name(path: str) -> str:

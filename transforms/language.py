@@ -12,6 +12,7 @@ with the declaration, the declaration becomes a prior and the detector runs agai
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -155,7 +156,9 @@ class LanguageDetector:
         # comes out as Korean at 0.99999 (Mimino666/langdetect#51). Korean is written in Hangul: a
         # text without one Hangul letter is not Korean. Built once, used for most texts.
         self._without_korean = dict.fromkeys(self._known, 1.0) | ({"ko": 0.0} if "ko" in self._known else {})
-        self._cache: OrderedDict[tuple[str, str | None], LanguageResult] = OrderedDict()
+        # Keyed by a digest of the sample, not the sample (up to `max_chars` characters): a full cache
+        # holds about 1 MB, not 10,000 texts, so a worker's memory does not grow until it is full.
+        self._cache: OrderedDict[tuple[bytes, str | None], LanguageResult] = OrderedDict()
         self.cache_hits = 0
 
     def probabilities(self, text: str, prior: dict[str, float] | None = None) -> list[tuple[str, float]]:
@@ -182,7 +185,10 @@ class LanguageDetector:
         entry once, not on every poll that sees it again.
         """
         sample = detection_text(title, text, self.settings.max_chars)
-        key = (sample, declared_tag)
+        key = (
+            hashlib.blake2b(sample.encode("utf-8", "surrogatepass"), digest_size=16).digest(),
+            declared_tag,
+        )
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)

@@ -1,6 +1,7 @@
 """WritePartitionedParquet and staging leases: a batch run's files, written outside the datasets.
 
-`WritePartitionedParquet` buffers each bundle's records per partition and writes them as Parquet
+`WritePartitionedParquet` buffers each bundle's records per partition (as Arrow tables, a few hundred
+records at a time: not as dicts) and writes them as Parquet
 files under `OUTPUT/_staging/<run_id>/<dataset>/<partition>/`, outside the datasets (DuckDB's
 `**/*.parquet` reads dot-files too, so a hidden temp name inside would be read). It emits one small
 `StagedFile` record per file; `CommitRun` (transforms/io/commit.py) publishes them.
@@ -17,9 +18,9 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import apache_beam as beam
 import pyarrow as pa
@@ -35,6 +36,7 @@ from transforms.io.parquet import (
     convert_records,
     refuse_records,
     rejected_dead_letter,
+    return_freed_memory_at_once,
     write_parquet,
 )
 from transforms.io.paths import (
@@ -50,11 +52,22 @@ from transforms.io.paths import (
 
 ROW_REFS = "row_refs"
 DEAD_LETTERS = "dead_letters"
+# Records a partition's buffer holds as dicts before they become an Arrow table: a buffered article
+# takes about 11 KB as a dict and 4 KB in Arrow, so the buffer of `max_buffered_rows` is held in Arrow.
+CONVERT_EVERY = 500
 
 
-# (the records of one staged file, its staged path) -> one element per file (transforms/dedupe.py
-# writes the file's refs to staging and gives their path: per-article data never waits in the runner).
-RowRefs = Callable[[list[dict[str, Any]], str], Any]
+class RowRefs(Protocol):
+    """Compact references to a staged file's rows (transforms/dedupe.py `SpillRefs`).
+
+    `of_records` makes the refs of records as they are buffered (an Arrow table, one row per record,
+    in order); `spill` gets those of one whole file with its staged path and gives one element per
+    file: per-article data never waits in the runner, nor as dicts in the writer.
+    """
+
+    def of_records(self, records: list[dict[str, Any]]) -> pa.Table: ...
+
+    def spill(self, refs: pa.Table, staged_path: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,17 @@ class StagingTarget(DatasetFiles):
     defaults: Mapping[str, Any] | None = None
     row_refs: RowRefs | None = None
     rejects_to_dead_letters: bool = False
+
+
+@dataclass
+class _Buffer:
+    """One partition's buffered rows: converted to Arrow `CONVERT_EVERY` records at a time."""
+
+    pending: list[dict[str, Any]] = field(default_factory=list)  # records not yet converted
+    tables: list[pa.Table] = field(default_factory=list)
+    refs: list[pa.Table] = field(default_factory=list)
+    per_source: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    rows: int = 0  # pending and converted
 
 
 class _StageFilesFn(beam.DoFn):
@@ -104,22 +128,27 @@ class _StageFilesFn(beam.DoFn):
         self._files = Metrics.counter("write", f"{dataset}_files")
         self._rejected = Metrics.counter("write", f"{dataset}_dead_letters")
 
+    def setup(self) -> None:
+        return_freed_memory_at_once()
+
     def start_bundle(self) -> None:
-        self._buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._buffers: dict[str, _Buffer] = defaultdict(_Buffer)
         self._buffered = 0
         self._bundle = uuid.uuid4().hex[:12]
         self._sequence = 0
 
     def process(self, record: dict[str, Any]) -> Iterator[Any]:
-        self._buffers[partition_path(record, self._keys)].append(record)
+        buffer = self._buffers[partition_path(record, self._keys)]
+        buffer.pending.append(record)
+        buffer.rows += 1
         self._buffered += 1
+        if len(buffer.pending) >= CONVERT_EVERY:
+            yield from self._convert(buffer)
         if self._buffered >= self._settings.max_buffered_rows:
             # A full buffer writes its largest partition: memory stays bounded and files stay large;
             # the small partitions wait for the end of the bundle.
-            largest = max(self._buffers, key=lambda partition: len(self._buffers[partition]))
-            records = self._buffers.pop(largest)
-            self._buffered -= len(records)
-            yield from self._write(largest, records)
+            largest = max(self._buffers, key=lambda partition: self._buffers[partition].rows)
+            yield from self._write(largest, self._buffers.pop(largest))
 
     def finish_bundle(self) -> Iterator[Any]:
         # Outputs of finish_bundle need a window: the global one, at its end (not MAX_TIMESTAMP, which is
@@ -133,39 +162,56 @@ class _StageFilesFn(beam.DoFn):
                 yield GlobalWindows.windowed_value_at_end_of_window(output)
 
     def _flush(self) -> Iterator[Any]:
-        for partition, records in self._buffers.items():
-            yield from self._write(partition, records)
-        self._buffers = defaultdict(list)
+        buffers, self._buffers = self._buffers, defaultdict(_Buffer)
+        for partition, buffer in buffers.items():
+            yield from self._write(partition, buffer)
         self._buffered = 0
 
-    def _write(self, partition: str, records: list[dict[str, Any]]) -> Iterator[Any]:
+    def _convert(self, buffer: _Buffer) -> Iterator[Any]:
+        """The buffer's pending records into an Arrow table (and their refs); rejected ones out."""
+        if not buffer.pending:
+            return
+        records, buffer.pending = buffer.pending, []
         table, records, rejected = convert_records(records, self._schema, self._defaults)
         if rejected and not self._rejects_to_dead_letters:
             raise refuse_records(self._dataset, rejected)
+        buffer.rows -= len(rejected)
+        self._buffered -= len(rejected)
         for bad in rejected:
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, rejected_dead_letter(self._dataset, bad))
         if not records:
             return
+        buffer.tables.append(table)
+        if self._row_refs is not None:
+            buffer.refs.append(self._row_refs.of_records(records))
+        for record in records:
+            buffer.per_source[record.get("source") or ""] += 1
+
+    def _write(self, partition: str, buffer: _Buffer) -> Iterator[Any]:
+        yield from self._convert(buffer)
+        self._buffered -= buffer.rows
+        if not buffer.rows:
+            return
+        table = pa.concat_tables(buffer.tables)
         name = f"part-{self._run_id}-{self._bundle}-{self._sequence:04d}.parquet"
         self._sequence += 1
         staged_path = join_path(self._output, STAGING_DIR, self._run_id, self._dataset, partition, name)
         write_parquet(table, staged_path, self._settings)
-        per_source: dict[str, int] = defaultdict(int)
-        for record in records:
-            per_source[record.get("source") or ""] += 1
-        self._rows.inc(len(records))
+        self._rows.inc(table.num_rows)
         self._files.inc()
         yield StagedFile(
             self._dataset,
             partition,
             staged_path,
             join_path(self._output, self._dataset, partition, name),
-            len(records),
-            dict(per_source),
+            table.num_rows,
+            dict(buffer.per_source),
         )
         if self._row_refs is not None:
-            yield beam.pvalue.TaggedOutput(ROW_REFS, self._row_refs(records, staged_path))
+            yield beam.pvalue.TaggedOutput(
+                ROW_REFS, self._row_refs.spill(pa.concat_tables(buffer.refs), staged_path)
+            )
 
 
 class StagedOutputs(NamedTuple):
@@ -180,8 +226,8 @@ class StagedOutputs(NamedTuple):
 class WritePartitionedParquet(beam.PTransform[Any, Any]):
     """Records -> Parquet files in staging, one `StagedFile` each; `CommitRun` publishes them.
 
-    `defaults` fills the columns the records lack. With `row_refs`, `row_refs(records, staged path)`
-    comes out for every file written (its records in row order): compact references that later
+    `defaults` fills the columns the records lack. With `row_refs` (a `RowRefs`), its `spill` comes
+    out for every file written (the refs of its rows, in order): compact references that later
     steps can decide on without holding the records (see transforms/dedupe.py).
 
     A record Arrow cannot convert (a lone surrogate, a number out of range, a wrong type) never
