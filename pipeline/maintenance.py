@@ -59,7 +59,7 @@ from transforms.io.staging import (
     staging_lease,
     take_staging_lease,
 )
-from transforms.io.story_index import index_buckets, prune_index
+from transforms.io.story_index import index_buckets, is_story_index, merge_bucket, prune_index
 from transforms.io.versions import (
     INDEX_FIELDS,
     INDEX_SCHEMA,
@@ -340,6 +340,18 @@ def merge_files(
     return written
 
 
+def _merge_story_bucket(
+    dataset: str, paths: list[str], staged_folder: str, name_prefix: str, settings: ParquetSettings
+) -> list[tuple[str, str, int]]:
+    """A story index bucket's deltas merged into one file sorted by key (the lookup's binary search
+    needs it; a bucket is at most ~60 MB at a million indexed articles)."""
+    table = merge_bucket(dataset, paths)
+    name = f"{name_prefix}-0000.parquet"
+    staged = join_path(staged_folder, name)
+    write_parquet(table, staged, settings)
+    return [(staged, name, table.num_rows)]
+
+
 def compact(
     output: str,
     datasets: tuple[str, ...] = DATASETS,
@@ -371,9 +383,12 @@ def compact(
                 continue
             staged_folder = join_path(output, STAGING_DIR, op, dataset, partition)
             final_folder = join_path(output, dataset, partition)
-            for staged, name, rows in merge_files(
-                small, staged_folder, f"part-{op}", settings, rows_per_file
-            ):
+            merged = (
+                _merge_story_bucket(dataset, small, staged_folder, f"part-{op}", settings)
+                if is_story_index(dataset)
+                else merge_files(small, staged_folder, f"part-{op}", settings, rows_per_file)
+            )
+            for staged, name, rows in merged:
                 files.append(_move(dataset, partition, staged, join_path(final_folder, name), rows))
                 report.files_after += 1
                 report.rows += rows if dataset != INDEX_DATASET else 0

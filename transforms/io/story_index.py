@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -60,6 +62,7 @@ BANDS = f"{STORIES_STATE}/bands"  # dataset names: staged and published like the
 PRINTS = f"{STORIES_STATE}/prints"
 STAGED_PRINTS = "_story_prints"  # a run's staged prints (transforms/story_prints.py): never published
 BUCKETS = 16
+Keys = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,59 @@ def _matching(
                 yield table.filter(hits)
 
 
+def _group_range(reader: pq.ParquetFile, group: int) -> tuple[int, int] | None:
+    """The (min, max) band of a row group from its statistics, None when it has none."""
+    stats = reader.metadata.row_group(group).column(0).statistics
+    if stats is None or not stats.has_min_max:
+        return None
+    return int(stats.min), int(stats.max)
+
+
+def _sorted_hits(bands: Keys, wanted: Keys) -> Keys:
+    """Positions of the rows of sorted `bands` whose band is in sorted `wanted`: a binary search per
+    wanted key (`np.searchsorted`), O(wanted x log rows), never a scan of the rows."""
+    start = np.searchsorted(bands, wanted, side="left")
+    stop = np.searchsorted(bands, wanted, side="right")
+    present = stop > start
+    if not present.any():
+        return np.empty(0, np.int64)
+    start, stop = start[present], stop[present]
+    lengths = stop - start
+    offsets = np.repeat(start - np.cumsum(lengths) + lengths, lengths)
+    hits: Keys = np.arange(int(lengths.sum()), dtype=np.int64) + offsets
+    return hits
+
+
+def _band_matches(path: str, wanted: Keys) -> Iterator[tuple[Keys, Keys]]:
+    """(band, article_key) of the rows of one band delta whose band is in sorted `wanted`.
+
+    Band deltas are sorted by band (every writer sorts: the commit, compact, prune, repair), so a
+    row group whose statistics range holds no wanted key is never read, and inside a row group the
+    rows are found by binary search; the `article_key` column is read only of row groups with a hit.
+    """
+    with FileSystems.open(path) as stream:
+        reader = pq.ParquetFile(stream)
+        for group in range(reader.num_row_groups):
+            bounds = _group_range(reader, group)
+            probe = wanted
+            if bounds is not None:
+                low, high = (
+                    np.searchsorted(wanted, bounds[0], "left"),
+                    np.searchsorted(wanted, bounds[1], "right"),
+                )
+                if low == high:
+                    continue
+                probe = wanted[low:high]
+            bands = reader.read_row_group(group, columns=["band"])["band"].to_numpy()
+            if bands.size > 1 and not bool((bands[1:] >= bands[:-1]).all()):  # a delta of an older writer
+                rows = np.flatnonzero(np.isin(bands, probe))
+            else:
+                rows = _sorted_hits(bands, probe)
+            if rows.size:
+                owners = reader.read_row_group(group, columns=["article_key"])["article_key"].to_numpy()
+                yield bands[rows], owners[rows]
+
+
 def _by_bucket(keys: Iterable[int]) -> dict[int, list[int]]:
     grouped: dict[int, set[int]] = defaultdict(set)
     for key in keys:
@@ -186,12 +242,11 @@ def read_bands(output: str, bands: Iterable[int]) -> dict[int, set[int]]:
     """band -> the article keys filed under it, for the `bands` asked for."""
     found: dict[int, set[int]] = defaultdict(set)
     for bucket, keys in _by_bucket(bands).items():
-        wanted = pa.array(keys, pa.int64())
-        for table in _matching(bucket_files(output, BANDS, bucket), "band", wanted, BAND_SCHEMA.names):
-            for band, article_key in zip(
-                table["band"].to_pylist(), table["article_key"].to_pylist(), strict=True
-            ):
-                found[band].add(article_key)
+        wanted = np.array(keys, np.int64)
+        for path in bucket_files(output, BANDS, bucket):
+            for matched, owners in _band_matches(path, wanted):
+                for band, article_key in zip(matched.tolist(), owners.tolist(), strict=True):
+                    found[band].add(article_key)
     return found
 
 
@@ -381,6 +436,20 @@ def index_buckets(output: str) -> list[tuple[str, str, list[str]]]:
     return groups
 
 
+def merge_bucket(dataset: str, paths: Sequence[str]) -> pa.Table:
+    """The rows of a bucket's deltas in one table, sorted as every index file is: bands by band (the
+    binary search of `_band_matches` rests on it), prints by article key."""
+    schema = BAND_SCHEMA if dataset == BANDS else INDEXED_SCHEMA
+    tables = [read_parquet(path).select(schema.names).cast(schema) for path in paths]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    keys = (
+        [("band", "ascending"), ("article_key", "ascending")]
+        if dataset == BANDS
+        else [("article_key", "ascending")]
+    )
+    return table.sort_by(keys)
+
+
 class PrunedBucket(NamedTuple):
     """A bucket of the story index without its rows older than the window: the files it replaces,
     and its remaining rows (None when no row remains)."""
@@ -422,6 +491,6 @@ def prune_index(output: str, cutoff: datetime) -> list[PrunedBucket]:
         old = pc.is_in(table["article_key"], value_set=gone)
         if not pc.any(old).as_py():
             continue
-        kept = table.filter(pc.invert(old))
+        kept = table.filter(pc.invert(old)).sort_by([("band", "ascending"), ("article_key", "ascending")])
         pruned.append(PrunedBucket(BANDS, bucket_partition(bucket), files, kept if kept.num_rows else None))
     return pruned
