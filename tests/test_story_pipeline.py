@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ import yaml
 from pipeline import Settings, run_batch
 from tests.conftest import PROJECT
 from tests.feedserver import FeedServer, Reply
-from transforms.io.story_index import StorySettings, index_files
+from transforms.io.story_index import MAX_DELTAS, StorySettings, index_files
 
 pytestmark = pytest.mark.e2e
 
@@ -334,6 +335,30 @@ def test_compact_merges_each_buckets_deltas_and_prune_drops_what_the_window_left
     late = ("late/rates", "Central bank raises rates again", WIRE, 1.0)
     run_batch(settings([serve(feed_server, "/d.xml", "d.test", late)], output))
     assert story_of(stories(output))["d.test/late/rates"] == "d.test/late/rates"
+
+
+def test_a_commit_past_the_bound_merges_a_buckets_deltas_in_its_own_manifest(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    from transforms.io.versions import check_index
+
+    output = tmp_path / "out"
+    for n in range(MAX_DELTAS + 1):  # the same wire copy from 9 outlets, one run each
+        item = (f"rates-{n}", f"Central bank raises rates, take {n}", WIRE, float(n))
+        run_batch(settings([serve(feed_server, f"/{n}.xml", f"o{n}.test", item)], output))
+    bands = [p for p in index_files(str(output)) if "/bands/" in p]
+    per_bucket = Counter(Path(p).parent for p in bands)
+    assert max(per_bucket.values()) <= MAX_DELTAS and min(per_bucket.values()) == 1
+    assert sum(pq.read_metadata(p).num_rows for p in bands) == (MAX_DELTAS + 1) * 58  # no row lost
+    for path in bands:
+        keys = pq.read_table(path)["band"].to_pylist()
+        assert keys == sorted(keys)
+    assert set(story_of(stories(output)).values()) == {"o0.test/rates-0"}
+    check_index(str(output))  # the manifests agree with the deltas: the merged ones were retired
+    assert list((output / "_trash").rglob("*.parquet"))
+    late = ("late", "Rates rise again as central bank acts", COPY[2], 9.0)
+    run_batch(settings([serve(feed_server, "/late.xml", "late.test", late)], output))
+    assert story_of(stories(output))["late.test/late"] == "o0.test/rates-0"
 
 
 # --- check and repair ------------------------------------------------------------------------------
