@@ -59,18 +59,16 @@ from transforms.io.staging import (
     staging_lease,
     take_staging_lease,
 )
+from transforms.io.story_check import StoryDamage, rebuild_index, story_index_damage
 from transforms.io.story_index import (
     BANDS,
     PRINTS,
-    StoryDamage,
     index_buckets,
     index_files,
     is_story_index,
     merge_bucket,
     partition_name,
     prune_index,
-    rebuild_index,
-    story_index_damage,
 )
 from transforms.io.versions import (
     INDEX_FIELDS,

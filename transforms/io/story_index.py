@@ -13,15 +13,21 @@ commit reads the index under the lock.
 immutable once published, and `newsbeam compact` merges each bucket's deltas:
 
 - `bands/bucket=NN/part-*.parquet`: one row per (LSH band key, article): `band` and `article_key`
-  (64-bit hashes), bucketed by the band's hash: a commit reads only the rows of its band keys
-  (an Arrow `is_in` filter, batch by batch);
+  (64-bit hashes), bucketed by the band's hash, every file sorted by band (the commit, compact,
+  prune and repair all write them sorted): a commit skips the row groups whose statistics hold none
+  of its band keys and finds the rows by binary search (`np.searchsorted`), reading `article_key`
+  only of row groups with a hit. At most `MAX_DELTAS` deltas per bucket after a batch commit (it
+  merges them, LSM-style, in its own manifest); `newsbeam compact` merges each bucket into one;
 - `prints/bucket=NN/part-*.parquet`: one row per article: `article_key`, `article_id`, `story_id`,
   `published_at`, `indexed_at` (the commit's time, the order key after the commit order), `run_id`
   and the fingerprint bytes, bucketed by the article's hash: then only its candidates' prints are read.
 
+**Check and repair** are in transforms/io/story_check.py: the deltas against the manifests that
+published them (a lost delta would silently drop candidates), and the rebuild for `newsbeam repair`.
+
 `stories.window` bounds which prints are candidates (published within the window of the commit's
 earliest article); `newsbeam prune` drops the prints and band rows older than the window.
-Slightly over ~400 lines for a reason: the layout, the lookup, the decision and the maintenance of one
+Over ~400 lines for a reason: the layout, the lookup, the decision and the maintenance of one
 index read together (the decision's files are what compact merges and prune rewrites).
 """
 
@@ -42,9 +48,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.io.manifests import committed_manifests
 from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
-from transforms.io.paths import INDEX_DATASET, STAGING_DIR, STATE_DIR, join_path, list_files, partition_path
+from transforms.io.paths import (
+    INDEX_DATASET,
+    STAGING_DIR,
+    STATE_DIR,
+    TRASH_DIR,
+    join_path,
+    list_files,
+    partition_path,
+)
 from transforms.io.staging import StagedFile
 from transforms.schema import STORIES, STORY_PRINT, STORY_SCHEMA, TIMESTAMP, Record
 from transforms.stories import (
@@ -64,6 +77,7 @@ BANDS = f"{STORIES_STATE}/bands"  # dataset names: staged and published like the
 PRINTS = f"{STORIES_STATE}/prints"
 STAGED_PRINTS = "_story_prints"  # a run's staged prints (transforms/story_prints.py): never published
 BUCKETS = 16
+MAX_DELTAS = 8  # per bucket: a batch commit that would add the 9th merges them (`stage_run_stories`)
 Keys = npt.NDArray[np.int64]
 
 
@@ -389,9 +403,14 @@ def stage_run_stories(
     settings: StorySettings,
     parquet: ParquetSettings,
     now: datetime,
-) -> list[StagedFile]:
+) -> tuple[list[StagedFile], list[StagedFile]]:
     """A batch commit's stories: decided for the article versions it publishes (its version-index
-    delta, after the reconciliation), written to its staging; the caller adds them to the manifest."""
+    delta, after the reconciliation), written to its staging; the caller adds them to the manifest.
+
+    Returns (files to publish, deltas to retire). A bucket that would hold more than `MAX_DELTAS`
+    deltas gets one file instead: its deltas and the commit's rows merged, sorted (`merge_bucket`),
+    in the same manifest, which retires the merged deltas to the trash (LSM-style: a lookup reads
+    at most `MAX_DELTAS` sorted files per bucket, whatever the number of commits)."""
     published: set[tuple[str, str | None]] = set()
     for staged in files:
         if staged.dataset == INDEX_DATASET:
@@ -400,7 +419,7 @@ def stage_run_stories(
                 zip(table["article_id"].to_pylist(), table["content_hash"].to_pylist(), strict=True)
             )
     if not published:
-        return []
+        return [], []
     ids = pa.array(sorted({article_id for article_id, _ in published}), pa.string())
     rows: list[Record] = []
     for staged in prints:
@@ -408,9 +427,27 @@ def stage_run_stories(
         table = table.filter(pc.is_in(table["article_id"], value_set=ids))
         rows += [row for row in table.to_pylist() if (row["article_id"], row["content_hash"]) in published]
     name = f"part-{run_id}-stories.parquet"
-    result = []
+    result, retired = [], []
     for story_file in decide_stories(output, rows, run_id, settings, now):
         staged_path = join_path(output, STAGING_DIR, run_id, story_file.dataset, story_file.partition, name)
+        deltas = (
+            bucket_files(output, story_file.dataset, int(story_file.partition.removeprefix("bucket=")))
+            if is_story_index(story_file.dataset)
+            else []
+        )
+        if len(deltas) >= MAX_DELTAS:
+            story_file = story_file._replace(table=merge_bucket(story_file.dataset, deltas, story_file.table))
+            trash = join_path(output, TRASH_DIR, run_id, story_file.dataset, story_file.partition)
+            retired += [
+                StagedFile(
+                    story_file.dataset,
+                    story_file.partition,
+                    path,
+                    join_path(trash, posixpath.basename(path)),
+                    0,
+                )
+                for path in deltas
+            ]
         write_parquet(story_file.table, staged_path, parquet)
         result.append(
             StagedFile(
@@ -421,7 +458,7 @@ def stage_run_stories(
                 story_file.table.num_rows,
             )
         )
-    return result
+    return result, retired
 
 
 # --- maintenance: compact merges each bucket's deltas (pipeline/maintenance.py), prune drops old rows ---
@@ -438,11 +475,13 @@ def index_buckets(output: str) -> list[tuple[str, str, list[str]]]:
     return groups
 
 
-def merge_bucket(dataset: str, paths: Sequence[str]) -> pa.Table:
+def merge_bucket(dataset: str, paths: Sequence[str], extra: pa.Table | None = None) -> pa.Table:
     """The rows of a bucket's deltas in one table, sorted as every index file is: bands by band (the
     binary search of `_band_matches` rests on it), prints by article key."""
     schema = BAND_SCHEMA if dataset == BANDS else INDEXED_SCHEMA
     tables = [read_parquet(path).select(schema.names).cast(schema) for path in paths]
+    if extra is not None:
+        tables.append(extra.select(schema.names).cast(schema))
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     keys = (
         [("band", "ascending"), ("article_key", "ascending")]
@@ -498,124 +537,8 @@ def prune_index(output: str, cutoff: datetime) -> list[PrunedBucket]:
     return pruned
 
 
-# --- check and repair: the deltas against the manifests that published them; a rebuild from the store ---
-
-
-class StoryDamage(NamedTuple):
-    path: str
-    problem: str  # "missing", or what is wrong with the file
-    manifest: str  # the manifest that published it ("" for a stream pane's)
-
-
-def _relative(output: str, path: str) -> str:
-    """`dataset/bucket=NN/name` of an index file (manifests record paths of where they were written)."""
-    parts = path.rstrip("/").split("/")
-    return "/".join(parts[-5:]) if len(parts) >= 5 else path
-
-
-def expected_story_files(output: str) -> dict[str, tuple[str, int | None]]:
-    """The story index deltas the manifests say exist: `_state/stories/<dataset>/bucket=NN/name` ->
-    (manifest, rows). Each manifest adds what it published and takes away what it retired."""
-    expected: dict[str, tuple[str, int | None]] = {}
-    for document in committed_manifests(output):
-        for move in document.get("retired") or []:
-            if is_story_index(str(move.get("dataset"))):
-                expected.pop(_relative(output, move["staged_path"]), None)
-        for move in document.get("files") or []:
-            if is_story_index(str(move.get("dataset"))):
-                rows = move.get("rows")
-                expected[_relative(output, move["final_path"])] = (
-                    document["manifest_path"],
-                    rows if isinstance(rows, int) else None,
-                )
-    return expected
-
-
-def story_index_damage(output: str) -> list[StoryDamage]:
-    """Story deltas the manifests list that are missing, and deltas (listed or a pane's) that are
-    unreadable, lack the index's columns or hold another number of rows. Reads only footers."""
-    present = {_relative(output, path): path for path in index_files(output)}
-    expected = expected_story_files(output)
-    damage = [
-        StoryDamage(join_path(output, STATE_DIR, "stories", *name.split("/")[2:]), "missing", manifest)
-        for name, (manifest, _) in sorted(expected.items())
-        if name not in present
-    ]
-    for name, path in sorted(present.items()):
-        manifest, rows = expected.get(name, ("", None))
-        schema = BAND_SCHEMA if f"/{BANDS}/" in path else INDEXED_SCHEMA
-        try:
-            with FileSystems.open(path) as stream:
-                metadata = pq.ParquetFile(stream).metadata
-                found, columns = metadata.num_rows, set(metadata.schema.names)
-        except (OSError, pa.ArrowException) as error:
-            damage.append(StoryDamage(path, f"unreadable ({error})", manifest))
-            continue
-        lacking = [column for column in schema.names if column not in columns]
-        if lacking:
-            damage.append(
-                StoryDamage(path, f"not a story index file (no column {', '.join(lacking)})", manifest)
-            )
-        elif rows is not None and found != rows:
-            damage.append(StoryDamage(path, f"holds {found} rows, its manifest says {rows}", manifest))
-    return damage
-
-
 def story_print(article: Record) -> bytes:
     """An article's fingerprint as bytes: title and text (the summary when there is no text), in its
     language; the stage (transforms/story_prints.py) and the repair compute it here alike."""
     text = article.get("text") or article.get("summary")
     return fingerprint(article.get("title"), text, article.get("language")).to_bytes()
-
-
-def rebuild_index(output: str, now: datetime) -> Iterator[StoryFile]:
-    """The story index rebuilt from the `stories` dataset (each article's story) and fingerprints
-    recomputed from the stored articles (the first stored version, as the stage printed it): one
-    file per bucket, sorted. Articles without a stored version are left out (nothing to print)."""
-    stories_root = join_path(output, STORIES)
-    story_rows: dict[str, Record] = {}
-    for listed in list_files(stories_root, ".parquet", recursive=True):
-        table = read_parquet(listed.path, ["article_id", "story_id", "published_at", "run_id"])
-        for row in table.to_pylist():
-            story_rows.setdefault(row["article_id"], row)
-    first: dict[str, tuple[int, Record]] = {}
-    wanted = pa.array(sorted(story_rows), pa.string())
-    columns = ["article_id", "version", "title", "text", "summary", "language"]
-    for listed in list_files(join_path(output, "articles"), ".parquet", recursive=True):
-        with FileSystems.open(listed.path) as stream:
-            names = set(pq.read_schema(stream).names)
-        table = read_parquet(listed.path, [c for c in columns if c in names])
-        table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
-        for article in table.to_pylist():
-            version = article.get("version") or 1
-            known = first.get(article["article_id"])
-            if known is None or version < known[0]:
-                first[article["article_id"]] = (version, article)
-    bands: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    indexed: dict[int, list[Record]] = defaultdict(list)
-    for article_id, (_, article) in sorted(first.items()):
-        story, print_ = story_rows[article_id], story_print(article)
-        article_key = key64(article_id)
-        for key in band_keys(Fingerprint.from_bytes(print_)):
-            band = key64(key)
-            bands[bucket_of(band)].append((band, article_key))
-        indexed[bucket_of(article_key)].append(
-            {
-                "article_key": article_key,
-                "article_id": article_id,
-                "story_id": story["story_id"],
-                "published_at": story["published_at"],
-                "indexed_at": now,  # the commit's time is not kept in `stories`: the repair's
-                "run_id": story["run_id"],
-                "fingerprint": print_,
-            }
-        )
-    for bucket, pairs in sorted(bands.items()):
-        pairs.sort()
-        table = pa.table(
-            {"band": [p[0] for p in pairs], "article_key": [p[1] for p in pairs]}, schema=BAND_SCHEMA
-        )
-        yield StoryFile(BANDS, bucket_partition(bucket), table)
-    for bucket, rows in sorted(indexed.items()):
-        rows.sort(key=lambda r: r["article_key"])
-        yield StoryFile(PRINTS, bucket_partition(bucket), pa.Table.from_pylist(rows, schema=INDEXED_SCHEMA))

@@ -38,7 +38,7 @@ from transforms.io.manifests import committed_manifests
 from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
 from transforms.io.paths import INDEX_DATASET, delete_inside, join_path, list_files
 from transforms.io.staging import StagedFile, WritePartitionedParquet
-from transforms.io.story_index import story_index_damage
+from transforms.io.story_check import story_index_damage
 from transforms.schema import TIMESTAMP, Column, arrow_schema
 
 INDEX_COLUMNS: tuple[Column, ...] = (
