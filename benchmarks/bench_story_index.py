@@ -77,7 +77,8 @@ def print_rows(prefix: str, bodies: list[list[str]], hours: float) -> list[dict[
 
 
 def synthetic_bulk(output: str, articles: int, chunk: int = 50_000, seed: int = 7) -> None:
-    """`articles` random articles in one file per bucket (what compaction leaves)."""
+    """`articles` random articles in one file per bucket, band files sorted by band (what
+    `newsbeam compact` leaves)."""
     rng = np.random.default_rng(seed)
     bands_per = BODY_BANDS + LEAD_BANDS
     writers: dict[tuple[str, int], pq.ParquetWriter] = {}
@@ -91,28 +92,20 @@ def synthetic_bulk(output: str, articles: int, chunk: int = 50_000, seed: int = 
             )
         return writers[(dataset, bucket)]
 
+    keys = rng.integers(-(2**63), 2**63 - 1, size=articles, dtype=np.int64)
+    key_buckets = (keys.view(np.uint64) % BUCKETS).astype(np.int64)
     for start in range(0, articles, chunk):
         n = min(chunk, articles - start)
-        keys = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
-        bands = rng.integers(-(2**63), 2**63 - 1, size=n * bands_per, dtype=np.int64)
-        owners = np.repeat(keys, bands_per)
-        band_buckets = (bands.view(np.uint64) % BUCKETS).astype(np.int64)
-        key_buckets = (keys.view(np.uint64) % BUCKETS).astype(np.int64)
+        part = keys[start : start + n]
         published = pa.array([AT - timedelta(hours=1)] * n, INDEXED_SCHEMA.field("published_at").type)
         prints = rng.integers(0, 256, size=(n, PRINT_BYTES), dtype=np.uint8)
         fingerprints = pa.array([row.tobytes() for row in prints], pa.binary())
         ids = pa.array([f"bulk-{start + i:08d}" for i in range(n)])
         for bucket in range(BUCKETS):
-            mask = band_buckets == bucket
-            order = np.argsort(bands[mask])
-            table = pa.table(
-                {"band": bands[mask][order], "article_key": owners[mask][order]}, schema=BAND_SCHEMA
-            )
-            writer(BANDS, bucket, BAND_SCHEMA).write_table(table, row_group_size=65_536)
-            chosen = np.flatnonzero(key_buckets == bucket)
+            chosen = np.flatnonzero(key_buckets[start : start + n] == bucket)
             table = pa.table(
                 {
-                    "article_key": keys[chosen],
+                    "article_key": part[chosen],
                     "article_id": ids.take(pa.array(chosen)),
                     "story_id": ids.take(pa.array(chosen)),
                     "published_at": published.take(pa.array(chosen)),
@@ -123,6 +116,15 @@ def synthetic_bulk(output: str, articles: int, chunk: int = 50_000, seed: int = 
                 schema=INDEXED_SCHEMA,
             )
             writer(PRINTS, bucket, INDEXED_SCHEMA).write_table(table, row_group_size=8_192)
+    # Band rows bucket by bucket, each sorted: a band's bucket is its low 4 bits (`bucket_of`).
+    rows = articles * bands_per
+    for bucket in range(BUCKETS):
+        count = rows // BUCKETS
+        bands = (rng.integers(-(2**59), 2**59 - 1, size=count, dtype=np.int64) * BUCKETS) + bucket
+        owners = keys[rng.integers(0, max(1, articles), size=count)] if articles else bands[:0]
+        order = np.argsort(bands, kind="stable")
+        table = pa.table({"band": bands[order], "article_key": owners[order]}, schema=BAND_SCHEMA)
+        writer(BANDS, bucket, BAND_SCHEMA).write_table(table, row_group_size=64_000)
     for open_writer in writers.values():
         open_writer.close()
 

@@ -59,7 +59,17 @@ from transforms.io.staging import (
     staging_lease,
     take_staging_lease,
 )
-from transforms.io.story_index import index_buckets, prune_index
+from transforms.io.story_check import StoryDamage, rebuild_index, story_index_damage
+from transforms.io.story_index import (
+    BANDS,
+    PRINTS,
+    index_buckets,
+    index_files,
+    is_story_index,
+    merge_bucket,
+    partition_name,
+    prune_index,
+)
 from transforms.io.versions import (
     INDEX_FIELDS,
     INDEX_SCHEMA,
@@ -90,6 +100,8 @@ class MaintenanceReport:
     retired: list[str] = field(default_factory=list)
     trash_emptied: int = 0
     damaged: list[str] = field(default_factory=list)  # repair: what was wrong
+    story_files: int = 0  # repair: the story index's new files
+    story_rows: int = 0  # repair: the articles filed in the story index
 
     def text(self, verb: str) -> str:
         return (
@@ -168,12 +180,12 @@ def index_rows_of_articles(path: str, dataset_root: str) -> pa.Table:
 def repair_index(
     output: str, settings: ParquetSettings | None = None, lock_timeout: float = 600.0, force: bool = False
 ) -> MaintenanceReport:
-    """Rebuild the version index from the article files, under the commit lock.
+    """Rebuild the version index from the article files, and the story index from the `stories`
+    dataset and the articles' recomputed fingerprints, under the commit lock.
 
-    Nothing is done when the index is whole (unless `force`). Otherwise one new delta with a row
-    per stored article version replaces every delta (missing, broken and sound ones alike), through
-    a manifest of kind `repair`, so the replaced deltas go to the trash and the manifests agree with
-    the index again.
+    An index that is whole is left alone (unless `force`). A damaged one is replaced as a whole (its
+    missing, broken and sound deltas alike) in one manifest of kind `repair`, so the replaced deltas
+    go to the trash and the manifests agree with the indexes again.
     """
     settings = settings or ParquetSettings()
     op = operation_id("repair")
@@ -181,40 +193,87 @@ def repair_index(
     with CommitLock(output, f"repair {op}", timeout=lock_timeout), staging_lease(output, op):
         recover_runs(output)
         damage = index_damage(output)
+        story_damage = story_index_damage(output)
         report.damaged = [f"{d.path} is {d.problem}" for d in damage]
-        if not damage and not force:
-            return report
-        articles_root = join_path(output, "articles")
-        name = f"part-{op}-0000.parquet"
-        staged = join_path(output, STAGING_DIR, op, INDEX_DATASET, name)
-        _ensure_folder(posixpath.dirname(staged))
+        report.damaged += [f"{d.path} is {d.problem}" for d in story_damage]
+        files: list[dict[str, Any]] = []
+        retired: list[dict[str, Any]] = []
         try:
-            with FileSystems.create(staged) as stream, pq.ParquetWriter(stream, INDEX_SCHEMA) as writer:
-                for path in list_parquet(articles_root):
-                    try:
-                        table = index_rows_of_articles(path, articles_root)
-                    except (OSError, pa.ArrowException) as error:
-                        raise MaintenanceError(
-                            f"cannot rebuild the version index: the article file {path} cannot be read "
-                            f"({error}); move it out of the output (or restore it), then repair again"
-                        ) from error
-                    writer.write_table(table, row_group_size=settings.row_group_size)
-                    report.rows += table.num_rows
+            if damage or force:
+                files, retired = _rebuild_version_index(output, op, settings, damage, report)
+            if story_damage or (force and index_files(output)):
+                story_files, story_retired = _rebuild_story_index(output, op, settings, story_damage)
+                files += story_files
+                retired += story_retired
+                report.story_files = len(story_files)
+                report.story_rows = sum(m["rows"] for m in story_files if m["dataset"] == PRINTS)
         except BaseException:
-            remove_staging(output, op)  # the partial delta; nothing was published
+            remove_staging(output, op)  # the partial deltas; nothing was published
             raise
-        files = [_move(INDEX_DATASET, "", staged, join_path(index_dir(output), name), report.rows)]
-        present = list_index_files(output)
-        trash = join_path(output, TRASH_DIR, op, INDEX_DATASET)
-        # The missing deltas are retired too (a retired file that is gone is skipped): their names
-        # leave the set the manifests expect.
-        replaced = sorted({*present, *(d.path for d in damage if d.problem == "missing")})
-        retired = [_move(INDEX_DATASET, "", p, join_path(trash, posixpath.basename(p)), 0) for p in replaced]
-        report.files_before, report.files_after = len(present), 1
+        if not files and not retired:
+            return report
         fault_point("repair.locked")
         apply_manifest(output, _manifest(op, "repair", files, retired), "repair")
         report.retired = [m["staged_path"] for m in retired]
     return report
+
+
+def _rebuild_version_index(
+    output: str, op: str, settings: ParquetSettings, damage: list[Any], report: MaintenanceReport
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The version index from the article files: (its one new delta, the deltas it replaces)."""
+    articles_root = join_path(output, "articles")
+    name = f"part-{op}-0000.parquet"
+    staged = join_path(output, STAGING_DIR, op, INDEX_DATASET, name)
+    _ensure_folder(posixpath.dirname(staged))
+    with FileSystems.create(staged) as stream, pq.ParquetWriter(stream, INDEX_SCHEMA) as writer:
+        for path in list_parquet(articles_root):
+            try:
+                table = index_rows_of_articles(path, articles_root)
+            except (OSError, pa.ArrowException) as error:
+                raise MaintenanceError(
+                    f"cannot rebuild the version index: the article file {path} cannot be read "
+                    f"({error}); move it out of the output (or restore it), then repair again"
+                ) from error
+            writer.write_table(table, row_group_size=settings.row_group_size)
+            report.rows += table.num_rows
+    files = [_move(INDEX_DATASET, "", staged, join_path(index_dir(output), name), report.rows)]
+    present = list_index_files(output)
+    trash = join_path(output, TRASH_DIR, op, INDEX_DATASET)
+    # The missing deltas are retired too (a retired file that is gone is skipped): their names
+    # leave the set the manifests expect.
+    replaced = sorted({*present, *(d.path for d in damage if d.problem == "missing")})
+    retired = [_move(INDEX_DATASET, "", p, join_path(trash, posixpath.basename(p)), 0) for p in replaced]
+    report.files_before, report.files_after = len(present), 1
+    return files, retired
+
+
+def _rebuild_story_index(
+    output: str, op: str, settings: ParquetSettings, damage: list[StoryDamage]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The story index rebuilt (transforms/io/story_index.py `rebuild_index`): (new files, retired)."""
+    name = f"part-{op}-0000.parquet"
+    files = []
+    try:
+        for story_file in rebuild_index(output, datetime.now(UTC)):
+            staged = join_path(output, STAGING_DIR, op, story_file.dataset, story_file.partition, name)
+            write_parquet(story_file.table, staged, settings)
+            final = join_path(output, story_file.dataset, story_file.partition, name)
+            files.append(
+                _move(story_file.dataset, story_file.partition, staged, final, story_file.table.num_rows)
+            )
+    except (OSError, pa.ArrowException) as error:
+        raise MaintenanceError(
+            f"cannot rebuild the story index from the stories and article files ({error}); restore "
+            "the file it names (or move it out of the output), then repair again"
+        ) from error
+    retired = []
+    missing = [d.path for d in damage if d.problem == "missing"]
+    for path in sorted({*index_files(output), *missing}):
+        dataset, partition = (BANDS if f"/{BANDS}/" in path else PRINTS), partition_name(path)
+        trash = join_path(output, TRASH_DIR, op, dataset, partition, posixpath.basename(path))
+        retired.append(_move(dataset, partition, path, trash, 0))
+    return files, retired
 
 
 def _ensure_folder(folder: str) -> None:
@@ -229,9 +288,14 @@ def run_repair(settings: Any, args: argparse.Namespace) -> int:
     )
     for problem in report.damaged:
         print(f"newsbeam repair: {problem}")
-    if report.files_after == 0:
+    if report.files_after == 0 and report.story_files == 0:
         print(f"newsbeam repair {settings.output}: the version index is whole; nothing to do")
-    else:
+    if report.story_files:
+        print(
+            f"newsbeam repair {report.operation_id}: the story index rebuilt from the stories and the "
+            f"article files: {report.story_rows} articles in {report.story_files} files"
+        )
+    if report.files_after:
         print(
             f"newsbeam repair {report.operation_id}: the version index rebuilt from the article files: "
             f"{report.rows} rows in 1 file, replacing {report.files_before} files (moved to {TRASH_DIR}/)"
@@ -340,6 +404,18 @@ def merge_files(
     return written
 
 
+def _merge_story_bucket(
+    dataset: str, paths: list[str], staged_folder: str, name_prefix: str, settings: ParquetSettings
+) -> list[tuple[str, str, int]]:
+    """A story index bucket's deltas merged into one file sorted by key (the lookup's binary search
+    needs it; a bucket is at most ~60 MB at a million indexed articles)."""
+    table = merge_bucket(dataset, paths)
+    name = f"{name_prefix}-0000.parquet"
+    staged = join_path(staged_folder, name)
+    write_parquet(table, staged, settings)
+    return [(staged, name, table.num_rows)]
+
+
 def compact(
     output: str,
     datasets: tuple[str, ...] = DATASETS,
@@ -371,9 +447,12 @@ def compact(
                 continue
             staged_folder = join_path(output, STAGING_DIR, op, dataset, partition)
             final_folder = join_path(output, dataset, partition)
-            for staged, name, rows in merge_files(
-                small, staged_folder, f"part-{op}", settings, rows_per_file
-            ):
+            merged = (
+                _merge_story_bucket(dataset, small, staged_folder, f"part-{op}", settings)
+                if is_story_index(dataset)
+                else merge_files(small, staged_folder, f"part-{op}", settings, rows_per_file)
+            )
+            for staged, name, rows in merged:
                 files.append(_move(dataset, partition, staged, join_path(final_folder, name), rows))
                 report.files_after += 1
                 report.rows += rows if dataset != INDEX_DATASET else 0

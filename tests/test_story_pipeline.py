@@ -13,19 +13,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from pipeline import Settings, run_batch
 from tests.conftest import PROJECT
 from tests.feedserver import FeedServer, Reply
-from transforms.io.story_index import StorySettings, index_files
+from transforms.io.story_index import MAX_DELTAS, StorySettings, index_files
 
 pytestmark = pytest.mark.e2e
 
@@ -317,6 +319,9 @@ def test_compact_merges_each_buckets_deltas_and_prune_drops_what_the_window_left
     compact(str(output), grace=timedelta(0))
     merged = index_files(str(output))
     assert len(merged) == len({Path(p).parent for p in merged}) == len({Path(p).parent for p in deltas})
+    for path in merged:  # one file per bucket, sorted by key: the lookup's binary search rests on it
+        keys = pq.read_table(path).column("band" if "/bands/" in path else "article_key").to_pylist()
+        assert keys == sorted(keys) and (len(keys) > 1 or "/prints/" in path)
     assert stories(output) == found
     # The merged index still finds the story: a copy a run later joins it.
     run_batch(settings([serve(feed_server, "/c.xml", "c.test", COPY)], output))
@@ -330,6 +335,93 @@ def test_compact_merges_each_buckets_deltas_and_prune_drops_what_the_window_left
     late = ("late/rates", "Central bank raises rates again", WIRE, 1.0)
     run_batch(settings([serve(feed_server, "/d.xml", "d.test", late)], output))
     assert story_of(stories(output))["d.test/late/rates"] == "d.test/late/rates"
+
+
+def test_a_commit_past_the_bound_merges_a_buckets_deltas_in_its_own_manifest(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    from transforms.io.versions import check_index
+
+    output = tmp_path / "out"
+    for n in range(MAX_DELTAS + 1):  # the same wire copy from 9 outlets, one run each
+        item = (f"rates-{n}", f"Central bank raises rates, take {n}", WIRE, float(n))
+        run_batch(settings([serve(feed_server, f"/{n}.xml", f"o{n}.test", item)], output))
+    bands = [p for p in index_files(str(output)) if "/bands/" in p]
+    per_bucket = Counter(Path(p).parent for p in bands)
+    assert max(per_bucket.values()) <= MAX_DELTAS and min(per_bucket.values()) == 1
+    assert sum(pq.read_metadata(p).num_rows for p in bands) == (MAX_DELTAS + 1) * 58  # no row lost
+    for path in bands:
+        keys = pq.read_table(path)["band"].to_pylist()
+        assert keys == sorted(keys)
+    assert set(story_of(stories(output)).values()) == {"o0.test/rates-0"}
+    check_index(str(output))  # the manifests agree with the deltas: the merged ones were retired
+    assert list((output / "_trash").rglob("*.parquet"))
+    late = ("late", "Rates rise again as central bank acts", COPY[2], 9.0)
+    run_batch(settings([serve(feed_server, "/late.xml", "late.test", late)], output))
+    assert story_of(stories(output))["late.test/late"] == "o0.test/rates-0"
+
+
+# --- check and repair ------------------------------------------------------------------------------
+
+
+def index_rows(output: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The story index's band rows and prints (without `indexed_at`, the time of the filing)."""
+    bands: list[tuple[Any, ...]] = []
+    prints: list[tuple[Any, ...]] = []
+    for path in index_files(str(output)):
+        table = pq.read_table(path)
+        if "/bands/" in path:
+            bands += zip(table["band"].to_pylist(), table["article_key"].to_pylist(), strict=True)
+        else:
+            prints += [tuple(v for k, v in row.items() if k != "indexed_at") for row in table.to_pylist()]
+    return sorted(bands), sorted(prints)
+
+
+def test_a_lost_story_delta_stops_the_next_run_and_repair_rebuilds_the_same_index(
+    feed_server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import main
+
+    output = tmp_path / "out"
+    first = serve(feed_server, "/a.xml", "a.test", ORIGINAL, FOOTBRIDGE_A)
+    run_batch(settings([first], output))
+    before, found = index_rows(output), stories(output)
+    lost = Path(sorted(p for p in index_files(str(output)) if "/bands/" in p)[0])
+    lost.unlink()  # its band keys would no longer find their articles: copies would start new stories
+    capsys.readouterr()
+    config = write_config(tmp_path, [serve(feed_server, "/b.xml", "b.test", COPY)], output)
+    assert main(["run", "-q", "--config", str(config)]) == 3
+    error = capsys.readouterr().err
+    assert f"{lost} is missing" in error and f"newsbeam repair {output}" in error
+    assert "_runs/" in error  # the manifest that published it
+    assert stories(output) == found  # nothing stored
+
+    assert main(["repair", "--output", str(output)]) == 0
+    said = capsys.readouterr().out
+    assert f"{lost} is missing" in said and "the story index rebuilt" in said and "2 articles" in said
+    assert index_rows(output) == before  # the same band rows and prints, from the stories and articles
+    assert main(["run", "-q", "--config", str(config)]) == 0
+    assert story_of(stories(output))["b.test/economy/rates-up"] == "a.test/rates"
+    assert main(["repair", "--output", str(output)]) == 0
+    assert "is whole; nothing to do" in capsys.readouterr().out
+
+
+def test_an_unreadable_story_delta_is_named_and_repair_replaces_it(
+    feed_server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import main
+
+    output = tmp_path / "out"
+    run_batch(settings([serve(feed_server, "/a.xml", "a.test", ORIGINAL, FOOTBRIDGE_A)], output))
+    before = index_rows(output)
+    broken = Path(sorted(p for p in index_files(str(output)) if "/prints/" in p)[0])
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(["compact", "--output", str(output)]) == 3
+    error = capsys.readouterr().err
+    assert f"{broken} is unreadable" in error and f"newsbeam repair {output}" in error
+    assert main(["repair", "--output", str(output)]) == 0
+    assert index_rows(output) == before
 
 
 # --- streaming: the pane commits decide, against the same index ---------------------------------------

@@ -22,15 +22,8 @@ from apache_beam.pvalue import PCollection
 
 from transforms.io.parquet import ParquetSettings
 from transforms.io.staging import WritePartitionedParquet
-from transforms.io.story_index import PRINT_SCHEMA, STAGED_PRINTS, StorySettings, print_row
+from transforms.io.story_index import PRINT_SCHEMA, STAGED_PRINTS, StorySettings, print_row, story_print
 from transforms.schema import STORY_PRINT, Record
-from transforms.stories import fingerprint
-
-
-def story_print(article: Record) -> bytes:
-    """The article's fingerprint as bytes: title and text (the summary when there is no text)."""
-    text = article.get("text") or article.get("summary")
-    return fingerprint(article.get("title"), text, article.get("language")).to_bytes()
 
 
 class _FingerprintFn(beam.DoFn):

@@ -189,11 +189,13 @@ def commit_run(
                 f"run {run_id}: {len(lost)} staged files are gone (e.g. {lost[0]}; was its staging "
                 "removed as abandoned?); nothing was published, run it again"
             )
+        retired: list[StagedFile] = []  # story deltas merged by this commit (stage_run_stories)
         if stories is not None and stories.enabled:
             now = datetime.now(UTC)
-            files += stage_run_stories(
+            story_files, retired = stage_run_stories(
                 output, run_id, files, prints, stories, settings or ParquetSettings(), now
             )
+            files += story_files
         files = sorted(files, key=lambda f: f.final_path)
         manifest: dict[str, Any] = {
             "run_id": run_id,
@@ -205,6 +207,8 @@ def commit_run(
             # Rows dropped or renumbered because another run committed them meanwhile.
             "reconciled": reconciled,
         }
+        if retired:
+            manifest["retired"] = [asdict(f) | {"rows_per_source": None} for f in retired]
         return apply_manifest(output, manifest, "commit")
 
 

@@ -13,15 +13,21 @@ commit reads the index under the lock.
 immutable once published, and `newsbeam compact` merges each bucket's deltas:
 
 - `bands/bucket=NN/part-*.parquet`: one row per (LSH band key, article): `band` and `article_key`
-  (64-bit hashes), bucketed by the band's hash: a commit reads only the rows of its band keys
-  (an Arrow `is_in` filter, batch by batch);
+  (64-bit hashes), bucketed by the band's hash, every file sorted by band (the commit, compact,
+  prune and repair all write them sorted): a commit skips the row groups whose statistics hold none
+  of its band keys and finds the rows by binary search (`np.searchsorted`), reading `article_key`
+  only of row groups with a hit. At most `MAX_DELTAS` deltas per bucket after a batch commit (it
+  merges them, LSM-style, in its own manifest); `newsbeam compact` merges each bucket into one;
 - `prints/bucket=NN/part-*.parquet`: one row per article: `article_key`, `article_id`, `story_id`,
   `published_at`, `indexed_at` (the commit's time, the order key after the commit order), `run_id`
   and the fingerprint bytes, bucketed by the article's hash: then only its candidates' prints are read.
 
+**Check and repair** are in transforms/io/story_check.py: the deltas against the manifests that
+published them (a lost delta would silently drop candidates), and the rebuild for `newsbeam repair`.
+
 `stories.window` bounds which prints are candidates (published within the window of the commit's
 earliest article); `newsbeam prune` drops the prints and band rows older than the window.
-Slightly over ~400 lines for a reason: the layout, the lookup, the decision and the maintenance of one
+Over ~400 lines for a reason: the layout, the lookup, the decision and the maintenance of one
 index read together (the decision's files are what compact merges and prune rewrites).
 """
 
@@ -35,13 +41,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
-from transforms.io.paths import INDEX_DATASET, STAGING_DIR, STATE_DIR, join_path, list_files, partition_path
+from transforms.io.paths import (
+    INDEX_DATASET,
+    STAGING_DIR,
+    STATE_DIR,
+    TRASH_DIR,
+    join_path,
+    list_files,
+    partition_path,
+)
 from transforms.io.staging import StagedFile
 from transforms.schema import STORIES, STORY_PRINT, STORY_SCHEMA, TIMESTAMP, Record
 from transforms.stories import (
@@ -53,6 +69,7 @@ from transforms.stories import (
     NewArticle,
     assign_stories,
     band_keys,
+    fingerprint,
 )
 
 STORIES_STATE = f"{STATE_DIR}/stories"
@@ -60,6 +77,8 @@ BANDS = f"{STORIES_STATE}/bands"  # dataset names: staged and published like the
 PRINTS = f"{STORIES_STATE}/prints"
 STAGED_PRINTS = "_story_prints"  # a run's staged prints (transforms/story_prints.py): never published
 BUCKETS = 16
+MAX_DELTAS = 8  # per bucket: a batch commit that would add the 9th merges them (`stage_run_stories`)
+Keys = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -160,6 +179,59 @@ def _matching(
                 yield table.filter(hits)
 
 
+def _group_range(reader: pq.ParquetFile, group: int) -> tuple[int, int] | None:
+    """The (min, max) band of a row group from its statistics, None when it has none."""
+    stats = reader.metadata.row_group(group).column(0).statistics
+    if stats is None or not stats.has_min_max:
+        return None
+    return int(stats.min), int(stats.max)
+
+
+def _sorted_hits(bands: Keys, wanted: Keys) -> Keys:
+    """Positions of the rows of sorted `bands` whose band is in sorted `wanted`: a binary search per
+    wanted key (`np.searchsorted`), O(wanted x log rows), never a scan of the rows."""
+    start = np.searchsorted(bands, wanted, side="left")
+    stop = np.searchsorted(bands, wanted, side="right")
+    present = stop > start
+    if not present.any():
+        return np.empty(0, np.int64)
+    start, stop = start[present], stop[present]
+    lengths = stop - start
+    offsets = np.repeat(start - np.cumsum(lengths) + lengths, lengths)
+    hits: Keys = np.arange(int(lengths.sum()), dtype=np.int64) + offsets
+    return hits
+
+
+def _band_matches(path: str, wanted: Keys) -> Iterator[tuple[Keys, Keys]]:
+    """(band, article_key) of the rows of one band delta whose band is in sorted `wanted`.
+
+    Band deltas are sorted by band (every writer sorts: the commit, compact, prune, repair), so a
+    row group whose statistics range holds no wanted key is never read, and inside a row group the
+    rows are found by binary search; the `article_key` column is read only of row groups with a hit.
+    """
+    with FileSystems.open(path) as stream:
+        reader = pq.ParquetFile(stream)
+        for group in range(reader.num_row_groups):
+            bounds = _group_range(reader, group)
+            probe = wanted
+            if bounds is not None:
+                low, high = (
+                    np.searchsorted(wanted, bounds[0], "left"),
+                    np.searchsorted(wanted, bounds[1], "right"),
+                )
+                if low == high:
+                    continue
+                probe = wanted[low:high]
+            bands = reader.read_row_group(group, columns=["band"])["band"].to_numpy()
+            if bands.size > 1 and not bool((bands[1:] >= bands[:-1]).all()):  # a delta of an older writer
+                rows = np.flatnonzero(np.isin(bands, probe))
+            else:
+                rows = _sorted_hits(bands, probe)
+            if rows.size:
+                owners = reader.read_row_group(group, columns=["article_key"])["article_key"].to_numpy()
+                yield bands[rows], owners[rows]
+
+
 def _by_bucket(keys: Iterable[int]) -> dict[int, list[int]]:
     grouped: dict[int, set[int]] = defaultdict(set)
     for key in keys:
@@ -186,12 +258,11 @@ def read_bands(output: str, bands: Iterable[int]) -> dict[int, set[int]]:
     """band -> the article keys filed under it, for the `bands` asked for."""
     found: dict[int, set[int]] = defaultdict(set)
     for bucket, keys in _by_bucket(bands).items():
-        wanted = pa.array(keys, pa.int64())
-        for table in _matching(bucket_files(output, BANDS, bucket), "band", wanted, BAND_SCHEMA.names):
-            for band, article_key in zip(
-                table["band"].to_pylist(), table["article_key"].to_pylist(), strict=True
-            ):
-                found[band].add(article_key)
+        wanted = np.array(keys, np.int64)
+        for path in bucket_files(output, BANDS, bucket):
+            for matched, owners in _band_matches(path, wanted):
+                for band, article_key in zip(matched.tolist(), owners.tolist(), strict=True):
+                    found[band].add(article_key)
     return found
 
 
@@ -332,9 +403,14 @@ def stage_run_stories(
     settings: StorySettings,
     parquet: ParquetSettings,
     now: datetime,
-) -> list[StagedFile]:
+) -> tuple[list[StagedFile], list[StagedFile]]:
     """A batch commit's stories: decided for the article versions it publishes (its version-index
-    delta, after the reconciliation), written to its staging; the caller adds them to the manifest."""
+    delta, after the reconciliation), written to its staging; the caller adds them to the manifest.
+
+    Returns (files to publish, deltas to retire). A bucket that would hold more than `MAX_DELTAS`
+    deltas gets one file instead: its deltas and the commit's rows merged, sorted (`merge_bucket`),
+    in the same manifest, which retires the merged deltas to the trash (LSM-style: a lookup reads
+    at most `MAX_DELTAS` sorted files per bucket, whatever the number of commits)."""
     published: set[tuple[str, str | None]] = set()
     for staged in files:
         if staged.dataset == INDEX_DATASET:
@@ -343,7 +419,7 @@ def stage_run_stories(
                 zip(table["article_id"].to_pylist(), table["content_hash"].to_pylist(), strict=True)
             )
     if not published:
-        return []
+        return [], []
     ids = pa.array(sorted({article_id for article_id, _ in published}), pa.string())
     rows: list[Record] = []
     for staged in prints:
@@ -351,9 +427,27 @@ def stage_run_stories(
         table = table.filter(pc.is_in(table["article_id"], value_set=ids))
         rows += [row for row in table.to_pylist() if (row["article_id"], row["content_hash"]) in published]
     name = f"part-{run_id}-stories.parquet"
-    result = []
+    result, retired = [], []
     for story_file in decide_stories(output, rows, run_id, settings, now):
         staged_path = join_path(output, STAGING_DIR, run_id, story_file.dataset, story_file.partition, name)
+        deltas = (
+            bucket_files(output, story_file.dataset, int(story_file.partition.removeprefix("bucket=")))
+            if is_story_index(story_file.dataset)
+            else []
+        )
+        if len(deltas) >= MAX_DELTAS:
+            story_file = story_file._replace(table=merge_bucket(story_file.dataset, deltas, story_file.table))
+            trash = join_path(output, TRASH_DIR, run_id, story_file.dataset, story_file.partition)
+            retired += [
+                StagedFile(
+                    story_file.dataset,
+                    story_file.partition,
+                    path,
+                    join_path(trash, posixpath.basename(path)),
+                    0,
+                )
+                for path in deltas
+            ]
         write_parquet(story_file.table, staged_path, parquet)
         result.append(
             StagedFile(
@@ -364,7 +458,7 @@ def stage_run_stories(
                 story_file.table.num_rows,
             )
         )
-    return result
+    return result, retired
 
 
 # --- maintenance: compact merges each bucket's deltas (pipeline/maintenance.py), prune drops old rows ---
@@ -379,6 +473,22 @@ def index_buckets(output: str) -> list[tuple[str, str, list[str]]]:
             if files:
                 groups.append((dataset, bucket_partition(bucket), files))
     return groups
+
+
+def merge_bucket(dataset: str, paths: Sequence[str], extra: pa.Table | None = None) -> pa.Table:
+    """The rows of a bucket's deltas in one table, sorted as every index file is: bands by band (the
+    binary search of `_band_matches` rests on it), prints by article key."""
+    schema = BAND_SCHEMA if dataset == BANDS else INDEXED_SCHEMA
+    tables = [read_parquet(path).select(schema.names).cast(schema) for path in paths]
+    if extra is not None:
+        tables.append(extra.select(schema.names).cast(schema))
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    keys = (
+        [("band", "ascending"), ("article_key", "ascending")]
+        if dataset == BANDS
+        else [("article_key", "ascending")]
+    )
+    return table.sort_by(keys)
 
 
 class PrunedBucket(NamedTuple):
@@ -422,6 +532,13 @@ def prune_index(output: str, cutoff: datetime) -> list[PrunedBucket]:
         old = pc.is_in(table["article_key"], value_set=gone)
         if not pc.any(old).as_py():
             continue
-        kept = table.filter(pc.invert(old))
+        kept = table.filter(pc.invert(old)).sort_by([("band", "ascending"), ("article_key", "ascending")])
         pruned.append(PrunedBucket(BANDS, bucket_partition(bucket), files, kept if kept.num_rows else None))
     return pruned
+
+
+def story_print(article: Record) -> bytes:
+    """An article's fingerprint as bytes: title and text (the summary when there is no text), in its
+    language; the stage (transforms/story_prints.py) and the repair compute it here alike."""
+    text = article.get("text") or article.get("summary")
+    return fingerprint(article.get("title"), text, article.get("language")).to_bytes()

@@ -38,6 +38,7 @@ from transforms.io.manifests import committed_manifests
 from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
 from transforms.io.paths import INDEX_DATASET, delete_inside, join_path, list_files
 from transforms.io.staging import StagedFile, WritePartitionedParquet
+from transforms.io.story_check import story_index_damage
 from transforms.schema import TIMESTAMP, Column, arrow_schema
 
 INDEX_COLUMNS: tuple[Column, ...] = (
@@ -303,6 +304,7 @@ def check_index(output: str) -> None:
     """
     damage = index_damage(output)
     if not damage:
+        check_story_index(output)
         return
     first = damage[0]
     listed = f" (published by {first.manifest})" if first.manifest else ""
@@ -325,3 +327,20 @@ class WriteVersionIndex(beam.PTransform[Any, Any]):
         # The writer keeps the index's columns.
         result: PCollection[Any] = (articles | "StageIndexDelta" >> self._write).files
         return result
+
+
+def check_story_index(output: str) -> None:
+    """Raise `IndexDamagedError` when a story index delta (transforms/io/story_index.py) a manifest
+    published is missing or one is unreadable: a run would miss the candidates it holds and start
+    new stories for copies of stored ones (or fail without naming the file)."""
+    damage = story_index_damage(output)
+    if not damage:
+        return
+    first = damage[0]
+    listed = f" (published by {first.manifest})" if first.manifest else ""
+    more = f"; and {len(damage) - 1} more" if len(damage) > 1 else ""
+    raise IndexDamagedError(
+        f"the story index is damaged: {first.path} is {first.problem}{listed}{more}. A run now would "
+        f"give copies of stored stories new stories, so none starts. Rebuild it from the stories and "
+        f"the article files with `newsbeam repair {output}`, then run again"
+    )
