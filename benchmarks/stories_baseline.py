@@ -8,7 +8,6 @@ Python), one MinHash object per signature. `benchmarks/bench_stories.py` times i
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -18,46 +17,17 @@ from datasketch import MinHash
 
 from transforms.stories import (
     BODY_PERMUTATIONS,
-    CHAR_SHINGLE,
     LEAD_PERMUTATIONS,
-    LEAD_WORDS,
     TITLE_PERMUTATIONS,
-    TOKEN,
-    WORD_SHINGLE,
     Fingerprint,
     is_spaceless,
+    lead_of,
+    normalized_tokens,
+    shingles,
+    word_count,
 )
 
-QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "«": '"', "»": '"', "‘": "'", "’": "'", "‚": "'"})
 SEED = 1
-
-
-def normalized_tokens(text: str) -> list[str]:
-    return TOKEN.findall(unicodedata.normalize("NFKC", text).translate(QUOTES).casefold())
-
-
-def shingles(text: str, language: str | None = None) -> list[str]:
-    if is_spaceless(text, language):
-        letters = "".join(normalized_tokens(text))
-        n = CHAR_SHINGLE
-        return [letters[i : i + n] for i in range(max(1, len(letters) - n + 1))] if letters else []
-    tokens = normalized_tokens(text)
-    n = WORD_SHINGLE
-    if len(tokens) < n:
-        return [" ".join(tokens)] if tokens else []
-    return [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-
-
-def word_count(text: str, language: str | None = None) -> int:
-    if is_spaceless(text, language):
-        return len("".join(normalized_tokens(text))) // 2
-    return len(normalized_tokens(text))
-
-
-def lead_of(text: str, language: str | None = None) -> str:
-    if is_spaceless(text, language):
-        return text[: LEAD_WORDS * 2]
-    return " ".join(text.split()[:LEAD_WORDS])
 
 
 @cache
