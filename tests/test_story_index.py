@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from tests.test_stories import FOOTER, OTHER, WIRE
+from tests.story_texts import FOOTER, OTHER, WIRE
 from transforms.io.story_index import (
     BANDS,
     PRINTS,

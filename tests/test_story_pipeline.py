@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from pipeline import Settings, run_batch
+from tests import story_texts
 from tests.conftest import PROJECT
 from tests.feedserver import FeedServer, Reply
 from transforms.io.story_index import MAX_DELTAS, StorySettings, index_files
@@ -32,24 +33,7 @@ from transforms.io.story_index import MAX_DELTAS, StorySettings, index_files
 pytestmark = pytest.mark.e2e
 
 RSS = {"Content-Type": "application/rss+xml"}
-WIRE = [
-    "The central bank raised its main interest rate by a quarter point on Tuesday, the third rise this year.",
-    "Officials said inflation had stayed above the target for eleven months and that wages kept climbing.",
-    "Markets had expected the move; the currency barely changed after the announcement in the capital.",
-    "Economists warned that mortgage holders would feel the rise within weeks as lenders pass it on.",
-    "The bank's governor told reporters that further rises were possible if prices did not ease soon.",
-    "Opposition politicians called the decision a blow to families already struggling with rents.",
-]
-BRIDGE = [
-    "A new footbridge over the river opened on Saturday after two years of building work downtown.",
-    "Cyclists and walkers crowded the span, which links the old harbour with the railway station.",
-    "The city council said the bridge cost less than planned and came in three months early.",
-    "Local shops on both banks hope the extra visitors will lift trade through the winter season.",
-]
-FOOTER = (
-    "© 2026 Metro Wire. All rights reserved. Follow us for the latest news and sign up to our newsletter."
-)
-AT = datetime(2026, 11, 2, 8, tzinfo=UTC)
+WIRE, BRIDGE, FOOTER, AT = story_texts.WIRE, story_texts.OTHER, story_texts.FOOTER, story_texts.AT
 
 
 def rss(outlet: str, *items: tuple[str, str, list[str], float]) -> bytes:
