@@ -23,10 +23,10 @@ from urllib.parse import unquote
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.io.manifests import read_json
+from transforms.io.parquet import open_parquet
 from transforms.io.paths import NULL_PARTITION, RUNS_DIR, join_path, list_files
 from transforms.schema import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, FEED_FETCH_SCHEMA, STORY_SCHEMA
 
@@ -96,8 +96,8 @@ def read_files(files: list[CommittedFile], schema: pa.Schema, columns: list[str]
     tables = []
     for committed in files:
         try:
-            with FileSystems.open(committed.path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-                parquet = pq.ParquetFile(stream)
+            with open_parquet(committed.path) as source:
+                parquet = pq.ParquetFile(source)
                 present = [c for c in columns if c in parquet.schema_arrow.names]
                 table = parquet.read(columns=present)
         except (OSError, pa.ArrowException) as error:  # a committed file damaged since: name it

@@ -41,7 +41,14 @@ from transforms.io.commit import apply_manifest, recover_runs
 from transforms.io.faults import fault_point
 from transforms.io.lock import CommitLock
 from transforms.io.manifests import manifest_path, pending_path, read_json
-from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
+from transforms.io.parquet import (
+    ParquetSettings,
+    open_parquet,
+    read_parquet,
+    read_parquet_metadata,
+    read_parquet_schema,
+    write_parquet,
+)
 from transforms.io.paths import (
     INDEX_DATASET,
     STAGING_DIR,
@@ -155,8 +162,7 @@ def prepare_run(output: str, run_id: str, lock_timeout: float = 600.0) -> dict[s
 
 def index_rows_of_articles(path: str, dataset_root: str) -> pa.Table:
     """The version-index rows of one article file: its columns, and `ingest_date` from its folder."""
-    with FileSystems.open(path) as stream:
-        names = set(pq.read_schema(stream).names)
+    names = set(read_parquet_schema(path).names)
     wanted = [name for name in INDEX_FIELDS if name in names and name != "ingest_date"]
     table = read_parquet(path, columns=wanted)
     ingest_date = None
@@ -333,13 +339,8 @@ def _size(path: str) -> int:
 
 def merged_schema(paths: list[str]) -> pa.Schema:
     """One schema for files of several schema versions: every column of each, newest file first."""
-    schemas = [_read_schema(path) for path in reversed(paths)]
+    schemas = [read_parquet_schema(path) for path in reversed(paths)]
     return pa.unify_schemas(schemas)
-
-
-def _read_schema(path: str) -> pa.Schema:
-    with FileSystems.open(path) as stream:
-        return pq.read_schema(stream)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -376,7 +377,7 @@ def merge_files(
         current, rows = None, 0
 
     for path in paths:
-        with FileSystems.open(path) as source:
+        with open_parquet(path) as source:
             reader = pq.ParquetFile(source)
             for group in range(reader.num_row_groups):
                 table = conform(reader.read_row_group(group), schema)
@@ -552,7 +553,7 @@ def prune(
             ]
             report.partitions += 1
             report.files_before += len(paths)
-            report.rows += sum(pq.ParquetFile(p).metadata.num_rows for p in paths if is_local(p))
+            report.rows += sum(read_parquet_metadata(p).num_rows for p in paths if is_local(p))
     with CommitLock(output, f"prune {op}", timeout=lock_timeout), staging_lease(output, op):
         fault_point("prune.locked")
         recover_runs(output)

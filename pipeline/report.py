@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+
+from transforms.io.parquet import open_parquet
 
 
 def _rows(manifest: dict[str, Any], dataset: str, columns: list[str]) -> list[dict[str, Any]]:
@@ -23,8 +23,8 @@ def _rows(manifest: dict[str, Any], dataset: str, columns: list[str]) -> list[di
     for entry in manifest.get("files", []):
         if entry["dataset"] == dataset:
             # Through Beam's FileSystems: s3:// and gs:// outputs use the run's endpoint and credentials.
-            with FileSystems.open(entry["final_path"], compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                rows += pq.ParquetFile(f).read(columns=columns).to_pylist()
+            with open_parquet(entry["final_path"]) as source:
+                rows += pq.ParquetFile(source).read(columns=columns).to_pylist()
     return rows
 
 

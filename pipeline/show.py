@@ -13,18 +13,14 @@ import json
 from datetime import datetime
 from typing import Any
 
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
 from pipeline.datasets import SCHEMAS, Store
 from pipeline.health import latest_runs
 from pipeline.story_figures import largest_stories, story_totals
+from transforms.io.parquet import read_parquet_metadata
 
 
 def _rows_in(path: str) -> int:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-        return int(pq.ParquetFile(stream).metadata.num_rows)
+    return int(read_parquet_metadata(path).num_rows)
 
 
 def dataset_counts(store: Store) -> dict[str, dict[str, Any]]:

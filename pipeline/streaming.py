@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pipeline import Pipeline
 
@@ -50,6 +49,7 @@ from pipeline.runners import (
 from transforms.feed_state import FeedSource
 from transforms.io.commit import recover_runs
 from transforms.io.lock import CommitLock
+from transforms.io.parquet import read_parquet_metadata
 from transforms.io.paths import RUNS_DIR, delete_inside, join_path, list_files, validate_run_id
 from transforms.io.staging import StagingInUseError, check_staging_free, remove_staging, take_staging_lease
 from transforms.io.versions import check_index
@@ -144,8 +144,7 @@ def stream_report(output: str, run_id: str, state: str, elapsed: float) -> str:
         paths = files.get(dataset, [])
         rows = 0
         for path in paths:
-            with FileSystems.open(path) as stream:
-                rows += pq.ParquetFile(stream).metadata.num_rows
+            rows += read_parquet_metadata(path).num_rows
         lines.append(f"  {dataset + ':':<14} {rows} rows in {len(paths)} files")
     lines.append(f"  output:        {output}")
     return "\n".join(lines)

@@ -39,12 +39,17 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.combiners import ToListCombineFn
 
-from transforms.io.parquet import ParquetSettings, read_parquet, return_freed_memory_at_once, write_parquet
+from transforms.io.parquet import (
+    ParquetSettings,
+    open_parquet,
+    read_parquet,
+    return_freed_memory_at_once,
+    write_parquet,
+)
 from transforms.io.paths import STAGING_DIR, join_path
 from transforms.io.staging import StagedFile
 from transforms.io.versions import (
@@ -428,8 +433,8 @@ def edited_table(path: str, decided: dict[int, int]) -> pa.Table:
     those `renumber_rows` gives on the whole file.
     """
     parts, start = [], 0
-    with FileSystems.open(path) as stream:
-        reader = pq.ParquetFile(stream)
+    with open_parquet(path) as source:
+        reader = pq.ParquetFile(source)
         for batch in reader.iter_batches(batch_size=EDIT_BATCH_ROWS):
             rows = range(start, start + batch.num_rows)
             parts.append(renumber_rows(pa.Table.from_batches([batch]), [decided.get(row) for row in rows]))

@@ -35,6 +35,7 @@ from apache_beam.transforms.combiners import ToListCombineFn
 from transforms.credentials import redact_url
 from transforms.fetch import FetchResult
 from transforms.io.lock import CommitLock
+from transforms.io.parquet import read_parquet
 from transforms.io.paths import STATE_DIR, join_path
 from transforms.schema import TIMESTAMP, Outcome
 
@@ -269,8 +270,7 @@ def load_states(path: str | None) -> dict[str, FeedState]:
     if not path or not FileSystems.exists(path):
         return {}
     try:
-        with FileSystems.open(path, compression_type="uncompressed") as stream:
-            table = pq.read_table(io.BytesIO(stream.read()))
+        table = read_parquet(path)
         return {row["url"]: _from_row(row) for row in table.to_pylist()}
     except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
         # Losing the state costs one unconditional fetch per feed, never the run; the next

@@ -10,14 +10,17 @@ Beam's FileSystems API does the IO, so `gs://` and `s3://` work as local folders
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.io.paths import is_local
 from transforms.schema import Stage, dead_letter, entry_ref, escaped_text
 
 
@@ -57,9 +60,56 @@ def return_freed_memory_at_once() -> None:
         pa.jemalloc_set_decay_ms(0)
 
 
+@contextlib.contextmanager
+def open_parquet(path: str) -> Iterator[pa.NativeFile]:
+    """A Parquet file opened for Arrow with no Python file object in between.
+
+    Arrow wraps what a Python file object returns in buffers that take the GIL to free, and pyarrow
+    16 frees some of them on its own threads after a read returns; one freed while the interpreter
+    exits aborts the process ("terminate called without an active exception", apache/arrow#49942,
+    fixed in a pyarrow newer than the 16.x Beam 2.62 allows). So Arrow opens a local file itself,
+    and an object-store file is read once into Arrow's memory through Beam's FileSystems.
+    """
+    if is_local(path):
+        source: pa.NativeFile = pa.OSFile(path, "r")
+    else:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            source = pa.BufferReader(_arrow_owned(stream.read()))
+    with source:
+        yield source
+
+
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
-    with FileSystems.open(path) as stream:
-        return pq.read_table(stream, columns=columns)
+    with open_parquet(path) as source:
+        return pq.read_table(source, columns=columns)
+
+
+def read_parquet_metadata(path: str) -> pq.FileMetaData:
+    """The footer of a Parquet file (row count, row groups, schema); of an object-store file only
+    its footer is read (a seek to its end), never the whole file."""
+    if is_local(path):
+        return pq.read_metadata(path)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        stream.seek(-8, 2)
+        tail = stream.read(8)
+        if len(tail) != 8 or tail[4:] != b"PAR1":
+            raise pa.ArrowInvalid(f"{path}: not a Parquet file (no PAR1 footer)")
+        (footer_length,) = struct.unpack("<I", tail[:4])
+        stream.seek(-(footer_length + 8), 2)
+        footer = stream.read(footer_length + 8)
+    # The footer alone reads as a Parquet file: its length and magic are at its end.
+    return pq.read_metadata(pa.BufferReader(_arrow_owned(footer)))
+
+
+def read_parquet_schema(path: str) -> pa.Schema:
+    return read_parquet_metadata(path).schema.to_arrow_schema()
+
+
+def _arrow_owned(data: bytes) -> pa.Buffer:
+    """`data` copied into a buffer of Arrow's memory pool (see `open_parquet` for why)."""
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return sink.getvalue()
 
 
 def records_to_table(

@@ -17,11 +17,9 @@ from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 from transforms.io.manifests import committed_manifests
-from transforms.io.parquet import read_parquet
+from transforms.io.parquet import read_parquet, read_parquet_metadata, read_parquet_schema
 from transforms.io.paths import STATE_DIR, join_path, list_files
 from transforms.io.story_index import (
     BAND_SCHEMA,
@@ -84,9 +82,8 @@ def story_index_damage(output: str) -> list[StoryDamage]:
         manifest, rows = expected.get(name, ("", None))
         schema = BAND_SCHEMA if f"/{BANDS}/" in path else INDEXED_SCHEMA
         try:
-            with FileSystems.open(path) as stream:
-                metadata = pq.ParquetFile(stream).metadata
-                found, columns = metadata.num_rows, set(metadata.schema.names)
+            metadata = read_parquet_metadata(path)
+            found, columns = metadata.num_rows, set(metadata.schema.names)
         except (OSError, pa.ArrowException) as error:
             damage.append(StoryDamage(path, f"unreadable ({error})", manifest))
             continue
@@ -114,8 +111,7 @@ def rebuild_index(output: str, now: datetime) -> Iterator[StoryFile]:
     wanted = pa.array(sorted(story_rows), pa.string())
     columns = ["article_id", "version", "title", "text", "summary", "language"]
     for listed in list_files(join_path(output, "articles"), ".parquet", recursive=True):
-        with FileSystems.open(listed.path) as stream:
-            names = set(pq.read_schema(stream).names)
+        names = set(read_parquet_schema(listed.path).names)
         table = read_parquet(listed.path, [c for c in columns if c in names])
         table = table.filter(pc.is_in(table["article_id"], value_set=wanted))
         for article in table.to_pylist():

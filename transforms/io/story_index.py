@@ -46,9 +46,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
-from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
+from transforms.io.parquet import ParquetSettings, open_parquet, read_parquet, write_parquet
 from transforms.io.paths import (
     INDEX_DATASET,
     STAGING_DIR,
@@ -168,8 +167,8 @@ def _matching(
     read first, the other columns only of row groups that hold a match (a print is 0.7 KB)."""
     others = [name for name in columns if name != column]
     for path in files:
-        with FileSystems.open(path) as stream:
-            reader = pq.ParquetFile(stream)
+        with open_parquet(path) as source:
+            reader = pq.ParquetFile(source)
             for group in range(reader.num_row_groups):
                 keys = reader.read_row_group(group, columns=[column])
                 hits = pc.is_in(keys[column], value_set=values)
@@ -209,8 +208,8 @@ def _band_matches(path: str, wanted: Keys) -> Iterator[tuple[Keys, Keys]]:
     row group whose statistics range holds no wanted key is never read, and inside a row group the
     rows are found by binary search; the `article_key` column is read only of row groups with a hit.
     """
-    with FileSystems.open(path) as stream:
-        reader = pq.ParquetFile(stream)
+    with open_parquet(path) as source:
+        reader = pq.ParquetFile(source)
         for group in range(reader.num_row_groups):
             bounds = _group_range(reader, group)
             probe = wanted

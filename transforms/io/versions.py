@@ -31,11 +31,16 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PCollection
 
 from transforms.io.manifests import committed_manifests
-from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
+from transforms.io.parquet import (
+    ParquetSettings,
+    open_parquet,
+    read_parquet,
+    read_parquet_metadata,
+    write_parquet,
+)
 from transforms.io.paths import INDEX_DATASET, delete_inside, join_path, list_files
 from transforms.io.staging import StagedFile, WritePartitionedParquet
 from transforms.io.story_check import story_index_damage
@@ -80,9 +85,9 @@ def list_index_files(output: str) -> list[str]:
 def index_batches(files: Iterable[str], batch_size: int = 262_144) -> Iterator[pa.Table]:
     """The index rows of `files` (the `LOOKUP_FIELDS`), a batch at a time: never the whole index."""
     for path in files:
-        with FileSystems.open(path) as stream:
+        with open_parquet(path) as source:
             try:
-                reader = pq.ParquetFile(stream)
+                reader = pq.ParquetFile(source)
                 for batch in reader.iter_batches(batch_size=batch_size, columns=LOOKUP_FIELDS):
                     yield pa.Table.from_batches([batch]).select(LOOKUP_FIELDS).cast(LOOKUP_SCHEMA)
             except (pa.ArrowException, KeyError) as error:  # KeyError: a file without the columns
@@ -279,9 +284,8 @@ def index_damage(output: str) -> list[IndexDamage]:
     for name, path in sorted(present.items()):
         manifest, rows = expected.get(name, ("", None))
         try:
-            with FileSystems.open(path) as stream:
-                metadata = pq.ParquetFile(stream).metadata
-                found, columns = metadata.num_rows, set(metadata.schema.names)
+            metadata = read_parquet_metadata(path)
+            found, columns = metadata.num_rows, set(metadata.schema.names)
         except (OSError, pa.ArrowException) as error:
             damage.append(IndexDamage(path, f"unreadable ({error})", manifest))
             continue
