@@ -12,12 +12,14 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.pipeline import Pipeline
@@ -30,6 +32,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import PROJECT
 from tests.feedserver import FeedServer, InFlight, KeyState, Reply
+from tests.story_texts import AT, WIRE
 from transforms.feed_state import FeedSource, FeedState, StatePolicy, state_after
 from transforms.fetch import FetchSettings
 from transforms.io.committed import (
@@ -46,6 +49,8 @@ from transforms.io.committed import (
     shared_versions,
 )
 from transforms.io.faults import PAUSE_ENV
+from transforms.io.story_check import story_index_damage
+from transforms.io.story_index import MAX_DELTAS, StorySettings, index_files, story_print
 from transforms.io.versions import list_index_files
 from transforms.io.window import (
     WindowFileSpec,
@@ -68,7 +73,8 @@ from transforms.poll_schedule import (
     total_ticks,
 )
 from transforms.read_outputs import FETCHES
-from transforms.schema import ARTICLE_SCHEMA
+from transforms.schema import ARTICLE_SCHEMA, STORY_PRINT
+from transforms.stories import Fingerprint, band_keys
 
 T0 = 1_764_374_400  # 2025-11-29T00:00:00Z, a multiple of every window length used here
 T = datetime.fromtimestamp(T0, UTC)
@@ -454,6 +460,86 @@ def test_a_pane_decided_before_a_crash_is_rolled_forward_whole(tmp_path: Path) -
     assert [r["article_id"] for r in read_dataset(tmp_path / "articles")] == ["a"]
     assert len(list_index_files(str(tmp_path))) == 1
     assert commit_pane(spec_for(tmp_path, with_index=True), PARTITION, T0, [article("a")]).paths == []
+
+
+def story_spec(output: Path) -> WindowFileSpec:
+    return WindowFileSpec(**{**spec_for(output, with_index=True).__dict__, "stories": StorySettings()})
+
+
+def wire_copy(n: int) -> dict[str, Any]:
+    """Outlet n's copy of the wire story: the same body, so the same band keys and buckets every time."""
+    row = article(
+        f"o{n}.test/rates",
+        f"h{n}",
+        title=f"Central bank raises rates, take {n}",
+        text=" ".join(WIRE),
+        published_at=AT + timedelta(minutes=n),
+        source_domain=f"o{n}.test",
+    )
+    return {**row, STORY_PRINT: story_print(row)}
+
+
+def band_rows(output: Path) -> tuple[Counter[Path], list[tuple[int, int]]]:
+    """The story index's band deltas per bucket folder, and all their (band, article_key) rows."""
+    per_bucket: Counter[Path] = Counter()
+    rows: list[tuple[int, int]] = []
+    for path in index_files(str(output)):
+        if "/bands/" in path:
+            table = pq.read_table(path)
+            assert table["band"].to_pylist() == sorted(table["band"].to_pylist())  # binary search needs it
+            per_bucket[Path(path).parent] += 1
+            rows += zip(table["band"].to_pylist(), table["article_key"].to_pylist(), strict=True)
+    return per_bucket, rows
+
+
+def test_stream_panes_keep_each_story_bucket_bounded_and_lose_no_index_row(tmp_path: Path) -> None:
+    """Each pane files story deltas; a long stream must not grow a bucket past MAX_DELTAS (+1) files."""
+    panes = MAX_DELTAS + 6
+    for n in range(panes):
+        commit_pane(story_spec(tmp_path), PARTITION, T0 + 10 * n, [wire_copy(n)])
+    per_bucket, rows = band_rows(tmp_path)
+    assert per_bucket and max(per_bucket.values()) <= MAX_DELTAS
+    assert (
+        len(rows)
+        == len(set(rows))
+        == panes * len(band_keys(Fingerprint.from_bytes(wire_copy(0)[STORY_PRINT])))
+    )
+    prints = [r for p in index_files(str(tmp_path)) if "/prints/" in p for r in pq.read_table(p).to_pylist()]
+    assert sorted(r["article_id"] for r in prints) == sorted(f"o{n}.test/rates" for n in range(panes))
+    stories = pq.read_table(tmp_path / "stories").to_pylist()
+    assert {r["story_id"] for r in stories} == {"o0.test/rates"} and len(stories) == panes
+    assert story_index_damage(str(tmp_path)) == []
+
+
+def test_a_pane_killed_after_publishing_its_merged_deltas_deletes_the_old_ones_on_recovery(
+    tmp_path: Path,
+) -> None:
+    """The merge of a bucket's pane deltas is in the pane's decision: rolled forward whole after a kill."""
+    for n in range(MAX_DELTAS):
+        commit_pane(story_spec(tmp_path), PARTITION, T0 + 10 * n, [wire_copy(n)])
+    before, rows_before = band_rows(tmp_path)
+    assert max(before.values()) == MAX_DELTAS  # the next pane merges
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from tests.test_stream_events import story_spec, wire_copy, PARTITION, T0;"
+        "from transforms.io.window import commit_pane; from pathlib import Path;"
+        f"commit_pane(story_spec(Path(sys.argv[2])), PARTITION, T0 + 100, [wire_copy({MAX_DELTAS})])"
+    )
+    marker = tmp_path / "paused"
+    env = {**os.environ, PAUSE_ENV: "pane.published", "NEWSBEAM_PAUSE_MARKER": str(marker)}
+    process = subprocess.Popen([sys.executable, "-c", script, str(PROJECT), str(tmp_path)], env=env)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), "the commit never published"
+    process.kill()
+    process.wait(timeout=30)
+    assert max(band_rows(tmp_path)[0].values()) == MAX_DELTAS + 1  # merged file in, old ones not yet out
+    assert recover_panes(str(tmp_path)) == 1
+    after, rows_after = band_rows(tmp_path)
+    assert max(after.values()) <= MAX_DELTAS and len(rows_after) == len(set(rows_after))
+    assert set(rows_before) < set(rows_after)
+    assert story_index_damage(str(tmp_path)) == []
 
 
 def test_an_undecided_pane_is_removed_from_an_output_named_like_a_pattern(tmp_path: Path) -> None:

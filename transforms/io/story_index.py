@@ -17,7 +17,9 @@ immutable once published, and `newsbeam compact` merges each bucket's deltas:
   prune and repair all write them sorted): a commit skips the row groups whose statistics hold none
   of its band keys and finds the rows by binary search (`np.searchsorted`), reading `article_key`
   only of row groups with a hit. At most `MAX_DELTAS` deltas per bucket after a batch commit (it
-  merges them, LSM-style, in its own manifest); `newsbeam compact` merges each bucket into one;
+  merges them, LSM-style, in its own manifest) and at most one more after a stream pane (it merges
+  the deltas panes wrote, `pane-*.parquet`, in its marker: those no manifest lists, so the check
+  against the manifests still holds); `newsbeam compact` merges each bucket into one;
 - `prints/bucket=NN/part-*.parquet`: one row per article: `article_key`, `article_id`, `story_id`,
   `published_at`, `indexed_at` (the commit's time, the order key after the commit order), `run_id`
   and the fingerprint bytes, bucketed by the article's hash: then only its candidates' prints are read.
@@ -77,6 +79,7 @@ PRINTS = f"{STORIES_STATE}/prints"
 STAGED_PRINTS = "_story_prints"  # a run's staged prints (transforms/story_prints.py): never published
 BUCKETS = 16
 MAX_DELTAS = 8  # per bucket: a batch commit that would add the 9th merges them (`stage_run_stories`)
+PANE_FILE_PREFIX = "pane-"  # a stream pane's deltas (`pane_story_name`): no manifest lists them
 Keys = npt.NDArray[np.int64]
 
 
@@ -384,6 +387,29 @@ def decide_stories(
 
 def story_file_path(output: str, story_file: StoryFile, name: str) -> str:
     return join_path(output, story_file.dataset, story_file.partition, name)
+
+
+def pane_story_name(pane_file_name: str) -> str:
+    """The name of a stream pane's story files, from its window file name (`part-<window>-...`)."""
+    return PANE_FILE_PREFIX + pane_file_name.removeprefix("part-")
+
+
+def bound_pane_deltas(output: str, story_file: StoryFile) -> tuple[StoryFile, list[str]]:
+    """A stream pane's story file and the pane deltas it replaces, so a bucket stays bounded.
+
+    When the bucket already holds `MAX_DELTAS` deltas, the ones earlier panes wrote are merged into
+    this pane's file (`merge_bucket`) and returned for the pane to delete once its file is published.
+    Deltas a manifest published are left to the next batch commit or `compact`, which retire them in
+    a manifest (the story check compares the deltas with the manifests), so a bucket holds at most
+    `MAX_DELTAS` + 1 deltas however many panes a stream commits.
+    """
+    if not is_story_index(story_file.dataset):
+        return story_file, []
+    deltas = bucket_files(output, story_file.dataset, int(story_file.partition.removeprefix("bucket=")))
+    panes = [path for path in deltas if posixpath.basename(path).startswith(PANE_FILE_PREFIX)]
+    if len(deltas) < MAX_DELTAS or not panes:
+        return story_file, []
+    return story_file._replace(table=merge_bucket(story_file.dataset, panes, story_file.table)), panes
 
 
 def is_story_index(dataset: str) -> bool:

@@ -27,6 +27,11 @@ then the decision, a marker listing the moves, beside it (`<pane>.json`), then t
 into place and both removed. A crash after the marker is rolled forward by the next pane commit or
 stream start (`recover_panes`); a crash before it leaves files that the same step removes. Nothing is
 staged under `OUTPUT/_staging/`, whose abandoned folders batch runs and restarts delete.
+
+**Story index deltas stay bounded:** a pane's deltas are `pane-<window>-...parquet`; once a bucket
+holds `MAX_DELTAS`, the pane merges the earlier panes' deltas into its own (`bound_pane_deltas`),
+lists them in its decision as `replaced` and deletes them after its renames, so a stream that runs
+for weeks keeps a lookup at a bounded number of files per bucket.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ from transforms.io.parquet import (
 from transforms.io.paths import (
     INDEX_DATASET,
     RUNS_DIR,
+    STATE_DIR,
     delete_inside,
     join_path,
     list_children,
@@ -81,7 +87,15 @@ from transforms.io.paths import (
     partition_path,
     validate_run_id,
 )
-from transforms.io.story_index import StorySettings, decide_stories, print_row, story_file_path
+from transforms.io.story_index import (
+    StorySettings,
+    bound_pane_deltas,
+    decide_stories,
+    is_story_index,
+    pane_story_name,
+    print_row,
+    story_file_path,
+)
 from transforms.io.versions import INDEX_SCHEMA, index_record
 from transforms.schema import DEAD_LETTER_SCHEMA, STORY_PRINT
 
@@ -166,8 +180,9 @@ def recover_panes(output: str) -> int:
         return 0
     recovered = 0
     for match in list_files(folder, ".json"):
-        moves = read_json(match.path).get("moves", [])
-        publish(moves, strict=False)  # a move found at neither end was rolled forward before
+        decision = read_json(match.path)
+        publish(decision.get("moves", []), strict=False)  # one found at neither end was rolled forward
+        _delete_replaced(output, decision.get("replaced", []))
         delete_inside(folder, [match.path])
         recovered += 1
     leftovers = list_children(folder)  # listed, not matched: the output may be named `out[1]`
@@ -175,6 +190,11 @@ def recover_panes(output: str) -> int:
     if recovered:
         log.info("rolled forward %d interrupted pane commits in %s", recovered, output)
     return recovered
+
+
+def _delete_replaced(output: str, paths: list[str]) -> None:
+    """Delete the story deltas a published pane merged (only commits, under the lock, read them)."""
+    delete_inside(join_path(output, STATE_DIR), paths)
 
 
 def commit_pane(
@@ -212,13 +232,17 @@ def commit_pane(
             tables.append(
                 (join_path(spec.output, INDEX_DATASET, name), records_to_table(index_rows, INDEX_SCHEMA))
             )
+        replaced: list[str] = []  # earlier panes' story deltas merged into this pane's (bounded buckets)
         if spec.stories is not None and written:
             # Under the lock, against the committed story index: published with the pane, or not at all.
             prints = [print_row(r) for r in written if STORY_PRINT in r]
             for story_file in decide_stories(
                 spec.output, prints, spec.run_id, spec.stories, datetime.now(UTC)
             ):
-                tables.append((story_file_path(spec.output, story_file, name), story_file.table))
+                story_file, merged = bound_pane_deltas(spec.output, story_file)
+                replaced += merged
+                file_name = pane_story_name(name) if is_story_index(story_file.dataset) else name
+                tables.append((story_file_path(spec.output, story_file, file_name), story_file.table))
         tables += _window_dead_letter_tables(spec, name, rejected)
         pane = f"{spec.run_id}-{spec.dataset.replace('/', '_')}-{name.removesuffix('.parquet')}"
         staging = join_path(pane_marker_dir(spec.output), pane)
@@ -227,14 +251,21 @@ def commit_pane(
             staged = join_path(staging, f"{number}.parquet")
             write_parquet(table, staged, spec.settings)
             moves.append({"staged_path": staged, "final_path": final})
+        # The same rows published before: replace nothing, and then delete no delta either (the
+        # published file may not hold the merge).
+        published = {move["final_path"] for move in moves if FileSystems.exists(move["final_path"])}
+        if published:
+            replaced = []
         marker = f"{staging}.json"
-        write_json_atomically(marker, {"run_id": spec.run_id, "moves": moves})
+        write_json_atomically(marker, {"run_id": spec.run_id, "moves": moves, "replaced": replaced})
         fault_point("pane.decided")
         for move in moves:
-            if FileSystems.exists(move["final_path"]):  # the same rows were published: replace nothing
+            if move["final_path"] in published:
                 delete_inside(staging, [move["staged_path"]])
             else:
                 publish([move])
+        fault_point("pane.published")
+        _delete_replaced(spec.output, replaced)
         delete_inside(pane_marker_dir(spec.output), [marker, staging])
         if committed is not None and index_rows:
             committed.note_committed(join_path(spec.output, INDEX_DATASET, name), index_rows)
