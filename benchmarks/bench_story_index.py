@@ -2,13 +2,16 @@
 
     python -m benchmarks.bench_story_index        # lookup at 10k, 100k, 1M; CPU on one corpus copy
     python -m benchmarks.bench_story_index --sizes 10000 100000 --no-cpu
+    python -m benchmarks.bench_story_index --no-cpu --band-formats arrow   # today's format alone
 
 **Lookup.** For each size N an index under `OUTPUT/_state/stories/` is generated synthetically (the
 bulk: random band hashes and random fingerprint bytes of the real length, one compacted file per
 bucket, as `newsbeam compact` leaves it), plus 1,000 real articles filed by a real commit
 (`decide_stories`); then a commit of 1,000 articles (500 edited copies of those, 500 new) is
 decided against it, timed (wall and CPU of this process). Reported: ms per commit and per article,
-the copies found (they must all join), index bytes per article.
+the copies found (they must all join), index bytes per article; for band deltas as Arrow IPC files
+(memory-mapped, searched in place: what commits write now) and as Parquet (what they wrote before),
+in the same run.
 
 **CPU on vs off.** `run_batch` over one copy of the benchmark corpus (benchmarks/corpus.py) with
 `stories.enabled` true and false, in-process on the direct runner, alternating, CPU time of the
@@ -33,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from transforms.io.parquet import write_arrow
 from transforms.io.story_index import (
     BAND_SCHEMA,
     BANDS,
@@ -42,6 +46,7 @@ from transforms.io.story_index import (
     StorySettings,
     bucket_partition,
     decide_stories,
+    index_file_name,
     index_files,
 )
 from transforms.stories import BODY_BANDS, LEAD_BANDS, fingerprint
@@ -76,9 +81,9 @@ def print_rows(prefix: str, bodies: list[list[str]], hours: float) -> list[dict[
     return rows
 
 
-def synthetic_bulk(output: str, articles: int, chunk: int = 50_000, seed: int = 7) -> None:
+def synthetic_bulk(output: str, articles: int, band_format: str, chunk: int = 50_000, seed: int = 7) -> None:
     """`articles` random articles in one file per bucket, band files sorted by band (what
-    `newsbeam compact` leaves)."""
+    `newsbeam compact` leaves), as Arrow IPC (today's format) or Parquet (the earlier one)."""
     rng = np.random.default_rng(seed)
     bands_per = BODY_BANDS + LEAD_BANDS
     writers: dict[tuple[str, int], pq.ParquetWriter] = {}
@@ -124,29 +129,39 @@ def synthetic_bulk(output: str, articles: int, chunk: int = 50_000, seed: int = 
         owners = keys[rng.integers(0, max(1, articles), size=count)] if articles else bands[:0]
         order = np.argsort(bands, kind="stable")
         table = pa.table({"band": bands[order], "article_key": owners[order]}, schema=BAND_SCHEMA)
-        writer(BANDS, bucket, BAND_SCHEMA).write_table(table, row_group_size=64_000)
+        folder = Path(output) / BANDS / bucket_partition(bucket)
+        folder.mkdir(parents=True, exist_ok=True)
+        if band_format == "arrow":
+            write_arrow(table, str(folder / "part-bulk.arrow"))
+        else:
+            pq.write_table(table, folder / "part-bulk.parquet", compression="zstd", row_group_size=64_000)
     for open_writer in writers.values():
         open_writer.close()
 
 
-def publish(output: str, files: list[Any], name: str) -> None:
+def publish(output: str, files: list[Any], name: str, band_format: str) -> None:
     for story_file in files:
         folder = Path(output) / story_file.dataset / story_file.partition
         folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(story_file.table, folder / name, compression="zstd")
+        if story_file.dataset == BANDS and band_format == "arrow":
+            write_arrow(story_file.table, str(folder / index_file_name(BANDS, name)))
+        else:
+            pq.write_table(story_file.table, folder / name, compression="zstd")
 
 
-def lookup(size: int, commit: int = 1000) -> dict[str, float]:
+def lookup(size: int, band_format: str, commit: int = 1000) -> dict[str, float]:
+    """A commit of `commit` articles (half edited copies of indexed ones) against an index of `size`."""
     rng = random.Random(size)
     settings = StorySettings()
     with tempfile.TemporaryDirectory(prefix="newsbeam-bench-stories-") as output:
         started = time.monotonic()
-        synthetic_bulk(output, max(0, size - commit))
+        synthetic_bulk(output, max(0, size - commit), band_format)
         seeds = [text(rng) for _ in range(commit)]
         publish(
             output,
             decide_stories(output, print_rows("seed", seeds, 0), "seed", settings, AT),
             "part-seed.parquet",
+            band_format,
         )
         built = time.monotonic() - started
         copies = [
@@ -201,12 +216,27 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--no-cpu", action="store_true")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--band-formats",
+        nargs="+",
+        choices=["arrow", "parquet"],
+        default=["arrow", "parquet"],
+        help="band deltas as Arrow IPC (searched in place: today's format) and/or Parquet (the earlier one)",
+    )
     args = parser.parse_args()
     print(f"load: {load()}")
     print("lookup: a commit of 1,000 articles (500 edited copies of indexed ones, 500 new) against the index")
+    for band_format in args.band_formats:
+        lookup_table(args.sizes, band_format)
+    if not args.no_cpu:
+        cpu_table(args.rounds)
+
+
+def lookup_table(sizes: list[int], band_format: str) -> None:
+    print(f"  band deltas as {band_format}:")
     base = None
-    for size in args.sizes:
-        figure = lookup(size)
+    for size in sizes:
+        figure = lookup(size, band_format)
         base = base or figure
         ratio = figure["cpu_ms"] / base["cpu_ms"]
         print(
@@ -216,20 +246,22 @@ def main() -> None:
             f"{figure['bytes_per_article']:.0f} index bytes per article (built in {figure['built_s']:.0f} s)"
         )
         print(f"    load: {load()}")
-    if not args.no_cpu:
-        figures = cpu_on_off(args.rounds)
-        print("CPU of `run_batch` over one corpus copy, stories off vs on (in-process direct runner):")
-        for enabled, cpu, articles in figures:
-            per_article = cpu * 1000 / max(1, articles)
-            state = "on " if enabled else "off"
-            print(f"  stories {state}: {per_article:.3f} ms CPU per article ({articles} articles)")
-        off = min(c / max(1, a) for e, c, a in figures if not e)
-        on = min(c / max(1, a) for e, c, a in figures if e)
-        print(
-            f"  best of each: off {off * 1000:.3f}, on {on * 1000:.3f} ms per article: "
-            f"+{(on - off) * 1000:.3f} ms ({on / off - 1:+.0%})"
-        )
-        print(f"  load: {load()}")
+
+
+def cpu_table(rounds: int) -> None:
+    figures = cpu_on_off(rounds)
+    print("CPU of `run_batch` over one corpus copy, stories off vs on (in-process direct runner):")
+    for enabled, cpu, articles in figures:
+        per_article = cpu * 1000 / max(1, articles)
+        state = "on " if enabled else "off"
+        print(f"  stories {state}: {per_article:.3f} ms CPU per article ({articles} articles)")
+    off = min(c / max(1, a) for e, c, a in figures if not e)
+    on = min(c / max(1, a) for e, c, a in figures if e)
+    print(
+        f"  best of each: off {off * 1000:.3f}, on {on * 1000:.3f} ms per article: "
+        f"+{(on - off) * 1000:.3f} ms ({on / off - 1:+.0%})"
+    )
+    print(f"  load: {load()}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from transforms.io.parquet import (
     read_parquet_metadata,
     read_parquet_schema,
     write_parquet,
+    write_table_file,
 )
 from transforms.io.paths import (
     INDEX_DATASET,
@@ -71,6 +72,7 @@ from transforms.io.story_index import (
     BANDS,
     PRINTS,
     index_buckets,
+    index_file_name,
     index_files,
     is_story_index,
     merge_bucket,
@@ -262,9 +264,10 @@ def _rebuild_story_index(
     files = []
     try:
         for story_file in rebuild_index(output, datetime.now(UTC)):
-            staged = join_path(output, STAGING_DIR, op, story_file.dataset, story_file.partition, name)
-            write_parquet(story_file.table, staged, settings)
-            final = join_path(output, story_file.dataset, story_file.partition, name)
+            file_name = index_file_name(story_file.dataset, name)
+            staged = join_path(output, STAGING_DIR, op, story_file.dataset, story_file.partition, file_name)
+            write_table_file(story_file.table, staged, settings)
+            final = join_path(output, story_file.dataset, story_file.partition, file_name)
             files.append(
                 _move(story_file.dataset, story_file.partition, staged, final, story_file.table.num_rows)
             )
@@ -411,9 +414,9 @@ def _merge_story_bucket(
     """A story index bucket's deltas merged into one file sorted by key (the lookup's binary search
     needs it; a bucket is at most ~60 MB at a million indexed articles)."""
     table = merge_bucket(dataset, paths)
-    name = f"{name_prefix}-0000.parquet"
+    name = index_file_name(dataset, f"{name_prefix}-0000.parquet")
     staged = join_path(staged_folder, name)
-    write_parquet(table, staged, settings)
+    write_table_file(table, staged, settings)
     return [(staged, name, table.num_rows)]
 
 
@@ -604,9 +607,10 @@ def _prune_story_index(
     name = f"part-{op}-0000.parquet"
     for bucket in prune_index(output, datetime.now(UTC) - window):
         if bucket.table is not None:
-            staged = join_path(output, STAGING_DIR, op, bucket.dataset, bucket.partition, name)
-            write_parquet(bucket.table, staged, settings)
-            final = join_path(output, bucket.dataset, bucket.partition, name)
+            file_name = index_file_name(bucket.dataset, name)
+            staged = join_path(output, STAGING_DIR, op, bucket.dataset, bucket.partition, file_name)
+            write_table_file(bucket.table, staged, settings)
+            final = join_path(output, bucket.dataset, bucket.partition, file_name)
             files.append(_move(bucket.dataset, bucket.partition, staged, final, bucket.table.num_rows))
         trash = join_path(output, TRASH_DIR, op, bucket.dataset, bucket.partition)
         retired += [

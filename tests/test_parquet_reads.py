@@ -21,7 +21,15 @@ import pytest
 from apache_beam.io.localfilesystem import LocalFileSystem
 
 from tests.conftest import PROJECT
-from transforms.io.parquet import open_parquet, read_parquet, read_parquet_metadata, read_parquet_schema
+from transforms.io.parquet import (
+    open_parquet,
+    read_arrow,
+    read_parquet,
+    read_parquet_metadata,
+    read_parquet_schema,
+    read_table_file,
+    write_arrow,
+)
 
 READER = """
 import sys
@@ -81,6 +89,9 @@ class ObjectStoreLike(LocalFileSystem):
     def open(self, path: str, *args: Any, **kwargs: Any) -> Any:
         return super().open(path.removeprefix(self.PREFIX), *args, **kwargs)
 
+    def create(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return super().create(path.removeprefix(self.PREFIX), *args, **kwargs)
+
 
 def test_an_object_store_file_reads_as_the_local_file(tmp_path: Path) -> None:
     sample = tmp_path / "sample.parquet"
@@ -106,3 +117,26 @@ def test_a_file_that_is_not_parquet_is_an_arrow_error_local_or_remote(tmp_path: 
             read_parquet_metadata(path)
         with pytest.raises((pa.ArrowException, OSError)):
             read_parquet(path)
+
+
+def test_an_arrow_file_reads_back_local_memory_mapped_or_remote(tmp_path: Path) -> None:
+    """The story index's band deltas: Arrow IPC, memory-mapped locally, read whole from an object store."""
+    table = pa.table(
+        {
+            "band": pa.array(range(0, 300_000, 3), pa.int64()),
+            "article_key": pa.array(range(100_000), pa.int64()),
+        }
+    )
+    chunked = pa.concat_tables([table.slice(0, 40_000), table.slice(40_000)])  # one batch is written
+    local = tmp_path / "bands.arrow"
+    write_arrow(chunked, str(local))
+    write_arrow(chunked, ObjectStoreLike.PREFIX + str(tmp_path / "remote.arrow"))
+    for path in (str(local), ObjectStoreLike.PREFIX + str(tmp_path / "remote.arrow")):
+        read = read_arrow(path)
+        assert read.equals(table) and read.column("band").num_chunks == 1
+        assert read_table_file(path, ["article_key"]).equals(table.select(["article_key"]))
+    broken = tmp_path / "broken.arrow"
+    broken.write_bytes(local.read_bytes()[:1000])  # truncated
+    for path in (str(broken), ObjectStoreLike.PREFIX + str(broken)):
+        with pytest.raises((pa.ArrowException, OSError)):
+            read_arrow(path)

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.story_texts import FOOTER, OTHER, WIRE
+from transforms.io.parquet import ParquetSettings, read_table_file, write_table_file
 from transforms.io.story_index import (
     BANDS,
     PRINTS,
@@ -18,6 +20,7 @@ from transforms.io.story_index import (
     index_files,
     prune_index,
     read_bands,
+    story_file_path,
 )
 from transforms.stories import fingerprint
 
@@ -37,13 +40,19 @@ def row(
     }
 
 
-def publish(output: Path, files: list[StoryFile], name: str) -> dict[str, str]:
-    """Write the files as a commit would publish them; the stories rows as article_id -> story_id."""
+def publish(output: Path, files: list[StoryFile], name: str, band_format: str = "arrow") -> dict[str, str]:
+    """Write the files as a commit would publish them (or, with `band_format="parquet"`, as commits
+    wrote band deltas before they were Arrow files); the stories rows as article_id -> story_id."""
     stories: dict[str, str] = {}
     for story_file in files:
         folder = output / story_file.dataset / story_file.partition
         folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(story_file.table, folder / name)
+        if band_format == "parquet":
+            pq.write_table(story_file.table, folder / name)
+        else:
+            write_table_file(
+                story_file.table, story_file_path(str(output), story_file, name), ParquetSettings()
+            )
         if story_file.dataset == "stories":
             stories.update(
                 zip(
@@ -55,10 +64,16 @@ def publish(output: Path, files: list[StoryFile], name: str) -> dict[str, str]:
     return stories
 
 
-def test_a_commit_files_its_articles_and_the_next_finds_them_by_band_keys(tmp_path: Path) -> None:
+@pytest.mark.parametrize("band_format", ["arrow", "parquet"])
+def test_a_commit_files_its_articles_and_the_next_finds_them_by_band_keys(
+    tmp_path: Path, band_format: str
+) -> None:
+    """Also against band deltas in Parquet, as commits wrote them before: an older index still reads."""
     settings = StorySettings()
     first = decide_stories(str(tmp_path), [row("a", "Central bank raises rates", WIRE)], "r1", settings, AT)
-    assert publish(tmp_path, first, "part-r1.parquet") == {"a": "a"}
+    assert publish(tmp_path, first, "part-r1.parquet", band_format) == {"a": "a"}
+    suffixes = {Path(p).suffix for p in index_files(str(tmp_path)) if f"/{BANDS}/" in p}
+    assert suffixes == {".arrow" if band_format == "arrow" else ".parquet"}
     assert {f.dataset for f in first} == {"stories", BANDS, PRINTS}
     copy = row("b", "Rates up again", [*WIRE[1:], FOOTER], hours=2)
     other = row("c", "Footbridge opens", [*OTHER, FOOTER], hours=1)
@@ -95,8 +110,11 @@ def test_candidates_older_than_the_window_are_not_read_and_prune_drops_them(tmp_
         for path in bucket.replaced:
             Path(path).unlink()
         if bucket.table is not None:
-            pq.write_table(bucket.table, tmp_path / bucket.dataset / bucket.partition / "part-prune.parquet")
+            path = story_file_path(
+                str(tmp_path), StoryFile(bucket.dataset, bucket.partition, bucket.table), "part-prune.parquet"
+            )
+            write_table_file(bucket.table, path, ParquetSettings())
     prints = [pq.read_table(p) for p in index_files(str(tmp_path)) if f"/{PRINTS}/" in p]
     assert sorted(a for t in prints for a in t["article_id"].to_pylist()) == ["late"]
-    bands = [pq.read_table(p) for p in index_files(str(tmp_path)) if f"/{BANDS}/" in p]
+    bands = [read_table_file(p) for p in index_files(str(tmp_path)) if f"/{BANDS}/" in p]
     assert sum(t.num_rows for t in bands) == 58  # the late article's band keys only

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -28,6 +27,7 @@ from pipeline import Settings, run_batch
 from tests import story_texts
 from tests.conftest import PROJECT
 from tests.feedserver import FeedServer, Reply
+from transforms.io.parquet import read_table_file
 from transforms.io.story_index import MAX_DELTAS, StorySettings, index_files
 
 pytestmark = pytest.mark.e2e
@@ -304,7 +304,7 @@ def test_compact_merges_each_buckets_deltas_and_prune_drops_what_the_window_left
     merged = index_files(str(output))
     assert len(merged) == len({Path(p).parent for p in merged}) == len({Path(p).parent for p in deltas})
     for path in merged:  # one file per bucket, sorted by key: the lookup's binary search rests on it
-        keys = pq.read_table(path).column("band" if "/bands/" in path else "article_key").to_pylist()
+        keys = read_table_file(path).column("band" if "/bands/" in path else "article_key").to_pylist()
         assert keys == sorted(keys) and (len(keys) > 1 or "/prints/" in path)
     assert stories(output) == found
     # The merged index still finds the story: a copy a run later joins it.
@@ -333,13 +333,13 @@ def test_a_commit_past_the_bound_merges_a_buckets_deltas_in_its_own_manifest(
     bands = [p for p in index_files(str(output)) if "/bands/" in p]
     per_bucket = Counter(Path(p).parent for p in bands)
     assert max(per_bucket.values()) <= MAX_DELTAS and min(per_bucket.values()) == 1
-    assert sum(pq.read_metadata(p).num_rows for p in bands) == (MAX_DELTAS + 1) * 58  # no row lost
+    assert sum(read_table_file(p).num_rows for p in bands) == (MAX_DELTAS + 1) * 58  # no row lost
     for path in bands:
-        keys = pq.read_table(path)["band"].to_pylist()
+        keys = read_table_file(path)["band"].to_pylist()
         assert keys == sorted(keys)
     assert set(story_of(stories(output)).values()) == {"o0.test/rates-0"}
     check_index(str(output))  # the manifests agree with the deltas: the merged ones were retired
-    assert list((output / "_trash").rglob("*.parquet"))
+    assert list((output / "_trash").rglob("*.arrow"))
     late = ("late", "Rates rise again as central bank acts", COPY[2], 9.0)
     run_batch(settings([serve(feed_server, "/late.xml", "late.test", late)], output))
     assert story_of(stories(output))["late.test/late"] == "o0.test/rates-0"
@@ -353,7 +353,7 @@ def index_rows(output: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...
     bands: list[tuple[Any, ...]] = []
     prints: list[tuple[Any, ...]] = []
     for path in index_files(str(output)):
-        table = pq.read_table(path)
+        table = read_table_file(path)
         if "/bands/" in path:
             bands += zip(table["band"].to_pylist(), table["article_key"].to_pylist(), strict=True)
         else:

@@ -49,6 +49,7 @@ from transforms.io.committed import (
     shared_versions,
 )
 from transforms.io.faults import PAUSE_ENV
+from transforms.io.parquet import read_table_file
 from transforms.io.story_check import story_index_damage
 from transforms.io.story_index import MAX_DELTAS, StorySettings, index_files, story_print
 from transforms.io.versions import list_index_files
@@ -485,7 +486,7 @@ def band_rows(output: Path) -> tuple[Counter[Path], list[tuple[int, int]]]:
     rows: list[tuple[int, int]] = []
     for path in index_files(str(output)):
         if "/bands/" in path:
-            table = pq.read_table(path)
+            table = read_table_file(path)
             assert table["band"].to_pylist() == sorted(table["band"].to_pylist())  # binary search needs it
             per_bucket[Path(path).parent] += 1
             rows += zip(table["band"].to_pylist(), table["article_key"].to_pylist(), strict=True)
@@ -504,7 +505,9 @@ def test_stream_panes_keep_each_story_bucket_bounded_and_lose_no_index_row(tmp_p
         == len(set(rows))
         == panes * len(band_keys(Fingerprint.from_bytes(wire_copy(0)[STORY_PRINT])))
     )
-    prints = [r for p in index_files(str(tmp_path)) if "/prints/" in p for r in pq.read_table(p).to_pylist()]
+    prints = [
+        r for p in index_files(str(tmp_path)) if "/prints/" in p for r in read_table_file(p).to_pylist()
+    ]
     assert sorted(r["article_id"] for r in prints) == sorted(f"o{n}.test/rates" for n in range(panes))
     stories = pq.read_table(tmp_path / "stories").to_pylist()
     assert {r["story_id"] for r in stories} == {"o0.test/rates"} and len(stories) == panes

@@ -112,6 +112,53 @@ def _arrow_owned(data: bytes) -> pa.Buffer:
     return sink.getvalue()
 
 
+# --- Arrow IPC files: the story index's band deltas (transforms/io/story_index.py) ----------------
+
+ARROW_SUFFIX = ".arrow"
+
+
+def write_arrow(table: pa.Table, path: str) -> None:
+    """`table` as an uncompressed Arrow IPC file of one record batch.
+
+    Uncompressed so that a reader memory-maps it and searches a sorted column in place (`read_arrow`),
+    touching only the pages a binary search visits; what it holds (64-bit hashes) would not compress.
+    Serialized in Arrow's memory first, then written through FileSystems (object stores included).
+    """
+    sink = pa.BufferOutputStream()
+    combined = table.combine_chunks()
+    with pa.ipc.new_file(sink, combined.schema) as writer:
+        writer.write_table(combined, max_chunksize=max(1, combined.num_rows))
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        stream.write(sink.getvalue().to_pybytes())
+
+
+def read_arrow(path: str) -> pa.Table:
+    """An Arrow IPC file's table: a local file memory-mapped (nothing is read until used, and then
+    only the pages used), an object-store file read once into Arrow's memory."""
+    if is_local(path):
+        source: pa.NativeFile = pa.memory_map(path, "r")
+    else:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            source = pa.BufferReader(_arrow_owned(stream.read()))
+    return pa.ipc.open_file(source).read_all()
+
+
+def write_table_file(table: pa.Table, path: str, settings: ParquetSettings) -> None:
+    """`table` in the format its path names: `.arrow` (`write_arrow`), else Parquet."""
+    if path.endswith(ARROW_SUFFIX):
+        write_arrow(table, path)
+    else:
+        write_parquet(table, path, settings)
+
+
+def read_table_file(path: str, columns: list[str] | None = None) -> pa.Table:
+    """The rows of a `.arrow` (memory-mapped: columns are read when used) or a Parquet file."""
+    if path.endswith(ARROW_SUFFIX):
+        table = read_arrow(path)
+        return table.select(columns) if columns is not None else table
+    return read_parquet(path, columns)
+
+
 def records_to_table(
     records: list[dict[str, Any]], schema: pa.Schema, defaults: Mapping[str, Any] | None = None
 ) -> pa.Table:

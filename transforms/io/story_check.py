@@ -19,10 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.io.manifests import committed_manifests
-from transforms.io.parquet import read_parquet, read_parquet_metadata, read_parquet_schema
+from transforms.io.parquet import read_arrow, read_parquet, read_parquet_metadata, read_parquet_schema
 from transforms.io.paths import STATE_DIR, join_path, list_files
 from transforms.io.story_index import (
     BAND_SCHEMA,
+    BAND_SUFFIX,
     BANDS,
     INDEXED_SCHEMA,
     PRINTS,
@@ -68,6 +69,15 @@ def expected_story_files(output: str) -> dict[str, tuple[str, int | None]]:
     return expected
 
 
+def _rows_and_columns(path: str) -> tuple[int, set[str]]:
+    """A delta's row count and columns: a Parquet footer, or an Arrow file's memory-mapped header."""
+    if path.endswith(BAND_SUFFIX):
+        table = read_arrow(path)
+        return table.num_rows, set(table.schema.names)
+    metadata = read_parquet_metadata(path)
+    return metadata.num_rows, set(metadata.schema.names)
+
+
 def story_index_damage(output: str) -> list[StoryDamage]:
     """Story deltas the manifests list that are missing, and deltas (listed or a pane's) that are
     unreadable, lack the index's columns or hold another number of rows. Reads only footers."""
@@ -82,8 +92,7 @@ def story_index_damage(output: str) -> list[StoryDamage]:
         manifest, rows = expected.get(name, ("", None))
         schema = BAND_SCHEMA if f"/{BANDS}/" in path else INDEXED_SCHEMA
         try:
-            metadata = read_parquet_metadata(path)
-            found, columns = metadata.num_rows, set(metadata.schema.names)
+            found, columns = _rows_and_columns(path)
         except (OSError, pa.ArrowException) as error:
             damage.append(StoryDamage(path, f"unreadable ({error})", manifest))
             continue

@@ -12,14 +12,17 @@ commit reads the index under the lock.
 **Layout** under `OUTPUT/_state/stories/`, incremental, never rebuilt from the articles; every file is
 immutable once published, and `newsbeam compact` merges each bucket's deltas:
 
-- `bands/bucket=NN/part-*.parquet`: one row per (LSH band key, article): `band` and `article_key`
+- `bands/bucket=NN/part-*.arrow`: one row per (LSH band key, article): `band` and `article_key`
   (64-bit hashes), bucketed by the band's hash, every file sorted by band (the commit, compact,
-  prune and repair all write them sorted): a commit skips the row groups whose statistics hold none
-  of its band keys and finds the rows by binary search (`np.searchsorted`), reading `article_key`
-  only of row groups with a hit. At most `MAX_DELTAS` deltas per bucket after a batch commit (it
-  merges them, LSM-style, in its own manifest) and at most one more after a stream pane (it merges
-  the deltas panes wrote, `pane-*.parquet`, in its marker: those no manifest lists, so the check
-  against the manifests still holds); `newsbeam compact` merges each bucket into one;
+  prune and repair all write them sorted), as uncompressed Arrow IPC files: a commit memory-maps
+  them and finds its keys by binary search (`np.searchsorted`) in place, so a lookup touches only
+  the pages the search visits, O(keys x log rows), whatever the index's size (Parquet would decode
+  every row group holding a key, and a commit's thousands of keys hold them all). Band deltas in
+  Parquet (`.parquet`, written before) are still read, row group by row group. At most
+  `MAX_DELTAS` deltas per bucket after a batch commit (it merges them, LSM-style, in its own
+  manifest) and at most one more after a stream pane (it merges the deltas panes wrote, `pane-*`,
+  in its marker: those no manifest lists, so the check against the manifests still holds);
+  `newsbeam compact` merges each bucket into one;
 - `prints/bucket=NN/part-*.parquet`: one row per article: `article_key`, `article_id`, `story_id`,
   `published_at`, `indexed_at` (the commit's time, the order key after the commit order), `run_id`
   and the fingerprint bytes, bucketed by the article's hash: then only its candidates' prints are read.
@@ -49,7 +52,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms.io.parquet import ParquetSettings, open_parquet, read_parquet, write_parquet
+from transforms.io.parquet import (
+    ARROW_SUFFIX,
+    ParquetSettings,
+    open_parquet,
+    read_arrow,
+    read_parquet,
+    read_table_file,
+    write_table_file,
+)
 from transforms.io.paths import (
     INDEX_DATASET,
     STAGING_DIR,
@@ -80,6 +91,8 @@ STAGED_PRINTS = "_story_prints"  # a run's staged prints (transforms/story_print
 BUCKETS = 16
 MAX_DELTAS = 8  # per bucket: a batch commit that would add the 9th merges them (`stage_run_stories`)
 PANE_FILE_PREFIX = "pane-"  # a stream pane's deltas (`pane_story_name`): no manifest lists them
+BAND_SUFFIX = ARROW_SUFFIX  # band deltas: Arrow IPC, memory-mapped and searched in place
+INDEX_SUFFIXES = (BAND_SUFFIX, ".parquet")
 Keys = npt.NDArray[np.int64]
 
 
@@ -152,15 +165,22 @@ def bucket_partition(bucket: int) -> str:
 
 def bucket_files(output: str, dataset: str, bucket: int) -> list[str]:
     """A bucket's delta files, listed (never matched: the output's name may hold `[`, `*`, `?`)."""
-    return [m.path for m in list_files(join_path(output, dataset, bucket_partition(bucket)), ".parquet")]
+    folder = join_path(output, dataset, bucket_partition(bucket))
+    return sorted(m.path for suffix in INDEX_SUFFIXES for m in list_files(folder, suffix))
 
 
 def index_files(output: str) -> list[str]:
-    return [
+    return sorted(
         m.path
         for dataset in (BANDS, PRINTS)
-        for m in list_files(join_path(output, dataset), ".parquet", recursive=True)
-    ]
+        for suffix in INDEX_SUFFIXES
+        for m in list_files(join_path(output, dataset), suffix, recursive=True)
+    )
+
+
+def index_file_name(dataset: str, name: str) -> str:
+    """A story index file's name from a `part-*.parquet` name: band deltas are `.arrow` files."""
+    return name.removesuffix(".parquet") + BAND_SUFFIX if dataset == BANDS else name
 
 
 def _matching(
@@ -204,13 +224,31 @@ def _sorted_hits(bands: Keys, wanted: Keys) -> Keys:
     return hits
 
 
+def _column_array(table: pa.Table, name: str) -> Keys:
+    column = table.column(name)
+    chunk = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    values: Keys = chunk.to_numpy(zero_copy_only=False)  # one chunk, no nulls: a view of the map
+    return values
+
+
 def _band_matches(path: str, wanted: Keys) -> Iterator[tuple[Keys, Keys]]:
     """(band, article_key) of the rows of one band delta whose band is in sorted `wanted`.
 
-    Band deltas are sorted by band (every writer sorts: the commit, compact, prune, repair), so a
-    row group whose statistics range holds no wanted key is never read, and inside a row group the
-    rows are found by binary search; the `article_key` column is read only of row groups with a hit.
+    Band deltas are sorted by band (every writer sorts: the commit, compact, prune, repair). An Arrow
+    delta is searched in place in its memory map (only the pages the binary search visits are read);
+    of a Parquet one, a row group whose statistics range holds no wanted key is never read, inside a
+    row group the rows are found by binary search, and `article_key` is read only of row groups with
+    a hit.
     """
+    if path.endswith(BAND_SUFFIX):
+        table = read_arrow(path)
+        if table.num_rows == 0:
+            return
+        bands = _column_array(table, "band")
+        rows = _sorted_hits(bands, wanted)
+        if rows.size:
+            yield bands[rows], _column_array(table, "article_key")[rows]
+        return
     with open_parquet(path) as source:
         reader = pq.ParquetFile(source)
         for group in range(reader.num_row_groups):
@@ -386,7 +424,10 @@ def decide_stories(
 
 
 def story_file_path(output: str, story_file: StoryFile, name: str) -> str:
-    return join_path(output, story_file.dataset, story_file.partition, name)
+    """Where a commit publishes `story_file` (`name` is a `part-*.parquet` name; see `index_file_name`)."""
+    return join_path(
+        output, story_file.dataset, story_file.partition, index_file_name(story_file.dataset, name)
+    )
 
 
 def pane_story_name(pane_file_name: str) -> str:
@@ -454,7 +495,14 @@ def stage_run_stories(
     name = f"part-{run_id}-stories.parquet"
     result, retired = [], []
     for story_file in decide_stories(output, rows, run_id, settings, now):
-        staged_path = join_path(output, STAGING_DIR, run_id, story_file.dataset, story_file.partition, name)
+        staged_path = join_path(
+            output,
+            STAGING_DIR,
+            run_id,
+            story_file.dataset,
+            story_file.partition,
+            index_file_name(story_file.dataset, name),
+        )
         deltas = (
             bucket_files(output, story_file.dataset, int(story_file.partition.removeprefix("bucket=")))
             if is_story_index(story_file.dataset)
@@ -473,7 +521,7 @@ def stage_run_stories(
                 )
                 for path in deltas
             ]
-        write_parquet(story_file.table, staged_path, parquet)
+        write_table_file(story_file.table, staged_path, parquet)
         result.append(
             StagedFile(
                 story_file.dataset,
@@ -504,7 +552,7 @@ def merge_bucket(dataset: str, paths: Sequence[str], extra: pa.Table | None = No
     """The rows of a bucket's deltas in one table, sorted as every index file is: bands by band (the
     binary search of `_band_matches` rests on it), prints by article key."""
     schema = BAND_SCHEMA if dataset == BANDS else INDEXED_SCHEMA
-    tables = [read_parquet(path).select(schema.names).cast(schema) for path in paths]
+    tables = [read_table_file(path, list(schema.names)).cast(schema) for path in paths]
     if extra is not None:
         tables.append(extra.select(schema.names).cast(schema))
     table = pa.concat_tables(tables) if tables else schema.empty_table()
@@ -553,7 +601,7 @@ def prune_index(output: str, cutoff: datetime) -> list[PrunedBucket]:
         files = bucket_files(output, BANDS, bucket)
         if not files:
             continue
-        table = pa.concat_tables([read_parquet(path).select(BAND_SCHEMA.names) for path in files])
+        table = pa.concat_tables([read_table_file(path, list(BAND_SCHEMA.names)) for path in files])
         old = pc.is_in(table["article_key"], value_set=gone)
         if not pc.any(old).as_py():
             continue

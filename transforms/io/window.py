@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ from transforms.io.parquet import (
     records_to_table,
     refuse_records,
     rejected_dead_letter,
-    write_parquet,
+    write_table_file,
 )
 from transforms.io.paths import (
     INDEX_DATASET,
@@ -248,8 +249,8 @@ def commit_pane(
         staging = join_path(pane_marker_dir(spec.output), pane)
         moves = []
         for number, (final, table) in enumerate(tables):
-            staged = join_path(staging, f"{number}.parquet")
-            write_parquet(table, staged, spec.settings)
+            staged = join_path(staging, f"{number}{posixpath.splitext(final)[1]}")
+            write_table_file(table, staged, spec.settings)  # Parquet, or Arrow for a band delta
             moves.append({"staged_path": staged, "final_path": final})
         # The same rows published before: replace nothing, and then delete no delta either (the
         # published file may not hold the merge).
