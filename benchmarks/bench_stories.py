@@ -42,7 +42,7 @@ from transforms.stories import (
     NewArticle,
     StoryAssignment,
     assign_stories,
-    band_keys,
+    band_codes,
     fingerprint,
 )
 
@@ -102,7 +102,7 @@ def reloaded(index: MemoryStoryIndex) -> MemoryStoryIndex:
     fresh = MemoryStoryIndex()
     for article_id, story_id, published_at, data in pickle.loads(pickle.dumps(blob)):
         article = IndexedArticle(article_id, story_id, published_at, Fingerprint.from_bytes(data))
-        fresh.add(article, band_keys(article.fingerprint))
+        fresh.add(article, band_codes(article.fingerprint))
     return fresh
 
 
@@ -139,7 +139,7 @@ def lookup_table(sizes: Sequence[int], commit: int = 1000) -> None:
             for print_ in block:
                 number = len(index)
                 article = IndexedArticle(f"x{number:07d}", f"x{number:07d}", at, print_)
-                index.add(article, band_keys(print_))
+                index.add(article, band_codes(print_))
                 indexed.append(article)
         build = time.process_time() - started
         picks = rng.choice(len(indexed), size=commit, replace=False)
@@ -147,7 +147,7 @@ def lookup_table(sizes: Sequence[int], commit: int = 1000) -> None:
             NewArticle(f"q{size}-{n}", at, edited(indexed[i].fingerprint, rng, 0.6))
             for n, i in enumerate(picks.tolist())
         ]
-        keys = [band_keys(c.fingerprint) for c in copies]
+        keys = [band_codes(c.fingerprint) for c in copies]
         started = time.process_time()
         for k in keys:
             list(index.candidates(k))

@@ -14,7 +14,7 @@ from transforms.stories import (
     MemoryStoryIndex,
     NewArticle,
     assign_stories,
-    band_keys,
+    band_codes,
     fingerprint,
     shingles,
 )
@@ -121,8 +121,8 @@ def test_the_index_finds_the_same_candidates_before_and_after_it_merges_its_keys
     merged.MERGE_AT = 1  # every add merges into the sorted arrays
     for n, print_ in enumerate(prints):
         for index in (recent, merged):
-            index.add(IndexedArticle(f"a{n}", f"a{n}", AT, print_), band_keys(print_))
-    query = band_keys(prints[2])
+            index.add(IndexedArticle(f"a{n}", f"a{n}", AT, print_), band_codes(print_))
+    query = band_codes(prints[2])
     assert [a.article_id for a in merged.candidates(query)] == [
         a.article_id for a in recent.candidates(query)
     ]

@@ -28,7 +28,7 @@ import hashlib
 import re
 import struct
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -283,6 +283,17 @@ def band_keys(print_: Fingerprint) -> list[str]:
     return _bands(print_.body, BODY_BANDS, "b") + _bands(print_.lead, LEAD_BANDS, "l")
 
 
+def key_code(key: str) -> int:
+    """A stable signed 64-bit hash of a key, the same in every process (the durable index's codes)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def band_codes(print_: Fingerprint) -> list[int]:
+    """The article's band keys as the 64-bit codes indexes file and look up (`key_code`)."""
+    return [key_code(key) for key in band_keys(print_)]
+
+
 def jaccard(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
     return float(np.count_nonzero(a == b)) / len(a)
 
@@ -344,9 +355,9 @@ class StoryAssignment:
 class StoryLookup(Protocol):
     def known(self, article_id: str) -> IndexedArticle | None: ...
 
-    def candidates(self, keys: Iterable[str]) -> Iterable[IndexedArticle]: ...
+    def candidates(self, codes: Sequence[int]) -> Iterable[IndexedArticle]: ...
 
-    def add(self, article: IndexedArticle, keys: Sequence[str]) -> None: ...
+    def add(self, article: IndexedArticle, codes: Sequence[int]) -> None: ...
 
 
 class MemoryStoryIndex:
@@ -366,7 +377,8 @@ class MemoryStoryIndex:
         self.articles: dict[str, IndexedArticle] = {}
         self._entries: list[IndexedArticle] = []
         self._recent: dict[int, list[int]] = {}
-        self._recent_count = 0
+        self._recent_codes: list[int] = []  # the same pairs as `_recent`, in the order filed
+        self._recent_ordinals: list[int] = []
         self._runs: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
 
     def __len__(self) -> int:
@@ -375,11 +387,10 @@ class MemoryStoryIndex:
     def known(self, article_id: str) -> IndexedArticle | None:
         return self.articles.get(article_id)
 
-    def candidates(self, keys: Iterable[str]) -> Iterator[IndexedArticle]:
-        codes = [_key_code(key) for key in keys]
+    def candidates(self, codes: Sequence[int]) -> Iterator[IndexedArticle]:
         if not codes:
             return
-        wanted = np.array(codes, dtype=np.uint64)
+        wanted = np.array(codes, dtype=np.int64)
         found: list[list[int]] = [[] for _ in codes]
         for run_codes, run_ordinals in self._runs:  # oldest first
             lows = np.searchsorted(run_codes, wanted, side="left").tolist()
@@ -394,33 +405,29 @@ class MemoryStoryIndex:
                     seen.add(ordinal)
                     yield self._entries[ordinal]
 
-    def add(self, article: IndexedArticle, keys: Sequence[str]) -> None:
+    def add(self, article: IndexedArticle, codes: Sequence[int]) -> None:
         self.articles[article.article_id] = article
         ordinal = len(self._entries)
         self._entries.append(article)
-        for key in keys:
-            self._recent.setdefault(_key_code(key), []).append(ordinal)
-        self._recent_count += len(keys)
-        if self._recent_count >= self.MERGE_AT:
+        for code in codes:
+            self._recent.setdefault(code, []).append(ordinal)
+        self._recent_codes += codes
+        self._recent_ordinals += [ordinal] * len(codes)
+        if len(self._recent_codes) >= self.MERGE_AT:
             self._flush()
 
     def _flush(self) -> None:
-        pairs = [(code, ordinal) for code, ordinals in self._recent.items() for ordinal in ordinals]
-        codes = np.array([c for c, _ in pairs], dtype=np.uint64)
-        ordinals = np.array([o for _, o in pairs], dtype=np.uint32)
+        codes = np.array(self._recent_codes, dtype=np.int64)
+        ordinals = np.array(self._recent_ordinals, dtype=np.uint32)
         order = np.lexsort((ordinals, codes))
         self._runs.append((codes[order], ordinals[order]))
-        self._recent, self._recent_count = {}, 0
+        self._recent, self._recent_codes, self._recent_ordinals = {}, [], []
         while len(self._runs) >= 2 and len(self._runs[-2][0]) < 2 * len(self._runs[-1][0]):
             (older_codes, older_ordinals), (newer_codes, newer_ordinals) = self._runs[-2:]
             codes = np.concatenate([older_codes, newer_codes])
             ordinals = np.concatenate([older_ordinals, newer_ordinals])
             order = np.argsort(codes, kind="stable")  # the older run's ordinals are the smaller
             self._runs[-2:] = [(codes[order], ordinals[order])]
-
-
-def _key_code(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
 @dataclass(frozen=True)
@@ -446,6 +453,7 @@ def assign_stories(
     index: StoryLookup,
     threshold: float = DEFAULT_THRESHOLD,
     window: timedelta = DEFAULT_WINDOW,
+    codes_of: Mapping[str, Sequence[int]] | None = None,
 ) -> list[StoryAssignment]:
     """Give each article of one commit its story, against the index, and file it there.
 
@@ -459,8 +467,8 @@ def assign_stories(
         if indexed is not None:  # a rerun, or a new version of a stored article: its story stays
             assignments.append(StoryAssignment(article.article_id, indexed.story_id, None, None))
             continue
-        keys = band_keys(article.fingerprint)
-        best = best_match(article, list(index.candidates(keys)), threshold, window)
+        codes = codes_of[article.article_id] if codes_of is not None else band_codes(article.fingerprint)
+        best = best_match(article, list(index.candidates(codes)), threshold, window)
         if best is None:
             assignment = StoryAssignment(article.article_id, article.article_id, None, None)
         else:
@@ -471,7 +479,7 @@ def assign_stories(
             IndexedArticle(
                 article.article_id, assignment.story_id, article.published_at, article.fingerprint
             ),
-            keys,
+            codes,
         )
         assignments.append(assignment)
     return assignments

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,6 +29,7 @@ from transforms.io.story_index import (
     INDEXED_SCHEMA,
     PRINTS,
     StoryFile,
+    band_files,
     bucket_of,
     bucket_partition,
     index_files,
@@ -36,7 +38,7 @@ from transforms.io.story_index import (
     story_print,
 )
 from transforms.schema import STORIES, Record
-from transforms.stories import Fingerprint, band_keys
+from transforms.stories import Fingerprint, band_codes
 
 
 class StoryDamage(NamedTuple):
@@ -128,14 +130,15 @@ def rebuild_index(output: str, now: datetime) -> Iterator[StoryFile]:
             known = first.get(article["article_id"])
             if known is None or version < known[0]:
                 first[article["article_id"]] = (version, article)
-    bands: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    bands: list[int] = []
+    owners: list[int] = []
     indexed: dict[int, list[Record]] = defaultdict(list)
     for article_id, (_, article) in sorted(first.items()):
         story, print_ = story_rows[article_id], story_print(article)
         article_key = key64(article_id)
-        for key in band_keys(Fingerprint.from_bytes(print_)):
-            band = key64(key)
-            bands[bucket_of(band)].append((band, article_key))
+        codes = band_codes(Fingerprint.from_bytes(print_))
+        bands += codes
+        owners += [article_key] * len(codes)
         indexed[bucket_of(article_key)].append(
             {
                 "article_key": article_key,
@@ -147,12 +150,7 @@ def rebuild_index(output: str, now: datetime) -> Iterator[StoryFile]:
                 "fingerprint": print_,
             }
         )
-    for bucket, pairs in sorted(bands.items()):
-        pairs.sort()
-        table = pa.table(
-            {"band": [p[0] for p in pairs], "article_key": [p[1] for p in pairs]}, schema=BAND_SCHEMA
-        )
-        yield StoryFile(BANDS, bucket_partition(bucket), table)
+    yield from band_files(np.array(bands, np.int64), np.array(owners, np.int64))
     for bucket, rows in sorted(indexed.items()):
         rows.sort(key=lambda r: r["article_key"])
         yield StoryFile(PRINTS, bucket_partition(bucket), pa.Table.from_pylist(rows, schema=INDEXED_SCHEMA))

@@ -38,7 +38,6 @@ index read together (the decision's files are what compact merges and prune rewr
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -80,8 +79,9 @@ from transforms.stories import (
     MemoryStoryIndex,
     NewArticle,
     assign_stories,
-    band_keys,
+    band_codes,
     fingerprint,
+    key_code,
 )
 
 STORIES_STATE = f"{STATE_DIR}/stories"
@@ -149,10 +149,7 @@ def print_row(article: Record) -> Record:
     }
 
 
-def key64(text: str) -> int:
-    """A stable signed 64-bit hash (the same in every process)."""
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+key64 = key_code  # article keys and band codes: one stable signed 64-bit hash
 
 
 def bucket_of(key: int) -> int:
@@ -272,18 +269,18 @@ def _band_matches(path: str, wanted: Keys) -> Iterator[tuple[Keys, Keys]]:
                 yield bands[rows], owners[rows]
 
 
-def _by_bucket(keys: Iterable[int]) -> dict[int, list[int]]:
-    grouped: dict[int, set[int]] = defaultdict(set)
-    for key in keys:
-        grouped[bucket_of(key)].add(key)
-    return {bucket: sorted(values) for bucket, values in sorted(grouped.items())}
+def _by_bucket(keys: Iterable[int]) -> dict[int, Keys]:
+    """The distinct `keys` per bucket (`bucket_of`), each bucket's sorted."""
+    values = np.unique(np.fromiter(keys, dtype=np.int64))
+    buckets = values.view(np.uint64) % np.uint64(BUCKETS)
+    return {int(bucket): values[buckets == bucket] for bucket in np.unique(buckets)}
 
 
 def read_prints(output: str, article_keys: Iterable[int], since: datetime | None = None) -> list[Record]:
     """The indexed prints of `article_keys` (only those published at or after `since`, or undated)."""
     rows: list[Record] = []
     for bucket, keys in _by_bucket(article_keys).items():
-        wanted = pa.array(keys, pa.int64())
+        wanted = pa.array(keys)
         for table in _matching(
             bucket_files(output, PRINTS, bucket), "article_key", wanted, INDEXED_SCHEMA.names
         ):
@@ -297,8 +294,7 @@ def read_prints(output: str, article_keys: Iterable[int], since: datetime | None
 def read_bands(output: str, bands: Iterable[int]) -> dict[int, set[int]]:
     """band -> the article keys filed under it, for the `bands` asked for."""
     found: dict[int, set[int]] = defaultdict(set)
-    for bucket, keys in _by_bucket(bands).items():
-        wanted = np.array(keys, np.int64)
+    for bucket, wanted in _by_bucket(bands).items():
         for path in bucket_files(output, BANDS, bucket):
             for matched, owners in _band_matches(path, wanted):
                 for band, article_key in zip(matched.tolist(), owners.tolist(), strict=True):
@@ -313,21 +309,21 @@ def _indexed(row: Record) -> IndexedArticle:
 
 
 def committed_index(
-    output: str, articles: Sequence[NewArticle], keys: dict[str, list[str]], window: timedelta
+    output: str, articles: Sequence[NewArticle], codes: dict[str, list[int]], window: timedelta
 ) -> MemoryStoryIndex:
     """What the committed index knows that this commit's `articles` may need, as a `StoryLookup`:
     the articles themselves when indexed (a rerun, a new version), and every candidate filed under one
-    of their band `keys` and published within `window` of the earliest of them."""
+    of their band `codes` and published within `window` of the earliest of them."""
     ids = {article.article_id for article in articles}
     rows: dict[str, Record] = {}
     for row in read_prints(output, [key64(article_id) for article_id in ids]):
         if row["article_id"] in ids:
             rows.setdefault(row["article_id"], row)
-    band_of = {key64(key): key for article_keys in keys.values() for key in article_keys}
-    keys_of: dict[int, set[str]] = defaultdict(set)
-    for band, article_keys in read_bands(output, band_of).items():
+    wanted = {code for article_codes in codes.values() for code in article_codes}
+    keys_of: dict[int, set[int]] = defaultdict(set)
+    for band, article_keys in read_bands(output, wanted).items():
         for article_key in article_keys:
-            keys_of[article_key].add(band_of[band])
+            keys_of[article_key].add(band)
     dates = [article.published_at for article in articles]
     since = None if not dates or None in dates else min(d for d in dates if d is not None) - window
     for row in read_prints(output, keys_of, since):
@@ -336,6 +332,25 @@ def committed_index(
     for _id, row in sorted(rows.items()):
         index.add(_indexed(row), sorted(keys_of.get(row["article_key"], ())))
     return index
+
+
+def band_files(bands: Keys, owners: Keys) -> list[StoryFile]:
+    """Band rows (band, owner's article key) as one delta per bucket, each sorted by band, then key."""
+    if not bands.size:
+        return []
+    buckets = (bands.view(np.uint64) % np.uint64(BUCKETS)).astype(np.int64)
+    order = np.lexsort((owners, bands, buckets))
+    bands, owners, buckets = bands[order], owners[order], buckets[order]
+    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+    ends = np.r_[starts[1:], buckets.size]
+    return [
+        StoryFile(
+            BANDS,
+            bucket_partition(int(buckets[start])),
+            pa.table({"band": bands[start:end], "article_key": owners[start:end]}, schema=BAND_SCHEMA),
+        )
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
+    ]
 
 
 class StoryFile(NamedTuple):
@@ -364,12 +379,13 @@ def decide_stories(
         NewArticle(row["article_id"], row["published_at"], Fingerprint.from_bytes(row["fingerprint"]))
         for row in unique.values()
     ]
-    keys = {article.article_id: band_keys(article.fingerprint) for article in articles}
-    index = committed_index(output, articles, keys, settings.window)
+    codes = {article.article_id: band_codes(article.fingerprint) for article in articles}
+    index = committed_index(output, articles, codes, settings.window)
     known = {article_id for article_id in unique if index.known(article_id) is not None}
-    assignments = assign_stories(articles, index, settings.threshold, settings.window)
+    assignments = assign_stories(articles, index, settings.threshold, settings.window, codes)
     stories: dict[str, list[Record]] = defaultdict(list)
-    bands: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    filed: list[int] = []  # the bands of the articles filed now, and their owners' keys
+    owners: list[int] = []
     indexed: dict[int, list[Record]] = defaultdict(list)
     for assignment in assignments:
         if assignment.article_id in known:
@@ -387,9 +403,8 @@ def decide_stories(
             }
         )
         article_key = key64(assignment.article_id)
-        for key in keys[assignment.article_id]:
-            band = key64(key)
-            bands[bucket_of(band)].append((band, article_key))
+        filed += codes[assignment.article_id]
+        owners += [article_key] * len(codes[assignment.article_id])
         indexed[bucket_of(article_key)].append(
             {
                 "article_key": article_key,
@@ -409,12 +424,7 @@ def decide_stories(
         )
         for day, rows in sorted(stories.items())
     ]
-    for bucket, pairs in sorted(bands.items()):
-        pairs.sort()
-        table = pa.table(
-            {"band": [p[0] for p in pairs], "article_key": [p[1] for p in pairs]}, schema=BAND_SCHEMA
-        )
-        files.append(StoryFile(BANDS, bucket_partition(bucket), table))
+    files += band_files(np.array(filed, np.int64), np.array(owners, np.int64))
     for bucket, rows in sorted(indexed.items()):
         rows.sort(key=lambda r: r["article_key"])
         files.append(
