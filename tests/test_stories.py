@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from datetime import timedelta
 
-from tests.story_texts import AT, FOOTER, OTHER, WIRE
+import numpy as np
+import pytest
+
+from tests.story_texts import AT, CHANNEL_POST, FOOTER, LONG_OPENING, OTHER, SPONSOR, WIRE
 from transforms.stories import (
     Fingerprint,
     IndexedArticle,
@@ -109,7 +113,27 @@ def test_scripts_without_spaces_are_shingled_by_characters_and_fingerprints_surv
         and (back.lead == print_.lead).all()
         and (back.title == print_.title).all()
     )
-    assert len(print_.to_bytes()) == 8 + 4 * (126 + 32 + 16)  # 0.7 KB: what crosses a shuffle per article
+    assert (back.text_words, back.middle_words) == (print_.text_words, print_.middle_words)
+    assert back.middle is not None and print_.middle is not None and (back.middle == print_.middle).all()
+    # 0.8 KB: what crosses a shuffle per article (a version byte, four sizes, 174 + 32 half slots)
+    assert len(print_.to_bytes()) == 1 + 4 * 4 + 4 * (126 + 32 + 16) + 2 * 32
+
+
+def test_a_print_of_the_first_layout_still_reads_and_a_print_of_no_layout_fails_clearly() -> None:
+    print_ = fingerprint("Central bank raises rates again", "\n\n".join([*WIRE, FOOTER]), "en")
+    signatures = np.concatenate([print_.body, print_.lead, print_.title]).astype("<u4").tobytes()
+    committed_before = struct.pack("<II", print_.words, print_.lead_words) + signatures  # 704 bytes
+    old = Fingerprint.from_bytes(committed_before)
+    assert (old.words, old.lead_words, old.middle, old.has_middle) == (
+        print_.words,
+        print_.lead_words,
+        None,
+        False,
+    )
+    assert (old.body == print_.body).all() and (old.title == print_.title).all()
+    assert band_keys(old) == band_keys(print_)  # an old article is still found by a new one
+    with pytest.raises(ValueError, match="no layout this version reads"):
+        Fingerprint.from_bytes(print_.to_bytes()[:-2])
 
 
 def test_the_index_finds_the_same_candidates_before_and_after_it_merges_its_keys() -> None:
@@ -146,3 +170,50 @@ def test_a_fingerprint_is_the_same_in_another_process_whatever_its_hash_seed() -
     }
     here = fingerprint("Rates up", "The bank raised its rate on Tuesday.", "en").to_bytes().hex()
     assert outputs == {here}
+
+
+def test_a_follow_up_sharing_a_first_paragraph_longer_than_the_lead_is_a_story_of_its_own() -> None:
+    index = MemoryStoryIndex()
+    source = [LONG_OPENING, *WIRE[1:], FOOTER]
+    copy = ["By Anna Berg | Metro Wire", LONG_OPENING, WIRE[1], WIRE[3], WIRE[4], FOOTER]
+    follow_up = [LONG_OPENING, *OTHER[:2], FOOTER]  # what it shares is the opening and the outlet's footer
+    assignments = assign_stories(
+        [
+            article("s", "Central bank raises rates again", source),
+            article("c", "Rates up again as central bank acts", copy, hours=2),
+            article("f", "Central bank rates: what comes next", follow_up, hours=24),
+        ],
+        index,
+    )
+    assert {a.article_id: a.story_id for a in assignments} == {"s": "s", "c": "s", "f": "f"}
+
+
+def test_a_post_that_is_mostly_its_channels_sponsor_block_is_not_joined_to_another_post() -> None:
+    index = MemoryStoryIndex()
+    assignments = assign_stories(
+        [
+            article("long", "Drones and lasers?", [*CHANNEL_POST, *SPONSOR, FOOTER]),
+            article("short", "IR webcam!", ["9 minute reading time", "Full video here", *SPONSOR, FOOTER], 5),
+        ],
+        index,
+    )
+    assert [a.story_id for a in assignments] == ["long", "short"]
+
+
+def test_a_teaser_is_told_by_its_texts_words_whatever_the_length_of_its_headline() -> None:
+    # Some feeds' headline is the article's whole first sentence: with its 45 words of text the teaser
+    # is over the teaser length in title and text tokens, yet a teaser it is. A long follow-up under
+    # the same running headline contains it, and must not join it for that.
+    headline = " ".join(LONG_OPENING.split()[:50])
+    opening = " ".join(" ".join(WIRE).split()[:45]) + " …"
+    follow_up = [" ".join(WIRE[:3]), *OTHER, *CHANNEL_POST, FOOTER]
+    index = MemoryStoryIndex()
+    assignments = assign_stories(
+        [
+            article("s", headline, WIRE),
+            article("t", headline, [opening], hours=1),
+            article("f", headline, follow_up, hours=24),
+        ],
+        index,
+    )
+    assert {a.article_id: a.story_id for a in assignments} == {"s": "s", "t": "s", "f": "f"}

@@ -8,14 +8,19 @@ its most similar earlier article above the threshold ("earlier": commit order, t
 then `article_id`); stories never merge, so a `story_id` (the `article_id` of its first article) never
 changes once given.
 
-Three signatures per article. The **body** signature (126 permutations over word 3-grams, or character
+Four signatures per article. The **body** signature (126 permutations over word 3-grams, or character
 5-grams for scripts written without spaces) finds edited copies: a rewritten headline, dropped or
 reordered paragraphs, a byline and a footer keep most 3-grams. Its Jaccard estimate is low for a
 40-word teaser of an 800-word article, so a **lead** signature (32 permutations over the first
 `LEAD_WORDS` words) scores teasers: when one side is teaser-length, its body is compared with the
 other's lead, which is what a feed's teaser usually is. A follow-up that repeats only an opening
 paragraph is long on both sides and so is never matched by its lead alone. A **title** signature (16
-permutations over the headline's words) lets the lead rule require shared headline words.
+permutations over the headline's words) lets the lead rule require shared headline words. A
+**middle** signature (32 permutations, 16 bits a slot) over the `MIDDLE_WORDS` words after the
+opening paragraph, never the closing one, guards matches by containment: a follow-up whose first
+paragraph is longer than the lead shares that paragraph and the outlet's footer with its source, and
+a channel's post that is mostly its sponsor block is inside every longer post of the channel; neither
+shares what follows the opening (benchmarks/RESULTS.md, "Near-duplicate stories", for the attempts).
 
 Shingles are never built as strings: a text's tokens are hashed in one numpy pass, a shingle is a hash
 of its tokens' hashes, and each permutation is a multiply-add-shift hash, all as array operations. The
@@ -28,7 +33,7 @@ import hashlib
 import re
 import struct
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -41,10 +46,15 @@ BODY_BANDS = 42  # rows of 3: a pair at Jaccard 0.5 is a candidate with probabil
 LEAD_PERMUTATIONS = 32
 LEAD_BANDS = 16  # rows of 2
 TITLE_PERMUTATIONS = 16
+MIDDLE_PERMUTATIONS = 32
 MIN_TITLE_SIMILARITY = 0.3
 CONTAINMENT_WEIGHT = 0.8  # for a match by the lead alone
 LEAD_WORDS = 60
-TEASER_WORDS = 90
+TEASER_WORDS = 90  # of the text, not the headline
+OPENING_WORDS = 12  # a shorter first paragraph (a byline, a dateline) is not yet the opening
+MIDDLE_WORDS = 120  # right after the opening: a copy's story is there, shared blocks come at the end
+MIN_MIDDLE_WORDS = 12  # a smaller middle says too little to judge a match by
+MIN_MIDDLE_SHARE = 0.3  # above the noise of one slot in 32 (about 0.24 at the sizes of the set)
 WORD_SHINGLE = 3
 CHAR_SHINGLE = 5
 SEED = 1
@@ -53,39 +63,86 @@ DEFAULT_WINDOW = timedelta(days=7)
 SPACELESS_LANGUAGES = frozenset({"zh", "zh-cn", "zh-tw", "ja", "th", "lo", "km", "my", "bo"})
 SPACELESS = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
 TOKEN = re.compile(r"\w+")
+PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+LAYOUT = 2
+_HEADER = struct.Struct("<BIIII")
+_LAYOUT_1_SIZE = 8 + 4 * (BODY_PERMUTATIONS + LEAD_PERMUTATIONS + TITLE_PERMUTATIONS)
+_LAYOUT_2_SIZE = (
+    _HEADER.size + 4 * (BODY_PERMUTATIONS + LEAD_PERMUTATIONS + TITLE_PERMUTATIONS) + 2 * MIDDLE_PERMUTATIONS
+)
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What the index keeps of an article: its size in words and its three signatures (uint32 each)."""
+    """What the index keeps of an article: its sizes in words and its four signatures.
+
+    `words` counts the tokens of title and text (the size of the body's shingle set, for containment),
+    `text_words` those of the text alone (a teaser is told by its text, not by its headline).
+    The middle signature (16 bits a slot: b-bit MinHash) is of the text between its opening paragraph
+    and its closing one; None for a print of layout 1, which had none.
+    """
 
     words: int
     lead_words: int
     body: np.ndarray[Any, Any] = field(compare=False)
     lead: np.ndarray[Any, Any] = field(compare=False)
     title: np.ndarray[Any, Any] = field(compare=False)
+    text_words: int | None = None
+    middle_words: int = 0
+    middle: np.ndarray[Any, Any] | None = field(default=None, compare=False)
 
     def to_bytes(self) -> bytes:
+        """Layout 2: a version byte, four uint32 sizes, the uint32 signatures, the uint16 middle."""
         values = np.concatenate([self.body, self.lead, self.title]).astype("<u4")
-        data: bytes = values.tobytes()
-        return struct.pack("<II", self.words, self.lead_words) + data
+        middle = self.middle if self.middle is not None else np.full(MIDDLE_PERMUTATIONS, _EMPTY_16)
+        text_words = self.words if self.text_words is None else self.text_words
+        header = _HEADER.pack(LAYOUT, self.words, self.lead_words, text_words, self.middle_words)
+        data: bytes = header + values.tobytes() + middle.astype("<u2").tobytes()
+        return data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Fingerprint:
-        words, lead_words = struct.unpack_from("<II", data)
-        values = np.frombuffer(data, dtype="<u4", offset=8).astype(np.uint32)
+        """A print of layout 2, or of layout 1 (committed before the middle signature: read without
+        one, so its article is compared as it was). Any other size is an error, never a guess."""
         lead_end = BODY_PERMUTATIONS + LEAD_PERMUTATIONS
+        signatures = BODY_PERMUTATIONS + LEAD_PERMUTATIONS + TITLE_PERMUTATIONS
+        if len(data) == _LAYOUT_1_SIZE:
+            words, lead_words = struct.unpack_from("<II", data)
+            values = np.frombuffer(data, dtype="<u4", offset=8).astype(np.uint32)
+            return cls(
+                words,
+                lead_words,
+                values[:BODY_PERMUTATIONS],
+                values[BODY_PERMUTATIONS:lead_end],
+                values[lead_end:],
+            )
+        if len(data) != _LAYOUT_2_SIZE or data[0] != LAYOUT:
+            raise ValueError(
+                f"a story fingerprint of {len(data)} bytes (first byte {data[:1].hex() or 'none'}) is of no "
+                f"layout this version reads: layout 1 is {_LAYOUT_1_SIZE} bytes, layout {LAYOUT} "
+                f"{_LAYOUT_2_SIZE} bytes starting with {LAYOUT:02x}"
+            )
+        _, words, lead_words, text_words, middle_words = _HEADER.unpack_from(data)
+        values = np.frombuffer(data, dtype="<u4", offset=_HEADER.size, count=signatures).astype(np.uint32)
+        middle = np.frombuffer(data, dtype="<u2", offset=_HEADER.size + 4 * signatures).astype(np.uint16)
         return cls(
             words,
             lead_words,
             values[:BODY_PERMUTATIONS],
             values[BODY_PERMUTATIONS:lead_end],
             values[lead_end:],
+            text_words,
+            middle_words,
+            middle,
         )
 
     @property
     def is_teaser(self) -> bool:
-        return self.words <= TEASER_WORDS
+        return (self.words if self.text_words is None else self.text_words) <= TEASER_WORDS
+
+    @property
+    def has_middle(self) -> bool:
+        return self.middle is not None and self.middle_words >= MIN_MIDDLE_WORDS
 
 
 def normalized_tokens(text: str) -> list[str]:
@@ -140,6 +197,7 @@ _POLY_INVERSE = np.uint64(pow(int(_POLY), -1, 2**64))
 _SHINGLE_WEIGHTS = tuple(np.uint64(_constant("shingle", k) | 1) for k in range(CHAR_SHINGLE))
 _BAND_WEIGHTS = tuple(np.uint64(_constant("band", k) | 1) for k in range(8))
 _EMPTY = np.uint32(0xFFFFFFFF)
+_EMPTY_16 = np.uint16(0xFFFF)
 
 
 @cache
@@ -229,33 +287,67 @@ def _shingle_hashes(tokens: Sequence[str], spaceless: bool) -> np.ndarray[Any, A
     return _ngram_hashes(token_hashes(tokens), WORD_SHINGLE)
 
 
+def _middle_span(
+    paragraphs: Sequence[Sequence[str]], size: Callable[[Sequence[str]], int]
+) -> tuple[int, int]:
+    """The token range [start, end) of the text's middle: after its opening paragraph (with the short
+    ones before it: a byline, a dateline) and before its closing one (a footer, a sign-off).
+
+    A follow-up repeats the opening and an outlet's footer closes all its articles; what a copy shares
+    with its source beyond those two is the story itself.
+    """
+    opening = next((n for n, p in enumerate(paragraphs) if size(p) >= OPENING_WORDS), None)
+    if opening is None or opening + 2 > len(paragraphs) - 1:  # no paragraph between opening and closing
+        return 0, 0
+    start = sum(len(p) for p in paragraphs[: opening + 1])
+    return start, start + sum(len(p) for p in paragraphs[opening + 1 : -1])
+
+
 def fingerprint(title: str | None, text: str | None, language: str | None = None) -> Fingerprint:
     """The article's fingerprint from its title and text (the normalized record's fields).
 
-    Each text is tokenized once and its tokens hashed in one numpy pass; shingles are hashes of
-    consecutive token hashes, never strings (see `shingles` for what they stand for).
+    Each paragraph is tokenized once and the tokens hashed in one numpy pass; shingles are hashes of
+    consecutive token hashes, never strings (see `shingles` for what they stand for), and the lead and
+    the middle are slices of the same hashes.
     """
     title_tokens = normalized_tokens(title or "")
-    text_tokens = normalized_tokens(text or "")
+    paragraphs = [tokens for part in PARAGRAPH_BREAK.split(text or "") if (tokens := normalized_tokens(part))]
+    text_tokens = [token for paragraph in paragraphs for token in paragraph]
     spaceless = is_spaceless(" ".join(part for part in (title, text) if part), language)
     body_tokens = title_tokens + text_tokens
     if spaceless:
         letters = "".join(text_tokens or title_tokens)
-        lead_tokens = [letters[: LEAD_WORDS * 2]] if letters else []
+        lead_letters = letters[: LEAD_WORDS * 2]
         words = len("".join(body_tokens)) // 2
-        lead_words = len(lead_tokens[0]) // 2 if lead_tokens else 0
-        title_letters = "".join(title_tokens)
-        title_hashes = _ngram_hashes(_mix(_codes(title_letters)), 2)
+        lead_words, text_words = len(lead_letters) // 2, len("".join(text_tokens)) // 2
+        start, end = _middle_span(paragraphs, lambda p: len("".join(p)) // 2)
+        middle_letters = "".join(text_tokens[start:end])[: 2 * MIDDLE_WORDS]
+        middle_words = len(middle_letters) // 2
+        body_hashes = _ngram_hashes(_mix(_codes("".join(body_tokens))), CHAR_SHINGLE)
+        lead_hashes = _ngram_hashes(_mix(_codes(lead_letters)), CHAR_SHINGLE)
+        middle_hashes = _ngram_hashes(_mix(_codes(middle_letters)), CHAR_SHINGLE)
+        title_hashes = _ngram_hashes(_mix(_codes("".join(title_tokens))), 2)
     else:
-        lead_tokens = (text_tokens or title_tokens)[:LEAD_WORDS]
-        words, lead_words = len(body_tokens), len(lead_tokens)
-        title_hashes = token_hashes(title_tokens)
+        hashes = token_hashes(body_tokens)  # equal tokens hash equal anywhere: slices are the parts'
+        lead_start = len(title_tokens) if text_tokens else 0  # the text's opening, or the title's
+        start, end = _middle_span(paragraphs, len)
+        end = min(end, start + MIDDLE_WORDS)
+        words, text_words, middle_words = len(body_tokens), len(text_tokens), end - start
+        lead_words = min(LEAD_WORDS, len(text_tokens)) if text_tokens else min(LEAD_WORDS, len(title_tokens))
+        body_hashes = _ngram_hashes(hashes, WORD_SHINGLE)
+        lead_hashes = _ngram_hashes(hashes[lead_start : lead_start + LEAD_WORDS], WORD_SHINGLE)
+        offset = len(title_tokens)
+        middle_hashes = _ngram_hashes(hashes[offset + start : offset + end], WORD_SHINGLE)
+        title_hashes = hashes[: len(title_tokens)]
     return Fingerprint(
         words,
         lead_words,
-        _minhash(_shingle_hashes(body_tokens, spaceless), BODY_PERMUTATIONS),
-        _minhash(_shingle_hashes(lead_tokens, spaceless), LEAD_PERMUTATIONS),
+        _minhash(body_hashes, BODY_PERMUTATIONS),
+        _minhash(lead_hashes, LEAD_PERMUTATIONS),
         _minhash(title_hashes, TITLE_PERMUTATIONS),
+        text_words,
+        middle_words,
+        (_minhash(middle_hashes, MIDDLE_PERMUTATIONS) >> np.uint32(16)).astype(np.uint16),
     )
 
 
@@ -308,18 +400,32 @@ def containment(estimated_jaccard: float, size_a: int, size_b: int) -> float:
     return min(1.0, estimated_jaccard * (a + b) / ((1 + estimated_jaccard) * min(a, b)))
 
 
+def middle_containment(a: Fingerprint, b: Fingerprint) -> float | None:
+    """How much of the smaller middle is in the other's; None when either says too little."""
+    if not (a.has_middle and b.has_middle) or a.middle is None or b.middle is None:
+        return None
+    return containment(jaccard(a.middle, b.middle), a.middle_words, b.middle_words)
+
+
 def body_similarity(a: Fingerprint, b: Fingerprint) -> float:
     """Of the bodies: the higher of Jaccard and the containment of the shorter, discounted.
 
     An edited copy drops paragraphs: most of it is inside the original though their Jaccard falls.
     Containment is discounted (CONTAINMENT_WEIGHT) so that a short text inside a long one must be
     nearly all inside to count as much as a Jaccard match; for a teaser it is left to the lead rule,
-    which knows about follow-ups.
+    which knows about follow-ups. Containment counts only when the two middles share at least
+    `MIN_MIDDLE_SHARE`: a follow-up shares the opening and the outlet's footer, not what follows the
+    opening; a post that is mostly a channel's sponsor block is inside every post of the channel, but
+    at their end, not right after their opening, where a copy shares its source's story.
     """
     estimated = jaccard(a.body, b.body)
     if a.is_teaser or b.is_teaser:
         return estimated  # a teaser inside a long text is the lead rule's to judge
-    return max(estimated, CONTAINMENT_WEIGHT * containment(estimated, a.words, b.words))
+    contained = containment(estimated, a.words, b.words)
+    middle = middle_containment(a, b)
+    if middle is not None and middle < MIN_MIDDLE_SHARE:
+        contained = 0.0
+    return max(estimated, CONTAINMENT_WEIGHT * contained)
 
 
 def lead_similarity(a: Fingerprint, b: Fingerprint) -> float:
@@ -336,7 +442,7 @@ def similarity(a: Fingerprint, b: Fingerprint) -> float:
 
 @dataclass(frozen=True)
 class IndexedArticle:
-    """An article already in a story, as the index keeps it (small: about 0.6 KB)."""
+    """An article already in a story, as the index keeps it (small: about 0.8 KB)."""
 
     article_id: str
     story_id: str

@@ -1,7 +1,7 @@
 """FingerprintStories: every article that may be stored gets its near-duplicate fingerprint (`story_print`).
 
 One composite for batch and streaming, placed after ProcessArticles, where the language and the final
-text (the page's when it was fetched) are known. It adds the key `story_print` (about 0.7 KB: the
+text (the page's when it was fetched) are known. It adds the key `story_print` (about 0.8 KB: the
 MinHash signatures of transforms/stories.py as bytes) to each article the store does not already hold;
 the article's columns are unchanged. The story itself is decided at the commit, under the commit lock,
 against the committed index (transforms/io/story_index.py): the runner never decides stories.
