@@ -131,7 +131,7 @@ def test_a_print_of_the_first_layout_still_reads_and_a_print_of_no_layout_fails_
         False,
     )
     assert (old.body == print_.body).all() and (old.title == print_.title).all()
-    assert band_keys(old) == band_keys(print_)  # an old article is still found by a new one
+    assert band_codes(old) == band_codes(print_)  # an old article is still found by a new one
     with pytest.raises(ValueError, match="no layout this version reads"):
         Fingerprint.from_bytes(print_.to_bytes()[:-2])
 
