@@ -45,6 +45,7 @@ from apache_beam.transforms.combiners import ToListCombineFn
 
 from transforms.io.parquet import (
     ParquetSettings,
+    give_back_free_heap,
     open_parquet,
     read_parquet,
     return_freed_memory_at_once,
@@ -361,6 +362,8 @@ class _DecideFn(beam.DoFn):
                     self._stored.inc(len(stored))
                     for article_id, group in by_id.items():
                         yield from self._outcomes(decide(group, stored.get(article_id)))
+                    del by_id, stored
+                    give_back_free_heap()
             finally:
                 refs.close()
                 index.close()
@@ -419,6 +422,8 @@ class _ApplyEditsFn(beam.DoFn):
                     rows_per_source={s: n for s, n in per_source.items() if n},
                 )
                 write_parquet(table, edited.staged_path, self._settings)
+                del table
+                give_back_free_heap()
                 yield edited
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.io.parquet import ParquetSettings, read_parquet, write_parquet
+from transforms.io.parquet import ParquetSettings, give_back_free_heap, read_parquet, write_parquet
 from transforms.io.paths import INDEX_DATASET, STAGING_DIR, TRASH_DIR, join_path
 from transforms.io.staging import StagedFile
 from transforms.io.story_index import (
@@ -180,6 +180,7 @@ def decide_run_stories(
                 path = story_file_path(root, story_file, f"chunk-{number:05d}.parquet")
                 write_parquet(story_file.table, path, ParquetSettings())
                 parts[story_file.dataset, story_file.partition].append(path)
+            give_back_free_heap()  # a chunk's objects are freed: the next chunk reuses the pages
         return [
             StoryFile(dataset, partition, _merged(dataset, paths))
             for (dataset, partition), paths in sorted(parts.items())
