@@ -169,7 +169,9 @@ def decide(refs: Iterable[ArticleRef], stored: StoredVersion | None) -> Decision
 # --- the refs, spilled to staging and read back in buckets ----------------------------------------
 
 REFS_DIR = "_refs"  # OUTPUT/_staging/<run_id>/_refs/: removed with the run's staging at its commit
-BUCKET_ROWS = 10_000  # refs decided at once: memory holds one bucket's refs and their stored versions
+# Refs decided at once: memory holds one bucket's refs and their stored versions; smaller than a
+# 10k run's share, so that a run of any size decides buckets of the same size.
+BUCKET_ROWS = 2_000
 REF_SCHEMA = pa.schema(
     [
         ("article_id", pa.string()),
