@@ -28,6 +28,19 @@ def _rows(manifest: dict[str, Any], dataset: str, columns: list[str]) -> list[di
     return rows
 
 
+def _story_counts(manifest: dict[str, Any]) -> tuple[int, int]:
+    """(new articles, of which joined an earlier story) in the run's `stories` rows: counted from the
+    `near_duplicate_of` column, never held as a dict per article (a row per article of the run)."""
+    new = joined = 0
+    for entry in manifest.get("files", []):
+        if entry["dataset"] == "stories":
+            with open_parquet(entry["final_path"]) as source:
+                column = pq.ParquetFile(source).read(columns=["near_duplicate_of"])["near_duplicate_of"]
+            new += len(column)
+            joined += len(column) - column.null_count
+    return new, joined
+
+
 FETCH_COUNT_COLUMNS = (
     "source",
     "outcome",
@@ -56,7 +69,7 @@ class RunSummary:
     fetches: list[dict[str, Any]]
     dead: list[dict[str, Any]]
     pages: list[dict[str, Any]] = field(default_factory=list)  # `page_fetches` rows (full text)
-    stories: list[dict[str, Any]] = field(default_factory=list)  # the `stories` rows the run committed
+    stories: tuple[int, int] = (0, 0)  # the run's new `stories` rows, and how many joined an earlier story
 
     @classmethod
     def of(cls, manifest: dict[str, Any], output: str) -> RunSummary:
@@ -67,8 +80,7 @@ class RunSummary:
         )
         dead = _rows(manifest, "dead_letters", ["stage", "error_type"])
         pages = _rows(manifest, "page_fetches", ["outcome"])
-        stories = _rows(manifest, "stories", ["story_id", "near_duplicate_of"])
-        return cls(manifest, output, fetches, dead, pages, stories)
+        return cls(manifest, output, fetches, dead, pages, _story_counts(manifest))
 
     @property
     def inputs(self) -> int:
@@ -104,11 +116,11 @@ class RunSummary:
         stored = sum(r["already_stored"] or 0 for r in fetches)
         lines.append(f"  already stored:    {stored} (unchanged since earlier runs)")
         lines += page_lines(self.pages, fetches)
-        if self.stories:
-            joined = sum(row["near_duplicate_of"] is not None for row in self.stories)
+        new_stories, joined = self.stories
+        if new_stories:
             lines.append(
-                f"  stories:           {len(self.stories)} new articles: {joined} joined an earlier story, "
-                f"{len(self.stories) - joined} began one"
+                f"  stories:           {new_stories} new articles: {joined} joined an earlier story, "
+                f"{new_stories - joined} began one"
             )
         lines.append(f"  dead letters:      {len(dead)}")
         for (stage, error_type), n in Counter((d["stage"], d["error_type"]) for d in dead).most_common(10):

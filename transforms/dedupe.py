@@ -45,6 +45,7 @@ from apache_beam.transforms.combiners import ToListCombineFn
 
 from transforms.io.parquet import (
     ParquetSettings,
+    give_back_free_heap,
     open_parquet,
     read_parquet,
     return_freed_memory_at_once,
@@ -168,7 +169,9 @@ def decide(refs: Iterable[ArticleRef], stored: StoredVersion | None) -> Decision
 # --- the refs, spilled to staging and read back in buckets ----------------------------------------
 
 REFS_DIR = "_refs"  # OUTPUT/_staging/<run_id>/_refs/: removed with the run's staging at its commit
-BUCKET_ROWS = 10_000  # refs decided at once: memory holds one bucket's refs and their stored versions
+# Refs decided at once: memory holds one bucket's refs and their stored versions; smaller than a
+# 10k run's share, so that a run of any size decides buckets of the same size.
+BUCKET_ROWS = 2_000
 REF_SCHEMA = pa.schema(
     [
         ("article_id", pa.string()),
@@ -361,6 +364,8 @@ class _DecideFn(beam.DoFn):
                     self._stored.inc(len(stored))
                     for article_id, group in by_id.items():
                         yield from self._outcomes(decide(group, stored.get(article_id)))
+                    del by_id, stored
+                    give_back_free_heap()
             finally:
                 refs.close()
                 index.close()
@@ -419,6 +424,8 @@ class _ApplyEditsFn(beam.DoFn):
                     rows_per_source={s: n for s, n in per_source.items() if n},
                 )
                 write_parquet(table, edited.staged_path, self._settings)
+                del table
+                give_back_free_heap()
                 yield edited
 
 

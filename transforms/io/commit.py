@@ -45,8 +45,9 @@ from transforms.io.manifests import (
 )
 from transforms.io.parquet import ParquetSettings
 from transforms.io.paths import RUNS_DIR, delete_inside, ensure_parent, join_path, list_files, validate_run_id
+from transforms.io.run_stories import stage_run_stories
 from transforms.io.staging import StagedFile, remove_abandoned_staging, remove_staging
-from transforms.io.story_index import STAGED_PRINTS, StorySettings, stage_run_stories
+from transforms.io.story_index import STAGED_PRINTS, StorySettings
 from transforms.io.versions import reconcile_with_store
 
 

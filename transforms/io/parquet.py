@@ -10,6 +10,7 @@ Beam's FileSystems API does the IO, so `gs://` and `s3://` work as local folders
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ class ParquetSettings:
     compression: str = "zstd"
     compression_level: int = 3
     row_group_size: int = 64_000
-    max_buffered_rows: int = 10_000  # per bundle; a full buffer writes its largest partition
+    max_buffered_rows: int = 2_000  # per bundle; a full buffer writes its largest partition
 
 
 def return_freed_memory_at_once() -> None:
@@ -58,6 +59,28 @@ def return_freed_memory_at_once() -> None:
     """
     with contextlib.suppress(NotImplementedError):
         pa.jemalloc_set_decay_ms(0)
+
+
+_LIBC: Any = None
+
+
+def give_back_free_heap() -> None:
+    """Return the free pages of the C heap to the system (glibc's `malloc_trim`), in this process.
+
+    glibc keeps what is freed in its arenas (one per thread that allocated: the fetch threads, Beam's
+    own), and a worker's heap held more free memory the longer it ran (60 MB free after 50,000
+    articles, 10 MB after 3,000), so its memory grew with the run. Called after each file written;
+    trimming costs about a millisecond. Without glibc (musl, macOS) there is nothing to do.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - a libc without it is not glibc
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
 @contextlib.contextmanager

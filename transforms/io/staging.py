@@ -34,6 +34,7 @@ from transforms.io.parquet import (
     DatasetFiles,
     ParquetSettings,
     convert_records,
+    give_back_free_heap,
     refuse_records,
     rejected_dead_letter,
     return_freed_memory_at_once,
@@ -198,14 +199,18 @@ class _StageFilesFn(beam.DoFn):
         self._sequence += 1
         staged_path = join_path(self._output, STAGING_DIR, self._run_id, self._dataset, partition, name)
         write_parquet(table, staged_path, self._settings)
-        self._rows.inc(table.num_rows)
+        rows = table.num_rows
+        del table  # the written rows are freed before the heap is trimmed
+        buffer.tables.clear()
+        give_back_free_heap()
+        self._rows.inc(rows)
         self._files.inc()
         yield StagedFile(
             self._dataset,
             partition,
             staged_path,
             join_path(self._output, self._dataset, partition, name),
-            table.num_rows,
+            rows,
             dict(buffer.per_source),
         )
         if self._row_refs is not None:

@@ -53,23 +53,17 @@ import pyarrow.parquet as pq
 
 from transforms.io.parquet import (
     ARROW_SUFFIX,
-    ParquetSettings,
     open_parquet,
     read_arrow,
     read_parquet,
     read_table_file,
-    write_table_file,
 )
 from transforms.io.paths import (
-    INDEX_DATASET,
-    STAGING_DIR,
     STATE_DIR,
-    TRASH_DIR,
     join_path,
     list_files,
     partition_path,
 )
-from transforms.io.staging import StagedFile
 from transforms.schema import STORIES, STORY_PRINT, STORY_SCHEMA, TIMESTAMP, Record
 from transforms.stories import (
     DEFAULT_THRESHOLD,
@@ -89,7 +83,7 @@ BANDS = f"{STORIES_STATE}/bands"  # dataset names: staged and published like the
 PRINTS = f"{STORIES_STATE}/prints"
 STAGED_PRINTS = "_story_prints"  # a run's staged prints (transforms/story_prints.py): never published
 BUCKETS = 16
-MAX_DELTAS = 8  # per bucket: a batch commit that would add the 9th merges them (`stage_run_stories`)
+MAX_DELTAS = 8  # per bucket: a batch commit that would add the 9th merges them (transforms/io/run_stories.py)
 PANE_FILE_PREFIX = "pane-"  # a stream pane's deltas (`pane_story_name`): no manifest lists them
 BAND_SUFFIX = ARROW_SUFFIX  # band deltas: Arrow IPC, memory-mapped and searched in place
 INDEX_SUFFIXES = (BAND_SUFFIX, ".parquet")
@@ -309,25 +303,36 @@ def _indexed(row: Record) -> IndexedArticle:
 
 
 def committed_index(
-    output: str, articles: Sequence[NewArticle], codes: dict[str, list[int]], window: timedelta
+    output: str,
+    articles: Sequence[NewArticle],
+    codes: dict[str, list[int]],
+    window: timedelta,
+    earlier: Sequence[str] = (),
 ) -> MemoryStoryIndex:
     """What the committed index knows that this commit's `articles` may need, as a `StoryLookup`:
     the articles themselves when indexed (a rerun, a new version), and every candidate filed under one
-    of their band `codes` and published within `window` of the earliest of them."""
+    of their band `codes` and published within `window` of the earliest of them.
+
+    `earlier` are folders of the same layout holding the deltas of the commit's earlier chunks
+    (transforms/io/run_stories.py): their articles are candidates as the committed ones are."""
     ids = {article.article_id for article in articles}
-    rows: dict[str, Record] = {}
-    for row in read_prints(output, [key64(article_id) for article_id in ids]):
-        if row["article_id"] in ids:
-            rows.setdefault(row["article_id"], row)
     wanted = {code for article_codes in codes.values() for code in article_codes}
-    keys_of: dict[int, set[int]] = defaultdict(set)
-    for band, article_keys in read_bands(output, wanted).items():
-        for article_key in article_keys:
-            keys_of[article_key].add(band)
     dates = [article.published_at for article in articles]
     since = None if not dates or None in dates else min(d for d in dates if d is not None) - window
-    for row in read_prints(output, keys_of, since):
-        rows.setdefault(row["article_id"], row)
+    rows: dict[str, Record] = {}
+    keys_of: dict[int, set[int]] = defaultdict(set)
+    for root in (output, *earlier):
+        for row in read_prints(root, [key64(article_id) for article_id in ids]):
+            if row["article_id"] in ids:
+                rows.setdefault(row["article_id"], row)
+        found: dict[int, set[int]] = defaultdict(set)
+        for band, article_keys in read_bands(root, wanted).items():
+            for article_key in article_keys:
+                found[article_key].add(band)
+        for row in read_prints(root, found, since):
+            rows.setdefault(row["article_id"], row)
+        for article_key, bands in found.items():
+            keys_of[article_key] |= bands
     index = MemoryStoryIndex()
     for _id, row in sorted(rows.items()):
         index.add(_indexed(row), sorted(keys_of.get(row["article_key"], ())))
@@ -362,13 +367,19 @@ class StoryFile(NamedTuple):
 
 
 def decide_stories(
-    output: str, prints: Iterable[Record], run_id: str, settings: StorySettings, now: datetime
+    output: str,
+    prints: Iterable[Record],
+    run_id: str,
+    settings: StorySettings,
+    now: datetime,
+    earlier: Sequence[str] = (),
 ) -> list[StoryFile]:
     """The stories of a commit's published articles (`PRINT_SCHEMA` rows) and the index deltas.
 
     The caller holds the commit lock. Articles the index knows keep their story and get no row; the
     others get a `stories` row and are filed in the index. Deterministic: the same prints against the
-    same committed index give the same files, so a redone commit gives the same answer.
+    same committed index give the same files, so a redone commit gives the same answer. `earlier`:
+    see `committed_index`.
     """
     unique: dict[str, Record] = {}
     for row in sorted(prints, key=lambda r: (r["article_id"], r.get("content_hash") or "", r["fingerprint"])):
@@ -380,7 +391,7 @@ def decide_stories(
         for row in unique.values()
     ]
     codes = {article.article_id: band_codes(article.fingerprint) for article in articles}
-    index = committed_index(output, articles, codes, settings.window)
+    index = committed_index(output, articles, codes, settings.window, earlier)
     known = {article_id for article_id in unique if index.known(article_id) is not None}
     assignments = assign_stories(articles, index, settings.threshold, settings.window, codes)
     stories: dict[str, list[Record]] = defaultdict(list)
@@ -469,79 +480,6 @@ def is_story_index(dataset: str) -> bool:
 
 def partition_name(path: str) -> str:
     return posixpath.basename(posixpath.dirname(path))
-
-
-def stage_run_stories(
-    output: str,
-    run_id: str,
-    files: Sequence[StagedFile],
-    prints: Sequence[StagedFile],
-    settings: StorySettings,
-    parquet: ParquetSettings,
-    now: datetime,
-) -> tuple[list[StagedFile], list[StagedFile]]:
-    """A batch commit's stories: decided for the article versions it publishes (its version-index
-    delta, after the reconciliation), written to its staging; the caller adds them to the manifest.
-
-    Returns (files to publish, deltas to retire). A bucket that would hold more than `MAX_DELTAS`
-    deltas gets one file instead: its deltas and the commit's rows merged, sorted (`merge_bucket`),
-    in the same manifest, which retires the merged deltas to the trash (LSM-style: a lookup reads
-    at most `MAX_DELTAS` sorted files per bucket, whatever the number of commits)."""
-    published: set[tuple[str, str | None]] = set()
-    for staged in files:
-        if staged.dataset == INDEX_DATASET:
-            table = read_parquet(staged.staged_path, ["article_id", "content_hash"])
-            published.update(
-                zip(table["article_id"].to_pylist(), table["content_hash"].to_pylist(), strict=True)
-            )
-    if not published:
-        return [], []
-    ids = pa.array(sorted({article_id for article_id, _ in published}), pa.string())
-    rows: list[Record] = []
-    for staged in prints:
-        table = read_parquet(staged.staged_path)
-        table = table.filter(pc.is_in(table["article_id"], value_set=ids))
-        rows += [row for row in table.to_pylist() if (row["article_id"], row["content_hash"]) in published]
-    name = f"part-{run_id}-stories.parquet"
-    result, retired = [], []
-    for story_file in decide_stories(output, rows, run_id, settings, now):
-        staged_path = join_path(
-            output,
-            STAGING_DIR,
-            run_id,
-            story_file.dataset,
-            story_file.partition,
-            index_file_name(story_file.dataset, name),
-        )
-        deltas = (
-            bucket_files(output, story_file.dataset, int(story_file.partition.removeprefix("bucket=")))
-            if is_story_index(story_file.dataset)
-            else []
-        )
-        if len(deltas) >= MAX_DELTAS:
-            story_file = story_file._replace(table=merge_bucket(story_file.dataset, deltas, story_file.table))
-            trash = join_path(output, TRASH_DIR, run_id, story_file.dataset, story_file.partition)
-            retired += [
-                StagedFile(
-                    story_file.dataset,
-                    story_file.partition,
-                    path,
-                    join_path(trash, posixpath.basename(path)),
-                    0,
-                )
-                for path in deltas
-            ]
-        write_table_file(story_file.table, staged_path, parquet)
-        result.append(
-            StagedFile(
-                story_file.dataset,
-                story_file.partition,
-                staged_path,
-                story_file_path(output, story_file, name),
-                story_file.table.num_rows,
-            )
-        )
-    return result, retired
 
 
 # --- maintenance: compact merges each bucket's deltas (pipeline/maintenance.py), prune drops old rows ---
