@@ -439,23 +439,34 @@ def test_an_older_text_never_becomes_a_newer_version(tmp_path: Path) -> None:
     assert stored == [("first", 1), ("second", 2)]
 
 
-def test_a_pane_decided_before_a_crash_is_rolled_forward_whole(tmp_path: Path) -> None:
-    """Killed between the decision (marker written) and the renames: the next commit publishes both files."""
+def kill_a_pane_commit_at(fault: str, output: Path, imports: str, call: str) -> None:
+    """Run `call` (a `commit_pane` into `output`, as `Path(sys.argv[2])`) in a process of its own and
+    kill it -9 once it reaches the fault point `fault`."""
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from tests.test_stream_events import article, spec_for, PARTITION, T0;"
+        f"from tests.test_stream_events import {imports}, PARTITION, T0;"
         "from transforms.io.window import commit_pane; from pathlib import Path;"
-        "commit_pane(spec_for(Path(sys.argv[2]), with_index=True), PARTITION, T0, [article('a')])"
+        f"{call}"
     )
-    marker = tmp_path / "paused"
-    env = {**os.environ, PAUSE_ENV: "pane.decided", "NEWSBEAM_PAUSE_MARKER": str(marker)}
-    process = subprocess.Popen([sys.executable, "-c", script, str(PROJECT), str(tmp_path)], env=env)
+    marker = output / "paused"
+    env = {**os.environ, PAUSE_ENV: fault, "NEWSBEAM_PAUSE_MARKER": str(marker)}
+    process = subprocess.Popen([sys.executable, "-c", script, str(PROJECT), str(output)], env=env)
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
-    assert marker.exists(), "the commit never reached its decision"
+    assert marker.exists(), f"the commit never reached {fault}"
     process.kill()
     process.wait(timeout=30)
+
+
+def test_a_pane_decided_before_a_crash_is_rolled_forward_whole(tmp_path: Path) -> None:
+    """Killed between the decision (marker written) and the renames: the next commit publishes both files."""
+    kill_a_pane_commit_at(
+        "pane.decided",
+        tmp_path,
+        "article, spec_for",
+        "commit_pane(spec_for(Path(sys.argv[2]), with_index=True), PARTITION, T0, [article('a')])",
+    )
     assert read_dataset(tmp_path / "articles") == [] and list_index_files(str(tmp_path)) == []
     assert recover_panes(str(tmp_path)) == 1
     assert [r["article_id"] for r in read_dataset(tmp_path / "articles")] == ["a"]
@@ -522,21 +533,12 @@ def test_a_pane_killed_after_publishing_its_merged_deltas_deletes_the_old_ones_o
         commit_pane(story_spec(tmp_path), PARTITION, T0 + 10 * n, [wire_copy(n)])
     before, rows_before = band_rows(tmp_path)
     assert max(before.values()) == MAX_DELTAS  # the next pane merges
-    script = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from tests.test_stream_events import story_spec, wire_copy, PARTITION, T0;"
-        "from transforms.io.window import commit_pane; from pathlib import Path;"
-        f"commit_pane(story_spec(Path(sys.argv[2])), PARTITION, T0 + 100, [wire_copy({MAX_DELTAS})])"
+    kill_a_pane_commit_at(
+        "pane.published",
+        tmp_path,
+        "story_spec, wire_copy",
+        f"commit_pane(story_spec(Path(sys.argv[2])), PARTITION, T0 + 100, [wire_copy({MAX_DELTAS})])",
     )
-    marker = tmp_path / "paused"
-    env = {**os.environ, PAUSE_ENV: "pane.published", "NEWSBEAM_PAUSE_MARKER": str(marker)}
-    process = subprocess.Popen([sys.executable, "-c", script, str(PROJECT), str(tmp_path)], env=env)
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert marker.exists(), "the commit never published"
-    process.kill()
-    process.wait(timeout=30)
     assert max(band_rows(tmp_path)[0].values()) == MAX_DELTAS + 1  # merged file in, old ones not yet out
     assert recover_panes(str(tmp_path)) == 1
     after, rows_after = band_rows(tmp_path)

@@ -106,15 +106,16 @@ class Fingerprint:
         one, so its article is compared as it was). Any other size is an error, never a guess."""
         lead_end = BODY_PERMUTATIONS + LEAD_PERMUTATIONS
         signatures = BODY_PERMUTATIONS + LEAD_PERMUTATIONS + TITLE_PERMUTATIONS
+
+        Signature = np.ndarray[Any, Any]
+
+        def split(values: Signature) -> tuple[Signature, Signature, Signature]:
+            return values[:BODY_PERMUTATIONS], values[BODY_PERMUTATIONS:lead_end], values[lead_end:]
+
         if len(data) == _LAYOUT_1_SIZE:
             words, lead_words = struct.unpack_from("<II", data)
-            values = np.frombuffer(data, dtype="<u4", offset=8).astype(np.uint32)
             return cls(
-                words,
-                lead_words,
-                values[:BODY_PERMUTATIONS],
-                values[BODY_PERMUTATIONS:lead_end],
-                values[lead_end:],
+                words, lead_words, *split(np.frombuffer(data, dtype="<u4", offset=8).astype(np.uint32))
             )
         if len(data) != _LAYOUT_2_SIZE or data[0] != LAYOUT:
             raise ValueError(
@@ -128,9 +129,7 @@ class Fingerprint:
         return cls(
             words,
             lead_words,
-            values[:BODY_PERMUTATIONS],
-            values[BODY_PERMUTATIONS:lead_end],
-            values[lead_end:],
+            *split(values),
             text_words,
             middle_words,
             middle,
