@@ -28,7 +28,7 @@ into place and both removed. A crash after the marker is rolled forward by the n
 stream start (`recover_panes`); a crash before it leaves files that the same step removes. Nothing is
 staged under `OUTPUT/_staging/`, whose abandoned folders batch runs and restarts delete.
 
-**Story index deltas stay bounded:** a pane's deltas are `pane-<window>-...parquet`; once a bucket
+**Story index deltas stay bounded:** a pane's deltas are `pane-<window>-...` files; once a bucket
 holds `MAX_DELTAS`, the pane merges the earlier panes' deltas into its own (`bound_pane_deltas`),
 lists them in its decision as `replaced` and deletes them after its renames, so a stream that runs
 for weeks keeps a lookup at a bounded number of files per bucket.
