@@ -390,15 +390,16 @@ def test_a_lost_story_delta_stops_the_next_run_and_repair_rebuilds_the_same_inde
     assert "is whole; nothing to do" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("kind", ["prints", "bands"])  # a Parquet delta, an Arrow one
 def test_an_unreadable_story_delta_is_named_and_repair_replaces_it(
-    feed_server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    feed_server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
 ) -> None:
     from pipeline.cli import main
 
     output = tmp_path / "out"
     run_batch(settings([serve(feed_server, "/a.xml", "a.test", ORIGINAL, FOOTBRIDGE_A)], output))
     before = index_rows(output)
-    broken = Path(sorted(p for p in index_files(str(output)) if "/prints/" in p)[0])
+    broken = Path(sorted(p for p in index_files(str(output)) if f"/{kind}/" in p)[0])
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
     capsys.readouterr()
     assert main(["compact", "--output", str(output)]) == 3
