@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -61,7 +63,7 @@ def run_prints(folder: Path) -> tuple[list[StagedFile], list[StagedFile], list[d
     return prints, [staged(folder, INDEX_DATASET, "delta.parquet", delta)], published
 
 
-def as_rows(files: list[StoryFile]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def as_rows(files: Iterable[StoryFile]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     return {(f.dataset, f.partition): f.table.to_pylist() for f in files}
 
 
@@ -87,3 +89,40 @@ def test_a_commit_holds_at_most_one_chunk_of_prints_in_arrival_order(tmp_path: P
     dup = next(r for chunk in chunks for r in chunk if r["article_id"] == "dup")
     assert dup["fingerprint"] == min(r["fingerprint"] for r in published if r["article_id"] == "dup")
     assert not list(tmp_path.glob("chunk-*.arrows"))  # each chunk's spill is removed once read
+
+
+def test_a_commit_merges_its_story_partitions_one_at_a_time(tmp_path: Path) -> None:
+    """The merged partitions are the run's whole story-index delta (~2 KB per article): a commit of
+    100,000 articles that held them all before writing the first kept ~200 MB more than it needed."""
+    words = [f"w{n}" for n in range(5_000)]
+    chooser = random.Random(20261203)
+    rows = [
+        row(f"a{n}", [" ".join(chooser.choices(words, k=60)) for _ in range(3)], n / 10, title=f"t{n}")
+        for n in range(600)
+    ]
+    prints = [
+        staged(
+            tmp_path / "staging",
+            STAGED_PRINTS,
+            f"p{n}.parquet",
+            pa.Table.from_pylist(part, schema=PRINT_SCHEMA),
+        )
+        for n, part in enumerate((rows[:300], rows[300:]))
+    ]
+    delta = pa.table({"article_id": [r["article_id"] for r in rows], "content_hash": ["1"] * len(rows)})
+    before = pa.total_allocated_bytes()
+    partitions = iter(
+        decide_run_stories(
+            str(tmp_path / "out"),
+            prints,
+            _published([staged(tmp_path / "staging", INDEX_DATASET, "delta.parquet", delta)]),
+            "r1",
+            SETTINGS,
+            AT,
+        )
+    )
+    first = next(partitions)
+    held = pa.total_allocated_bytes() - before
+    sizes = [first.table.nbytes] + [story_file.table.nbytes for story_file in partitions]
+    assert len(sizes) == 2 * 16 + 1  # bands and prints in 16 buckets each, one stories partition
+    assert held < sum(sizes) / 8, (held, sum(sizes))

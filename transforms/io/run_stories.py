@@ -172,11 +172,15 @@ def decide_run_stories(
     settings: StorySettings,
     now: datetime,
     chunk: int = CHUNK_ARTICLES,
-) -> list[StoryFile]:
-    """What `decide_stories` gives for the published prints of a run, decided `chunk` at a time."""
+) -> Iterator[StoryFile]:
+    """What `decide_stories` gives for the published prints of a run, decided `chunk` at a time.
+
+    The merged partitions come one at a time, each read from the chunks' files as it is asked for:
+    together they are the run's whole story index delta (~2 KB per article in Arrow), which a
+    caller holding them all would hold at once."""
     ranks = arrival_ranks(prints, published)
     if not ranks.num_rows:
-        return []
+        return
     with tempfile.TemporaryDirectory(prefix="newsbeam-stories-") as folder:
         earlier = str(Path(folder) / "index")  # the chunks' deltas, looked up by the next chunks
         parts: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -188,10 +192,9 @@ def decide_run_stories(
                 write_table_file(story_file.table, path, ParquetSettings())
                 parts[story_file.dataset, story_file.partition].append(path)
             give_back_free_heap()  # a chunk's objects are freed: the next chunk reuses the pages
-        return [
-            StoryFile(dataset, partition, _merged(dataset, paths))
-            for (dataset, partition), paths in sorted(parts.items())
-        ]
+        del ranks
+        for (dataset, partition), paths in sorted(parts.items()):
+            yield StoryFile(dataset, partition, _merged(dataset, paths))
 
 
 def _merged(dataset: str, paths: list[str]) -> pa.Table:
@@ -261,4 +264,6 @@ def stage_run_stories(
                 story_file.table.num_rows,
             )
         )
+        del story_file  # written: the next partition reuses its memory
+        give_back_free_heap()
     return result, retired
