@@ -253,6 +253,49 @@ def _poll_ticks(
     return [o.value.value for o in outputs if isinstance(o, TaggedOutput) and o.tag == FETCHES], state.value
 
 
+# One poll of a feed at tick 0 in a process of its own: an SDK worker that the next poll's never heard of.
+_POLL_IN_ANOTHER_PROCESS = """
+import sys
+from tests.feedserver import KeyState
+from transforms.feed_state import FeedSource
+from transforms.fetch import FetchSettings
+from transforms.poll import _PollShardFn
+
+settings = FetchSettings(allow_private_hosts=True, max_attempts=1)
+poll = _PollShardFn(settings, (FeedSource(sys.argv[1]),), 1, hosts_folder=sys.argv[2])
+poll.setup()
+list(poll.process(("0", 0), KeyState(), tick=0.0))
+poll.teardown()
+"""
+
+
+def test_a_poll_waits_its_interval_after_the_answer_another_process_got(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """On Flink three feeds reached the server 998-1000 ms apart (interval 1 s): the poll's process had
+    never polled them and read a state from before their last poll, so it went by its tick alone. The
+    machine's worker processes now share each feed's last answer (beside the per-host slots)."""
+    url = feed_server.route("/feed.xml", Reply(200, RSS_ONE, {"Content-Type": "application/rss+xml"}))
+    hosts = str(tmp_path / "hosts")
+    subprocess.run(
+        [sys.executable, "-c", _POLL_IN_ANOTHER_PROCESS, url, hosts], cwd=PROJECT, check=True, timeout=120
+    )
+    settings = FetchSettings(allow_private_hosts=True, max_attempts=1)
+    poll = _PollShardFn(settings, (FeedSource(url),), 1, hosts_folder=hosts)
+    poll.setup()
+    try:
+        stale = KeyState()  # the shard's state as it was before the other process's poll
+        list(poll.process(("0", 1), stale, tick=1.0))  # at once: too soon after the other's answer
+        first = feed_server.hits("/feed.xml")[0].at
+        time.sleep(max(0.0, first + 0.9 - time.monotonic()))
+        list(poll.process(("0", 2), stale, tick=2.0))  # 0.1 s early: it waits for the interval
+    finally:
+        poll.teardown()
+    times = [request.at for request in feed_server.hits("/feed.xml")]
+    assert len(times) == 2
+    assert times[1] - times[0] >= 1.0, times
+
+
 def test_a_ticks_feeds_are_fetched_at_once_within_each_hosts_limit(tmp_path: Path) -> None:
     """Prism ran a key per feed one after another, so a tick's polls took the sum of the feeds' response
     times (the poll stage fell behind its ticks). Now one element per shard fetches its feeds at once,

@@ -130,3 +130,43 @@ class HostLimiter:
             os.pwrite(fd, _TIME.pack(step(now, next_start)), 0)
         finally:
             os.close(fd)  # closing releases the lock
+
+
+class LastAnswers:
+    """When each feed last answered a poll, in files the machine's worker processes share.
+
+    A streaming poll starts no sooner than its interval after the feed's last answer. The process
+    that polled last knows that moment, and so does the shard's Beam state once its bundle ends;
+    a process that never polled the feed, reading a state from before its last poll (a state
+    restored from a checkpoint, a new SDK worker), knew neither and went by its tick alone: 1-2 ms
+    under the interval on Flink. Files are named by a digest of the feed's URL (which may hold
+    credentials) and hold 8 bytes, read and written whole at offset 0.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self._folder = Path(folder)
+        self._folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, feed: str) -> Path:
+        digest = hashlib.sha256(feed.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return self._folder / f"{digest}.answered"
+
+    def last(self, feed: str) -> float | None:
+        """Epoch seconds of the feed's last answer on this machine, None before any."""
+        try:
+            raw = self._path(feed).read_bytes()
+        except FileNotFoundError:
+            return None
+        return _TIME.unpack(raw)[0] if len(raw) == _TIME.size else None
+
+    def record(self, feed: str, answered_at: float) -> None:
+        """Keep `answered_at` unless a later answer is known (two polls' ends may race)."""
+        fd = os.open(self._path(feed), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, _TIME.size, 0)
+            known = _TIME.unpack(raw)[0] if len(raw) == _TIME.size else float("-inf")
+            if answered_at > known:
+                os.pwrite(fd, _TIME.pack(answered_at), 0)
+        finally:
+            os.close(fd)

@@ -57,7 +57,7 @@ from transforms.feed_state import (
     state_to_json,
 )
 from transforms.fetch import FetchResult, FetchSettings, fetch, make_session
-from transforms.host_limits import HostLimiter
+from transforms.host_limits import HostLimiter, LastAnswers
 from transforms.io.committed import (
     REFRESH_SECONDS,
     body_digest,
@@ -175,7 +175,9 @@ class _PollShardFn(beam.DoFn):
         self._session = make_session(self._settings, pool_size=workers)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="newsbeam-poll")
         self._own_folder = None if self._hosts_folder else tempfile.mkdtemp(prefix="newsbeam-poll-hosts-")
-        self._limiter = HostLimiter(self._hosts_folder or self._own_folder or "", self._settings.max_per_host)
+        folder = self._hosts_folder or self._own_folder or ""
+        self._limiter = HostLimiter(folder, self._settings.max_per_host)
+        self._answers = LastAnswers(folder)
         self._entries_committed = shared_entries()
         self._versions = shared_versions(self._output) if self._output else None
 
@@ -233,7 +235,11 @@ class _PollShardFn(beam.DoFn):
             if too_soon(tick, last if last > float("-inf") else None, interval):
                 self._too_soon.inc()
                 return [], None
-            answered = max(_LAST_ANSWERED.get(url, float("-inf")), known.get("answered_at", float("-inf")))
+            answered = max(
+                _LAST_ANSWERED.get(url, float("-inf")),
+                known.get("answered_at", float("-inf")),
+                self._answers.last(url) or float("-inf"),  # another process's last poll of it
+            )
             wait = wait_before_poll(answered if answered > float("-inf") else None, interval, time.time())
             if wait is None:
                 self._behind.inc()
@@ -251,6 +257,7 @@ class _PollShardFn(beam.DoFn):
             with self._limiter.request(host_key(moved or url)):  # one of the host's slots
                 outputs, after = self._poll(url, known, stored, feed)
             _LAST_ANSWERED[url] = after["answered_at"] = time.time()
+            self._answers.record(url, after["answered_at"])
             after["tick_at"] = tick
             if after.get("fetched_at", 0) < known.get("fetched_at", 0):  # never an older response's
                 return outputs, None
