@@ -156,6 +156,7 @@ def run_batch(
     from pipeline.progress import showing_progress
     from pipeline.runners import make_runner
     from transforms.io.manifests import manifest_path, read_json
+    from transforms.io.parquet import giving_back_free_heap
     from transforms.io.paths import validate_run_id
     from transforms.io.staging import release_staging_lease
     from transforms.schema import RunInfo
@@ -197,6 +198,7 @@ def run_batch(
         if progress and _shows_progress(settings):
             address = stack.enter_context(showing_progress(run.run_id, total, settings.progress_interval))
         build_batch(pipeline, settings, run, progress=address)
+        stack.enter_context(giving_back_free_heap())  # a local runner's buffers live in this process
         try:
             result = pipeline.run()
             result.wait_until_finish()

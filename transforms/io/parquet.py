@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import struct
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,28 @@ def give_back_free_heap() -> None:
             _LIBC = False
     if _LIBC:
         _LIBC.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def giving_back_free_heap(every_seconds: float = 2.0) -> Iterator[None]:
+    """`give_back_free_heap` every `every_seconds` in a thread of this process while the block runs.
+
+    For the launcher of a local run: the in-process runner's buffers of each stage's elements come
+    and go there, and the free pages they left (12 MB of a 100,000-article run) were kept to its end.
+    """
+    stop = threading.Event()
+
+    def trim() -> None:
+        while not stop.wait(every_seconds):
+            give_back_free_heap()
+
+    thread = threading.Thread(target=trim, name="newsbeam-heap-trim", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextlib.contextmanager

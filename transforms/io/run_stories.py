@@ -179,6 +179,7 @@ def decide_run_stories(
     together they are the run's whole story index delta (~2 KB per article in Arrow), which a
     caller holding them all would hold at once."""
     ranks = arrival_ranks(prints, published)
+    del published
     if not ranks.num_rows:
         return
     with tempfile.TemporaryDirectory(prefix="newsbeam-stories-") as folder:
@@ -227,7 +228,9 @@ def stage_run_stories(
         return [], []
     name = f"part-{run_id}-stories.parquet"
     result, retired = [], []
-    for story_file in decide_run_stories(output, prints, published, run_id, settings, now, chunk):
+    stories = decide_run_stories(output, prints, published, run_id, settings, now, chunk)
+    del published  # ~100 bytes per article: needed only until the prints are ranked
+    for story_file in stories:
         staged_path = join_path(
             output,
             STAGING_DIR,
