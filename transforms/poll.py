@@ -12,9 +12,10 @@ behind its ticks and every window close that much later.
 
 The polls of one feed run one at a time in a worker (a lock per feed), a tick closer than the
 feed's interval to its last poll (a replayed tick) polls nothing, no poll starts sooner than the
-interval after the feed's last answer (a stage that runs behind reaches several ticks at once: it
-polls once), and the validators of an older response never replace those of a newer one (also when
-the runner runs a split-off bundle of the same shard beside the first: the newest known state of
+interval after the feed's last answer, whichever of the machine's worker processes got it
+(`host_limits.LastAnswers`; a stage that runs behind reaches several ticks at once: it polls
+once), and the validators of an older response never replace those of a newer one (also when the
+runner runs a split-off bundle of the same shard beside the first: the newest known state of
 each feed is kept in the worker process too). Fetching and parsing are batch's own
 (`transforms.read.fetched_to_outputs`), so a poll yields exactly what a batch read does: raw
 entries, one `feed_fetches` row and, for a failed feed, a dead letter. Every output is timestamped
