@@ -121,15 +121,28 @@ class HostLimiter:
 
     def _advance(self, stem: str, step: Callable[[float, float], float]) -> None:
         """Set the host's next start time to `step(now, next_start)`, under the host's clock lock."""
-        fd = os.open(self._folder / f"{stem}.next", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, _TIME.size, 0)
-            next_start = _TIME.unpack(raw)[0] if len(raw) == _TIME.size else 0.0
-            now = time.time()  # one clock for every process of the machine
-            os.pwrite(fd, _TIME.pack(step(now, next_start)), 0)
-        finally:
-            os.close(fd)  # closing releases the lock
+        # time.time(): one clock for every process of the machine
+        _update_time_file(self._folder / f"{stem}.next", lambda stored: step(time.time(), stored or 0.0))
+
+
+def _read_time_file(path: Path) -> float | None:
+    """The time an 8-byte file holds (written whole at offset 0 by `_update_time_file`), None if none."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return _TIME.unpack(raw)[0] if len(raw) == _TIME.size else None
+
+
+def _update_time_file(path: Path, step: Callable[[float | None], float]) -> None:
+    """Replace the time in `path` by `step(stored time or None)`, under an `flock` of the file."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        raw = os.pread(fd, _TIME.size, 0)
+        os.pwrite(fd, _TIME.pack(step(_TIME.unpack(raw)[0] if len(raw) == _TIME.size else None)), 0)
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 class LastAnswers:
@@ -153,20 +166,10 @@ class LastAnswers:
 
     def last(self, feed: str) -> float | None:
         """Epoch seconds of the feed's last answer on this machine, None before any."""
-        try:
-            raw = self._path(feed).read_bytes()
-        except FileNotFoundError:
-            return None
-        return _TIME.unpack(raw)[0] if len(raw) == _TIME.size else None
+        return _read_time_file(self._path(feed))
 
     def record(self, feed: str, answered_at: float) -> None:
         """Keep `answered_at` unless a later answer is known (two polls' ends may race)."""
-        fd = os.open(self._path(feed), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, _TIME.size, 0)
-            known = _TIME.unpack(raw)[0] if len(raw) == _TIME.size else float("-inf")
-            if answered_at > known:
-                os.pwrite(fd, _TIME.pack(answered_at), 0)
-        finally:
-            os.close(fd)
+        _update_time_file(
+            self._path(feed), lambda known: answered_at if known is None else max(known, answered_at)
+        )
