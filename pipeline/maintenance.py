@@ -88,6 +88,7 @@ from transforms.io.versions import (
     list_index_files,
 )
 from transforms.schema import DATASETS
+from transforms.stories import DEFAULT_WINDOW
 
 DEFAULT_GRACE = timedelta(hours=1)
 # Files at least this big are left alone: compaction is for the many small files of frequent runs.
@@ -186,7 +187,11 @@ def index_rows_of_articles(path: str, dataset_root: str) -> pa.Table:
 
 
 def repair_index(
-    output: str, settings: ParquetSettings | None = None, lock_timeout: float = 600.0, force: bool = False
+    output: str,
+    settings: ParquetSettings | None = None,
+    lock_timeout: float = 600.0,
+    force: bool = False,
+    story_window: timedelta = DEFAULT_WINDOW,
 ) -> MaintenanceReport:
     """Rebuild the version index from the article files, and the story index from the `stories`
     dataset and the articles' recomputed fingerprints, under the commit lock.
@@ -210,7 +215,9 @@ def repair_index(
             if damage or force:
                 files, retired = _rebuild_version_index(output, op, settings, damage, report)
             if story_damage or (force and index_files(output)):
-                story_files, story_retired = _rebuild_story_index(output, op, settings, story_damage)
+                story_files, story_retired = _rebuild_story_index(
+                    output, op, settings, story_damage, story_window
+                )
                 files += story_files
                 retired += story_retired
                 report.story_files = len(story_files)
@@ -257,13 +264,13 @@ def _rebuild_version_index(
 
 
 def _rebuild_story_index(
-    output: str, op: str, settings: ParquetSettings, damage: list[StoryDamage]
+    output: str, op: str, settings: ParquetSettings, damage: list[StoryDamage], window: timedelta
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The story index rebuilt (transforms/io/story_index.py `rebuild_index`): (new files, retired)."""
     name = f"part-{op}-0000.parquet"
     files = []
     try:
-        for story_file in rebuild_index(output, datetime.now(UTC)):
+        for story_file in rebuild_index(output, datetime.now(UTC), window):
             file_name = index_file_name(story_file.dataset, name)
             staged = join_path(output, STAGING_DIR, op, story_file.dataset, story_file.partition, file_name)
             write_table_file(story_file.table, staged, settings)
@@ -293,7 +300,11 @@ def _ensure_folder(folder: str) -> None:
 def run_repair(settings: Any, args: argparse.Namespace) -> int:
     """Repair `settings.output`'s index and say what was wrong and what was done; the exit code."""
     report = repair_index(
-        settings.output, settings.stages.parquet, lock_timeout=args.lock_timeout, force=args.force
+        settings.output,
+        settings.stages.parquet,
+        lock_timeout=args.lock_timeout,
+        force=args.force,
+        story_window=settings.stages.stories.window,
     )
     for problem in report.damaged:
         print(f"newsbeam repair: {problem}")

@@ -52,3 +52,15 @@ CHANNEL_POST = [
     "Several of these are definitely getting their own videos, especially the boards, the microphones "
     "and the laser setup, so if any of that sounds interesting, keep an eye out.",
 ]
+
+
+def templated_post(number: int) -> tuple[str, list[str]]:
+    """The title and text of a post of a feed whose items are one template around a name (a game
+    database's "X was newly added and is rated Broken"): every post is within the threshold of all."""
+    name = f"Title{number} Edition{number % 7}"
+    text = (
+        f"{name} was newly added to the compatibility list and is rated Broken: it does not boot past "
+        "the loading screen on the current build with the default settings of the emulator. Reports "
+        "from the community are welcome on the forum, together with the log and the version tested."
+    )
+    return f"{name} was newly added and is Broken", [text]

@@ -6,13 +6,15 @@ import os
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import numpy as np
 import pytest
 
-from tests.story_texts import AT, CHANNEL_POST, FOOTER, LONG_OPENING, OTHER, SPONSOR, WIRE
+from tests.story_texts import AT, CHANNEL_POST, FOOTER, LONG_OPENING, OTHER, SPONSOR, WIRE, templated_post
 from transforms.stories import (
+    MAX_FILED_MEMBERS,
     Fingerprint,
     IndexedArticle,
     MemoryStoryIndex,
@@ -217,3 +219,33 @@ def test_a_teaser_is_told_by_its_texts_words_whatever_the_length_of_its_headline
         index,
     )
     assert {a.article_id: a.story_id for a in assignments} == {"s": "s", "t": "s", "f": "f"}
+
+
+class CountingIndex(MemoryStoryIndex):
+    """A memory index that keeps how many candidates each lookup found."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[int] = []
+
+    def candidates(self, codes: Sequence[int]) -> Iterator[IndexedArticle]:
+        found = list(super().candidates(codes))
+        self.found.append(len(found))
+        return iter(found)
+
+
+def test_a_templated_feed_is_one_story_whose_members_compare_with_a_bounded_few() -> None:
+    """At a million articles one feed's 60,000 templated posts made each new member compare with all
+    the earlier ones: quadratic, 311 s of a 426 s story phase. Filing stops at a story's bound."""
+    posts = [templated_post(n) for n in range(400)]
+    articles = [article(f"p{n:03d}", title, text, hours=n / 100) for n, (title, text) in enumerate(posts)]
+    index = CountingIndex()
+    first = assign_stories(articles[:150], index)
+    later = assign_stories(articles[150:], index)  # a second commit finds the story as well
+    assert {a.story_id for a in first + later} == {"p000"}
+    assert max(index.found) <= min(2 * MAX_FILED_MEMBERS, 100), max(index.found)  # not the 399 before
+    filed = [a.article_id for a in first + later if a.filed]
+    assert MAX_FILED_MEMBERS <= len(filed) <= 2 * MAX_FILED_MEMBERS and filed[0] == "p000"
+    assert all(index.known(a.article_id) is not None for a in articles)  # a rerun still knows each
+    again = assign_stories(articles[200:210], index)
+    assert [(a.story_id, a.near_duplicate_of) for a in again] == [("p000", None)] * 10

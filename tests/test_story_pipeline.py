@@ -390,6 +390,34 @@ def test_a_lost_story_delta_stops_the_next_run_and_repair_rebuilds_the_same_inde
     assert "is whole; nothing to do" in capsys.readouterr().out
 
 
+def test_repair_files_the_same_members_of_a_large_story_as_the_commits_did(
+    feed_server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A story past `MAX_FILED_MEMBERS` is filed under bands only in part; the rebuild replays which
+    part in commit order (two runs, the second's posts published before the first's)."""
+    from pipeline.cli import main
+    from transforms.stories import MAX_FILED_MEMBERS
+
+    def posts(numbers: range, hours: float) -> list[tuple[str, str, list[str], float]]:
+        return [(f"p{n}", *story_texts.templated_post(n), hours + n / 100) for n in numbers]
+
+    output = tmp_path / "out"
+    count = MAX_FILED_MEMBERS + 8
+    run_batch(settings([serve(feed_server, "/a.xml", "a.test", *posts(range(count), 10.0))], output))
+    run_batch(
+        settings([serve(feed_server, "/b.xml", "b.test", *posts(range(count, 2 * count), 0.0))], output)
+    )
+    before, found = index_rows(output), stories(output)
+    assert len(set(story_of(found).values())) == 1 and len(found) == 2 * count
+    owners = {key for _band, key in before[0]}
+    assert MAX_FILED_MEMBERS <= len(owners) < 2 * count == len(before[1])
+    next(Path(p) for p in index_files(str(output)) if "/bands/" in p).unlink()
+    capsys.readouterr()
+    assert main(["repair", "--output", str(output)]) == 0
+    assert "the story index rebuilt" in capsys.readouterr().out
+    assert index_rows(output) == before
+
+
 @pytest.mark.parametrize("kind", ["prints", "bands"])  # a Parquet delta, an Arrow one
 def test_an_unreadable_story_delta_is_named_and_repair_replaces_it(
     feed_server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str

@@ -60,6 +60,7 @@ CHAR_SHINGLE = 5
 SEED = 1
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_WINDOW = timedelta(days=7)
+MAX_FILED_MEMBERS = 32  # a story's members among an article's candidates before its bands stop filing more
 SPACELESS_LANGUAGES = frozenset({"zh", "zh-cn", "zh-tw", "ja", "th", "lo", "km", "my", "bo"})
 SPACELESS = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
 TOKEN = re.compile(r"\w+")
@@ -455,6 +456,7 @@ class StoryAssignment:
     story_id: str
     near_duplicate_of: str | None
     story_similarity: float | None
+    filed: bool = True  # filed under its band keys (`files_under_bands`); a known article: as before
 
 
 class StoryLookup(Protocol):
@@ -553,6 +555,33 @@ def within_window(a: datetime | None, b: datetime | None, window: timedelta) -> 
     return a is None or b is None or abs(a - b) <= window
 
 
+def in_window(
+    article_id: str, published_at: datetime | None, candidates: Iterable[IndexedArticle], window: timedelta
+) -> list[IndexedArticle]:
+    """The candidates an article is compared with: the others published within `window` of it."""
+    return [
+        c
+        for c in candidates
+        if c.article_id != article_id and within_window(c.published_at, published_at, window)
+    ]
+
+
+def files_under_bands(article_id: str, story_id: str, candidates: Sequence[IndexedArticle]) -> bool:
+    """Whether a newly assigned article is filed under its band keys, given its in-window candidates.
+
+    A story's first article always is; a later member only while fewer than `MAX_FILED_MEMBERS` of
+    its story are among its candidates. Every member is still in `stories` and in the prints (a rerun
+    knows it), but lookups find at most about that many of a story: one feed whose items share a
+    template (60,000 "X was newly added" posts at a million articles) made every new member compare
+    with all the earlier ones, quadratic, 311 s of a 426 s story phase. The rule reads only the
+    candidates, which are the same however a commit is split into chunks, so chunks decide as the
+    whole commit does; `rebuild_index` replays it.
+    """
+    if story_id == article_id:
+        return True
+    return sum(1 for c in candidates if c.story_id == story_id) < MAX_FILED_MEMBERS
+
+
 def assign_stories(
     articles: Iterable[NewArticle],
     index: StoryLookup,
@@ -564,7 +593,8 @@ def assign_stories(
 
     The articles are taken in `arrival_order`, so the result depends only on what the index holds and
     on the articles themselves, never on how a runner ordered them. Ties in similarity go to the
-    earliest candidate (published_at, then article_id), so a rerun gives the same answer.
+    earliest candidate (published_at, then article_id), so a rerun gives the same answer. A member of
+    a large story is filed without its band keys (`files_under_bands`).
     """
     assignments = []
     for article in arrival_order(articles):
@@ -573,18 +603,19 @@ def assign_stories(
             assignments.append(StoryAssignment(article.article_id, indexed.story_id, None, None))
             continue
         codes = codes_of[article.article_id] if codes_of is not None else band_codes(article.fingerprint)
-        best = best_match(article, list(index.candidates(codes)), threshold, window)
+        candidates = in_window(article.article_id, article.published_at, index.candidates(codes), window)
+        best = best_match(article, candidates, threshold, window)
+        story_id = article.article_id if best is None else best[1].story_id
+        filed = files_under_bands(article.article_id, story_id, candidates)
         if best is None:
-            assignment = StoryAssignment(article.article_id, article.article_id, None, None)
+            assignment = StoryAssignment(article.article_id, story_id, None, None, filed)
         else:
             assignment = StoryAssignment(
-                article.article_id, best[1].story_id, best[1].article_id, round(best[0], 4)
+                article.article_id, story_id, best[1].article_id, round(best[0], 4), filed
             )
         index.add(
-            IndexedArticle(
-                article.article_id, assignment.story_id, article.published_at, article.fingerprint
-            ),
-            codes,
+            IndexedArticle(article.article_id, story_id, article.published_at, article.fingerprint),
+            codes if filed else (),
         )
         assignments.append(assignment)
     return assignments
@@ -600,18 +631,14 @@ def best_match(
     story (a follow-up).
     """
     mine = article.fingerprint
-    in_window = [
-        c
-        for c in candidates
-        if c.article_id != article.article_id and within_window(c.published_at, article.published_at, window)
-    ]
+    compared = in_window(article.article_id, article.published_at, candidates, window)
     unmatched_long_stories = {
         c.story_id
-        for c in in_window
+        for c in compared
         if not c.fingerprint.is_teaser and body_similarity(mine, c.fingerprint) < threshold
     }
     best: tuple[float, IndexedArticle] | None = None
-    for candidate in in_window:
+    for candidate in compared:
         body = body_similarity(mine, candidate.fingerprint)
         lead = lead_similarity(mine, candidate.fingerprint)
         if body < threshold and not mine.is_teaser and candidate.story_id in unmatched_long_stories:

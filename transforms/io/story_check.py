@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import numpy as np
@@ -38,7 +38,15 @@ from transforms.io.story_index import (
     story_print,
 )
 from transforms.schema import STORIES, Record
-from transforms.stories import Fingerprint, band_codes
+from transforms.stories import (
+    DEFAULT_WINDOW,
+    Fingerprint,
+    IndexedArticle,
+    MemoryStoryIndex,
+    band_codes,
+    files_under_bands,
+    in_window,
+)
 
 
 class StoryDamage(NamedTuple):
@@ -108,10 +116,15 @@ def story_index_damage(output: str) -> list[StoryDamage]:
     return damage
 
 
-def rebuild_index(output: str, now: datetime) -> Iterator[StoryFile]:
+def rebuild_index(output: str, now: datetime, window: timedelta = DEFAULT_WINDOW) -> Iterator[StoryFile]:
     """The story index rebuilt from the `stories` dataset (each article's story) and fingerprints
     recomputed from the stored articles (the first stored version, as the stage printed it): one
-    file per bucket, sorted. Articles without a stored version are left out (nothing to print)."""
+    file per bucket, sorted. Articles without a stored version are left out (nothing to print).
+
+    Which articles are filed under their band keys (`stories.files_under_bands`) is replayed in the
+    order the commits decided them: the runs in commit order (a stream's panes, which no manifest
+    lists, after them), each run's articles in arrival order. The stories themselves are read, never
+    decided again."""
     stories_root = join_path(output, STORIES)
     story_rows: dict[str, Record] = {}
     for listed in list_files(stories_root, ".parquet", recursive=True):
@@ -130,15 +143,35 @@ def rebuild_index(output: str, now: datetime) -> Iterator[StoryFile]:
             known = first.get(article["article_id"])
             if known is None or version < known[0]:
                 first[article["article_id"]] = (version, article)
+    commit_order = {document.get("run_id"): n for n, document in enumerate(committed_manifests(output))}
+
+    def decided(article_id: str) -> tuple[int, bool, datetime, str]:
+        story = story_rows[article_id]
+        published = story["published_at"]
+        return (
+            commit_order.get(story["run_id"], len(commit_order)),
+            published is None,
+            published or datetime.min,
+            article_id,
+        )
+
+    replay = MemoryStoryIndex()
     bands: list[int] = []
     owners: list[int] = []
     indexed: dict[int, list[Record]] = defaultdict(list)
-    for article_id, (_, article) in sorted(first.items()):
-        story, print_ = story_rows[article_id], story_print(article)
-        article_key = key64(article_id)
-        codes = band_codes(Fingerprint.from_bytes(print_))
-        bands += codes
-        owners += [article_key] * len(codes)
+    for article_id in sorted(first, key=decided):
+        story, print_ = story_rows[article_id], story_print(first[article_id][1])
+        article_key, fingerprint = key64(article_id), Fingerprint.from_bytes(print_)
+        codes = band_codes(fingerprint)
+        candidates = in_window(article_id, story["published_at"], replay.candidates(codes), window)
+        filed = files_under_bands(article_id, story["story_id"], candidates)
+        replay.add(
+            IndexedArticle(article_id, story["story_id"], story["published_at"], fingerprint),
+            codes if filed else (),
+        )
+        if filed:
+            bands += codes
+            owners += [article_key] * len(codes)
         indexed[bucket_of(article_key)].append(
             {
                 "article_key": article_key,

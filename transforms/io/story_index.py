@@ -12,9 +12,10 @@ commit reads the index under the lock.
 **Layout** under `OUTPUT/_state/stories/`, incremental, never rebuilt from the articles; every file is
 immutable once published, and `newsbeam compact` merges each bucket's deltas:
 
-- `bands/bucket=NN/part-*.arrow`: one row per (LSH band key, article): `band` and `article_key`
-  (64-bit hashes), bucketed by the band's hash, every file sorted by band (the commit, compact,
-  prune and repair all write them sorted), as uncompressed Arrow IPC files: a commit memory-maps
+- `bands/bucket=NN/part-*.arrow`: one row per (LSH band key, filed article: a large story's later
+  members are not, `stories.files_under_bands`): `band` and `article_key` (64-bit hashes),
+  bucketed by the band's hash, every file sorted by band (the commit, compact, prune and repair
+  all write them sorted), as uncompressed Arrow IPC files: a commit memory-maps
   them and finds its keys by binary search (`np.searchsorted`) in place, so a lookup touches only
   the pages the search visits, O(keys x log rows), whatever the index's size (Parquet would decode
   every row group holding a key, and a commit's thousands of keys hold them all). Band deltas in
@@ -414,8 +415,9 @@ def decide_stories(
             }
         )
         article_key = key64(assignment.article_id)
-        filed += codes[assignment.article_id]
-        owners += [article_key] * len(codes[assignment.article_id])
+        if assignment.filed:  # a large story's later members are printed, not filed under bands
+            filed += codes[assignment.article_id]
+            owners += [article_key] * len(codes[assignment.article_id])
         indexed[bucket_of(article_key)].append(
             {
                 "article_key": article_key,
