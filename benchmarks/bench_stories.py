@@ -89,21 +89,21 @@ def assign_in_commits(
     result: dict[str, StoryAssignment] = {}
     for number, start in enumerate(range(0, len(articles), size)):
         if restart_at is not None and number == restart_at:
-            index = reloaded(index, {i for i, a in result.items() if a.filed})
+            index = reloaded(index, {i: a.filed_codes for i, a in result.items()})
         for assignment in assign_stories(articles[start : start + size], index, threshold, timedelta(days=7)):
             result[assignment.article_id] = assignment
     return result
 
 
-def reloaded(index: MemoryStoryIndex, filed: set[str]) -> MemoryStoryIndex:
-    """The index through bytes and back, as a restart reads it from the store: band keys only for
-    the `filed` articles (a large story's later members have none, `stories.files_under_bands`)."""
+def reloaded(index: MemoryStoryIndex, filed: dict[str, tuple[int, ...]]) -> MemoryStoryIndex:
+    """The index through bytes and back, as a restart reads it from the store: each article under the
+    band keys it was `filed` under (`stories.filed_codes`)."""
     articles = index.articles.values()
     blob = [(a.article_id, a.story_id, a.published_at, a.fingerprint.to_bytes()) for a in articles]
     fresh = MemoryStoryIndex()
     for article_id, story_id, published_at, data in pickle.loads(pickle.dumps(blob)):
         article = IndexedArticle(article_id, story_id, published_at, Fingerprint.from_bytes(data))
-        fresh.add(article, band_codes(article.fingerprint) if article_id in filed else ())
+        fresh.add(article, filed.get(article_id, ()))
     return fresh
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from tests.story_texts import FOOTER, OTHER, WIRE, templated_post
@@ -32,7 +33,16 @@ from transforms.io.story_index import (
     StorySettings,
     decide_stories,
 )
-from transforms.stories import MAX_FILED_MEMBERS, fingerprint
+from transforms.stories import (
+    BODY_PERMUTATIONS,
+    LEAD_PERMUTATIONS,
+    MAX_FILED_MEMBERS,
+    MAX_FILED_PER_BAND,
+    TITLE_PERMUTATIONS,
+    Fingerprint,
+    band_codes,
+    fingerprint,
+)
 
 AT = datetime(2026, 11, 2, 8, tzinfo=UTC)
 SETTINGS = StorySettings()
@@ -118,6 +128,33 @@ def test_a_large_story_files_the_same_members_in_chunks_as_in_one_commit(tmp_pat
     for chunk in (7, MAX_FILED_MEMBERS, 1000):
         chunked = decide_run_stories(output, prints, published, "r1", SETTINGS, AT, chunk)
         assert as_rows(chunked) == whole, chunk
+
+
+def test_a_full_band_key_files_the_same_articles_in_chunks_as_in_one_commit(tmp_path: Path) -> None:
+    """Articles of many stories sharing band keys: a key files at most `MAX_FILED_PER_BAND`, the same
+    ones whether the commit is decided whole or in chunks."""
+    rng = np.random.default_rng(20261204)
+    lead = rng.integers(0, 2**32, size=LEAD_PERMUTATIONS, dtype=np.uint32)
+    rows = []
+    for n in range(MAX_FILED_PER_BAND + 40):
+        body = rng.integers(0, 2**32, size=BODY_PERMUTATIONS, dtype=np.uint32)
+        title = rng.integers(0, 2**32, size=TITLE_PERMUTATIONS, dtype=np.uint32)
+        rows.append(
+            row(f"k{n:03d}", [], n / 10) | {"fingerprint": Fingerprint(400, 60, body, lead, title).to_bytes()}
+        )
+    output = str(tmp_path / "out")
+    prints = [staged(tmp_path, STAGED_PRINTS, "p.parquet", pa.Table.from_pylist(rows, schema=PRINT_SCHEMA))]
+    delta = pa.table({"article_id": [r["article_id"] for r in rows], "content_hash": ["1"] * len(rows)})
+    published = _published([staged(tmp_path, INDEX_DATASET, "delta.parquet", delta)])
+    whole = as_rows(decide_stories(output, rows, "r1", SETTINGS, AT))
+    lead_codes = set(band_codes(Fingerprint.from_bytes(rows[0]["fingerprint"]))[-16:])
+    band_rows = [r for key, part in whole.items() if key[0] == BANDS for r in part]
+    assert len({r["article_key"] for r in band_rows if r["band"] in lead_codes}) == MAX_FILED_PER_BAND
+    assert len({r["article_key"] for r in band_rows}) == len(rows)  # each under its own body keys
+    for chunk in (5, MAX_FILED_PER_BAND, 1000):
+        assert as_rows(decide_run_stories(output, prints, published, "r1", SETTINGS, AT, chunk)) == whole, (
+            chunk
+        )
 
 
 def hex_id(name: str) -> str:

@@ -6,7 +6,7 @@ import os
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 
 import numpy as np
@@ -14,7 +14,9 @@ import pytest
 
 from tests.story_texts import AT, CHANNEL_POST, FOOTER, LONG_OPENING, OTHER, SPONSOR, WIRE, templated_post
 from transforms.stories import (
+    LEAD_PERMUTATIONS,
     MAX_FILED_MEMBERS,
+    MAX_FILED_PER_BAND,
     Fingerprint,
     IndexedArticle,
     MemoryStoryIndex,
@@ -228,10 +230,10 @@ class CountingIndex(MemoryStoryIndex):
         super().__init__()
         self.found: list[int] = []
 
-    def candidates(self, codes: Sequence[int]) -> Iterator[IndexedArticle]:
-        found = list(super().candidates(codes))
-        self.found.append(len(found))
-        return iter(found)
+    def filed_under(self, codes: Sequence[int]) -> list[list[IndexedArticle]]:
+        filed = super().filed_under(codes)
+        self.found.append(len({a.article_id for group in filed for a in group}))
+        return filed
 
 
 def test_a_templated_feed_is_one_story_whose_members_compare_with_a_bounded_few() -> None:
@@ -249,3 +251,31 @@ def test_a_templated_feed_is_one_story_whose_members_compare_with_a_bounded_few(
     assert all(index.known(a.article_id) is not None for a in articles)  # a rerun still knows each
     again = assign_stories(articles[200:210], index)
     assert [(a.story_id, a.near_duplicate_of) for a in again] == [("p000", None)] * 10
+
+
+def test_many_stories_sharing_band_keys_cost_each_new_article_a_bounded_few_comparisons() -> None:
+    """A template split into a hundred stories still shares its band keys: at 100,000 articles its
+    posts had 2,000 candidates each. A band key files at most `MAX_FILED_PER_BAND` in-window articles."""
+    rng = np.random.default_rng(20261204)
+    lead = rng.integers(0, 2**32, size=LEAD_PERMUTATIONS, dtype=np.uint32)  # every lead band shared
+    articles = [
+        NewArticle(
+            f"s{n:03d}",
+            AT + timedelta(minutes=n),
+            Fingerprint(
+                400,
+                60,
+                rng.integers(0, 2**32, size=126, dtype=np.uint32),  # bodies unalike: a story each
+                lead,
+                rng.integers(0, 2**32, size=16, dtype=np.uint32),
+            ),
+        )
+        for n in range(300)
+    ]
+    index = CountingIndex()
+    assignments = assign_stories(articles[:100], index) + assign_stories(articles[100:], index)
+    assert [a.story_id for a in assignments] == [a.article_id for a in articles]
+    assert max(index.found) <= min(MAX_FILED_PER_BAND, 100), max(index.found)  # not the 299 before
+    lead_codes = set(band_codes(articles[0].fingerprint)[-16:])
+    under_lead = [a for a in assignments if lead_codes & set(a.filed_codes)]
+    assert len(under_lead) == MAX_FILED_PER_BAND and all(len(a.filed_codes) >= 42 for a in assignments)

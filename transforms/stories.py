@@ -61,6 +61,7 @@ SEED = 1
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_WINDOW = timedelta(days=7)
 MAX_FILED_MEMBERS = 32  # a story's members among an article's candidates before its bands stop filing more
+MAX_FILED_PER_BAND = 32  # in-window articles filed under one band key before it files no more
 SPACELESS_LANGUAGES = frozenset({"zh", "zh-cn", "zh-tw", "ja", "th", "lo", "km", "my", "bo"})
 SPACELESS = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
 TOKEN = re.compile(r"\w+")
@@ -456,13 +457,17 @@ class StoryAssignment:
     story_id: str
     near_duplicate_of: str | None
     story_similarity: float | None
-    filed: bool = True  # filed under its band keys (`files_under_bands`); a known article: as before
+    filed_codes: tuple[int, ...] = ()  # the band keys it is filed under (`filed_codes`); none if known
+
+    @property
+    def filed(self) -> bool:
+        return bool(self.filed_codes)
 
 
 class StoryLookup(Protocol):
     def known(self, article_id: str) -> IndexedArticle | None: ...
 
-    def candidates(self, codes: Sequence[int]) -> Iterable[IndexedArticle]: ...
+    def filed_under(self, codes: Sequence[int]) -> list[list[IndexedArticle]]: ...
 
     def add(self, article: IndexedArticle, codes: Sequence[int]) -> None: ...
 
@@ -495,8 +500,18 @@ class MemoryStoryIndex:
         return self.articles.get(article_id)
 
     def candidates(self, codes: Sequence[int]) -> Iterator[IndexedArticle]:
+        """The articles filed under any of `codes`, each once, in the order they were added."""
+        seen: set[str] = set()
+        for group in self.filed_under(codes):
+            for article in group:
+                if article.article_id not in seen:
+                    seen.add(article.article_id)
+                    yield article
+
+    def filed_under(self, codes: Sequence[int]) -> list[list[IndexedArticle]]:
+        """The articles filed under each of `codes` (a list per code, in the order they were added)."""
         if not codes:
-            return
+            return []
         wanted = np.array(codes, dtype=np.int64)
         found: list[list[int]] = [[] for _ in codes]
         for run_codes, run_ordinals in self._runs:  # oldest first
@@ -505,12 +520,10 @@ class MemoryStoryIndex:
             for number, (low, high) in enumerate(zip(lows, highs, strict=True)):
                 if high > low:
                     found[number].extend(run_ordinals[low:high].tolist())
-        seen: set[int] = set()
-        for code, ordinals in zip(codes, found, strict=True):
-            for ordinal in [*ordinals, *self._recent.get(code, ())]:
-                if ordinal not in seen:
-                    seen.add(ordinal)
-                    yield self._entries[ordinal]
+        return [
+            [self._entries[ordinal] for ordinal in [*ordinals, *self._recent.get(code, ())]]
+            for code, ordinals in zip(codes, found, strict=True)
+        ]
 
     def add(self, article: IndexedArticle, codes: Sequence[int]) -> None:
         self.articles[article.article_id] = article
@@ -566,20 +579,45 @@ def in_window(
     ]
 
 
-def files_under_bands(article_id: str, story_id: str, candidates: Sequence[IndexedArticle]) -> bool:
-    """Whether a newly assigned article is filed under its band keys, given its in-window candidates.
+def filed_codes(
+    article_id: str,
+    story_id: str,
+    codes: Sequence[int],
+    filed: Sequence[Sequence[IndexedArticle]],
+    candidates: Sequence[IndexedArticle],
+) -> tuple[int, ...]:
+    """The band keys a newly assigned article is filed under, given the articles `filed` under each
+    of its `codes` and its in-window `candidates`. Two bounds keep every lookup small:
 
-    A story's first article always is; a later member only while fewer than `MAX_FILED_MEMBERS` of
-    its story are among its candidates. Every member is still in `stories` and in the prints (a rerun
-    knows it), but lookups find at most about that many of a story: one feed whose items share a
-    template (60,000 "X was newly added" posts at a million articles) made every new member compare
-    with all the earlier ones, quadratic, 311 s of a 426 s story phase. The rule reads only the
-    candidates, which are the same however a commit is split into chunks, so chunks decide as the
-    whole commit does; `rebuild_index` replays it.
+    - a story's later member is filed under none while `MAX_FILED_MEMBERS` of its story are among its
+      candidates (its first article always is): one feed whose items share a template made one story
+      of 60,000 posts at a million articles, each new member compared with all the earlier ones,
+      quadratic, 311 s of a 426 s story phase;
+    - a band key files no more articles once `MAX_FILED_PER_BAND` in-window ones are filed under it:
+      such a template split into a hundred stories still shared its band keys, so each of its posts
+      had 2,000 candidates (100,000 articles: 22-26 s chunks of 5,000 instead of 2 s).
+
+    Every article keeps its `stories` row and its print (a rerun knows it). The rule reads only the
+    in-window candidates, which are the same however a commit is split into chunks, so chunks decide
+    as the whole commit does; `rebuild_index` replays it.
     """
-    if story_id == article_id:
-        return True
-    return sum(1 for c in candidates if c.story_id == story_id) < MAX_FILED_MEMBERS
+    if story_id != article_id and sum(1 for c in candidates if c.story_id == story_id) >= MAX_FILED_MEMBERS:
+        return ()
+    near = {c.article_id for c in candidates}
+    return tuple(
+        code
+        for code, articles in zip(codes, filed, strict=True)
+        if sum(1 for a in articles if a.article_id in near) < MAX_FILED_PER_BAND
+    )
+
+
+def unique_articles(groups: Iterable[Iterable[IndexedArticle]]) -> list[IndexedArticle]:
+    """The articles of `groups`, each once, in the order first met."""
+    seen: dict[str, IndexedArticle] = {}
+    for group in groups:
+        for article in group:
+            seen.setdefault(article.article_id, article)
+    return list(seen.values())
 
 
 def assign_stories(
@@ -594,7 +632,7 @@ def assign_stories(
     The articles are taken in `arrival_order`, so the result depends only on what the index holds and
     on the articles themselves, never on how a runner ordered them. Ties in similarity go to the
     earliest candidate (published_at, then article_id), so a rerun gives the same answer. A member of
-    a large story is filed without its band keys (`files_under_bands`).
+    a large story, and an article whose band keys are full, is filed under fewer keys (`filed_codes`).
     """
     assignments = []
     for article in arrival_order(articles):
@@ -603,19 +641,19 @@ def assign_stories(
             assignments.append(StoryAssignment(article.article_id, indexed.story_id, None, None))
             continue
         codes = codes_of[article.article_id] if codes_of is not None else band_codes(article.fingerprint)
-        candidates = in_window(article.article_id, article.published_at, index.candidates(codes), window)
+        filed = index.filed_under(codes)
+        candidates = in_window(article.article_id, article.published_at, unique_articles(filed), window)
         best = best_match(article, candidates, threshold, window)
         story_id = article.article_id if best is None else best[1].story_id
-        filed = files_under_bands(article.article_id, story_id, candidates)
+        filing = filed_codes(article.article_id, story_id, codes, filed, candidates)
         if best is None:
-            assignment = StoryAssignment(article.article_id, story_id, None, None, filed)
+            assignment = StoryAssignment(article.article_id, story_id, None, None, filing)
         else:
             assignment = StoryAssignment(
-                article.article_id, story_id, best[1].article_id, round(best[0], 4), filed
+                article.article_id, story_id, best[1].article_id, round(best[0], 4), filing
             )
         index.add(
-            IndexedArticle(article.article_id, story_id, article.published_at, article.fingerprint),
-            codes if filed else (),
+            IndexedArticle(article.article_id, story_id, article.published_at, article.fingerprint), filing
         )
         assignments.append(assignment)
     return assignments

@@ -44,8 +44,9 @@ from transforms.stories import (
     IndexedArticle,
     MemoryStoryIndex,
     band_codes,
-    files_under_bands,
+    filed_codes,
     in_window,
+    unique_articles,
 )
 
 
@@ -121,7 +122,7 @@ def rebuild_index(output: str, now: datetime, window: timedelta = DEFAULT_WINDOW
     recomputed from the stored articles (the first stored version, as the stage printed it): one
     file per bucket, sorted. Articles without a stored version are left out (nothing to print).
 
-    Which articles are filed under their band keys (`stories.files_under_bands`) is replayed in the
+    Which band keys each article is filed under (`stories.filed_codes`) is replayed in the
     order the commits decided them: the runs in commit order (a stream's panes, which no manifest
     lists, after them), each run's articles in arrival order. The stories themselves are read, never
     decided again."""
@@ -163,15 +164,12 @@ def rebuild_index(output: str, now: datetime, window: timedelta = DEFAULT_WINDOW
         story, print_ = story_rows[article_id], story_print(first[article_id][1])
         article_key, fingerprint = key64(article_id), Fingerprint.from_bytes(print_)
         codes = band_codes(fingerprint)
-        candidates = in_window(article_id, story["published_at"], replay.candidates(codes), window)
-        filed = files_under_bands(article_id, story["story_id"], candidates)
-        replay.add(
-            IndexedArticle(article_id, story["story_id"], story["published_at"], fingerprint),
-            codes if filed else (),
-        )
-        if filed:
-            bands += codes
-            owners += [article_key] * len(codes)
+        filed = replay.filed_under(codes)
+        candidates = in_window(article_id, story["published_at"], unique_articles(filed), window)
+        filing = filed_codes(article_id, story["story_id"], codes, filed, candidates)
+        replay.add(IndexedArticle(article_id, story["story_id"], story["published_at"], fingerprint), filing)
+        bands += filing
+        owners += [article_key] * len(filing)
         indexed[bucket_of(article_key)].append(
             {
                 "article_key": article_key,

@@ -12,8 +12,9 @@ commit reads the index under the lock.
 **Layout** under `OUTPUT/_state/stories/`, incremental, never rebuilt from the articles; every file is
 immutable once published, and `newsbeam compact` merges each bucket's deltas:
 
-- `bands/bucket=NN/part-*.arrow`: one row per (LSH band key, filed article: a large story's later
-  members are not, `stories.files_under_bands`): `band` and `article_key` (64-bit hashes),
+- `bands/bucket=NN/part-*.arrow`: one row per (LSH band key, article filed under it: a large story's
+  later members and full band keys file none, `stories.filed_codes`): `band` and `article_key` (64-bit
+  hashes),
   bucketed by the band's hash, every file sorted by band (the commit, compact, prune and repair
   all write them sorted), as uncompressed Arrow IPC files: a commit memory-maps
   them and finds its keys by binary search (`np.searchsorted`) in place, so a lookup touches only
@@ -415,9 +416,8 @@ def decide_stories(
             }
         )
         article_key = key64(assignment.article_id)
-        if assignment.filed:  # a large story's later members are printed, not filed under bands
-            filed += codes[assignment.article_id]
-            owners += [article_key] * len(codes[assignment.article_id])
+        filed += assignment.filed_codes  # not all its codes past a bound (stories.filed_codes)
+        owners += [article_key] * len(assignment.filed_codes)
         indexed[bucket_of(article_key)].append(
             {
                 "article_key": article_key,
