@@ -643,7 +643,7 @@ def assign_stories(
         codes = codes_of[article.article_id] if codes_of is not None else band_codes(article.fingerprint)
         filed = index.filed_under(codes)
         candidates = in_window(article.article_id, article.published_at, unique_articles(filed), window)
-        best = best_match(article, candidates, threshold, window)
+        best = best_match(article, candidates, threshold)
         story_id = article.article_id if best is None else best[1].story_id
         filing = filed_codes(article.article_id, story_id, codes, filed, candidates)
         if best is None:
@@ -660,23 +660,22 @@ def assign_stories(
 
 
 def best_match(
-    article: NewArticle, candidates: Sequence[IndexedArticle], threshold: float, window: timedelta
+    article: NewArticle, candidates: Sequence[IndexedArticle], threshold: float
 ) -> tuple[float, IndexedArticle] | None:
-    """The most similar candidate above the threshold, or None.
+    """The most similar of the in-window `candidates` (`in_window`) above the threshold, or None.
 
     A long article matched only through a teaser's lead may not join that teaser's story when the story
     has a long article among the candidates that the body does not match: it shares the opening, not the
     story (a follow-up).
     """
     mine = article.fingerprint
-    compared = in_window(article.article_id, article.published_at, candidates, window)
     unmatched_long_stories = {
         c.story_id
-        for c in compared
+        for c in candidates
         if not c.fingerprint.is_teaser and body_similarity(mine, c.fingerprint) < threshold
     }
     best: tuple[float, IndexedArticle] | None = None
-    for candidate in compared:
+    for candidate in candidates:
         body = body_similarity(mine, candidate.fingerprint)
         lead = lead_similarity(mine, candidate.fingerprint)
         if body < threshold and not mine.is_teaser and candidate.story_id in unmatched_long_stories:
