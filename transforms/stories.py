@@ -579,6 +579,19 @@ def in_window(
     ]
 
 
+def look_up(
+    index: StoryLookup,
+    article_id: str,
+    published_at: datetime | None,
+    codes: Sequence[int],
+    window: timedelta,
+) -> tuple[list[list[IndexedArticle]], list[IndexedArticle]]:
+    """What an article is decided against: the articles filed under each of its band `codes`, and
+    its in-window candidates among them (what `best_match` compares and `filed_codes` counts)."""
+    filed = index.filed_under(codes)
+    return filed, in_window(article_id, published_at, unique_articles(filed), window)
+
+
 def filed_codes(
     article_id: str,
     story_id: str,
@@ -641,8 +654,7 @@ def assign_stories(
             assignments.append(StoryAssignment(article.article_id, indexed.story_id, None, None))
             continue
         codes = codes_of[article.article_id] if codes_of is not None else band_codes(article.fingerprint)
-        filed = index.filed_under(codes)
-        candidates = in_window(article.article_id, article.published_at, unique_articles(filed), window)
+        filed, candidates = look_up(index, article.article_id, article.published_at, codes, window)
         best = best_match(article, candidates, threshold)
         story_id = article.article_id if best is None else best[1].story_id
         filing = filed_codes(article.article_id, story_id, codes, filed, candidates)

@@ -45,8 +45,7 @@ from transforms.stories import (
     MemoryStoryIndex,
     band_codes,
     filed_codes,
-    in_window,
-    unique_articles,
+    look_up,
 )
 
 
@@ -164,8 +163,7 @@ def rebuild_index(output: str, now: datetime, window: timedelta = DEFAULT_WINDOW
         story, print_ = story_rows[article_id], story_print(first[article_id][1])
         article_key, fingerprint = key64(article_id), Fingerprint.from_bytes(print_)
         codes = band_codes(fingerprint)
-        filed = replay.filed_under(codes)
-        candidates = in_window(article_id, story["published_at"], unique_articles(filed), window)
+        filed, candidates = look_up(replay, article_id, story["published_at"], codes, window)
         filing = filed_codes(article_id, story["story_id"], codes, filed, candidates)
         replay.add(IndexedArticle(article_id, story["story_id"], story["published_at"], fingerprint), filing)
         bands += filing
