@@ -101,8 +101,10 @@ def run_step(
     """Run `python -m <args>`; returns the step's own figures plus wall time, CPU time and peak PSS.
 
     `memory_samples` is the tree's PSS over time (seconds since start, MB), one point every ~5 s:
-    enough to see whether memory is flat or climbs with the articles read; `load_average` is the
-    machine's 1-minute load average over the same points.
+    enough to see whether memory is flat or climbs with the articles read; `process_samples` the
+    same points per process (MB: the launcher, then the others by pid), and `peak_processes` the
+    processes at the tree's peak, to tell which one grew; `load_average` is the machine's 1-minute
+    load average over the same points.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", *args]
@@ -111,6 +113,8 @@ def run_step(
     peak = 0
     peak_per_process: dict[int, int] = {}
     samples: list[tuple[float, int]] = []
+    process_samples: list[tuple[float, int, list[int]]] = []
+    at_peak: tuple[float, int, list[int]] = (0.0, 0, [])
     loads = [os.getloadavg()[0]]
     stdout_path = log.with_suffix(".stdout")
     samples_path = log.with_suffix(".samples.json")
@@ -124,12 +128,20 @@ def run_step(
         while process.poll() is None:
             per_process = tree_pss(process.pid)
             total = sum(per_process.values())
-            peak = max(peak, total)
+            now = time.perf_counter() - started
+            mb = 1024 * 1024
+            split = (
+                round(now, 1),
+                per_process.get(process.pid, 0) // mb,
+                [pss // mb for pid, pss in sorted(per_process.items()) if pid != process.pid],
+            )
+            if total > peak:
+                peak, at_peak = total, split
             for pid, pss in per_process.items():
                 peak_per_process[pid] = max(peak_per_process.get(pid, 0), pss)
-            now = time.perf_counter() - started
             if now >= next_kept:
-                samples.append((round(now, 1), total // (1024 * 1024)))
+                samples.append((round(now, 1), total // mb))
+                process_samples.append(split)
                 loads.append(os.getloadavg()[0])
                 # Kept as the step goes: a step stopped before its end still shows its memory curve.
                 samples_path.write_text(json.dumps({"pss_mb": samples, "load": loads}))
@@ -150,6 +162,8 @@ def run_step(
     # Each process's own peak, largest first (the launcher is `peak_launcher_pss`).
     result["peak_pss_per_process"] = sorted(peak_per_process.values(), reverse=True)
     result["memory_samples"] = samples
+    result["process_samples"] = process_samples
+    result["peak_processes"] = {"seconds": at_peak[0], "launcher_mb": at_peak[1], "others_mb": at_peak[2]}
     loads.append(os.getloadavg()[0])
     # The machine's 1-minute load average while the step ran (other jobs share the cores).
     result["load_average"] = {

@@ -11,11 +11,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from tests.story_texts import FOOTER, OTHER, WIRE, templated_post
 from transforms.io.parquet import ParquetSettings, write_parquet
 from transforms.io.paths import INDEX_DATASET
 from transforms.io.run_stories import (
+    PublishedWords,
+    _as_words,
     _published,
     _published_strings,
     arrival_ranks,
@@ -100,9 +103,34 @@ def test_stories_decided_in_chunks_are_those_of_the_whole_commit(tmp_path: Path)
     assert {r["article_id"] for r in whole["stories", "ingest_date=2026-11-02"]} == {
         "c1", "c2", "c3", "dup", "o1", "o2", "u1", "u2", "f1"
     }  # fmt: skip
-    for chunk in (1, 2, 3, 100):
-        chunked = decide_run_stories(output, prints, _published(delta), "r1", SETTINGS, AT, chunk)
-        assert as_rows(chunked) == whole, chunk
+    for chunk, undated_chunk in ((1, 1), (2, 2), (3, 1), (100, 1), (100, 100), (2, 100)):
+        chunked = decide_run_stories(
+            output, prints, _published(delta), "r1", SETTINGS, AT, chunk, undated_chunk
+        )
+        assert as_rows(chunked) == whole, (chunk, undated_chunk)
+
+
+def test_undated_articles_decided_in_smaller_chunks_are_those_of_the_whole_commit(tmp_path: Path) -> None:
+    """An undated article is in the window of every other, so a large undated story's members see
+    each other and every dated one: smaller undated chunks must file and join them as one call does."""
+    output = str(tmp_path / "out")
+    rows = [
+        row(f"p{n:03d}", templated_post(n)[1], None if n % 3 else n / 10, title=templated_post(n)[0])
+        for n in range(2 * MAX_FILED_MEMBERS + 30)
+    ]
+    prints = [
+        staged(
+            tmp_path / "staging", STAGED_PRINTS, "p.parquet", pa.Table.from_pylist(rows, schema=PRINT_SCHEMA)
+        )
+    ]
+    delta = pa.table({"article_id": [r["article_id"] for r in rows], "content_hash": ["1"] * len(rows)})
+    published = _published([staged(tmp_path / "staging", INDEX_DATASET, "delta.parquet", delta)])
+    whole = as_rows(decide_stories(output, rows, "r1", SETTINGS, AT))
+    undated = [r for r in whole["stories", "ingest_date=2026-11-02"] if r["published_at"] is None]
+    assert len(undated) > MAX_FILED_MEMBERS and {r["story_id"] for r in undated} == {"p000"}
+    for chunk, undated_chunk in ((1000, 1), (1000, 7), (5, MAX_FILED_MEMBERS), (9, 1000)):
+        chunked = decide_run_stories(output, prints, published, "r1", SETTINGS, AT, chunk, undated_chunk)
+        assert as_rows(chunked) == whole, (chunk, undated_chunk)
 
 
 def test_a_large_story_files_the_same_members_in_chunks_as_in_one_commit(tmp_path: Path) -> None:
@@ -201,6 +229,34 @@ def test_newsbeams_ids_rank_as_64_bit_words_in_the_order_their_strings_give(tmp_
     assert by_words.num_rows == len(names)
 
 
+def test_published_pairs_are_found_exactly_when_every_digest_collides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The digest only says where to look: with every pair's digest equal, a print is still of a
+    published version only when its id and hash both are, and a pair published twice counts once."""
+    pairs = [(hex_id(f"a{n}"), hex_hash(f"a{n}")) for n in range(40)]
+    published = pa.table(
+        {
+            "article_id": [i for i, _ in pairs] + [pairs[0][0]],
+            "content_hash": [h for _, h in pairs[:-1]] + [None, pairs[0][1]],  # a39 of no hash
+        }
+    )
+    probes = pa.table(
+        {
+            "article_id": [pairs[3][0], pairs[3][0], hex_id("other"), pairs[39][0], pairs[39][0]],
+            "content_hash": [pairs[3][1], pairs[4][1], pairs[3][1], None, pairs[39][1]],
+        }
+    )
+    delta = staged(tmp_path, INDEX_DATASET, "delta.parquet", published)
+    monkeypatch.setattr(
+        "transforms.io.run_stories.word_digest", lambda words: np.zeros(len(words[0]), np.uint64)
+    )
+    lookup = PublishedWords(_published([delta]))
+    columns, valid = _as_words(probes["article_id"].combine_chunks(), probes["content_hash"].combine_chunks())
+    found = lookup.contains([columns[name] for name in ("i0", "i1", "hashed", "h0", "h1", "h2", "h3")])
+    assert valid.all() and found.tolist() == [True, False, False, True, False]
+
+
 def test_only_lowercase_hex_of_the_full_length_is_taken_as_words() -> None:
     column = pa.array(["0" * 31 + "f", "F" * 32, "0" * 31, None, "g" * 32, "ff" * 16])
     (high, low), valid = hex_words(column, 32)
@@ -212,9 +268,12 @@ def test_a_commit_holds_at_most_one_chunk_of_prints_in_arrival_order(tmp_path: P
     prints, delta, published = run_prints(tmp_path / "staging")
     ranks = arrival_ranks(prints, _published(delta))
     chunks = list(spill_chunks(prints, ranks, tmp_path, 2))
-    assert [len(chunk) for chunk in chunks] == [2, 2, 2, 2, 1]
+    assert [len(chunk) for chunk in chunks] == [2, 2, 2, 1, 2]  # the undated begin a chunk
     order = [r["article_id"] for chunk in chunks for r in chunk]
     assert order == ["o1", "o2", "dup", "c1", "c3", "f1", "c2", "u1", "u2"]
+    smaller = list(spill_chunks(prints, ranks, tmp_path, 2, undated_chunk=1))  # u1, u2 undated
+    assert [[r["article_id"] for r in chunk] for chunk in smaller[-3:]] == [["c2"], ["u1"], ["u2"]]
+    assert [len(chunk) for chunk in smaller] == [2, 2, 2, 1, 1, 1]
     dup = next(r for chunk in chunks for r in chunk if r["article_id"] == "dup")
     assert dup["fingerprint"] == min(r["fingerprint"] for r in published if r["article_id"] == "dup")
     assert not list(tmp_path.glob("chunk-*.arrows"))  # each chunk's spill is removed once read

@@ -12,8 +12,10 @@ arrival order, the stories are those one call over the whole run gives; the chun
 merged into one file per partition, sorted as before, so the published files are the same too.
 
 What stays per article of the run is a few integer columns (the id and content hash as 64-bit words,
-the date and where the print lies: ~75 bytes), to order the prints; the prints themselves are read a
-staged file at a time and spilled per chunk.
+the date and where the print lies: ~75 bytes), to order the prints, tested against the published
+versions by a sorted digest rather than a hash join; the prints themselves are read a staged file at
+a time and spilled per chunk. Undated articles, in the window of every other, are decided in smaller
+chunks (`chunk_numbers`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from transforms.io.story_index import (
 from transforms.schema import Record
 
 CHUNK_ARTICLES = 5_000  # articles decided at once: ~10 KB each while decided
+UNDATED_CHUNK_ARTICLES = 1_000  # undated ones: each has more candidates (`chunk_numbers`)
 BATCH_ROWS = 65_536  # key rows read and converted at once
 _NO_HASH = "\x00"  # stands for a null content hash in joins (a real hash is printable)
 _KEYS = ["article_id", "content_hash", "published_at"]
@@ -132,7 +135,7 @@ def _published(files: Sequence[StagedFile]) -> pa.Table:
             parts.append(pa.table(columns))
     if not parts:
         return _published_strings([])
-    return pa.concat_tables(parts)
+    return pa.concat_tables(parts).combine_chunks()  # one chunk: `PublishedWords` reads it in place
 
 
 def _published_strings(paths: Sequence[str]) -> pa.Table:
@@ -149,12 +152,90 @@ def _keying(published: pa.Table) -> _Keys:
     return _WORDS if "i0" in published.schema.names else _STRINGS
 
 
+# Odd 64-bit multipliers that spread the words of an (id, hash) pair over one 64-bit digest.
+_MIXERS = [
+    np.uint64(m)
+    for m in (
+        0x9E3779B97F4A7C15,
+        0xBF58476D1CE4E5B9,
+        0x94D049BB133111EB,
+        0xD6E8FEB86659FD93,
+        0xA0761D6478BD642F,
+        0xE7037ED1A0B428DB,
+        0x8EBC6AF09C88C6E3,
+    )
+]
+
+
+def word_digest(words: Sequence[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+    """One 64-bit digest per row of `words` (the `_WORDS` join columns): equal pairs, equal digests."""
+    digest = np.zeros(len(words[0]), np.uint64)
+    for mixer, word in zip(_MIXERS, words, strict=False):
+        digest = (digest ^ word.astype(np.uint64)) * mixer  # wraps modulo 2**64, as meant
+        digest ^= digest >> np.uint64(29)
+    return digest
+
+
+class PublishedWords:
+    """The published (id, hash) pairs as sorted 64-bit digests, to test which prints are of a
+    published version without a hash join: Arrow's join of a million prints on seven columns took
+    350 MB (RESULTS.md); this takes a digest and a position, 16 bytes a pair, over `published`'s
+    own columns.
+
+    Exact: a digest only finds where to look, and every word of the pair is then compared, across
+    each run of equal digests (pairs that collide)."""
+
+    def __init__(self, published: pa.Table) -> None:
+        self._words = [_numpy_column(published, name) for name in _WORDS.join]
+        digest = word_digest(self._words)
+        order = np.lexsort([*self._words[::-1], digest])
+        if order.size > 1:  # a pair published twice is looked at once
+            repeat = np.ones(order.size - 1, bool)
+            for word in self._words:
+                in_order = word[order]
+                repeat &= in_order[1:] == in_order[:-1]
+            order = order[np.r_[True, ~repeat]]
+        self._order, self._digest = order, digest[order]
+        starts = np.flatnonzero(np.r_[True, self._digest[1:] != self._digest[:-1]])
+        self._longest_run = int(np.diff(np.r_[starts, self._digest.size]).max()) if self._digest.size else 0
+
+    def contains(self, words: Sequence[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+        """Which rows of `words` (the `_WORDS` join columns) are a published pair."""
+        count = len(words[0])
+        found = np.zeros(count, bool)
+        if not self._digest.size or not count:
+            return found
+        words = [word.astype(np.uint64, copy=False) for word in words]
+        digest = word_digest(words)
+        first = np.searchsorted(self._digest, digest)
+        for step in range(self._longest_run):
+            at = first + step
+            inside = at < self._digest.size
+            at = np.minimum(at, self._digest.size - 1)
+            same = inside & (self._digest[at] == digest)
+            rows = self._order[at]
+            for mine, theirs in zip(words, self._words, strict=True):
+                same &= theirs[rows] == mine
+            found |= same
+        return found
+
+
+def _numpy_column(table: pa.Table, name: str) -> np.ndarray[Any, Any]:
+    """A column as uint64 numpy values: a view when it is one chunk of that type (`_published`'s)."""
+    column = table.column(name)
+    values = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    numbers: np.ndarray[Any, Any] = values.to_numpy(zero_copy_only=False).astype(np.uint64, copy=False)
+    return numbers
+
+
 def _published_keys(prints: Sequence[StagedFile], published: pa.Table) -> pa.Table:
     """One row per published staged print, without its fingerprint: its keys, date and where it lies.
 
     Keyed as `published` is; a print whose id or hash is not of the `_WORDS` form is of no version
-    so keyed (none is published), so it is left out as the join would leave it."""
+    so keyed (none is published), so it is left out as the join would leave it. Words are tested a
+    batch at a time (`PublishedWords`), so only published prints' keys are held."""
     keying, parts = _keying(published), []
+    lookup = PublishedWords(published) if keying is _WORDS else None
     for number, staged in enumerate(prints):
         first = 0
         for batch in _batches(staged.staged_path, _KEYS):
@@ -164,25 +245,51 @@ def _published_keys(prints: Sequence[StagedFile], published: pa.Table) -> pa.Tab
                 "row": pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64)),
             }
             first += batch.num_rows
-            if keying is _WORDS:
+            if lookup is not None:
                 columns, valid = _as_words(batch["article_id"], batch["content_hash"])
-                parts.append(pa.table(columns | place).filter(pa.array(valid)))
+                kept = valid & lookup.contains([columns[name] for name in _WORDS.join])
+                parts.append(pa.table(columns | place).filter(pa.array(kept)))
             else:
                 hashes = pc.fill_null(batch["content_hash"], _NO_HASH)
                 parts.append(pa.table({"article_id": batch["article_id"], "hash": hashes} | place))
     if not parts:
         return pa.table({})
-    return pa.concat_tables(parts).join(published, keying.join, join_type="left semi")
-
-
-def _winners(prints: Sequence[StagedFile], keys: pa.Table, keying: _Keys) -> pa.Table:
-    """One print per article id, the one `decide_stories` keeps: the least (content hash, fingerprint),
-    then the first staged. Only ids staged more than once need their fingerprints read."""
-    counts = keys.group_by(keying.article).aggregate([("row", "count")])
-    repeated = counts.filter(pc.greater(counts["row_count"], 1)).select(keying.article)
-    if not repeated.num_rows:
+    keys = pa.concat_tables(parts)
+    if lookup is not None:
         return keys
-    candidates = keys.join(repeated, keying.article, join_type="left semi").to_pylist()
+    return keys.join(published, keying.join, join_type="left semi")
+
+
+def _repeated_ids(keys: pa.Table, keying: _Keys) -> np.ndarray[Any, Any]:
+    """Which rows of `keys` have an article id staged more than once: for words, neighbours in id
+    order (a sort of two integer columns; Arrow's hash aggregate took 100 MB at a million)."""
+    if keying is not _WORDS:
+        counts = keys.group_by(keying.article).aggregate([("row", "count")])
+        repeated = counts.filter(pc.greater(counts["row_count"], 1))["article_id"]
+        hits = pc.is_in(keys["article_id"], value_set=repeated.combine_chunks())
+        return np.asarray(hits.to_numpy(), bool)
+    high, low = keys["i0"].to_numpy(), keys["i1"].to_numpy()
+    order = np.lexsort((low, high))
+    high, low = high[order], low[order]
+    same = (high[1:] == high[:-1]) & (low[1:] == low[:-1])
+    in_order = np.zeros(keys.num_rows, bool)
+    in_order[1:] |= same
+    in_order[:-1] |= same
+    repeated_rows = np.empty(keys.num_rows, bool)
+    repeated_rows[order] = in_order
+    return repeated_rows
+
+
+def _winners(prints: Sequence[StagedFile], keys: pa.Table, keying: _Keys) -> np.ndarray[Any, Any]:
+    """Which rows of `keys` are the print per article id `decide_stories` keeps: the least (content
+    hash, fingerprint), then the first staged. Only ids staged more than once need their
+    fingerprints read; a mask, so that the keys are never copied."""
+    repeated = _repeated_ids(keys, keying)
+    kept = ~repeated
+    if not repeated.any():
+        return kept
+    positions = np.flatnonzero(repeated)
+    candidates = keys.take(pa.array(positions)).to_pylist()
     wanted: dict[int, list[int]] = defaultdict(list)
     for candidate in candidates:
         wanted[candidate["file"]].append(candidate["row"])
@@ -191,50 +298,86 @@ def _winners(prints: Sequence[StagedFile], keys: pa.Table, keying: _Keys) -> pa.
         column = read_parquet(prints[number].staged_path, ["fingerprint"])["fingerprint"]
         taken = column.take(pa.array(rows, pa.int64())).to_pylist()
         prints_of.update(((number, row), data) for row, data in zip(rows, taken, strict=True))
-    best: dict[tuple[Any, ...], Record] = {}
-    for candidate in sorted(
-        candidates,
-        key=lambda c: (
-            *(c[name] for name in keying.article),
-            *(c[name] for name in keying.version),
-            prints_of[c["file"], c["row"]],
-            c["file"],
-            c["row"],
+    best: dict[tuple[Any, ...], int] = {}
+    for position, candidate in sorted(
+        zip(positions.tolist(), candidates, strict=True),
+        key=lambda item: (
+            *(item[1][name] for name in keying.article),
+            *(item[1][name] for name in keying.version),
+            prints_of[item[1]["file"], item[1]["row"]],
+            item[1]["file"],
+            item[1]["row"],
         ),
     ):
-        best.setdefault(tuple(candidate[name] for name in keying.article), candidate)
-    chosen = pa.Table.from_pylist(list(best.values()), schema=keys.schema)
-    once = keys.join(repeated, keying.article, join_type="left anti")
-    return pa.concat_tables([once, chosen.select(once.schema.names).cast(once.schema)])
+        best.setdefault(tuple(candidate[name] for name in keying.article), position)
+    kept[list(best.values())] = True
+    return kept
 
 
 def arrival_ranks(prints: Sequence[StagedFile], published: pa.Table) -> pa.Table:
-    """(file, row, rank) of each print `decide_stories` would decide, `rank` its place in arrival order."""
+    """(file, row, rank, undated) of each print `decide_stories` would decide, `rank` its place in
+    arrival order (the undated last)."""
     keying = _keying(published)
     keys = _published_keys(prints, published)
-    if not keys.num_rows:
-        return pa.table({"file": pa.array([], pa.int64()), "row": pa.array([], pa.int64())})
-    ordered = _winners(prints, keys, keying).sort_by(
-        [("published_at", "ascending"), *((name, "ascending") for name in keying.article)],
-        null_placement="at_end",
+    empty = pa.table(
+        {
+            "file": pa.array([], pa.int64()),
+            "row": pa.array([], pa.int64()),
+            "rank": pa.array([], pa.int64()),
+            "undated": pa.array([], pa.bool_()),
+        }
     )
+    if not keys.num_rows:
+        return empty
+    kept = _winners(prints, keys, keying)
+    # Only the place columns are taken in order: the keys table is neither sorted nor copied.
+    order = pc.sort_indices(
+        keys,
+        sort_keys=[("published_at", "ascending"), *((name, "ascending") for name in keying.article)],
+        null_placement="at_end",
+    ).to_numpy()
+    order = pa.array(order[kept[order]])
     return pa.table(
         {
-            "file": ordered["file"],
-            "row": ordered["row"],
-            "rank": pa.array(range(ordered.num_rows), pa.int64()),
+            "file": pc.take(keys["file"], order),
+            "row": pc.take(keys["row"], order),
+            "rank": pa.array(np.arange(len(order), dtype=np.int64)),
+            "undated": pc.is_null(pc.take(keys["published_at"], order)),
         }
     )
 
 
+def chunk_numbers(ranks: pa.Table, chunk: int, undated_chunk: int) -> np.ndarray[Any, Any]:
+    """Each rank's chunk: `chunk` dated prints at a time, then `undated_chunk` undated ones.
+
+    An undated article is within the window of every other, so its candidates are all the articles
+    that share a band with it, of any date, up to the filing bounds: a chunk of undated articles
+    reads several times the prints a dated chunk does (at a million, 1.4 GB for the last chunks
+    against 0.3 GB; RESULTS.md), so it is smaller. The stories are the same whatever the chunks."""
+    rank = ranks["rank"].to_numpy()
+    dated = ranks.num_rows - int(pc.sum(ranks["undated"].cast(pa.int64())).as_py() or 0)
+    dated_chunks = -(-dated // chunk)
+    numbers: np.ndarray[Any, Any] = np.where(
+        rank < dated, rank // chunk, dated_chunks + (rank - dated) // undated_chunk
+    )
+    return numbers
+
+
 def spill_chunks(
-    prints: Sequence[StagedFile], ranks: pa.Table, folder: Path, chunk: int
+    prints: Sequence[StagedFile],
+    ranks: pa.Table,
+    folder: Path,
+    chunk: int,
+    undated_chunk: int | None = None,
 ) -> Iterator[list[Record]]:
-    """The prints of `ranks` as `PRINT_SCHEMA` rows, `chunk` at a time in arrival order: spilled to
-    one Arrow stream per chunk in `folder`, a staged file at a time, then read back chunk by chunk."""
+    """The prints of `ranks` as `PRINT_SCHEMA` rows, a chunk at a time in arrival order (see
+    `chunk_numbers`): spilled to one Arrow stream per chunk in `folder`, a staged file at a time,
+    then read back chunk by chunk."""
     schema = PRINT_SCHEMA.append(pa.field("rank", pa.int64()))
+    numbers = chunk_numbers(ranks, chunk, undated_chunk or chunk)
+    ranks = ranks.select(["file", "row", "rank"]).append_column("chunk", pa.array(numbers))
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-    path_of = [folder / f"chunk-{n:05d}.arrows" for n in range(-(-ranks.num_rows // chunk))]
+    path_of = [folder / f"chunk-{n:05d}.arrows" for n in range(int(numbers.max()) + 1 if numbers.size else 0)]
     try:
         for number, staged in enumerate(prints):
             mine = ranks.filter(pc.equal(ranks["file"], number))
@@ -242,7 +385,7 @@ def spill_chunks(
                 continue
             table = read_parquet(staged.staged_path).select(PRINT_SCHEMA.names).cast(PRINT_SCHEMA)
             table = table.take(mine["row"]).append_column("rank", mine["rank"])
-            chunk_of = pc.divide(table["rank"], chunk)
+            chunk_of = mine["chunk"]
             for part in pc.unique(chunk_of).to_pylist():
                 writer = writers.get(part)
                 if writer is None:
@@ -266,6 +409,7 @@ def decide_run_stories(
     settings: StorySettings,
     now: datetime,
     chunk: int = CHUNK_ARTICLES,
+    undated_chunk: int = UNDATED_CHUNK_ARTICLES,
 ) -> Iterator[StoryFile]:
     """What `decide_stories` gives for the published prints of a run, decided `chunk` at a time.
 
@@ -274,22 +418,58 @@ def decide_run_stories(
     caller holding them all would hold at once."""
     ranks = arrival_ranks(prints, published)
     del published
+    give_back_free_heap()  # the ranking's work is freed: the chunks reuse its pages
     if not ranks.num_rows:
         return
     with tempfile.TemporaryDirectory(prefix="newsbeam-stories-") as folder:
         earlier = str(Path(folder) / "index")  # the chunks' deltas, looked up by the next chunks
         parts: dict[tuple[str, str], list[str]] = defaultdict(list)
-        chunks = spill_chunks(prints, ranks, Path(folder), chunk)
+        chunks = spill_chunks(prints, ranks, Path(folder), chunk, undated_chunk)
+        levels: dict[tuple[str, str], list[int]] = defaultdict(list)  # the level of each of `parts`
         for number, rows in enumerate(chunks):
             for story_file in decide_stories(output, rows, run_id, settings, now, earlier=(earlier,)):
                 root = earlier if is_story_index(story_file.dataset) else str(Path(folder) / "stories")
                 path = story_file_path(root, story_file, f"chunk-{number:05d}.parquet")
                 write_table_file(story_file.table, path, ParquetSettings())
-                parts[story_file.dataset, story_file.partition].append(path)
+                place = (story_file.dataset, story_file.partition)
+                parts[place].append(path)
+                if is_story_index(story_file.dataset):
+                    levels[place].append(0)
+                    _compact(earlier, place, parts[place], levels[place], number)
             give_back_free_heap()  # a chunk's objects are freed: the next chunk reuses the pages
         del ranks
         for (dataset, partition), paths in sorted(parts.items()):
             yield StoryFile(dataset, partition, _merged(dataset, paths))
+
+
+COMPACT_AT = 8  # a bucket's deltas of one level merged into one of the next (LSM tiers)
+# A lookup decodes every column of a row group with a match (`story_index._matching`): a merged
+# delta in small row groups is decoded a little at a time, not whole (16 MB a bucket at level 2).
+_COMPACTED = ParquetSettings(row_group_size=4_096)
+
+
+def _compact(root: str, partition: tuple[str, str], paths: list[str], levels: list[int], number: int) -> None:
+    """Merge the last `COMPACT_AT` deltas of a bucket into one while they are of one level.
+
+    Each chunk looks its candidates up in every earlier chunk's delta of each bucket: at a million
+    articles, 200 chunks read 3,200 files each by the end, and the lookups grew from 1.6 to 3 s a
+    chunk. Merged in tiers (8 level-0 deltas into a level-1 one, 8 of those into a level-2 one...),
+    a bucket holds at most 7 files a level, and each row is rewritten once a level. Sorted as every
+    index file is, so the merged partitions at the end are the same."""
+    dataset, bucket = partition
+    while len(levels) >= COMPACT_AT and len(set(levels[-COMPACT_AT:])) == 1:
+        level = levels[-1] + 1
+        merged = merge_bucket(dataset, paths[-COMPACT_AT:])
+        path = story_file_path(
+            root, StoryFile(dataset, bucket, merged), f"level-{level}-{number:05d}.parquet"
+        )
+        write_table_file(merged, path, _COMPACTED)
+        del merged
+        for old in paths[-COMPACT_AT:]:
+            Path(old).unlink()
+        del paths[-COMPACT_AT:], levels[-COMPACT_AT:]
+        paths.append(path)
+        levels.append(level)
 
 
 def _merged(dataset: str, paths: list[str]) -> pa.Table:

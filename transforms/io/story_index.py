@@ -272,19 +272,19 @@ def _by_bucket(keys: Iterable[int]) -> dict[int, Keys]:
     return {int(bucket): values[buckets == bucket] for bucket in np.unique(buckets)}
 
 
-def read_prints(output: str, article_keys: Iterable[int], since: datetime | None = None) -> list[Record]:
-    """The indexed prints of `article_keys` (only those published at or after `since`, or undated)."""
-    rows: list[Record] = []
+_LOOKED_UP = ["article_key", "article_id", "story_id", "published_at", "fingerprint"]  # what a lookup keeps
+
+
+def read_prints(output: str, article_keys: Iterable[int], since: datetime | None = None) -> Iterator[Record]:
+    """The indexed prints of `article_keys` (only those published at or after `since`, or undated):
+    the columns a lookup keeps, a row group's matches at a time."""
     for bucket, keys in _by_bucket(article_keys).items():
         wanted = pa.array(keys)
-        for table in _matching(
-            bucket_files(output, PRINTS, bucket), "article_key", wanted, INDEXED_SCHEMA.names
-        ):
+        for table in _matching(bucket_files(output, PRINTS, bucket), "article_key", wanted, _LOOKED_UP):
             if since is not None:
                 recent = pc.greater_equal(table["published_at"], pa.scalar(since, TIMESTAMP))
                 table = table.filter(pc.fill_null(recent, True))
-            rows += table.to_pylist()
-    return rows
+            yield from table.to_pylist()
 
 
 def read_bands(output: str, bands: Iterable[int]) -> dict[int, set[int]]:
@@ -316,28 +316,33 @@ def committed_index(
     of their band `codes` and published within `window` of the earliest of them.
 
     `earlier` are folders of the same layout holding the deltas of the commit's earlier chunks
-    (transforms/io/run_stories.py): their articles are candidates as the committed ones are."""
+    (transforms/io/run_stories.py): their articles are candidates as the committed ones are. They
+    never hold one of `articles` (a run decides each article id in one chunk), so they are not
+    searched for them."""
     ids = {article.article_id for article in articles}
     wanted = {code for article_codes in codes.values() for code in article_codes}
     dates = [article.published_at for article in articles]
     since = None if not dates or None in dates else min(d for d in dates if d is not None) - window
-    rows: dict[str, Record] = {}
+    # Each print is kept as the index keeps it as soon as it is read: a candidate's row as a dict
+    # took another 1.3 KB until the index was built (an undated chunk reads tens of thousands).
+    found_prints: dict[str, tuple[IndexedArticle, int]] = {}
     keys_of: dict[int, set[int]] = defaultdict(set)
+    for row in read_prints(output, [key64(article_id) for article_id in ids]):  # an earlier chunk's never
+        if row["article_id"] in ids and row["article_id"] not in found_prints:
+            found_prints[row["article_id"]] = (_indexed(row), row["article_key"])
     for root in (output, *earlier):
-        for row in read_prints(root, [key64(article_id) for article_id in ids]):
-            if row["article_id"] in ids:
-                rows.setdefault(row["article_id"], row)
         found: dict[int, set[int]] = defaultdict(set)
         for band, article_keys in read_bands(root, wanted).items():
             for article_key in article_keys:
                 found[article_key].add(band)
         for row in read_prints(root, found, since):
-            rows.setdefault(row["article_id"], row)
+            if row["article_id"] not in found_prints:
+                found_prints[row["article_id"]] = (_indexed(row), row["article_key"])
         for article_key, bands in found.items():
             keys_of[article_key] |= bands
     index = MemoryStoryIndex()
-    for _id, row in sorted(rows.items()):
-        index.add(_indexed(row), sorted(keys_of.get(row["article_key"], ())))
+    for _id, (indexed, article_key) in sorted(found_prints.items()):
+        index.add(indexed, sorted(keys_of.get(article_key, ())))
     return index
 
 
