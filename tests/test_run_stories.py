@@ -74,6 +74,13 @@ def staged(folder: Path, dataset: str, name: str, table: pa.Table) -> StagedFile
     return StagedFile(dataset, "", path, path, table.num_rows)
 
 
+def stage_all(folder: Path, rows: list[dict[str, Any]]) -> tuple[list[StagedFile], pa.Table]:
+    """`rows` as one staged print file, all published: the prints and the published versions."""
+    prints = [staged(folder, STAGED_PRINTS, "p.parquet", pa.Table.from_pylist(rows, schema=PRINT_SCHEMA))]
+    delta = pa.table({"article_id": [r["article_id"] for r in rows], "content_hash": ["1"] * len(rows)})
+    return prints, _published([staged(folder, INDEX_DATASET, "delta.parquet", delta)])
+
+
 def run_prints(folder: Path) -> tuple[list[StagedFile], list[StagedFile], list[dict[str, Any]]]:
     """Three staged print files of wire copies (some undated, one id staged twice, one version not
     published), the index delta, and the rows the commit publishes in staged order."""
@@ -118,13 +125,7 @@ def test_undated_articles_decided_in_smaller_chunks_are_those_of_the_whole_commi
         row(f"p{n:03d}", templated_post(n)[1], None if n % 3 else n / 10, title=templated_post(n)[0])
         for n in range(2 * MAX_FILED_MEMBERS + 30)
     ]
-    prints = [
-        staged(
-            tmp_path / "staging", STAGED_PRINTS, "p.parquet", pa.Table.from_pylist(rows, schema=PRINT_SCHEMA)
-        )
-    ]
-    delta = pa.table({"article_id": [r["article_id"] for r in rows], "content_hash": ["1"] * len(rows)})
-    published = _published([staged(tmp_path / "staging", INDEX_DATASET, "delta.parquet", delta)])
+    prints, published = stage_all(tmp_path / "staging", rows)
     whole = as_rows(decide_stories(output, rows, "r1", SETTINGS, AT))
     undated = [r for r in whole["stories", "ingest_date=2026-11-02"] if r["published_at"] is None]
     assert len(undated) > MAX_FILED_MEMBERS and {r["story_id"] for r in undated} == {"p000"}
@@ -141,13 +142,7 @@ def test_a_large_story_files_the_same_members_in_chunks_as_in_one_commit(tmp_pat
         row(f"p{n:03d}", templated_post(n)[1], n / 10, title=templated_post(n)[0])
         for n in range(2 * MAX_FILED_MEMBERS + 20)
     ]
-    prints = [
-        staged(
-            tmp_path / "staging", STAGED_PRINTS, "p.parquet", pa.Table.from_pylist(rows, schema=PRINT_SCHEMA)
-        )
-    ]
-    delta = pa.table({"article_id": [r["article_id"] for r in rows], "content_hash": ["1"] * len(rows)})
-    published = _published([staged(tmp_path / "staging", INDEX_DATASET, "delta.parquet", delta)])
+    prints, published = stage_all(tmp_path / "staging", rows)
     whole = as_rows(decide_stories(output, rows, "r1", SETTINGS, AT))
     assert {r["story_id"] for r in whole["stories", "ingest_date=2026-11-02"]} == {"p000"}
     owners = {r["article_key"] for key, rows_ in whole.items() if key[0] == BANDS for r in rows_}
@@ -171,9 +166,7 @@ def test_a_full_band_key_files_the_same_articles_in_chunks_as_in_one_commit(tmp_
             row(f"k{n:03d}", [], n / 10) | {"fingerprint": Fingerprint(400, 60, body, lead, title).to_bytes()}
         )
     output = str(tmp_path / "out")
-    prints = [staged(tmp_path, STAGED_PRINTS, "p.parquet", pa.Table.from_pylist(rows, schema=PRINT_SCHEMA))]
-    delta = pa.table({"article_id": [r["article_id"] for r in rows], "content_hash": ["1"] * len(rows)})
-    published = _published([staged(tmp_path, INDEX_DATASET, "delta.parquet", delta)])
+    prints, published = stage_all(tmp_path, rows)
     whole = as_rows(decide_stories(output, rows, "r1", SETTINGS, AT))
     lead_codes = set(band_codes(Fingerprint.from_bytes(rows[0]["fingerprint"]))[-16:])
     band_rows = [r for key, part in whole.items() if key[0] == BANDS for r in part]
