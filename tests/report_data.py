@@ -1,9 +1,11 @@
 """A small real output for the report, `show` and OPML tests: two batch runs over three HTTP feeds.
 
-`steady` publishes daily up to two hours ago, `silent` published daily until twelve days ago (stale:
-silent for 12 x its median gap), `broken` answers 500 (failing, a `read/http_500` dead letter), and
-a local file that is no feed adds a `parse` dead letter. Dates are relative to now, so staleness is
-judged as of the runs. The runs are real `newsbeam run`s against tests/feedserver.py on 127.0.0.1.
+`steady` publishes daily up to now, `silent` published daily until twelve days ago (stale: silent
+for 12 x its median gap), `broken` answers 500 (failing, a `read/http_500` dead letter), and a local
+file that is no feed adds a `parse` dead letter. Dates are relative to now, so staleness is judged
+as of the runs, and every entry is at now's time of day, so the 22 entries fall on 22 days whatever
+the hour (two hours apart, the last steady and first silent ones shared a day from 00:00 to 02:00 UTC).
+The runs are real `newsbeam run`s against tests/feedserver.py on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class ReportOutput:
 
 def build(folder: Path, server: FeedServer) -> ReportOutput:
     now = datetime.now(UTC).replace(microsecond=0)
-    steady_dates = [now - timedelta(hours=2) - timedelta(days=d) for d in range(12)]
+    steady_dates = [now - timedelta(days=d) for d in range(12)]
     silent_dates = [now - timedelta(days=12 + d) for d in range(10)]
     headers = {"Content-Type": "application/rss+xml"}
     steady = server.route("/steady.xml", Reply(200, rss("Steady News", "en", ENGLISH, steady_dates), headers))
