@@ -204,6 +204,11 @@ def test_newsbeams_ids_rank_as_64_bit_words_in_the_order_their_strings_give(tmp_
             files[chooser.randrange(3)].append(row(hex_id(name), paragraphs, hours, content))
     files[0].append(row(hex_id("a5"), ["an older version"], 1.0, hex_hash("old")))  # not published
     files[1].append(row("stray", ["of another form"], 1.0))  # in no delta
+    # Two published versions of one id: the null hash before any, then the hashes' order (the
+    # versions are read back from the staged prints, not held as words).
+    second_versions = [(hex_id("a7"), hex_hash("a7 v2")), (hex_id("a12"), hex_hash("a12 v0"))]
+    for (article_id, content), take in zip(second_versions, ("again", "v0"), strict=True):
+        files[2].append(row(article_id, ["a story", take], 2.0, content))
     prints = [
         staged(tmp_path, STAGED_PRINTS, f"p{n}.parquet", pa.Table.from_pylist(rows, schema=PRINT_SCHEMA))
         for n, rows in enumerate(files)
@@ -212,7 +217,12 @@ def test_newsbeams_ids_rank_as_64_bit_words_in_the_order_their_strings_give(tmp_
         tmp_path,
         INDEX_DATASET,
         "delta.parquet",
-        pa.table({"article_id": list(published), "content_hash": list(published.values())}),
+        pa.table(
+            {
+                "article_id": [*published, *(i for i, _ in second_versions)],
+                "content_hash": [*published.values(), *(h for _, h in second_versions)],
+            }
+        ),
     )
     as_words = _published([delta])
     assert "i0" in as_words.schema.names  # newsbeam's ids: the word path
@@ -220,6 +230,27 @@ def test_newsbeams_ids_rank_as_64_bit_words_in_the_order_their_strings_give(tmp_
     by_strings = arrival_ranks(prints, _published_strings([delta.staged_path]))
     assert by_words.to_pylist() == by_strings.to_pylist()
     assert by_words.num_rows == len(names)
+    winners = {(r["file"], r["row"]) for r in by_words.to_pylist()}
+    placed = {(n, i): r for n, rows in enumerate(files) for i, r in enumerate(rows)}
+    hashes = {placed[w]["article_id"]: placed[w]["content_hash"] for w in winners}
+    assert hashes[hex_id("a7")] is None
+    assert hashes[hex_id("a12")] == min(hex_hash("a12"), hex_hash("a12 v0"))
+
+
+def test_hex_digits_back_to_back_are_read_as_the_gathered_ones_are() -> None:
+    """The words of a column whose strings are all of the form are read from a view of its digits;
+    a slice (its offsets not at zero) and a column with one bad string give the same words."""
+    hashes = [hex_hash(f"h{n}") for n in range(50)]
+    whole = pa.array(hashes)
+    (w0, w1, w2, w3), valid = hex_words(whole.slice(7, 30), 64)
+    (g0, g1, g2, g3), gathered_valid = hex_words(pa.array([*hashes[7:37], "not hex"]), 64)
+    assert valid.all() and gathered_valid.tolist() == [True] * 30 + [False]
+    for word, gathered in zip((w0, w1, w2, w3), (g0, g1, g2, g3), strict=True):
+        assert word.tolist() == gathered[:30].tolist()
+    assert [
+        f"{int(a):016x}{int(b):016x}{int(c):016x}{int(d):016x}"
+        for a, b, c, d in zip(w0, w1, w2, w3, strict=True)
+    ] == (hashes[7:37])
 
 
 def test_published_pairs_are_found_exactly_when_every_digest_collides(

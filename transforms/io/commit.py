@@ -43,7 +43,7 @@ from transforms.io.manifests import (
     read_json,
     write_json_atomically,
 )
-from transforms.io.parquet import ParquetSettings
+from transforms.io.parquet import ParquetSettings, return_freed_memory_at_once
 from transforms.io.paths import RUNS_DIR, delete_inside, ensure_parent, join_path, list_files, validate_run_id
 from transforms.io.run_stories import stage_run_stories
 from transforms.io.staging import StagedFile, remove_abandoned_staging, remove_staging
@@ -226,6 +226,9 @@ class _CommitFn(beam.DoFn):
         self._output, self._run_id, self._started_at, self._inputs = output, run_id, started_at, inputs
         self._settings = settings
         self._stories = stories
+
+    def setup(self) -> None:
+        return_freed_memory_at_once()  # the ranking's and the chunks' arrays are unmapped when freed
 
     def process(
         self, files: list[StagedFile], snapshot: list[str] | None = None, unaccounted: int = 0

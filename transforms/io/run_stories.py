@@ -11,10 +11,11 @@ committed and earlier articles that share a band key with it, and the story rule
 arrival order, the stories are those one call over the whole run gives; the chunks' deltas are then
 merged into one file per partition, sorted as before, so the published files are the same too.
 
-What stays per article of the run is a few integer columns (the id and content hash as 64-bit words,
-the date and where the print lies: ~75 bytes), to order the prints, tested against the published
-versions by a sorted digest rather than a hash join; the prints themselves are read a staged file at
-a time and spilled per chunk. Undated articles, in the window of every other, are decided in smaller
+What stays per article of the run is a few integer columns (the id as two 64-bit words, the date
+and where the print lies: 32 bytes), to order the prints, once each print is tested against the
+published versions by a sorted digest rather than a hash join (the published pairs, 55 MB at a
+million, are let go before the order is taken); the prints themselves are read a staged file at a
+time and spilled per chunk. Undated articles, in the window of every other, are decided in smaller
 chunks (`chunk_numbers`).
 """
 
@@ -98,10 +99,13 @@ def hex_words(column: pa.Array, digits: int) -> tuple[list[np.ndarray[Any, Any]]
     offsets = np.frombuffer(array.buffers()[1], np.int32, count + 1, 4 * array.offset)
     fits = np.diff(offsets) == digits
     data = np.frombuffer(array.buffers()[2], np.uint8)
-    starts = offsets[:-1][fits]
-    nibbles = np.zeros((count, digits), np.uint8)
-    if starts.size:
-        nibbles[fits] = _HEX_VALUES[data[starts[:, None] + np.arange(digits)]]
+    if count and fits.all():  # back to back, as newsbeam writes them: the digits as a view, not gathered
+        nibbles = _HEX_VALUES[data[offsets[0] : offsets[0] + count * digits].reshape(count, digits)]
+    else:  # gathered through an index of 8 bytes per digit (33 MB for a batch of 65,536 hashes)
+        starts = offsets[:-1][fits]
+        nibbles = np.zeros((count, digits), np.uint8)
+        if starts.size:
+            nibbles[fits] = _HEX_VALUES[data[starts[:, None] + np.arange(digits)]]
     valid = fits & (nibbles != 255).all(axis=1)
     words = []
     for word in range(digits // 16):
@@ -124,18 +128,32 @@ def _as_words(ids: pa.Array, hashes: pa.Array) -> tuple[dict[str, Any], np.ndarr
 
 def _published(files: Sequence[StagedFile]) -> pa.Table:
     """The article versions the commit publishes (its index delta), keyed as `_WORDS` when every id
-    and hash is of newsbeam's form, else as `_STRINGS`; read a batch at a time."""
+    and hash is of newsbeam's form, else as `_STRINGS`; read a batch at a time into columns sized
+    from the files' footers (gathering the batches, then joining them, held the words twice:
+    137 MB over the 55 they take at a million)."""
     paths = [staged.staged_path for staged in files if staged.dataset == INDEX_DATASET]
-    parts = []
+    total = sum(_row_count(path) for path in paths)
+    if not total:
+        return _published_strings([])
+    columns: dict[str, np.ndarray[Any, Any]] = {
+        name: np.empty(total, bool if name == "hashed" else np.uint64) for name in _WORDS.join
+    }
+    at = 0
     for path in paths:
         for batch in _batches(path, ["article_id", "content_hash"]):
-            columns, valid = _as_words(batch["article_id"], batch["content_hash"])
+            words, valid = _as_words(batch["article_id"], batch["content_hash"])
             if not valid.all():
+                del columns
                 return _published_strings(paths)
-            parts.append(pa.table(columns))
-    if not parts:
-        return _published_strings([])
-    return pa.concat_tables(parts).combine_chunks()  # one chunk: `PublishedWords` reads it in place
+            for name, values in words.items():
+                columns[name][at : at + batch.num_rows] = values
+            at += batch.num_rows
+    return pa.table({name: values[:at] for name, values in columns.items()})  # one chunk, not copied
+
+
+def _row_count(path: str) -> int:
+    with open_parquet(path) as source:
+        return int(pq.ParquetFile(source).metadata.num_rows)
 
 
 def _published_strings(paths: Sequence[str]) -> pa.Table:
@@ -229,11 +247,13 @@ def _numpy_column(table: pa.Table, name: str) -> np.ndarray[Any, Any]:
 
 
 def _published_keys(prints: Sequence[StagedFile], published: pa.Table) -> pa.Table:
-    """One row per published staged print, without its fingerprint: its keys, date and where it lies.
+    """One row per published staged print, without its fingerprint: its id, date and where it lies.
 
     Keyed as `published` is; a print whose id or hash is not of the `_WORDS` form is of no version
     so keyed (none is published), so it is left out as the join would leave it. Words are tested a
-    batch at a time (`PublishedWords`), so only published prints' keys are held."""
+    batch at a time (`PublishedWords`), so only published prints' keys are held, and of those only
+    the id's words: the hash's, 40 of their 75 bytes, are read again for the ids staged twice
+    (`_winners`)."""
     keying, parts = _keying(published), []
     lookup = PublishedWords(published) if keying is _WORDS else None
     for number, staged in enumerate(prints):
@@ -241,14 +261,15 @@ def _published_keys(prints: Sequence[StagedFile], published: pa.Table) -> pa.Tab
         for batch in _batches(staged.staged_path, _KEYS):
             place = {
                 "published_at": batch["published_at"],
-                "file": pa.array(np.full(batch.num_rows, number, np.int64)),
-                "row": pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64)),
+                "file": pa.array(np.full(batch.num_rows, number, np.int32)),
+                "row": pa.array(np.arange(first, first + batch.num_rows, dtype=np.int32)),
             }
             first += batch.num_rows
             if lookup is not None:
                 columns, valid = _as_words(batch["article_id"], batch["content_hash"])
                 kept = valid & lookup.contains([columns[name] for name in _WORDS.join])
-                parts.append(pa.table(columns | place).filter(pa.array(kept)))
+                ids = {name: columns[name] for name in _WORDS.article}
+                parts.append(pa.table(ids | place).filter(pa.array(kept)))
             else:
                 hashes = pc.fill_null(batch["content_hash"], _NO_HASH)
                 parts.append(pa.table({"article_id": batch["article_id"], "hash": hashes} | place))
@@ -280,10 +301,16 @@ def _repeated_ids(keys: pa.Table, keying: _Keys) -> np.ndarray[Any, Any]:
     return repeated_rows
 
 
+def _version_order(hash_: str | None) -> tuple[bool, str]:
+    """A content hash as `_WORDS`' version columns order it: no hash first, then the hex digits
+    (of one length, lowercase: ordered as their words)."""
+    return hash_ is not None, hash_ or ""
+
+
 def _winners(prints: Sequence[StagedFile], keys: pa.Table, keying: _Keys) -> np.ndarray[Any, Any]:
     """Which rows of `keys` are the print per article id `decide_stories` keeps: the least (content
     hash, fingerprint), then the first staged. Only ids staged more than once need their
-    fingerprints read; a mask, so that the keys are never copied."""
+    fingerprints (and, keyed as words, their hashes) read; a mask, so that the keys are never copied."""
     repeated = _repeated_ids(keys, keying)
     kept = ~repeated
     if not repeated.any():
@@ -293,18 +320,24 @@ def _winners(prints: Sequence[StagedFile], keys: pa.Table, keying: _Keys) -> np.
     wanted: dict[int, list[int]] = defaultdict(list)
     for candidate in candidates:
         wanted[candidate["file"]].append(candidate["row"])
-    prints_of: dict[tuple[int, int], bytes] = {}
+    prints_of: dict[tuple[int, int], tuple[Any, bytes]] = {}
     for number, rows in wanted.items():
-        column = read_parquet(prints[number].staged_path, ["fingerprint"])["fingerprint"]
-        taken = column.take(pa.array(rows, pa.int64())).to_pylist()
-        prints_of.update(((number, row), data) for row, data in zip(rows, taken, strict=True))
+        read = read_parquet(prints[number].staged_path, ["content_hash", "fingerprint"])
+        taken = read.take(pa.array(rows, pa.int64())).to_pylist()
+        prints_of.update(
+            ((number, row), (_version_order(data["content_hash"]), data["fingerprint"]))
+            for row, data in zip(rows, taken, strict=True)
+        )
+    if keying is not _WORDS:  # the version is the string keys' own `hash` column
+        for candidate in candidates:
+            place = candidate["file"], candidate["row"]
+            prints_of[place] = (candidate["hash"], prints_of[place][1])
     best: dict[tuple[Any, ...], int] = {}
     for position, candidate in sorted(
         zip(positions.tolist(), candidates, strict=True),
         key=lambda item: (
             *(item[1][name] for name in keying.article),
-            *(item[1][name] for name in keying.version),
-            prints_of[item[1]["file"], item[1]["row"]],
+            *prints_of[item[1]["file"], item[1]["row"]],
             item[1]["file"],
             item[1]["row"],
         ),
@@ -318,7 +351,11 @@ def arrival_ranks(prints: Sequence[StagedFile], published: pa.Table) -> pa.Table
     """(file, row, rank, undated) of each print `decide_stories` would decide, `rank` its place in
     arrival order (the undated last)."""
     keying = _keying(published)
-    keys = _published_keys(prints, published)
+    return ranked_keys(prints, _published_keys(prints, published), keying)
+
+
+def ranked_keys(prints: Sequence[StagedFile], keys: pa.Table, keying: _Keys) -> pa.Table:
+    """`arrival_ranks` of the published prints' keys (`_published_keys`)."""
     empty = pa.table(
         {
             "file": pa.array([], pa.int64()),
@@ -339,8 +376,8 @@ def arrival_ranks(prints: Sequence[StagedFile], published: pa.Table) -> pa.Table
     order = pa.array(order[kept[order]])
     return pa.table(
         {
-            "file": pc.take(keys["file"], order),
-            "row": pc.take(keys["row"], order),
+            "file": pc.take(keys["file"], order).cast(pa.int64()),
+            "row": pc.take(keys["row"], order).cast(pa.int64()),
             "rank": pa.array(np.arange(len(order), dtype=np.int64)),
             "undated": pc.is_null(pc.take(keys["published_at"], order)),
         }
@@ -416,8 +453,14 @@ def decide_run_stories(
     The merged partitions come one at a time, each read from the chunks' files as it is asked for:
     together they are the run's whole story index delta (~2 KB per article in Arrow), which a
     caller holding them all would hold at once."""
-    ranks = arrival_ranks(prints, published)
+    keying = _keying(published)
+    keys = _published_keys(prints, published)
+    # The published pairs (55 MB at a million) are let go before the prints are ordered: this
+    # generator's is the last reference (`stage_run_stories` drops its own before the first step).
     del published
+    give_back_free_heap()
+    ranks = ranked_keys(prints, keys, keying)
+    del keys
     give_back_free_heap()  # the ranking's work is freed: the chunks reuse its pages
     if not ranks.num_rows:
         return
