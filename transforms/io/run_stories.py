@@ -320,28 +320,26 @@ def _winners(prints: Sequence[StagedFile], keys: pa.Table, keying: _Keys) -> np.
     wanted: dict[int, list[int]] = defaultdict(list)
     for candidate in candidates:
         wanted[candidate["file"]].append(candidate["row"])
-    prints_of: dict[tuple[int, int], tuple[Any, bytes]] = {}
+    # Keyed as words, the version's words were not kept: the staged hash is read back with the fingerprint.
+    columns = ["fingerprint", "content_hash"] if keying is _WORDS else ["fingerprint"]
+    read_back: dict[tuple[int, int], dict[str, Any]] = {}
     for number, rows in wanted.items():
-        read = read_parquet(prints[number].staged_path, ["content_hash", "fingerprint"])
-        taken = read.take(pa.array(rows, pa.int64())).to_pylist()
-        prints_of.update(
-            ((number, row), (_version_order(data["content_hash"]), data["fingerprint"]))
-            for row, data in zip(rows, taken, strict=True)
+        taken = read_parquet(prints[number].staged_path, columns).take(pa.array(rows, pa.int64())).to_pylist()
+        read_back.update(((number, row), data) for row, data in zip(rows, taken, strict=True))
+
+    def order(item: tuple[int, dict[str, Any]]) -> tuple[Any, ...]:
+        candidate = item[1]
+        place = candidate["file"], candidate["row"]
+        version = (
+            _version_order(read_back[place]["content_hash"])
+            if keying is _WORDS
+            else tuple(candidate[name] for name in keying.version)
         )
-    if keying is not _WORDS:  # the version is the string keys' own `hash` column
-        for candidate in candidates:
-            place = candidate["file"], candidate["row"]
-            prints_of[place] = (candidate["hash"], prints_of[place][1])
+        article = tuple(candidate[name] for name in keying.article)
+        return (*article, *version, read_back[place]["fingerprint"], *place)
+
     best: dict[tuple[Any, ...], int] = {}
-    for position, candidate in sorted(
-        zip(positions.tolist(), candidates, strict=True),
-        key=lambda item: (
-            *(item[1][name] for name in keying.article),
-            *prints_of[item[1]["file"], item[1]["row"]],
-            item[1]["file"],
-            item[1]["row"],
-        ),
-    ):
+    for position, candidate in sorted(zip(positions.tolist(), candidates, strict=True), key=order):
         best.setdefault(tuple(candidate[name] for name in keying.article), position)
     kept[list(best.values())] = True
     return kept
