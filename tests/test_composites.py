@@ -12,10 +12,12 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
+from pipeline.runners import make_runner, runner_options
 from transforms.accounting import CountPerSource
 from transforms.dedupe import DeduplicateArticles, SpillRefs
 from transforms.enrich import EnrichArticles, IdentifyArticles, content_hash, make_article_id
@@ -38,6 +40,16 @@ BROKEN_JSON = b'{"version": "https://jsonfeed.org/version/1.1", "items": [{"titl
 def pipeline() -> BeamTestPipeline:
     # The in-process runner: Beam's DirectRunner may first try to download Prism.
     return BeamTestPipeline(runner=FnApiRunner())
+
+
+def pipeline_on(runner: str) -> BeamTestPipeline:
+    """A test pipeline on the in-process runner or on Prism (the local binary, never a download)."""
+    if runner != "prism":
+        return pipeline()
+    from tests.test_prism_batch import prism_binary
+
+    prism_binary()  # fails in CI, skips elsewhere, when Prism is not built
+    return BeamTestPipeline(runner=make_runner(runner), options=PipelineOptions(runner_options(runner)))
 
 
 def check(predicate: Callable[[list[Any]], None]) -> Callable[[Iterable[Any]], None]:
@@ -558,7 +570,9 @@ def test_read_sources(input_folder: Path) -> None:
         )
 
 
-def test_count_per_source() -> None:
+@pytest.mark.parametrize("runner", ["in-process", "prism"])
+def test_count_per_source(runner: str) -> None:
+    """Counts reach the fetch rows as a side input; a source with two rows has its counts on one."""
     fetches = [
         {"source": "a", "outcome": "ok", "entries": 5},
         {"source": "b", "outcome": "ok", "entries": 2},
@@ -574,7 +588,7 @@ def test_count_per_source() -> None:
         {"source": "a", "entry_ref": "e-7", "stage": "normalize"},
         {"source": "c", "entry_ref": None, "stage": "parse"},  # a whole input: not one of its entries
     ]
-    with pipeline() as p:
+    with pipeline_on(runner) as p:
         rows = (
             p | "Fetches" >> beam.Create(fetches),
             p | "Staged" >> beam.Create(staged),

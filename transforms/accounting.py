@@ -3,27 +3,33 @@
 For every input: entries found = articles written + duplicates dropped + dead letters + already
 stored (entries an earlier run stored in the same version) + entries cut (beyond the per-feed cap,
 counted by the reader itself). The counts come from the written files, the duplicates, the
-record-level dead letters of every stage and the already stored entries, keyed by source and
-joined with the fetch rows.
+record-level dead letters of every stage and the already stored entries, summed per source.
 
-What waits in that join is compact: a local runner's launcher holds a grouping's values decoded
-(Beam's `GroupingBuffer`), and a fetch row as a dict took 3.2 KB there (about 150 MB at the 46,000
-inputs of the 1M benchmark run), as its pickled bytes 650; each input's counts wait as one tuple.
+The fetch rows are not grouped with their counts: a local runner's launcher holds a grouping's
+values decoded (Beam's `GroupingBuffer`) and then encodes the whole grouped output at once, which
+was the launcher's peak at the end of the read stage (about 3 KB an input, 46,000 inputs in the 1M
+benchmark run). The counts, a few integers per source, reach the rows as a side input instead; only
+the rows of a source that has several (one input listed twice, two inputs whose recorded URLs are
+the same once redacted) are grouped, so that the counts go to exactly one of them.
 """
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.pvalue import PCollection
+from apache_beam.pvalue import AsDict, PCollection, TaggedOutput
 
 from transforms.io.staging import StagedFile
 from transforms.schema import Record
 
 COUNT_FIELDS = ("articles_written", "duplicates", "dead_letters", "already_stored")
+# Summed with the counts: how many fetch rows a source has (not a column of the rows).
+FETCH_ROWS = "fetch_rows"
+_SUMMED_FIELDS = (*COUNT_FIELDS, FETCH_ROWS)
+_SHARED = "shared_source"
 
 
 def written_per_source(staged: StagedFile) -> Iterator[tuple[str, tuple[str, int]]]:
@@ -31,21 +37,30 @@ def written_per_source(staged: StagedFile) -> Iterator[tuple[str, tuple[str, int
         yield source, ("articles_written", rows)
 
 
-def packed_row(row: Record) -> tuple[str, bytes]:
-    """(source, the fetch row pickled): how a fetch row waits for its counts (see the docstring)."""
-    return row["source"], pickle.dumps(row, pickle.HIGHEST_PROTOCOL)
+def with_counts(row: Record, counts: tuple[int, ...] | None) -> Record:
+    """The fetch row with `counts` (`_SUMMED_FIELDS` order) in its count columns; zeros for None."""
+    if counts is None:
+        return {**row, **dict.fromkeys(COUNT_FIELDS, 0)}
+    return {**row, **dict(zip(COUNT_FIELDS, counts[: len(COUNT_FIELDS)], strict=True))}
 
 
-def complete_rows(source: str, grouped: dict[str, Iterable[Any]]) -> Iterator[Record]:
-    """The fetch rows of `source` (`packed_row`s) with its counts (tuples in `COUNT_FIELDS` order)."""
-    totals = dict.fromkeys(COUNT_FIELDS, 0)
-    for counts in grouped["counts"]:
-        for field, amount in zip(COUNT_FIELDS, counts, strict=True):
-            totals[field] += amount
-    rows = [pickle.loads(packed) for packed in grouped["fetches"]]
-    for index, row in enumerate(rows):
-        # The same input listed twice is read once; its counts belong to the first row.
-        yield {**row, **(totals if index == 0 else dict.fromkeys(COUNT_FIELDS, 0))}
+def complete_row(row: Record, counts: Mapping[str, tuple[int, ...]]) -> Iterator[Any]:
+    """The fetch row with its source's counts, or, when its source has several rows, the row keyed
+    by source and pickled (compact in a grouping) for `complete_shared_rows`."""
+    source_counts = counts[row["source"]]
+    if source_counts[-1] == 1:
+        yield with_counts(row, source_counts)
+    else:
+        yield TaggedOutput(_SHARED, (row["source"], pickle.dumps(row, pickle.HIGHEST_PROTOCOL)))
+
+
+def complete_shared_rows(
+    group: tuple[str, Iterable[bytes]], counts: Mapping[str, tuple[int, ...]]
+) -> Iterator[Record]:
+    """The fetch rows of one source that has several: its counts go to the first, zeros to the rest."""
+    source, packed_rows = group
+    for index, packed in enumerate(packed_rows):
+        yield with_counts(pickle.loads(packed), counts[source] if index == 0 else None)
 
 
 def unaccounted_entries(row: Record) -> int:
@@ -75,9 +90,8 @@ class CountUnaccounted(beam.PTransform[Any, Any]):
 # corrupts every collection sharing the generic pickled coder (an untyped `FlatMap`'s) and fails the
 # run. A text key is also the deterministic key coder the grouping needs, so nothing is rewritten.
 SourceCount = tuple[str, tuple[str, int]]
-# The type of both inputs of the `JoinCounts` grouping, for the same reason: its Flatten's inputs
-# (packed fetch rows, count tuples) must share one coder.
-JoinInput = tuple[str, Any]
+# (source, the sums in `_SUMMED_FIELDS` order): the side input's key is the text it is looked up by.
+CountsOfSource = tuple[str, tuple[int, ...]]
 
 
 class CountPerSource(beam.PTransform[Any, Any]):
@@ -107,29 +121,35 @@ class CountPerSource(beam.PTransform[Any, Any]):
             if stored
             else []
         )
-        counts = (
-            (written, dropped, failed, *already)
+        counted = fetches | "FetchRowsPerSource" >> beam.Map(
+            lambda r: (r["source"], (FETCH_ROWS, 1))
+        ).with_output_types(SourceCount)
+        counts = AsDict(
+            (written, dropped, failed, *already, counted)
             | "AllCounts" >> beam.Flatten()
-            | "SumPerSourceAndField" >> beam.CombinePerKey(_SumFields()).with_output_types(JoinInput)
+            | "SumPerSourceAndField" >> beam.CombinePerKey(_SumFields()).with_output_types(CountsOfSource)
         )
-        keyed_fetches = fetches | "KeyBySource" >> beam.Map(packed_row).with_output_types(JoinInput)
-        result: PCollection[Any] = (
-            {"fetches": keyed_fetches, "counts": counts}
-            | "JoinCounts" >> beam.CoGroupByKey()
-            | "CompleteRows" >> beam.FlatMapTuple(complete_rows)
+        completed = fetches | "CompleteRows" >> beam.FlatMap(complete_row, counts).with_outputs(
+            _SHARED, main="rows"
         )
+        shared = (
+            completed[_SHARED]
+            | "GroupSharedSources" >> beam.GroupByKey()
+            | "CompleteSharedRows" >> beam.FlatMap(complete_shared_rows, counts)
+        )
+        result: PCollection[Any] = (completed.rows, shared) | "AllFetchRows" >> beam.Flatten()
         return result
 
 
 class _SumFields(beam.CombineFn):
-    """(field, amount) -> the amounts summed per field, a list in `COUNT_FIELDS` order (compact while
-    it waits in a grouping: see the module docstring)."""
+    """(field, amount) -> the amounts summed per field, a tuple in `_SUMMED_FIELDS` order (a few
+    integers per source: what every worker holds of the side input)."""
 
     def __init__(self) -> None:
         beam.CombineFn.__init__(self)  # by name: see `poll_cycles.SumCounts`
 
     def create_accumulator(self) -> list[int]:
-        return [0] * len(COUNT_FIELDS)
+        return [0] * len(_SUMMED_FIELDS)
 
     def add_input(self, accumulator: list[int], element: tuple[str, int]) -> list[int]:
         field, amount = element
@@ -147,4 +167,4 @@ class _SumFields(beam.CombineFn):
         return tuple(accumulator)
 
 
-_FIELD_INDEX = {field: index for index, field in enumerate(COUNT_FIELDS)}
+_FIELD_INDEX = {field: index for index, field in enumerate(_SUMMED_FIELDS)}
