@@ -8,9 +8,11 @@ can land while a thread holds a lock (logging's, once) and hang every later test
 
 from __future__ import annotations
 
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from tests.conftest import PROJECT
@@ -37,9 +39,8 @@ except KeyboardInterrupt:
 def test_a_ctrl_c_during_start_up_stops_the_runner_it_started(tmp_path: Path) -> None:
     pid_file = tmp_path / "prism.pid"
     never_listens = tmp_path / "prism"
-    never_listens.write_text(
-        f"#!/bin/sh\necho $$ > {pid_file}.part && mv {pid_file}.part {pid_file}\nexec sleep 120\n"
-    )
+    part, done = shlex.quote(f"{pid_file}.part"), shlex.quote(str(pid_file))
+    never_listens.write_text(f"#!/bin/sh\necho $$ > {part} && mv {part} {done}\nexec sleep 120\n")
     never_listens.chmod(0o755)
     launcher = subprocess.Popen(
         [sys.executable, "-c", INTERRUPTED_START, str(never_listens)],
@@ -49,6 +50,9 @@ def test_a_ctrl_c_during_start_up_stops_the_runner_it_started(tmp_path: Path) ->
         cwd=PROJECT,
     )
     assert launcher.stdin is not None and launcher.stdout is not None
+    # Every read of its output ends in bounded time, even if the launcher hangs: it is killed.
+    watchdog = threading.Timer(90, launcher.kill)
+    watchdog.start()
     runner_pid = None
     try:
         log_path = Path(launcher.stdout.readline().strip())
@@ -63,6 +67,7 @@ def test_a_ctrl_c_during_start_up_stops_the_runner_it_started(tmp_path: Path) ->
         launcher.stdin.close()
         assert launcher.wait(timeout=15) == 0
     finally:
+        watchdog.cancel()
         if launcher.poll() is None:
             launcher.kill()
         if runner_pid is not None and process_alive(runner_pid):

@@ -29,6 +29,7 @@ COUNT_FIELDS = ("articles_written", "duplicates", "dead_letters", "already_store
 # Summed with the counts: how many fetch rows a source has (not a column of the rows).
 FETCH_ROWS = "fetch_rows"
 _SUMMED_FIELDS = (*COUNT_FIELDS, FETCH_ROWS)
+_FETCH_ROWS_AT = _SUMMED_FIELDS.index(FETCH_ROWS)
 _SHARED = "shared_source"
 
 
@@ -48,7 +49,7 @@ def complete_row(row: Record, counts: Mapping[str, tuple[int, ...]]) -> Iterator
     """The fetch row with its source's counts, or, when its source has several rows, the row keyed
     by source and pickled (compact in a grouping) for `complete_shared_rows`."""
     source_counts = counts[row["source"]]
-    if source_counts[-1] == 1:
+    if source_counts[_FETCH_ROWS_AT] == 1:
         yield with_counts(row, source_counts)
     else:
         yield TaggedOutput(_SHARED, (row["source"], pickle.dumps(row, pickle.HIGHEST_PROTOCOL)))
