@@ -18,7 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from pipeline.runners import make_runner, runner_options
-from transforms.accounting import CountPerSource
+from transforms.accounting import COUNT_FIELDS, CountPerSource
 from transforms.dedupe import DeduplicateArticles, SpillRefs
 from transforms.enrich import EnrichArticles, IdentifyArticles, content_hash, make_article_id
 from transforms.io.staging import StagedFile, WritePartitionedParquet
@@ -609,6 +609,11 @@ def test_count_per_source(runner: str) -> None:
             ),
             equal_to([("a", 5, 3, 1, 1), ("a", 5, 0, 0, 0), ("b", 2, 1, 1, 0), ("c", 0, 0, 0, 0)]),
             label="CompletedFetchRows",
+        )
+        assert_that(
+            rows | "Columns" >> beam.Map(lambda r: sorted(r)),
+            equal_to([sorted({**fetch, **dict.fromkeys(COUNT_FIELDS, 0)}) for fetch in fetches]),
+            label="NoRowKeyLeft",
         )
 
 

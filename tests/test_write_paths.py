@@ -6,6 +6,7 @@ import os
 import posixpath
 import unicodedata
 import weakref
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import sql
+from transforms.io.commit import without_source_counts
 from transforms.io.parquet import ParquetSettings, records_to_table
 from transforms.io.paths import (
     MAX_PARTITION_SEGMENT_BYTES,
@@ -313,3 +315,12 @@ def test_one_joiner_for_local_folders_and_object_stores(parts: tuple[str, ...], 
 @pytest.mark.parametrize("folder", ["gs://b/out", "s3://b/out/", "/data/out", "/data/out/", "out"])
 def test_child_and_join_path_agree(folder: str) -> None:
     assert child(folder, "r1") == join_path(folder, "r1")
+
+
+def test_the_commit_gathers_staged_files_without_their_rows_per_source() -> None:
+    """The rows per source are counted before the commit and never published: the one gathered
+    list of every staged file of the run does not carry them."""
+    staged = StagedFile("articles", "language=en", "s/part.parquet", "f/part.parquet", 3, {"a": 2, "b": 1})
+    gathered = without_source_counts(staged)
+    assert gathered.rows_per_source == {}
+    assert replace(gathered, rows_per_source=staged.rows_per_source) == staged

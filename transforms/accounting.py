@@ -5,32 +5,35 @@ stored (entries an earlier run stored in the same version) + entries cut (beyond
 counted by the reader itself). The counts come from the written files, the duplicates, the
 record-level dead letters of every stage and the already stored entries, summed per source.
 
-The fetch rows are not grouped with their counts: a local runner's launcher holds a grouping's
-values decoded (Beam's `GroupingBuffer`) and then encodes the whole grouped output at once, which
-was the launcher's peak at the end of the read stage (about 3 KB an input, 46,000 inputs in the 1M
-benchmark run). The counts, a few integers per source, reach the rows as a side input instead; only
-the rows of a source that has several (one input listed twice, two inputs whose recorded URLs are
-the same once redacted) are grouped, so that the counts go to exactly one of them.
+The fetch rows are neither grouped with their counts nor flattened with other rows: on a local
+runner, every grouping or Flatten of them is one more copy held in the launcher (about 600 bytes
+an input, 46,000 inputs in the 1M benchmark run), and such copies made the launcher's peak. The
+counts, a few integers per source, reach the rows as a side input. A source can have several rows
+(one input listed twice, two inputs whose recorded URLs are the same once redacted): each row is
+given a random key as it enters, the side input carries the smallest key of each source, and only
+the row holding it gets the counts. So `CompleteRows` is one Map, fused with what writes the rows.
 """
 
 from __future__ import annotations
 
-import pickle
+import random
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.pvalue import AsDict, PCollection, TaggedOutput
+from apache_beam.pvalue import AsDict, PCollection
 
 from transforms.io.staging import StagedFile
 from transforms.schema import Record
 
 COUNT_FIELDS = ("articles_written", "duplicates", "dead_letters", "already_stored")
-# Summed with the counts: how many fetch rows a source has (not a column of the rows).
-FETCH_ROWS = "fetch_rows"
-_SUMMED_FIELDS = (*COUNT_FIELDS, FETCH_ROWS)
-_FETCH_ROWS_AT = _SUMMED_FIELDS.index(FETCH_ROWS)
-_SHARED = "shared_source"
+# Gathered with the counts (not columns of the rows): the smallest `ROW_KEY` of the source's fetch
+# rows, which marks the one row that gets the counts.
+FIRST_ROW_KEY = "first_row_key"
+ROW_KEY = "_row_key"  # a random key each fetch row carries through CountPerSource, then dropped
+_GATHERED_FIELDS = (*COUNT_FIELDS, FIRST_ROW_KEY)
+_FIRST_ROW_KEY_AT = _GATHERED_FIELDS.index(FIRST_ROW_KEY)
+_NO_ROW_KEY = (1 << 63) - 1  # above every key (62 bits); a 64-bit integer for every coder
 
 
 def written_per_source(staged: StagedFile) -> Iterator[tuple[str, tuple[str, int]]]:
@@ -39,29 +42,24 @@ def written_per_source(staged: StagedFile) -> Iterator[tuple[str, tuple[str, int
 
 
 def with_counts(row: Record, counts: tuple[int, ...] | None) -> Record:
-    """The fetch row with `counts` (`_SUMMED_FIELDS` order) in its count columns; zeros for None."""
+    """The fetch row, without its `ROW_KEY`, with `counts` (`_GATHERED_FIELDS` order) in its count
+    columns; zeros for None."""
+    completed = {field: value for field, value in row.items() if field != ROW_KEY}
     if counts is None:
-        return {**row, **dict.fromkeys(COUNT_FIELDS, 0)}
-    return {**row, **dict(zip(COUNT_FIELDS, counts[: len(COUNT_FIELDS)], strict=True))}
+        return completed | dict.fromkeys(COUNT_FIELDS, 0)
+    return completed | dict(zip(COUNT_FIELDS, counts[: len(COUNT_FIELDS)], strict=True))
 
 
-def complete_row(row: Record, counts: Mapping[str, tuple[int, ...]]) -> Iterator[Any]:
-    """The fetch row with its source's counts, or, when its source has several rows, the row keyed
-    by source and pickled (compact in a grouping) for `complete_shared_rows`."""
+def with_row_key(row: Record) -> Record:
+    """The fetch row with a random `ROW_KEY`: tells apart even two identical rows of one source."""
+    return {**row, ROW_KEY: random.getrandbits(62)}
+
+
+def complete_row(row: Record, counts: Mapping[str, tuple[int, ...]]) -> Record:
+    """The fetch row with its source's counts if it holds the source's smallest key, else zeros
+    (the counts of a source with several rows go to exactly one of them)."""
     source_counts = counts[row["source"]]
-    if source_counts[_FETCH_ROWS_AT] == 1:
-        yield with_counts(row, source_counts)
-    else:
-        yield TaggedOutput(_SHARED, (row["source"], pickle.dumps(row, pickle.HIGHEST_PROTOCOL)))
-
-
-def complete_shared_rows(
-    group: tuple[str, Iterable[bytes]], counts: Mapping[str, tuple[int, ...]]
-) -> Iterator[Record]:
-    """The fetch rows of one source that has several: its counts go to the first, zeros to the rest."""
-    source, packed_rows = group
-    for index, packed in enumerate(packed_rows):
-        yield with_counts(pickle.loads(packed), counts[source] if index == 0 else None)
+    return with_counts(row, source_counts if row[ROW_KEY] == source_counts[_FIRST_ROW_KEY_AT] else None)
 
 
 def unaccounted_entries(row: Record) -> int:
@@ -91,7 +89,8 @@ class CountUnaccounted(beam.PTransform[Any, Any]):
 # corrupts every collection sharing the generic pickled coder (an untyped `FlatMap`'s) and fails the
 # run. A text key is also the deterministic key coder the grouping needs, so nothing is rewritten.
 SourceCount = tuple[str, tuple[str, int]]
-# (source, the sums in `_SUMMED_FIELDS` order): the side input's key is the text it is looked up by.
+# (source, the sums and the first row key in `_GATHERED_FIELDS` order): the side input's key is
+# the text it is looked up by.
 CountsOfSource = tuple[str, tuple[int, ...]]
 
 
@@ -122,50 +121,51 @@ class CountPerSource(beam.PTransform[Any, Any]):
             if stored
             else []
         )
-        counted = fetches | "FetchRowsPerSource" >> beam.Map(
-            lambda r: (r["source"], (FETCH_ROWS, 1))
+        keyed = fetches | "KeyFetchRows" >> beam.Map(with_row_key)
+        first_rows = keyed | "RowKeysPerSource" >> beam.Map(
+            lambda r: (r["source"], (FIRST_ROW_KEY, r[ROW_KEY]))
         ).with_output_types(SourceCount)
         counts = AsDict(
-            (written, dropped, failed, *already, counted)
+            (written, dropped, failed, *already, first_rows)
             | "AllCounts" >> beam.Flatten()
             | "SumPerSourceAndField" >> beam.CombinePerKey(_SumFields()).with_output_types(CountsOfSource)
         )
-        completed = fetches | "CompleteRows" >> beam.FlatMap(complete_row, counts).with_outputs(
-            _SHARED, main="rows"
-        )
-        shared = (
-            completed[_SHARED]
-            | "GroupSharedSources" >> beam.GroupByKey()
-            | "CompleteSharedRows" >> beam.FlatMap(complete_shared_rows, counts)
-        )
-        result: PCollection[Any] = (completed.rows, shared) | "AllFetchRows" >> beam.Flatten()
+        result: PCollection[Any] = keyed | "CompleteRows" >> beam.Map(complete_row, counts)
         return result
 
 
 class _SumFields(beam.CombineFn):
-    """(field, amount) -> the amounts summed per field, a tuple in `_SUMMED_FIELDS` order (a few
-    integers per source: what every worker holds of the side input)."""
+    """(field, amount) -> the amounts summed per field and the smallest `FIRST_ROW_KEY`, a tuple in
+    `_GATHERED_FIELDS` order (a few integers per source: what every worker holds of the side input)."""
 
     def __init__(self) -> None:
         beam.CombineFn.__init__(self)  # by name: see `poll_cycles.SumCounts`
 
     def create_accumulator(self) -> list[int]:
-        return [0] * len(_SUMMED_FIELDS)
+        accumulator = [0] * len(_GATHERED_FIELDS)
+        accumulator[_FIRST_ROW_KEY_AT] = _NO_ROW_KEY
+        return accumulator
 
     def add_input(self, accumulator: list[int], element: tuple[str, int]) -> list[int]:
         field, amount = element
-        accumulator[_FIELD_INDEX[field]] += amount
+        if field == FIRST_ROW_KEY:
+            accumulator[_FIRST_ROW_KEY_AT] = min(accumulator[_FIRST_ROW_KEY_AT], amount)
+        else:
+            accumulator[_FIELD_INDEX[field]] += amount
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[list[int]]) -> list[int]:
         merged = self.create_accumulator()
         for accumulator in accumulators:
             for index, amount in enumerate(accumulator):
-                merged[index] += amount
+                if index == _FIRST_ROW_KEY_AT:
+                    merged[index] = min(merged[index], amount)
+                else:
+                    merged[index] += amount
         return merged
 
     def extract_output(self, accumulator: list[int]) -> tuple[int, ...]:
         return tuple(accumulator)
 
 
-_FIELD_INDEX = {field: index for index, field in enumerate(_SUMMED_FIELDS)}
+_FIELD_INDEX = {field: index for index, field in enumerate(_GATHERED_FIELDS)}
