@@ -146,6 +146,20 @@ def test_moving_dropped_entries_to_already_stored() -> None:
     ]
 
 
+def test_dropped_entries_move_once_for_a_source_with_several_fetch_rows() -> None:
+    """The same input listed twice: its counts are on one row, zeros on the other, and the entries
+    dropped at the commit move on the row that counted them, not on both (which doubled them)."""
+    fetches = pa.table(
+        {"source": ["s1", "s1", "s2"], "articles_written": [0, 3, 1], "already_stored": [0, 0, 0]}
+    )
+    moved = move_to_already_stored(fetches, {"s1": 2}).to_pylist()
+    assert moved == [
+        {"source": "s1", "articles_written": 0, "already_stored": 0},
+        {"source": "s1", "articles_written": 1, "already_stored": 2},
+        {"source": "s2", "articles_written": 1, "already_stored": 0},
+    ]
+
+
 def test_reconciling_with_a_run_committed_meanwhile_keeps_the_runs_parquet_settings(tmp_path: Path) -> None:
     """Another run stored `a` (same content) and `b` (older) after this run read the index: the
     commit drops `a`, renumbers `b` and rewrites the staged files with the run's own settings."""

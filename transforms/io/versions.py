@@ -219,11 +219,18 @@ def renumber_rows(table: pa.Table, decided: Sequence[int | None]) -> pa.Table:
 
 
 def move_to_already_stored(table: pa.Table, dropped: dict[str, int]) -> pa.Table:
-    """Fetch rows with `dropped` entries per source moved from `articles_written` to `already_stored`."""
+    """Fetch rows with `dropped` entries per source moved from `articles_written` to `already_stored`.
+
+    A source with several fetch rows has its counts on one of them (`CountPerSource`) and zeros on
+    the others: the entries move once, on the row that counted them as written.
+    """
     rows = table.to_pylist()
+    moved: set[str] = set()
     for row in rows:
-        n = dropped.get(row["source"] or "", 0)
-        if n:
+        source = row["source"] or ""
+        n = dropped.get(source, 0)
+        if n and source not in moved and (row["articles_written"] or 0) >= n:
+            moved.add(source)
             row["articles_written"] = (row["articles_written"] or 0) - n
             row["already_stored"] = (row["already_stored"] or 0) + n
     return pa.Table.from_pylist(rows, schema=table.schema)
