@@ -111,3 +111,12 @@ def test_fetch_rows_are_completed_and_staged_in_one_stage(tmp_path: Path) -> Non
         name.startswith("CountPerSource/") and "Group" in name and "SumPerSource" not in name
         for name in every_stage
     )
+
+
+def test_the_commit_gathers_staged_files_after_dropping_their_source_counts(tmp_path: Path) -> None:
+    """`CommitRun` strips `rows_per_source` in the stage that feeds its one gathered list, so the
+    list of every staged file of the run never carries the per-source counts."""
+    stages = batch_stages(tmp_path)
+    dropping = [names for names, _ in stages if "CommitRun/DropSourceCounts" in names]
+    assert len(dropping) == 1
+    assert any(name.startswith("CommitRun/GatherStagedFiles") for name in dropping[0])
