@@ -53,7 +53,9 @@ def run_round(
         options = PipelineOptions(direct_num_workers=workers, direct_running_mode="multi_threading")
         clock = time.monotonic()
         with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
-            entries, fetches, dead = p | beam.Create(urls) | ReadSources(ReadSettings(fetch=settings))
+            read = p | beam.Create(urls) | ReadSources(ReadSettings(fetch=settings))
+            entries, fetch_parts, dead = read.entries, read.fetches, read.dead_letters
+            fetches = fetch_parts | "AllFetchRows" >> beam.Flatten()
             counts = (
                 (
                     entries | "E" >> beam.Map(lambda _: ("entries", 1)),

@@ -92,7 +92,7 @@ def _fingerprinted(settings: Settings, processed: ProcessedArticles) -> Processe
 class BatchSource(NamedTuple):
     inputs: list[str]  # the patterns and feed URLs read, as the manifest names them
     entries: PCollection[Any]
-    fetches: PCollection[Any]
+    fetches: tuple[PCollection[Any], ...]  # in parts: see `ReadOutputs`
     dead_letters: PCollection[Any]
     read_settings: ReadSettings
     feed_states: PCollection[Any]
@@ -173,13 +173,14 @@ def _write_batch(
 def _send_progress(
     progress: tuple[str, int], source: BatchSource, processed: ProcessedArticles, written: BatchWrite
 ) -> None:
-    counted = (
-        ("inputs", source.fetches),
-        ("articles", processed.articles),
-        ("dead_letters", written.dead_letters),
-    )
-    for kind, collection in counted:
-        _ = collection | f"Progress{kind.title()}" >> beam.ParDo(CountProgress(progress, kind))
+    # Each part of the fetch rows is counted where it is made (a Flatten would be one more stage).
+    counted = [("inputs", part, f"ProgressInputs{index}") for index, part in enumerate(source.fetches)]
+    counted += [
+        ("articles", processed.articles, "ProgressArticles"),
+        ("dead_letters", written.dead_letters, "ProgressDead_Letters"),
+    ]
+    for kind, collection, label in counted:
+        _ = collection | label >> beam.ParDo(CountProgress(progress, kind))
 
 
 def _commit_batch(

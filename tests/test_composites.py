@@ -496,7 +496,8 @@ def name(path: str) -> str:
 def test_read_sources(input_folder: Path) -> None:
     missing = str(input_folder.parent / "nothing-*.xml")
     with pipeline() as p:
-        entries, fetches, dead, _states = p | beam.Create([str(input_folder), missing]) | ReadSources()
+        entries, fetch_parts, dead, _states = p | beam.Create([str(input_folder), missing]) | ReadSources()
+        fetches = fetch_parts | "AllFetchRows" >> beam.Flatten()
         assert_that(
             entries | "EntryTitles" >> beam.Map(lambda e: (name(e["source"]), e["source_type"], e["title"])),
             equal_to(

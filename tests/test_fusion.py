@@ -64,7 +64,8 @@ def test_only_compact_collections_leave_the_record_stage(tmp_path: Path) -> None
     )
     leaving = {sink.split("/Write")[0] for sink in sinks}
     assert leaving <= {
-        "ReadSources/AllFetchRows",
+        "CountPerSource/KeyedFetchRows",  # the fetch rows, keyed in this stage
+        "CountPerSource/AllCounts",  # their keys, one small tuple per row
         "ReadSources/AllReadDeadLetters",
         "ReadSources/AllFeedStates",
         "ProcessArticles/AllDeadLetters",
@@ -111,6 +112,26 @@ def test_fetch_rows_are_completed_and_staged_in_one_stage(tmp_path: Path) -> Non
         name.startswith("CountPerSource/") and "Group" in name and "SumPerSource" not in name
         for name in every_stage
     )
+
+
+def test_fetch_rows_are_keyed_in_the_stages_that_make_them(tmp_path: Path) -> None:
+    """No stage runs between the read and `CompleteRows` for the fetch rows alone: keying a Flatten of
+    them was one, and the local runner sent every input's row to a worker and back for it at the end
+    of the read (a transient of the launcher and both workers, measured at 300k articles)."""
+    stages = batch_stages(tmp_path)
+    for maker in ("ReadSources/ExpandPatterns", "ReadSources/PlanReads", "ReadSources/ReadAndParse"):
+        making = [names for names, _ in stages if any(n.startswith(maker) for n in names)]
+        assert len(making) == 1
+        assert any(n.startswith("CountPerSource/KeyFetchRows") for n in making[0]), maker
+        assert any(n.startswith("CountPerSource/RowKeysPerSource") for n in making[0]), maker
+    touching = [
+        names
+        for names, _ in stages
+        if any(
+            n.startswith(("CountPerSource/KeyFetchRows", "CountPerSource/KeyedFetchRows/Read")) for n in names
+        )
+    ]
+    assert len(touching) == 4  # the three makers and the stage that completes the rows
 
 
 def test_the_commit_gathers_staged_files_after_dropping_their_source_counts(tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ def test_a_slowloris_feed_ends_at_its_deadline_while_the_other_feeds_are_read(
     # 2 KB at one byte every 20 ms: 40 s for the body, and never a pause long enough to time out.
     drip = feed_server.route("/drip", Reply(200, rss("drip", 8), drip_every=0.02))
     with Pipeline(runner=FnApiRunner()) as p:
-        entries, fetches, dead, _states = p | beam.Create([*good, drip]) | ReadSources(settings)
+        entries, fetch_parts, dead, _states = p | beam.Create([*good, drip]) | ReadSources(settings)
+        fetches = fetch_parts | "AllFetchRows" >> beam.Flatten()
         assert_that(
             fetches
             | beam.Map(

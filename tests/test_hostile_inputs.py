@@ -196,7 +196,8 @@ def test_a_file_name_that_is_not_utf8_is_read_and_its_name_survives_arrow(tmp_pa
     assert [Path(p).name for p in expand_pattern(pattern_as_text(typed))] == [BAD_NAME_SHOWN]
 
     with Pipeline(runner=FnApiRunner()) as p:
-        entries, fetches, dead, _states = p | beam.Create([str(folder)]) | ReadSources()
+        entries, fetch_parts, dead, _states = p | beam.Create([str(folder)]) | ReadSources()
+        fetches = fetch_parts | "AllFetchRows" >> beam.Flatten()
         assert_that(
             entries | "Titles" >> beam.Map(lambda e: (Path(e["source"]).name, e["title"])),
             equal_to(

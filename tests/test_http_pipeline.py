@@ -401,7 +401,8 @@ def test_per_host_limit_holds_across_workers_while_hosts_are_fetched_at_once() -
         ]
         options = PipelineOptions(direct_num_workers=2, direct_running_mode="multi_threading")
         with Pipeline(runner=FnApiRunner(), options=options) as p:
-            entries, fetches, dead, _states = p | beam.Create(urls) | ReadSources(settings)
+            entries, fetch_parts, dead, _states = p | beam.Create(urls) | ReadSources(settings)
+            fetches = fetch_parts | "AllFetchRows" >> beam.Flatten()
             assert_that(
                 fetches | beam.Map(lambda r: (r["source"], r["outcome"])),
                 equal_to([(url, "ok") for url in urls]),

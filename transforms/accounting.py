@@ -12,6 +12,8 @@ counts, a few integers per source, reach the rows as a side input. A source can 
 (one input listed twice, two inputs whose recorded URLs are the same once redacted): each row is
 given a random key as it enters, the side input carries the smallest key of each source, and only
 the row holding it gets the counts. So `CompleteRows` is one Map, fused with what writes the rows.
+The rows come in parts (`ReadOutputs.fetches`), keyed in the stages that make them, so that no stage
+between the read and `CompleteRows` handles them alone.
 """
 
 from __future__ import annotations
@@ -95,7 +97,10 @@ CountsOfSource = tuple[str, tuple[int, ...]]
 
 
 class CountPerSource(beam.PTransform[Any, Any]):
-    """(fetch rows, staged article files, duplicates, dead letters[, already stored]) -> fetch rows."""
+    """(fetch rows, staged article files, duplicates, dead letters[, already stored]) -> fetch rows.
+
+    The fetch rows are one collection or a tuple of parts (`ReadOutputs.fetches`); the result is one.
+    """
 
     def expand(self, inputs: tuple[PCollection[Any], ...]) -> PCollection[Any]:
         fetches, staged_articles, duplicates, dead_letters, *stored = inputs
@@ -121,16 +126,29 @@ class CountPerSource(beam.PTransform[Any, Any]):
             if stored
             else []
         )
-        keyed = fetches | "KeyFetchRows" >> beam.Map(with_row_key)
-        first_rows = keyed | "RowKeysPerSource" >> beam.Map(
-            lambda r: (r["source"], (FIRST_ROW_KEY, r[ROW_KEY]))
-        ).with_output_types(SourceCount)
+        # Each part of the rows is keyed, and its keys counted, in the stage that makes it: a step on
+        # a Flatten of the parts would be a stage of its own, and the local runner would send every
+        # row to a worker and back for it (a transient at the end of the read).
+        parts = tuple(fetches) if isinstance(fetches, (tuple, list)) else (fetches,)
+        keyed_parts = [
+            part | f"KeyFetchRows{index}" >> beam.Map(with_row_key) for index, part in enumerate(parts)
+        ]
+        first_rows = [
+            keyed
+            | f"RowKeysPerSource{index}"
+            >> beam.Map(lambda r: (r["source"], (FIRST_ROW_KEY, r[ROW_KEY]))).with_output_types(SourceCount)
+            for index, keyed in enumerate(keyed_parts)
+        ]
         counts = AsDict(
-            (written, dropped, failed, *already, first_rows)
+            (written, dropped, failed, *already, *first_rows)
             | "AllCounts" >> beam.Flatten()
             | "SumPerSourceAndField" >> beam.CombinePerKey(_SumFields()).with_output_types(CountsOfSource)
         )
-        result: PCollection[Any] = keyed | "CompleteRows" >> beam.Map(complete_row, counts)
+        result: PCollection[Any] = (
+            keyed_parts
+            | "KeyedFetchRows" >> beam.Flatten()
+            | "CompleteRows" >> beam.Map(complete_row, counts)
+        )
         return result
 
 

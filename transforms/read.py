@@ -61,10 +61,15 @@ def retriever_for(source: str) -> str:
 
 
 class ReadOutputs(NamedTuple):
-    """What `ReadSources` gives: the raw entries, one fetch row per input, dead letters, feed states."""
+    """What `ReadSources` gives: the raw entries, one fetch row per input, dead letters, feed states.
+
+    The fetch rows come in the parts their steps make them (patterns expanded, reads planned, reads
+    done), not flattened: every step applied to a Flatten of them runs as one more stage of a local
+    runner, which sends every row to a worker and back after the read (see `CountPerSource`).
+    """
 
     entries: PCollection[Any]
-    fetches: PCollection[Any]
+    fetches: tuple[PCollection[Any], ...]
     dead_letters: PCollection[Any]
     feed_states: PCollection[Any]  # each fetched feed's next state, for `WriteFeedState` after the commit
 
@@ -266,8 +271,7 @@ class ReadSources(beam.PTransform[Any, Any]):
         )
         feed_states = (planned[FEED_STATES], read[FEED_STATES]) | "AllFeedStates" >> beam.Flatten()
         entries = read.entries
-        fetch_rows = (expanded[FETCHES], planned[FETCHES], read[FETCHES])
-        fetches = fetch_rows | "AllFetchRows" >> beam.Flatten()
+        fetches = (expanded[FETCHES], planned[FETCHES], read[FETCHES])
         failures = (expanded[DEAD_LETTERS], read[DEAD_LETTERS])
         dead_letters = failures | "AllReadDeadLetters" >> beam.Flatten()
         return ReadOutputs(entries, fetches, dead_letters, feed_states)
