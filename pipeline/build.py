@@ -174,13 +174,13 @@ def _send_progress(
     progress: tuple[str, int], source: BatchSource, processed: ProcessedArticles, written: BatchWrite
 ) -> None:
     # Each part of the fetch rows is counted where it is made (a Flatten would be one more stage).
-    counted = [("inputs", part, f"ProgressInputs{index}") for index, part in enumerate(source.fetches)]
+    counted = [(f"Inputs{index}", "inputs", part) for index, part in enumerate(source.fetches)]
     counted += [
-        ("articles", processed.articles, "ProgressArticles"),
-        ("dead_letters", written.dead_letters, "ProgressDead_Letters"),
+        ("Articles", "articles", processed.articles),
+        ("DeadLetters", "dead_letters", written.dead_letters),
     ]
-    for kind, collection, label in counted:
-        _ = collection | label >> beam.ParDo(CountProgress(progress, kind))
+    for name, kind, collection in counted:
+        _ = collection | f"Progress{name}" >> beam.ParDo(CountProgress(progress, kind))
 
 
 def _commit_batch(

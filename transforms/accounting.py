@@ -57,6 +57,11 @@ def with_row_key(row: Record) -> Record:
     return {**row, ROW_KEY: random.getrandbits(62)}
 
 
+def row_key_of_source(row: Record) -> tuple[str, tuple[str, int]]:
+    """(source, (FIRST_ROW_KEY, the row's key)): what the side input takes the smallest of."""
+    return row["source"], (FIRST_ROW_KEY, row[ROW_KEY])
+
+
 def complete_row(row: Record, counts: Mapping[str, tuple[int, ...]]) -> Record:
     """The fetch row with its source's counts if it holds the source's smallest key, else zeros
     (the counts of a source with several rows go to exactly one of them)."""
@@ -134,9 +139,7 @@ class CountPerSource(beam.PTransform[Any, Any]):
             part | f"KeyFetchRows{index}" >> beam.Map(with_row_key) for index, part in enumerate(parts)
         ]
         first_rows = [
-            keyed
-            | f"RowKeysPerSource{index}"
-            >> beam.Map(lambda r: (r["source"], (FIRST_ROW_KEY, r[ROW_KEY]))).with_output_types(SourceCount)
+            keyed | f"RowKeysPerSource{index}" >> beam.Map(row_key_of_source).with_output_types(SourceCount)
             for index, keyed in enumerate(keyed_parts)
         ]
         counts = AsDict(
